@@ -1,0 +1,113 @@
+"""Tests for genblocks.config: YAML + dataclass schema + dotted overrides, with errors that name the key."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+
+from genblocks.config import ConfigError, config_to_yaml, load_config
+
+
+@dataclass
+class Optim:
+    lr: float = 1e-4
+    betas: tuple[float, float] = (0.9, 0.999)
+
+
+@dataclass
+class Model:
+    width: int = 32
+    layers: list[int] = field(default_factory=lambda: [1, 2])
+    name: str = "tiny"
+
+
+@dataclass
+class Run:
+    seed: int = 0
+    model: Model = field(default_factory=Model)
+    optim: Optim = field(default_factory=Optim)
+    output_dir: str | None = None
+
+
+@dataclass
+class NeedsValue:
+    data_root: str = "???"
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "cfg.yaml"
+    path.write_text(text)
+    return path
+
+
+def test_defaults_without_file() -> None:
+    cfg = load_config(Run)
+    assert isinstance(cfg, Run)
+    assert cfg.model.width == 32
+    assert cfg.optim.betas == (0.9, 0.999)
+
+
+def test_file_then_overrides_in_order(tmp_path: Path) -> None:
+    path = write(tmp_path, "seed: 3\nmodel:\n  width: 64\n  layers: [4, 5, 6]\n")
+    cfg = load_config(Run, path, ["model.width=128", "optim.lr=3e-3", "output_dir=out"])
+    assert cfg.seed == 3
+    assert cfg.model.width == 128
+    assert cfg.model.layers == [4, 5, 6]
+    assert cfg.optim.lr == pytest.approx(3e-3)
+    assert cfg.output_dir == "out"
+    assert isinstance(cfg.model, Model)
+
+
+def test_unknown_key_in_file_names_key_file_and_suggestion(tmp_path: Path) -> None:
+    path = write(tmp_path, "model:\n  widht: 64\n")
+    with pytest.raises(ConfigError) as info:
+        load_config(Run, path)
+    message = str(info.value)
+    assert "model.widht" in message
+    assert str(path) in message
+    assert "did you mean 'width'" in message
+
+
+def test_unknown_override_names_command_line() -> None:
+    with pytest.raises(ConfigError, match=r"command line: unknown config key 'optim\.learning_rate'"):
+        load_config(Run, None, ["optim.learning_rate=1"])
+
+
+def test_wrong_type_names_key() -> None:
+    with pytest.raises(ConfigError, match=r"'model\.width' has a value of the wrong type"):
+        load_config(Run, None, ["model.width=wide"])
+
+
+def test_malformed_override() -> None:
+    with pytest.raises(ConfigError, match=r"key\.sub=value"):
+        load_config(Run, None, ["model.width"])
+
+
+def test_missing_required_value() -> None:
+    with pytest.raises(ConfigError, match="'data_root' is required"):
+        load_config(NeedsValue)
+    assert load_config(NeedsValue, None, ["data_root=/data"]).data_root == "/data"
+
+
+def test_missing_file() -> None:
+    with pytest.raises(FileNotFoundError, match=r"nope\.yaml"):
+        load_config(Run, "nope.yaml")
+
+
+def test_yaml_round_trip(tmp_path: Path) -> None:
+    cfg = load_config(Run, None, ["seed=7", "model.layers=[9]"])
+    path = write(tmp_path, config_to_yaml(cfg))
+    assert load_config(Run, path) == cfg
+
+
+def test_schema_must_be_dataclass() -> None:
+    with pytest.raises(TypeError, match="dataclass"):
+        load_config(dict)  # type: ignore[arg-type]
+
+
+def test_smoke_module() -> None:
+    from genblocks.smoke import main
+
+    assert main() == 0

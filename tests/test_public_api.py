@@ -1,0 +1,31 @@
+"""Each member exports an explicit, tested ``__all__`` of public names (STYLE rule 13)."""
+
+from __future__ import annotations
+
+import importlib
+
+import pytest
+
+EXPECTED = {
+    "genblocks": ["ConfigError", "__version__", "config_to_yaml", "load_config", "merge_config"],
+    "coap_optim": [
+        "CoapAdafactor",
+        "CoapAdamW",
+        "CoapAdamW8bit",
+        "__version__",
+        "convert_official_state",
+        "enable_layerwise",
+        "param_groups",
+        "state_nbytes",
+    ],
+}
+
+
+@pytest.mark.parametrize("name", sorted(EXPECTED))
+def test_all_is_explicit_and_resolves(name: str) -> None:
+    module = importlib.import_module(name)
+    assert sorted(module.__all__) == EXPECTED[name]
+    for attr in module.__all__:
+        assert hasattr(module, attr), f"{name}.__all__ names {attr!r}, which does not exist"
+        assert attr == "__version__" or not attr.startswith("_"), f"private name {attr!r} in {name}.__all__"
+    assert isinstance(module.__version__, str) and module.__version__.count(".") == 2

@@ -1,0 +1,117 @@
+"""Build every workspace member's wheel, install each ALONE in a fresh virtual environment, import it, run its smoke check.
+
+``make wheels`` runs this. uv resolves a workspace into one environment, so nothing there stops a member from importing a
+package that only another member declares; installing each wheel alone, with only its declared dependencies, is what proves
+that every component installs independently. Wheels that depend on ``genblocks`` get it from the wheel built here.
+
+Usage::
+
+    uv run python tests/wheels.py --dist dist [--package coap-optim] [--no-install]
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import subprocess
+import sys
+import tomllib
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@dataclass(frozen=True)
+class Member:
+    """One workspace member: its distribution name, import name and folder."""
+
+    name: str
+    import_name: str
+    folder: Path
+
+
+def members() -> list[Member]:
+    """Every workspace member (``shared`` and ``packages/*``), genblocks first."""
+    folders = [ROOT / "shared", *sorted(p for p in (ROOT / "packages").iterdir() if (p / "pyproject.toml").is_file())]
+    found = []
+    for folder in folders:
+        project = tomllib.loads((folder / "pyproject.toml").read_text())["project"]
+        packages = sorted(p.name for p in (folder / "src").iterdir() if (p / "__init__.py").is_file())
+        if len(packages) != 1:
+            raise ValueError(f"{folder}: expected exactly one import package under src/, found {packages}")
+        found.append(Member(project["name"], packages[0], folder))
+    return found
+
+
+def build(member: Member, dist: Path) -> Path:
+    """Build ``member``'s wheel into ``dist`` and return its path."""
+    subprocess.run(["uv", "build", "--package", member.name, "--wheel", "--out-dir", str(dist)], check=True, cwd=ROOT)
+    wheels = sorted(dist.glob(f"{member.name.replace('-', '_')}-*.whl"))
+    if not wheels:
+        raise FileNotFoundError(f"uv build produced no wheel for {member.name} in {dist}")
+    return wheels[-1]
+
+
+def missing_modules(member: Member, wheel: Path) -> list[str]:
+    """Source modules of ``member`` absent from ``wheel`` (the official COAP wheel shipped only ``__init__.py``)."""
+    src = member.folder / "src"
+    expected = {p.relative_to(src).as_posix() for p in (src / member.import_name).rglob("*.py")}
+    with zipfile.ZipFile(wheel) as archive:
+        shipped = set(archive.namelist())
+    return sorted(expected - shipped)
+
+
+def install_and_check(member: Member, wheel: Path, dist: Path, venvs: Path) -> None:
+    """Fresh venv, install the wheel alone (deps from the index, workspace siblings from ``dist``), import, smoke."""
+    venv = venvs / member.name
+    shutil.rmtree(venv, ignore_errors=True)
+    subprocess.run(["uv", "venv", "--quiet", "--python", sys.executable, str(venv)], check=True)
+    python = str(venv / "bin" / "python")
+    subprocess.run(
+        ["uv", "pip", "install", "--quiet", "--python", python, "--find-links", str(dist), str(wheel)], check=True
+    )
+    subprocess.run(
+        [python, "-c", f"import {member.import_name} as m; print(m.__name__, m.__version__, len(m.__all__))"],
+        check=True,
+        cwd=venvs,
+    )
+    subprocess.run([python, "-m", f"{member.import_name}.smoke"], check=True, cwd=venvs)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--dist", type=Path, default=ROOT / "dist")
+    parser.add_argument("--package", action="append", help="only these members (genblocks is always built)")
+    parser.add_argument("--no-install", action="store_true", help="build and check wheel contents only")
+    args = parser.parse_args(argv)
+    dist = args.dist.resolve()
+    shutil.rmtree(dist, ignore_errors=True)
+    dist.mkdir(parents=True)
+    everything = members()
+    selected = [m for m in everything if not args.package or m.name in args.package or m.name == "genblocks"]
+    unknown = set(args.package or ()) - {m.name for m in everything}
+    if unknown:
+        parser.error(f"unknown members {sorted(unknown)}; known: {[m.name for m in everything]}")
+    wheels = {m.name: build(m, dist) for m in selected}
+    failures = []
+    for member in selected:
+        missing = missing_modules(member, wheels[member.name])
+        if missing:
+            failures.append(f"{member.name}: wheel lacks {missing}")
+    if not args.no_install:
+        for member in selected:
+            try:
+                install_and_check(member, wheels[member.name], dist, dist / "venvs")
+            except subprocess.CalledProcessError as error:
+                failures.append(f"{member.name}: {error}")
+            else:
+                print(f"ok  {member.name}: installed alone, imported, smoke check passed")
+    for failure in failures:
+        print(f"FAIL {failure}", file=sys.stderr)
+    return 1 if failures else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
