@@ -1,0 +1,1 @@
+"""Diffusion blocks around diffusers: reference attention, temporal attention, ControlNet sums, sampling, checkpoints."""

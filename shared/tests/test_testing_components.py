@@ -1,0 +1,47 @@
+"""The tiny seeded components every package's tests build on."""
+
+from __future__ import annotations
+
+import torch
+
+from genblocks.testing import tiny_controlnet, tiny_sd15_components, tiny_sdxl_unet, tiny_unet
+
+
+def test_same_seed_same_weights_other_seed_differs() -> None:
+    a, b, c = tiny_unet(0), tiny_unet(0), tiny_unet(1)
+    for (name, pa), pb, pc in zip(a.named_parameters(), b.parameters(), c.parameters(), strict=True):
+        assert torch.equal(pa, pb), name
+    assert any(not torch.equal(pa, pc) for pa, pc in zip(a.parameters(), c.parameters(), strict=True))
+
+
+def test_sd15_components_shapes() -> None:
+    parts = tiny_sd15_components()
+    ids = parts.tokenizer(["a face"], padding="max_length", max_length=16, return_tensors="pt").input_ids
+    assert ids.shape == (1, 16)
+    context = parts.text_encoder(ids)[0]
+    assert context.shape == (1, 16, 32)
+    latents = parts.vae.encode(torch.randn(1, 3, 16, 16)).latent_dist.mean
+    assert latents.shape == (1, 4, 8, 8)
+    assert parts.unet(latents, 10, encoder_hidden_states=context).sample.shape == (1, 4, 8, 8)
+    assert parts.scheduler.config.steps_offset == 1
+
+
+def test_controlnet_any_channel_count_and_sdxl_unet() -> None:
+    unet = tiny_unet()
+    net = tiny_controlnet(unet, conditioning_channels=5)
+    down, mid = net(
+        torch.randn(2, 4, 8, 8),
+        10,
+        encoder_hidden_states=torch.randn(2, 3, 32),
+        controlnet_cond=torch.randn(2, 5, 64, 64),
+        return_dict=False,
+    )
+    assert len(down) == 4 and mid.shape == (2, 64, 4, 4)
+    xl = tiny_sdxl_unet()
+    out = xl(
+        torch.randn(2, 4, 8, 8),
+        10,
+        encoder_hidden_states=torch.randn(2, 7, 64),
+        added_cond_kwargs={"text_embeds": torch.randn(2, 32), "time_ids": torch.randn(2, 6)},
+    ).sample
+    assert out.shape == (2, 4, 8, 8)
