@@ -14,7 +14,7 @@ help:  ## list the targets
 
 setup:  ## install uv if missing, then the locked workspace (every member + dev tools)
 	@command -v $(UV) >/dev/null 2>&1 || python3 -m pip install --quiet uv
-	$(UV) sync --all-packages --frozen
+	$(UV) sync --all-packages --frozen --compile-bytecode
 
 test: setup  ## the whole test suite on CPU (Triton kernels under the interpreter)
 	$(UV) run --frozen pytest -n 2 --dist loadgroup $(PYTEST_ARGS)

@@ -3,6 +3,7 @@
 - ``TRITON_INTERPRET=1`` is set before anything imports triton when no CUDA GPU is present, so Triton kernels run on CPU
   under the interpreter (it must be set before ``import triton``; see triton-lang/triton#4317).
 - ``gpu`` tests skip cleanly without CUDA; ``RUN_ONLY_GPU_TESTS=1`` keeps only them (Lightning's convention).
+- Under ``pytest -n N`` each worker uses one intra-op thread.
 - ``slow`` tests run by default (CI runs them); ``-m "not slow"`` or ``make test-fast`` leaves them out.
 """
 
@@ -12,6 +13,12 @@ import os
 import sys
 
 import pytest
+
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    # `make test` runs one xdist worker per core: one intra-op thread each avoids oversubscription, which makes tiny
+    # models orders of magnitude slower (thread thrashing). Set before torch is imported so subprocesses inherit it.
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+    os.environ.setdefault("MKL_NUM_THREADS", "1")
 
 
 def _cuda_available() -> bool:
@@ -24,6 +31,13 @@ if "TRITON_INTERPRET" not in os.environ and not _cuda_available():
     if "triton" in sys.modules:
         raise RuntimeError("triton was imported before TRITON_INTERPRET=1 could be set; import order is broken")
     os.environ["TRITON_INTERPRET"] = "1"
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        import torch
+
+        torch.set_num_threads(1)
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:

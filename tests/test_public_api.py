@@ -29,3 +29,23 @@ def test_all_is_explicit_and_resolves(name: str) -> None:
         assert hasattr(module, attr), f"{name}.__all__ names {attr!r}, which does not exist"
         assert attr == "__version__" or not attr.startswith("_"), f"private name {attr!r} in {name}.__all__"
     assert isinstance(module.__version__, str) and module.__version__.count(".") == 2
+
+
+SUBPACKAGES = [
+    "genblocks.diffusion",
+    "genblocks.faces",
+    "genblocks.metrics",
+    "genblocks.media",
+    "genblocks.testing",
+    "genblocks.training",
+    "coap_optim.kernels",
+]
+
+
+@pytest.mark.parametrize("name", SUBPACKAGES)
+def test_subpackage_all_resolves(name: str) -> None:
+    module = importlib.import_module(name)
+    assert module.__all__ == sorted(module.__all__, key=str), f"{name}.__all__ is not sorted"
+    for attr in module.__all__:
+        assert hasattr(module, attr), f"{name}.__all__ names {attr!r}, which does not exist"
+        assert not attr.startswith("_"), f"private name {attr!r} in {name}.__all__"

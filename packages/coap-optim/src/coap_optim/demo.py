@@ -85,14 +85,14 @@ class DemoConfig:
         progress: show a tqdm progress bar when tqdm is installed.
     """
 
-    steps: int = 300
+    steps: int = 200
     batch_size: int = 16
     seq_len: int = 64
     hidden_size: int = 128
     num_layers: int = 2
     num_heads: int = 4
     ffn_size: int = 344
-    lr: float = 3e-3
+    lr: float = 1e-3
     weight_decay: float = 0.0
     rank: int = 32
     update_interval: int = 20
@@ -476,7 +476,9 @@ def run_demo(
     split = int(corpus.numel() * (1.0 - config.val_fraction))
     train, val = corpus[:split], corpus[split:]
     val_generator = torch.Generator().manual_seed(config.seed + 1)
-    val_batches = [sample_batch(val, config.batch_size, config.seq_len, val_generator) for _ in range(config.eval_batches)]
+    val_batches = [
+        sample_batch(val, config.batch_size, config.seq_len, val_generator) for _ in range(config.eval_batches)
+    ]
     previous_threads = torch.get_num_threads()
     if config.num_threads is not None:
         torch.set_num_threads(config.num_threads)

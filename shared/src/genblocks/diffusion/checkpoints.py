@@ -1,0 +1,375 @@
+"""Read CompVis/LDM-format single-file checkpoints (SD1.5 layout) into diffusers / transformers models (spec genblocks
+§7 "LDM single-file checkpoints").
+
+X-Portrait's ``model_state-415001.th`` and DiffPortrait3D's ``model_state-540000-001.th`` are ``torch.load`` dicts,
+optionally wrapped in ``state_dict`` and with DDP ``module.`` prefixes, whose top-level prefixes name the modules:
+``model.diffusion_model.`` (UNet, plus motion modules), ``first_stage_model.`` (VAE), ``cond_stage_model.`` (CLIP) and
+one prefix per ControlNet or reference UNet (``control_model.``, ``pose_control_model.``, ...).
+
+The key maps are diffusers' own single-file converters (``diffusers/loaders/single_file_utils.py``:
+``convert_ldm_unet_checkpoint``, ``convert_controlnet_checkpoint``, ``convert_ldm_vae_checkpoint``,
+``convert_ldm_clip_checkpoint``). This module adds what they lack: prefix splitting, a report of the keys that did not
+match (in LDM names for the checkpoint side, diffusers names for the model side), shape checks before loading, and
+the ControlNet hint encoder for any depth (diffusers hard-codes its last convolution at ``input_hint_block.14``, i.e.
+four hint widths). Motion-module keys (``*_motion_module.*``) are left unconverted and reported as unexpected: the
+packages map them with their own index maps. Files are read with ``torch.load(weights_only=True)`` or safetensors.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import pickle
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from diffusers import AutoencoderKL, ControlNetModel, UNet2DConditionModel
+from diffusers.loaders.single_file_utils import (
+    LDM_CONTROLNET_KEY,
+    LDM_UNET_KEY,
+    convert_controlnet_checkpoint,
+    convert_ldm_clip_checkpoint,
+    convert_ldm_unet_checkpoint,
+    convert_ldm_vae_checkpoint,
+)
+from diffusers.models.modeling_utils import ModelMixin
+from safetensors.torch import load_file
+from torch import nn
+from transformers import CLIPTextModel, PreTrainedModel
+
+__all__ = [
+    "LDM_TEXT_ENCODER_PREFIX",
+    "LDM_UNET_PREFIX",
+    "LDM_VAE_PREFIX",
+    "ConversionReport",
+    "LdmCheckpointReport",
+    "clean_state_dict",
+    "convert_ldm_component",
+    "load_ldm_checkpoint",
+    "load_ldm_component",
+    "read_ldm_checkpoint",
+    "save_components",
+    "split_by_prefix",
+]
+
+logger = logging.getLogger(__name__)
+
+LDM_UNET_PREFIX = "model.diffusion_model."
+"""Top-level prefix of the denoising UNet in LDM checkpoints."""
+LDM_VAE_PREFIX = "first_stage_model."
+"""Top-level prefix of the KL autoencoder."""
+LDM_TEXT_ENCODER_PREFIX = "cond_stage_model."
+"""Top-level prefix of the CLIP text encoder (``FrozenCLIPEmbedder``: ``transformer.text_model.*`` below it)."""
+
+_VAE_KEY = "first_stage_model."  # one of diffusers' LDM_VAE_KEYS
+_HINT = "input_hint_block."
+
+
+@dataclass
+class ConversionReport:
+    """What did not match when an LDM state dict was converted into a model.
+
+    Attributes:
+        missing_keys (`list[str]`): model keys (diffusers names) the checkpoint did not provide.
+        unexpected_keys (`list[str]`): checkpoint keys (LDM names, without the component prefix) that were not loaded:
+            no converter rule maps them (e.g. motion modules) or the model has no such parameter.
+        mismatched_keys (`list[str]`): ``"ldm_key -> model_key: checkpoint (shape) vs model (shape)"``; not loaded.
+    """
+
+    missing_keys: list[str] = field(default_factory=list)
+    unexpected_keys: list[str] = field(default_factory=list)
+    mismatched_keys: list[str] = field(default_factory=list)
+
+    @property
+    def is_exact(self) -> bool:
+        """True when every model key was loaded and every checkpoint key was used."""
+        return not (self.missing_keys or self.unexpected_keys or self.mismatched_keys)
+
+
+@dataclass
+class LdmCheckpointReport:
+    """Per-component reports of `load_ldm_checkpoint`.
+
+    Attributes:
+        components (`dict[str, ConversionReport]`): one report per requested prefix.
+        unclaimed_keys (`list[str]`): full checkpoint keys under none of the requested prefixes.
+    """
+
+    components: dict[str, ConversionReport] = field(default_factory=dict)
+    unclaimed_keys: list[str] = field(default_factory=list)
+
+    @property
+    def is_exact(self) -> bool:
+        """True when every component loaded exactly and no key was left unclaimed."""
+        return not self.unclaimed_keys and all(r.is_exact for r in self.components.values())
+
+
+def clean_state_dict(checkpoint: Mapping[str, Any]) -> dict[str, torch.Tensor]:
+    """Unwrap a ``{"state_dict": ...}`` container, drop non-tensor entries and strip leading ``module.`` prefixes.
+
+    Args:
+        checkpoint (`Mapping[str, Any]`): what ``torch.load`` returned.
+
+    Returns:
+        `dict[str, torch.Tensor]`: flat state dict.
+    """
+    inner = checkpoint.get("state_dict")
+    if isinstance(inner, Mapping):
+        checkpoint = inner
+    cleaned: dict[str, torch.Tensor] = {}
+    skipped = []
+    for key, value in checkpoint.items():
+        if not isinstance(value, torch.Tensor):
+            skipped.append(key)
+            continue
+        name = key
+        while name.startswith("module."):
+            name = name.removeprefix("module.")
+        if name in cleaned:
+            raise ValueError(f"checkpoint has key {name!r} both with and without a 'module.' prefix")
+        cleaned[name] = value
+    if skipped:
+        logger.info("Ignored %d non-tensor checkpoint entries: %s", len(skipped), skipped[:10])
+    return cleaned
+
+
+def read_ldm_checkpoint(path: str | os.PathLike) -> dict[str, torch.Tensor]:
+    """Read a single-file checkpoint (``.safetensors``, or ``.ckpt``/``.th``/``.pt``/``.bin`` with
+    ``torch.load(weights_only=True)``) and clean it with `clean_state_dict`.
+
+    Args:
+        path (`str` or `os.PathLike`): the file.
+
+    Returns:
+        `dict[str, torch.Tensor]`: flat state dict on CPU with the LDM top-level prefixes.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise ValueError(f"checkpoint path {path} is not a file")
+    if path.suffix == ".safetensors":
+        return clean_state_dict(load_file(path))
+    try:
+        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as error:
+        raise ValueError(
+            f"checkpoint {path} holds objects other than tensors and plain containers, which "
+            f"torch.load(weights_only=True) refuses to unpickle: {error}"
+        ) from error
+    if not isinstance(checkpoint, Mapping):
+        raise ValueError(f"checkpoint {path} must hold a dict of tensors, got {type(checkpoint).__name__}")
+    return clean_state_dict(checkpoint)
+
+
+def split_by_prefix(
+    state_dict: Mapping[str, torch.Tensor], prefixes: Iterable[str]
+) -> tuple[dict[str, dict[str, torch.Tensor]], dict[str, torch.Tensor]]:
+    """Group keys by top-level prefix (longest match first) and strip it.
+
+    Args:
+        state_dict (`Mapping[str, torch.Tensor]`): flat checkpoint.
+        prefixes (`Iterable[str]`): e.g. ``["model.diffusion_model.", "pose_control_model."]``.
+
+    Returns:
+        `tuple`: ``({prefix: {key_without_prefix: tensor}}, {key: tensor} under no prefix)``.
+    """
+    ordered = sorted(set(prefixes), key=len, reverse=True)
+    if any(not p for p in ordered):
+        raise ValueError("prefixes must be non-empty strings")
+    groups: dict[str, dict[str, torch.Tensor]] = {p: {} for p in ordered}
+    rest: dict[str, torch.Tensor] = {}
+    for key, value in state_dict.items():
+        prefix = next((p for p in ordered if key.startswith(p)), None)
+        if prefix is None:
+            rest[key] = value
+        else:
+            groups[prefix][key.removeprefix(prefix)] = value
+    return groups, rest
+
+
+def _convert_hint_block(state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """``input_hint_block.{0, 2, ..., 2n+2}`` -> ``controlnet_cond_embedding.{conv_in, blocks.0..n-1, conv_out}``."""
+    by_index: dict[int, list[str]] = {}
+    for key in state_dict:
+        if key.startswith(_HINT):
+            index = key.removeprefix(_HINT).split(".", 1)[0]
+            if index.isdigit():
+                by_index.setdefault(int(index), []).append(key)
+    indices = sorted(by_index)
+    if len(indices) < 2:
+        return {}
+    targets = ["conv_in", *[f"blocks.{i}" for i in range(len(indices) - 2)], "conv_out"]
+    converted = {}
+    for index, target in zip(indices, targets, strict=True):
+        for key in by_index[index]:
+            suffix = key.removeprefix(f"{_HINT}{index}.")
+            converted[f"controlnet_cond_embedding.{target}.{suffix}"] = state_dict[key]
+    return converted
+
+
+def _convert_keys(model: nn.Module, state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor | None]:
+    """Diffusers-named state dict from a prefix-free LDM one, with diffusers' converters chosen by model type."""
+    if isinstance(model, UNet2DConditionModel):
+        prefixed = {LDM_UNET_KEY + k: v for k, v in state_dict.items()}
+        return convert_ldm_unet_checkpoint(prefixed, dict(model.config))
+    if isinstance(model, ControlNetModel):
+        rest = {LDM_CONTROLNET_KEY + k: v for k, v in state_dict.items() if not k.startswith(_HINT)}
+        converted = convert_controlnet_checkpoint(rest, dict(model.config))
+        converted.update(_convert_hint_block(state_dict))
+        return converted
+    if isinstance(model, AutoencoderKL):
+        prefixed = {_VAE_KEY + k: v for k, v in state_dict.items()}
+        return convert_ldm_vae_checkpoint(prefixed, dict(model.config))
+    if isinstance(model, CLIPTextModel):
+        converted = convert_ldm_clip_checkpoint({LDM_TEXT_ENCODER_PREFIX + k: v for k, v in state_dict.items()})
+        if not hasattr(model, "text_model"):  # CLIPTextModel is flat in transformers >= 5.6
+            converted = {k.removeprefix("text_model."): v for k, v in converted.items()}
+        return converted
+    raise ValueError(
+        "model must be a diffusers UNet2DConditionModel, ControlNetModel or AutoencoderKL, or a transformers "
+        f"CLIPTextModel; got {type(model).__name__}"
+    )
+
+
+def convert_ldm_component(
+    model: nn.Module, state_dict: Mapping[str, torch.Tensor]
+) -> tuple[dict[str, torch.Tensor], ConversionReport]:
+    """Convert a prefix-free LDM state dict to ``model``'s key names and report what does not match.
+
+    Supported: ``UNet2DConditionModel`` (SD1.5 ``input_blocks``/``middle_block``/``output_blocks``/``out``; a reference
+    UNet without ``out`` reports ``conv_norm_out``/``conv_out`` missing), ``ControlNetModel`` (``input_hint_block``,
+    ``zero_convs``, ``middle_block_out``; any hint depth), ``AutoencoderKL`` (``encoder``/``decoder``/
+    ``quant_conv``/``post_quant_conv``) and ``CLIPTextModel`` (``transformer.text_model.*``). The model's config
+    drives the converter (e.g. ``layers_per_block``).
+
+    Args:
+        model (`nn.Module`): target model; only read.
+        state_dict (`Mapping[str, torch.Tensor]`): keys without the component's top-level prefix.
+
+    Returns:
+        `tuple`: (state dict with the model's key names and shapes, ready for ``load_state_dict``; report).
+    """
+    # Fresh tensor objects that are not views, so each converted tensor (or a view diffusers made of it, such as the
+    # VAE attention 1x1-conv -> linear slices) can be traced back to its LDM key by identity.
+    source = {key: value.detach() for key, value in state_dict.items()}
+    origin = {id(value): key for key, value in source.items()}
+    try:
+        converted = _convert_keys(model, source)
+    except KeyError as error:
+        raise ValueError(
+            f"state_dict lacks {error}, which diffusers' converter requires for this {type(model).__name__} config"
+        ) from error
+
+    targets = model.state_dict()
+    matched: dict[str, torch.Tensor] = {}
+    mismatched: set[str] = set()
+    used: set[str] = set()
+    report = ConversionReport()
+    for model_key, value in converted.items():
+        if value is None:
+            continue
+        base = value._base if value._base is not None else value
+        ldm_key = origin.get(id(base), origin.get(id(value), model_key))
+        if model_key not in targets:
+            if model_key.endswith("embeddings.position_ids"):  # non-persistent buffer in current transformers
+                used.add(ldm_key)
+            continue
+        if value.shape != targets[model_key].shape:
+            report.mismatched_keys.append(
+                f"{ldm_key} -> {model_key}: checkpoint {tuple(value.shape)} vs model {tuple(targets[model_key].shape)}"
+            )
+            mismatched.add(model_key)
+            used.add(ldm_key)
+            continue
+        matched[model_key] = value
+        used.add(ldm_key)
+    report.missing_keys = sorted(k for k in targets if k not in matched and k not in mismatched)
+    report.unexpected_keys = sorted(k for k in source if k not in used)
+    return matched, report
+
+
+def load_ldm_component(model: nn.Module, state_dict: Mapping[str, torch.Tensor]) -> ConversionReport:
+    """`convert_ldm_component`, then load the matched tensors into ``model`` (``strict=False``).
+
+    Args:
+        model (`nn.Module`): UNet, ControlNet, VAE or CLIP text encoder, modified in place.
+        state_dict (`Mapping[str, torch.Tensor]`): keys without the component's top-level prefix.
+
+    Returns:
+        `ConversionReport`: missing, unexpected and shape-mismatched keys.
+    """
+    matched, report = convert_ldm_component(model, state_dict)
+    model.load_state_dict(matched, strict=False)
+    return report
+
+
+def load_ldm_checkpoint(
+    checkpoint: str | os.PathLike | Mapping[str, torch.Tensor], components: Mapping[str, nn.Module]
+) -> LdmCheckpointReport:
+    """Load the components of an LDM single-file checkpoint into prebuilt models, by top-level prefix.
+
+    Example (X-Portrait)::
+
+        report = load_ldm_checkpoint("model_state-415001.th", {
+            "model.diffusion_model.": unet, "appearance_control_model.": reference_unet,
+            "pose_control_model.": motion_controlnet, "local_pose_control_model.": local_controlnet,
+        })
+        motion_keys = report.components["model.diffusion_model."].unexpected_keys  # *_motion_module.* for the package
+
+    Args:
+        checkpoint (`str`, `os.PathLike` or `Mapping[str, torch.Tensor]`): a file for `read_ldm_checkpoint`, or an
+            already-read state dict (cleaned with `clean_state_dict`).
+        components (`Mapping[str, nn.Module]`): prefix -> model (see `convert_ldm_component` for the supported types).
+
+    Returns:
+        `LdmCheckpointReport`: one `ConversionReport` per prefix and the keys under no prefix.
+    """
+    if not components:
+        raise ValueError("components must map at least one checkpoint prefix to a model")
+    state_dict = clean_state_dict(checkpoint) if isinstance(checkpoint, Mapping) else read_ldm_checkpoint(checkpoint)
+    groups, rest = split_by_prefix(state_dict, components)
+    report = LdmCheckpointReport(unclaimed_keys=sorted(rest))
+    for prefix, model in components.items():
+        if not groups[prefix]:
+            logger.warning("Checkpoint has no keys under prefix %r", prefix)
+        part = load_ldm_component(model, groups[prefix])
+        report.components[prefix] = part
+        logger.info(
+            "%s -> %s: %d missing, %d unexpected, %d mismatched keys",
+            prefix,
+            type(model).__name__,
+            len(part.missing_keys),
+            len(part.unexpected_keys),
+            len(part.mismatched_keys),
+        )
+    if rest:
+        top = sorted({key.split(".", 1)[0] for key in rest})
+        logger.info("%d checkpoint keys under no requested prefix (top-level names: %s)", len(rest), top)
+    return report
+
+
+def save_components(
+    components: Mapping[str, ModelMixin | PreTrainedModel], directory: str | os.PathLike
+) -> dict[str, Path]:
+    """Save converted models as diffusers/transformers folders (``config.json`` + safetensors) under ``directory``.
+
+    Args:
+        components (`Mapping[str, ModelMixin | PreTrainedModel]`): folder name -> model, e.g. ``{"unet": unet}``.
+        directory (`str` or `os.PathLike`): parent folder, created if needed.
+
+    Returns:
+        `dict[str, Path]`: folder name -> the folder written.
+    """
+    root = Path(directory)
+    written = {}
+    for name, model in components.items():
+        if not isinstance(model, ModelMixin | PreTrainedModel):
+            raise ValueError(
+                f"components[{name!r}] must be a diffusers or transformers model, got {type(model).__name__}"
+            )
+        target = root / name
+        model.save_pretrained(target)
+        written[name] = target
+    return written

@@ -1,0 +1,134 @@
+"""Image and identity metrics shared by the portrait packages (spec genblocks §6): identity cosine similarity, PSNR,
+SSIM and L1, batched in torch.
+
+Images are (B, C, H, W) floats in ``[0, data_range]`` (``data_range=1.0`` for [0, 1]; pass ``data_range=2.0`` for
+[-1, 1] images, or ``255.0`` for uint8-valued tensors). Every metric returns one value per batch item, shape (B,).
+
+SSIM follows Wang et al., IEEE TIP 13(4) 2004 (``K1 = 0.01``, ``K2 = 0.03``, 11×11 Gaussian window with σ = 1.5,
+population (co)variances), averaged over channels and valid window positions; it equals
+``skimage.metrics.structural_similarity(..., gaussian_weights=True, sigma=1.5, use_sample_covariance=False)``.
+No paper numbers live here.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+__all__ = ["gaussian_window", "identity_similarity", "l1", "psnr", "ssim"]
+
+
+def _check_pair(x: torch.Tensor, y: torch.Tensor) -> None:
+    if x.ndim != 4 or x.shape != y.shape:
+        raise ValueError(
+            f"`x` and `y` must be (B, C, H, W) tensors of the same shape, got {tuple(x.shape)} and {tuple(y.shape)}."
+        )
+
+
+def identity_similarity(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """Cosine similarity of identity embeddings (the ArcFace "ID similarity").
+
+    Args:
+        x (`torch.Tensor`): shape (B, D).
+        y (`torch.Tensor`): shape (B, D), or (D,) to compare every row of ``x`` with one reference.
+
+    Returns:
+        `torch.Tensor`: shape (B,), in [-1, 1].
+    """
+    if x.ndim != 2 or y.ndim not in (1, 2) or x.shape[-1] != y.shape[-1] or (y.ndim == 2 and y.shape != x.shape):
+        raise ValueError(f"`x` must be (B, D) and `y` (B, D) or (D,), got {tuple(x.shape)} and {tuple(y.shape)}.")
+    return F.cosine_similarity(x.float(), y.float().expand_as(x), dim=-1)
+
+
+def l1(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """Mean absolute error per image.
+
+    Args:
+        x (`torch.Tensor`): shape (B, C, H, W).
+        y (`torch.Tensor`): shape (B, C, H, W).
+
+    Returns:
+        `torch.Tensor`: shape (B,), in the units of the inputs.
+    """
+    _check_pair(x, y)
+    return (x.float() - y.float()).abs().flatten(1).mean(1)
+
+
+def psnr(x: torch.Tensor, y: torch.Tensor, data_range: float = 1.0) -> torch.Tensor:
+    """Peak signal-to-noise ratio per image, ``10 log10(data_range² / MSE)`` in dB (``inf`` for identical images).
+
+    Args:
+        x (`torch.Tensor`): shape (B, C, H, W), values in [0, data_range].
+        y (`torch.Tensor`): shape (B, C, H, W).
+        data_range (`float`, defaults to 1.0): the peak-to-peak value range.
+
+    Returns:
+        `torch.Tensor`: shape (B,).
+    """
+    _check_pair(x, y)
+    if data_range <= 0:
+        raise ValueError(f"`data_range` must be positive, got {data_range}.")
+    mse = (x.double() - y.double()).pow(2).flatten(1).mean(1)
+    return (10.0 * torch.log10(data_range**2 / mse)).to(torch.float32)
+
+
+def gaussian_window(size: int = 11, sigma: float = 1.5, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """Normalised 1-D Gaussian window.
+
+    Args:
+        size (`int`, defaults to 11): odd number of taps.
+        sigma (`float`, defaults to 1.5): standard deviation in pixels.
+        dtype (`torch.dtype`, defaults to `torch.float32`): output dtype.
+
+    Returns:
+        `torch.Tensor`: shape (size,), sums to 1.
+    """
+    if size < 1 or size % 2 == 0:
+        raise ValueError(f"`size` must be a positive odd integer, got {size}.")
+    coords = torch.arange(size, dtype=torch.float64) - (size - 1) / 2
+    window = torch.exp(-(coords**2) / (2 * sigma**2))
+    return (window / window.sum()).to(dtype)
+
+
+def ssim(
+    x: torch.Tensor,
+    y: torch.Tensor,
+    data_range: float = 1.0,
+    window_size: int = 11,
+    sigma: float = 1.5,
+    k1: float = 0.01,
+    k2: float = 0.03,
+) -> torch.Tensor:
+    """Structural similarity per image with a Gaussian window, over valid window positions, averaged over channels.
+
+    Args:
+        x (`torch.Tensor`): shape (B, C, H, W), values in [0, data_range], H and W >= ``window_size``.
+        y (`torch.Tensor`): shape (B, C, H, W).
+        data_range (`float`, defaults to 1.0): the peak-to-peak value range L (``C1 = (k1 L)²``, ``C2 = (k2 L)²``).
+        window_size (`int`, defaults to 11): Gaussian window taps.
+        sigma (`float`, defaults to 1.5): Gaussian window σ.
+        k1 (`float`, defaults to 0.01): luminance constant.
+        k2 (`float`, defaults to 0.03): contrast constant.
+
+    Returns:
+        `torch.Tensor`: shape (B,), 1 for identical images.
+    """
+    _check_pair(x, y)
+    if min(x.shape[-2:]) < window_size:
+        raise ValueError(f"`x` spatial size {tuple(x.shape[-2:])} is smaller than `window_size`={window_size}.")
+    channels = x.shape[1]
+    x, y = x.double(), y.double()
+    window = gaussian_window(window_size, sigma, torch.float64).to(x.device)
+    kernel_h = window.view(1, 1, -1, 1).expand(channels, 1, -1, 1)
+    kernel_w = window.view(1, 1, 1, -1).expand(channels, 1, 1, -1)
+
+    def blur(image: torch.Tensor) -> torch.Tensor:
+        return F.conv2d(F.conv2d(image, kernel_h, groups=channels), kernel_w, groups=channels)
+
+    mu_x, mu_y = blur(x), blur(y)
+    var_x = blur(x * x) - mu_x**2
+    var_y = blur(y * y) - mu_y**2
+    cov = blur(x * y) - mu_x * mu_y
+    c1, c2 = (k1 * data_range) ** 2, (k2 * data_range) ** 2
+    ssim_map = ((2 * mu_x * mu_y + c1) * (2 * cov + c2)) / ((mu_x**2 + mu_y**2 + c1) * (var_x + var_y + c2))
+    return ssim_map.flatten(1).mean(1).to(torch.float32)

@@ -1,0 +1,308 @@
+"""LDM single-file checkpoints -> diffusers models: exact round trips and the unmatched-keys report.
+
+The LDM layout is produced from tiny diffusers models by the inverse key maps below (written from CompVis
+``openaimodel.py`` / ``autoencoder.py`` and ControlNet ``cldm.py`` naming), then read back with genblocks.
+"""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+import torch
+from diffusers import AutoencoderKL, ControlNetModel, UNet2DConditionModel
+from safetensors.torch import save_file
+from transformers import CLIPTextModel
+
+from genblocks.diffusion.checkpoints import (
+    LDM_TEXT_ENCODER_PREFIX,
+    LDM_UNET_PREFIX,
+    LDM_VAE_PREFIX,
+    clean_state_dict,
+    load_ldm_checkpoint,
+    load_ldm_component,
+    read_ldm_checkpoint,
+    save_components,
+    split_by_prefix,
+)
+from genblocks.testing.components import tiny_clip_text_encoder, tiny_controlnet, tiny_sdxl_unet, tiny_unet, tiny_vae
+
+RESNET = [("norm1", "in_layers.0"), ("conv1", "in_layers.2"), ("norm2", "out_layers.0"), ("conv2", "out_layers.3"),
+          ("time_emb_proj", "emb_layers.1"), ("conv_shortcut", "skip_connection")]  # fmt: skip
+VAE_ATTENTION = [("group_norm", "norm"), ("to_q", "q"), ("to_k", "k"), ("to_v", "v"), ("to_out.0", "proj_out")]
+
+
+def _rename(rest: str, pairs: list[tuple[str, str]]) -> str:
+    head, _, leaf = rest.rpartition(".")
+    for new, old in pairs:
+        if head == new:
+            return f"{old}.{leaf}"
+    return rest
+
+
+def unet_encoder_to_ldm(key: str, layers_per_block: int) -> str | None:
+    """Shared by UNet and ControlNet: time embedding, conv_in, down blocks and mid block."""
+    fixed = {"time_embedding.linear_1": "time_embed.0", "time_embedding.linear_2": "time_embed.2",
+             "conv_in": "input_blocks.0.0"}  # fmt: skip
+    head, _, leaf = key.rpartition(".")
+    if head in fixed:
+        return f"{fixed[head]}.{leaf}"
+    if m := re.fullmatch(r"down_blocks\.(\d+)\.(resnets|attentions)\.(\d+)\.(.+)", key):
+        block, kind, layer, rest = int(m[1]), m[2], int(m[3]), m[4]
+        index = 1 + block * (layers_per_block + 1) + layer
+        return (
+            f"input_blocks.{index}.0.{_rename(rest, RESNET)}"
+            if kind == "resnets"
+            else f"input_blocks.{index}.1.{rest}"
+        )
+    if m := re.fullmatch(r"down_blocks\.(\d+)\.downsamplers\.0\.conv\.(.+)", key):
+        return f"input_blocks.{(int(m[1]) + 1) * (layers_per_block + 1)}.0.op.{m[2]}"
+    if m := re.fullmatch(r"mid_block\.resnets\.(\d+)\.(.+)", key):
+        return f"middle_block.{2 * int(m[1])}.{_rename(m[2], RESNET)}"
+    if m := re.fullmatch(r"mid_block\.attentions\.0\.(.+)", key):
+        return f"middle_block.1.{m[1]}"
+    return None
+
+
+def unet_to_ldm(unet: UNet2DConditionModel) -> dict[str, torch.Tensor]:
+    lpb = unet.config.layers_per_block
+    out = {}
+    for key, value in unet.state_dict().items():
+        ldm = unet_encoder_to_ldm(key, lpb)
+        head, _, leaf = key.rpartition(".")
+        if ldm is None and head in ("conv_norm_out", "conv_out"):
+            ldm = f"out.{0 if head == 'conv_norm_out' else 2}.{leaf}"
+        if ldm is None and (m := re.fullmatch(r"up_blocks\.(\d+)\.(resnets|attentions)\.(\d+)\.(.+)", key)):
+            index = int(m[1]) * (lpb + 1) + int(m[3])
+            ldm = (
+                f"output_blocks.{index}.0.{_rename(m[4], RESNET)}"
+                if m[2] == "resnets"
+                else f"output_blocks.{index}.1.{m[4]}"
+            )
+        if ldm is None and (m := re.fullmatch(r"up_blocks\.(\d+)\.upsamplers\.0\.conv\.(.+)", key)):
+            block = int(m[1])
+            slot = 2 if hasattr(unet.up_blocks[block], "attentions") else 1
+            ldm = f"output_blocks.{block * (lpb + 1) + lpb}.{slot}.conv.{m[2]}"
+        assert ldm is not None, key
+        out[ldm] = value.clone()
+    return out
+
+
+def controlnet_to_ldm(net: ControlNetModel) -> dict[str, torch.Tensor]:
+    lpb = net.config.layers_per_block
+    num_blocks = len(net.controlnet_cond_embedding.blocks)
+    out = {}
+    for key, value in net.state_dict().items():
+        ldm = unet_encoder_to_ldm(key, lpb)
+        head, _, leaf = key.rpartition(".")
+        if m := re.fullmatch(r"controlnet_down_blocks\.(\d+)", head):
+            ldm = f"zero_convs.{m[1]}.0.{leaf}"
+        elif head == "controlnet_mid_block":
+            ldm = f"middle_block_out.0.{leaf}"
+        elif head == "controlnet_cond_embedding.conv_in":
+            ldm = f"input_hint_block.0.{leaf}"
+        elif m := re.fullmatch(r"controlnet_cond_embedding\.blocks\.(\d+)", head):
+            ldm = f"input_hint_block.{2 * (int(m[1]) + 1)}.{leaf}"
+        elif head == "controlnet_cond_embedding.conv_out":
+            ldm = f"input_hint_block.{2 * (num_blocks + 1)}.{leaf}"
+        assert ldm is not None, key
+        out[ldm] = value.clone()
+    return out
+
+
+def vae_to_ldm(vae: AutoencoderKL) -> dict[str, torch.Tensor]:
+    num_up = len(vae.decoder.up_blocks)
+    out = {}
+    for key, value in vae.state_dict().items():
+        ldm, value = key, value.clone()
+        ldm = ldm.replace("conv_norm_out", "norm_out")
+        if m := re.fullmatch(r"encoder\.down_blocks\.(\d+)\.resnets\.(\d+)\.(.+)", key):
+            ldm = f"encoder.down.{m[1]}.block.{m[2]}.{m[3].replace('conv_shortcut', 'nin_shortcut')}"
+        elif m := re.fullmatch(r"encoder\.down_blocks\.(\d+)\.downsamplers\.0\.conv\.(.+)", key):
+            ldm = f"encoder.down.{m[1]}.downsample.conv.{m[2]}"
+        elif m := re.fullmatch(r"decoder\.up_blocks\.(\d+)\.resnets\.(\d+)\.(.+)", key):
+            ldm = f"decoder.up.{num_up - 1 - int(m[1])}.block.{m[2]}.{m[3].replace('conv_shortcut', 'nin_shortcut')}"
+        elif m := re.fullmatch(r"decoder\.up_blocks\.(\d+)\.upsamplers\.0\.conv\.(.+)", key):
+            ldm = f"decoder.up.{num_up - 1 - int(m[1])}.upsample.conv.{m[2]}"
+        elif m := re.fullmatch(r"(encoder|decoder)\.mid_block\.resnets\.(\d+)\.(.+)", key):
+            ldm = f"{m[1]}.mid.block_{int(m[2]) + 1}.{m[3]}"
+        elif m := re.fullmatch(r"(encoder|decoder)\.mid_block\.attentions\.0\.(.+)", key):
+            ldm = f"{m[1]}.mid.attn_1.{_rename(m[2], VAE_ATTENTION)}"
+            if value.ndim == 2:  # LDM attention projections are 1x1 convolutions
+                value = value[:, :, None, None]
+        out[ldm] = value
+    return out
+
+
+def clip_to_ldm(text_encoder: CLIPTextModel) -> dict[str, torch.Tensor]:
+    return {f"transformer.text_model.{k}": v.clone() for k, v in text_encoder.state_dict().items()}
+
+
+def _prefixed(prefix: str, state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    return {prefix + k: v for k, v in state_dict.items()}
+
+
+def _assert_same_weights(a: torch.nn.Module, b: torch.nn.Module) -> None:
+    sa, sb = a.state_dict(), b.state_dict()
+    assert sa.keys() == sb.keys()
+    for key in sa:
+        assert torch.equal(sa[key], sb[key]), key
+
+
+@pytest.fixture(scope="module")
+def sources():
+    unet = tiny_unet(seed=1)
+    controlnet = tiny_controlnet(unet, seed=2)
+    with torch.no_grad():  # non-zero zero-convs, so that a wrong mapping cannot pass by accident
+        for p in controlnet.parameters():
+            p.add_(torch.randn_like(p) * 0.01)
+    return {"unet": unet, "vae": tiny_vae(seed=3), "text": tiny_clip_text_encoder(seed=4), "controlnet": controlnet}
+
+
+@pytest.fixture(scope="module")
+def ldm_checkpoint(sources):
+    return {
+        **_prefixed(LDM_UNET_PREFIX, unet_to_ldm(sources["unet"])),
+        **_prefixed(LDM_VAE_PREFIX, vae_to_ldm(sources["vae"])),
+        **_prefixed(LDM_TEXT_ENCODER_PREFIX, clip_to_ldm(sources["text"])),
+        **_prefixed("pose_control_model.", controlnet_to_ldm(sources["controlnet"])),
+    }
+
+
+def _targets() -> dict[str, torch.nn.Module]:
+    unet = tiny_unet(seed=10)
+    return {
+        LDM_UNET_PREFIX: unet,
+        LDM_VAE_PREFIX: tiny_vae(seed=11),
+        LDM_TEXT_ENCODER_PREFIX: tiny_clip_text_encoder(seed=12),
+        "pose_control_model.": tiny_controlnet(unet, seed=13),
+    }
+
+
+def test_inverse_maps_produce_ldm_names(ldm_checkpoint):
+    keys = set(ldm_checkpoint)
+    for expected in ("model.diffusion_model.input_blocks.1.1.transformer_blocks.0.attn1.to_q.weight",
+                     "model.diffusion_model.input_blocks.2.0.op.weight", "model.diffusion_model.middle_block.2.out_layers.3.bias",
+                     "model.diffusion_model.output_blocks.1.1.conv.weight", "model.diffusion_model.out.2.weight",
+                     "first_stage_model.encoder.mid.attn_1.q.weight", "first_stage_model.decoder.up.1.upsample.conv.weight",
+                     "pose_control_model.input_hint_block.14.weight", "pose_control_model.zero_convs.3.0.bias",
+                     "pose_control_model.middle_block_out.0.weight",
+                     "cond_stage_model.transformer.text_model.final_layer_norm.weight"):  # fmt: skip
+        assert expected in keys, expected
+    assert ldm_checkpoint["first_stage_model.encoder.mid.attn_1.q.weight"].ndim == 4
+
+
+@pytest.mark.parametrize("container", ["th", "safetensors"])
+def test_round_trip_is_exact(sources, ldm_checkpoint, tmp_path, container):
+    if container == "th":
+        path = tmp_path / "model_state.th"
+        wrapped = {"state_dict": {f"module.{k}": v for k, v in ldm_checkpoint.items()}, "global_step": 415001}
+        torch.save(wrapped, path)
+    else:
+        path = tmp_path / "model.safetensors"
+        save_file({k: v.contiguous() for k, v in ldm_checkpoint.items()}, path)
+    targets = _targets()
+    report = load_ldm_checkpoint(path, targets)
+    assert report.is_exact, report
+    _assert_same_weights(targets[LDM_UNET_PREFIX], sources["unet"])
+    _assert_same_weights(targets[LDM_VAE_PREFIX], sources["vae"])
+    _assert_same_weights(targets[LDM_TEXT_ENCODER_PREFIX], sources["text"])
+    _assert_same_weights(targets["pose_control_model."], sources["controlnet"])
+
+
+def test_round_trip_outputs_match(sources, ldm_checkpoint):
+    unet = tiny_unet(seed=10)
+    report = load_ldm_component(unet, split_by_prefix(ldm_checkpoint, [LDM_UNET_PREFIX])[0][LDM_UNET_PREFIX])
+    assert report.is_exact
+    x, ehs = torch.randn(1, 4, 8, 8), torch.randn(1, 3, 32)
+    with torch.no_grad():
+        assert torch.equal(unet(x, 7, ehs).sample, sources["unet"](x, 7, ehs).sample)
+
+
+def test_unmatched_keys_report(ldm_checkpoint):
+    checkpoint = dict(ldm_checkpoint)
+    del checkpoint["model.diffusion_model.out.2.weight"]  # missing
+    del checkpoint["first_stage_model.quant_conv.bias"]  # missing
+    motion = "model.diffusion_model.input_blocks_motion_module.0.0.temporal_transformer.proj_in.weight"
+    checkpoint[motion] = torch.zeros(3, 3)  # unconverted: a package maps motion modules itself
+    checkpoint["model.diffusion_model.foo.weight"] = torch.zeros(1)  # unknown key
+    wrong = "pose_control_model.zero_convs.0.0.weight"
+    checkpoint[wrong] = torch.zeros(1, 1, 1, 1)  # wrong shape
+    checkpoint["appearance_control_model.time_embed.0.weight"] = torch.zeros(1)  # prefix nobody asked for
+    checkpoint["first_stage_model.encoder.mid.attn_1.q.weight"] = checkpoint[
+        "first_stage_model.encoder.mid.attn_1.q.weight"
+    ][:, :, 0, 0]  # already linear: still loads
+
+    targets = _targets()
+    report = load_ldm_checkpoint(checkpoint, targets)
+    assert not report.is_exact
+    unet_report = report.components[LDM_UNET_PREFIX]
+    assert unet_report.missing_keys == ["conv_out.weight"]
+    assert unet_report.unexpected_keys == sorted([motion.removeprefix(LDM_UNET_PREFIX), "foo.weight"])
+    assert unet_report.mismatched_keys == []
+    vae_report = report.components[LDM_VAE_PREFIX]
+    assert vae_report.missing_keys == ["quant_conv.bias"] and vae_report.unexpected_keys == []
+    cn_report = report.components["pose_control_model."]
+    assert cn_report.missing_keys == [] and cn_report.unexpected_keys == []
+    assert len(cn_report.mismatched_keys) == 1
+    assert cn_report.mismatched_keys[0].startswith("zero_convs.0.0.weight -> controlnet_down_blocks.0.weight")
+    assert report.components[LDM_TEXT_ENCODER_PREFIX].is_exact
+    assert report.unclaimed_keys == ["appearance_control_model.time_embed.0.weight"]
+
+
+def test_reference_unet_without_out_and_shallow_hint_encoder():
+    unet = tiny_unet(seed=5)
+    reference = {k: v for k, v in unet_to_ldm(unet).items() if not k.startswith("out.")}
+    target = tiny_unet(seed=6)
+    report = load_ldm_component(target, reference)
+    assert report.missing_keys == ["conv_norm_out.bias", "conv_norm_out.weight", "conv_out.bias", "conv_out.weight"]
+    assert report.unexpected_keys == [] and report.mismatched_keys == []
+    # x-portrait's tiny ControlNets use hint widths (8, 16): conv_out is input_hint_block.6, not diffusers' fixed 14.
+    shallow = ControlNetModel.from_unet(unet, conditioning_embedding_out_channels=(8, 16), conditioning_channels=6)
+    ldm = controlnet_to_ldm(shallow)
+    assert "input_hint_block.6.weight" in ldm
+    fresh = ControlNetModel.from_unet(
+        tiny_unet(seed=7), conditioning_embedding_out_channels=(8, 16), conditioning_channels=6
+    )
+    assert load_ldm_component(fresh, ldm).is_exact
+    _assert_same_weights(fresh, shallow)
+
+
+def test_clean_split_read_and_save(ldm_checkpoint, tmp_path):
+    cleaned = clean_state_dict({"state_dict": {"module.module.a.b": torch.ones(1), "c": torch.zeros(1), "n": 3}})
+    assert set(cleaned) == {"a.b", "c"}
+    with pytest.raises(ValueError, match=r"'module\.' prefix"):
+        clean_state_dict({"module.a": torch.ones(1), "a": torch.ones(1)})
+    groups, rest = split_by_prefix(
+        {"control_model.x": 1, "pose_control_model.x": 2, "local_pose_control_model.x": 3, "other.y": 4},
+        ["control_model.", "pose_control_model.", "local_pose_control_model."],
+    )
+    assert groups == {
+        "control_model.": {"x": 1},
+        "pose_control_model.": {"x": 2},
+        "local_pose_control_model.": {"x": 3},
+    }
+    assert rest == {"other.y": 4}
+    with pytest.raises(ValueError, match="not a file"):
+        read_ldm_checkpoint(tmp_path / "missing.th")
+    with pytest.raises(ValueError, match="CLIPTextModel"):
+        load_ldm_component(torch.nn.Linear(1, 1), {})
+    with pytest.raises(ValueError, match=r"label_emb.*UNet2DConditionModel config"):
+        load_ldm_component(tiny_sdxl_unet(), {})  # SDXL text-time embedding keys are required by the converter
+    with pytest.raises(ValueError, match="weights_only"):
+        path = tmp_path / "pickled.ckpt"
+        torch.save({"state_dict": {}, "hyper_parameters": _Opaque()}, path)
+        read_ldm_checkpoint(path)
+    targets = _targets()
+    load_ldm_checkpoint(ldm_checkpoint, targets)
+    written = save_components(
+        {"unet": targets[LDM_UNET_PREFIX], "text_encoder": targets[LDM_TEXT_ENCODER_PREFIX]}, tmp_path / "out"
+    )
+    assert (written["unet"] / "diffusion_pytorch_model.safetensors").is_file()
+    assert (written["text_encoder"] / "model.safetensors").is_file()
+    reloaded = UNet2DConditionModel.from_pretrained(written["unet"])
+    _assert_same_weights(reloaded, targets[LDM_UNET_PREFIX])
+
+
+class _Opaque:
+    """An object torch.load(weights_only=True) refuses."""

@@ -1,0 +1,89 @@
+"""Tests for genblocks.metrics: PSNR, SSIM, L1 and identity similarity against closed forms and scikit-image."""
+
+from __future__ import annotations
+
+import itertools
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from genblocks.metrics import gaussian_window, identity_similarity, l1, psnr, ssim
+
+
+def _astronaut_batch() -> torch.Tensor:
+    data = pytest.importorskip("skimage.data")
+    image = torch.from_numpy(data.astronaut()[::4, ::4].copy()).permute(2, 0, 1).double() / 255.0
+    return image[None]  # (1, 3, 128, 128) in [0, 1]
+
+
+def test_psnr_identical_is_inf() -> None:
+    x = torch.rand(2, 3, 16, 16)
+    assert torch.isinf(psnr(x, x)).all()
+
+
+def test_psnr_matches_formula_for_known_noise() -> None:
+    x = torch.full((2, 3, 32, 32), 0.5)
+    sign = torch.where(torch.rand(2, 3, 32, 32, generator=torch.Generator().manual_seed(0)) < 0.5, -1.0, 1.0)
+    sigma = torch.tensor([0.01, 0.1]).view(2, 1, 1, 1)
+    y = x + sign * sigma  # every pixel off by exactly sigma: MSE = sigma²
+    expected = 10 * torch.log10(1.0 / torch.tensor([0.01, 0.1]) ** 2)  # 40 dB and 20 dB
+    torch.testing.assert_close(psnr(y, x), expected.float(), atol=1e-4, rtol=0)
+    torch.testing.assert_close(psnr(2 * y - 1, 2 * x - 1, data_range=2.0), expected.float(), atol=1e-4, rtol=0)
+
+
+def test_ssim_identical_is_one_and_falls_with_noise() -> None:
+    x = _astronaut_batch()
+    torch.testing.assert_close(ssim(x, x), torch.ones(1))
+    generator = torch.Generator().manual_seed(0)
+    scores = [
+        ssim((x + s * torch.randn(x.shape, generator=generator, dtype=x.dtype)).clamp(0, 1), x).item()
+        for s in (0.02, 0.05, 0.1, 0.2)
+    ]
+    assert all(a > b for a, b in itertools.pairwise(scores))
+    assert scores[0] < 1.0
+
+
+def test_ssim_matches_skimage() -> None:
+    metrics = pytest.importorskip("skimage.metrics")
+    x = _astronaut_batch()
+    generator = torch.Generator().manual_seed(0)
+    y = (x + 0.08 * torch.randn(x.shape, generator=generator, dtype=x.dtype)).clamp(0, 1)
+    reference = metrics.structural_similarity(
+        x[0].permute(1, 2, 0).numpy(),
+        y[0].permute(1, 2, 0).numpy(),
+        gaussian_weights=True,
+        sigma=1.5,
+        use_sample_covariance=False,
+        data_range=1.0,
+        channel_axis=-1,
+    )
+    assert abs(ssim(x, y).item() - reference) < 1e-3
+    batch = ssim(torch.cat([x, x]), torch.cat([y, x]))
+    assert batch.shape == (2,) and abs(batch[0].item() - reference) < 1e-3 and batch[1].item() == pytest.approx(1.0)
+
+
+def test_gaussian_window() -> None:
+    window = gaussian_window(11, 1.5, torch.float64)
+    assert window.sum().item() == pytest.approx(1.0)
+    assert window[5] / window[4] == pytest.approx(math.exp(1 / (2 * 1.5**2)))
+
+
+def test_l1_and_identity_similarity() -> None:
+    x = torch.zeros(2, 1, 4, 4)
+    y = torch.stack([torch.full((1, 4, 4), 0.25), torch.full((1, 4, 4), -1.0)])
+    torch.testing.assert_close(l1(x, y), torch.tensor([0.25, 1.0]))
+    a = torch.tensor([[1.0, 0.0], [0.0, 2.0], [3.0, 3.0]])
+    torch.testing.assert_close(identity_similarity(a, torch.tensor([1.0, 0.0])), torch.tensor([1.0, 0.0, 2**-0.5]))
+    torch.testing.assert_close(identity_similarity(a, -a), -torch.ones(3))
+
+
+def test_shape_errors() -> None:
+    with pytest.raises(ValueError, match="same shape"):
+        psnr(torch.zeros(1, 3, 8, 8), torch.zeros(1, 3, 8, 9))
+    with pytest.raises(ValueError, match="window_size"):
+        ssim(torch.zeros(1, 3, 8, 8), torch.zeros(1, 3, 8, 8))
+    with pytest.raises(ValueError, match="x"):
+        identity_similarity(torch.zeros(3), torch.zeros(3))
+    assert np.isfinite(psnr(torch.zeros(1, 1, 2, 2), torch.ones(1, 1, 2, 2)).item())
