@@ -63,7 +63,7 @@ def time_call(
 
     Args:
         fn: the call to time (CUDA work must synchronise inside ``fn``).
-        min_reps: timed calls at least.
+        min_reps: timed calls at least, unless a single call already exceeds ``budget_s`` (then one is enough).
         max_reps: timed calls at most.
         budget_s: stop repeating (after ``min_reps``) once this much time was spent.
         warmup: make one untimed call first (skipped automatically when that call took longer than ``budget_s``,

@@ -225,7 +225,7 @@ def run(out_dir: Path, quick: bool) -> dict[str, Any]:
         {key: (list(sizes), values) for key, values in curves.items()},
         xlabel="n (square n×n gradient, rank n/4)",
         ylabel="time of one projection update (ms)",
-        title=f"projection update cost, CPU, {THREADS} threads, fp32",
+        title=f"projection update cost, CPU, {THREADS} thread{'s' if THREADS > 1 else ''}, fp32",
         log_x=True,
         log_y=True,
         marker="o",

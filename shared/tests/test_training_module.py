@@ -224,6 +224,16 @@ def test_ema_follows_formula() -> None:
     assert torch.equal(unet.conv_out.weight, snapshots.params[-1][0])
 
 
+def test_validation_does_not_perturb_training_draws() -> None:
+    plain, validated = _resume_module(), _resume_module()
+    _trainer(2).fit(plain, _loader())
+    trainer = _trainer(2)
+    trainer.fit(validated, _loader(), _loader())
+    assert trainer.callback_metrics["val/loss"] > 0
+    for a, b in zip(plain.parameters(), validated.parameters()):
+        assert torch.equal(a, b)
+
+
 def _resume_module() -> DiffusionTrainingModule:
     return DiffusionTrainingModule(
         tiny_unet(),
@@ -245,7 +255,9 @@ def test_resume_is_exact(tmp_path: Path) -> None:
     last = tmp_path / "last.ckpt"
     assert last.is_file()
     resumed = _resume_module()
-    _trainer(4).fit(resumed, _loader(), ckpt_path=last)
+    _trainer(4, tmp_path, [L.pytorch.callbacks.ModelCheckpoint(dirpath=tmp_path, save_last=True)]).fit(
+        resumed, _loader(), ckpt_path=last
+    )
     assert not torch.equal(full.unet.conv_out.weight, tiny_unet().conv_out.weight)
     for (name, a), b in zip(full.state_dict().items(), resumed.state_dict().values()):
         assert torch.equal(a, b), name
@@ -254,7 +266,7 @@ def test_resume_is_exact(tmp_path: Path) -> None:
     assert torch.equal(full.generator.get_state(), resumed.generator.get_state())
     # the checkpoint loads without unpickling code
     state = torch.load(last, weights_only=True)
-    assert "genblocks_ema" in state and "genblocks_generator_state" in state
+    assert "genblocks_ema" in state and state["genblocks_generator_states"].shape[0] == 1
 
 
 _DDP_SCRIPT = """
@@ -281,6 +293,7 @@ if __name__ == "__main__":
                         enable_progress_bar=False, enable_model_summary=False, enable_checkpointing=False)
     trainer.fit(module, DataLoader(data, batch_size=2))
     total = sum(p.double().sum().item() for p in module.parameters())
+    trainer.save_checkpoint(f"{sys.argv[1]}/ddp.ckpt")  # a collective: every rank's generator state is gathered
     with open(f"{sys.argv[1]}/rank{trainer.global_rank}.txt", "w") as handle:
         handle.write(f"{trainer.global_step} {trainer.world_size} {total!r}")
 """
@@ -303,3 +316,5 @@ def test_ddp_two_cpu_processes(tmp_path: Path) -> None:
     reports = [(tmp_path / f"rank{r}.txt").read_text().split() for r in (0, 1)]
     assert [r[:2] for r in reports] == [["2", "2"], ["2", "2"]]
     assert reports[0][2] == reports[1][2]  # DDP kept the replicas identical
+    states = torch.load(tmp_path / "ddp.ckpt", weights_only=True)["genblocks_generator_states"]
+    assert states.shape[0] == 2 and not torch.equal(states[0], states[1])  # ranks draw different noise

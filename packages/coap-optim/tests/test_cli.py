@@ -65,6 +65,12 @@ def test_demo_rejects_unknown_optimizer(capsys: pytest.CaptureFixture[str]) -> N
     assert "invalid choice: 'sgd'" in capsys.readouterr().err
 
 
+def test_demo_rejects_invalid_settings(tmp_path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["demo", "--out", str(tmp_path), "--steps", "0"]) == 2
+    assert "steps must be >= 1" in capsys.readouterr().err
+    assert not (tmp_path / "summary.json").exists()
+
+
 def _write_official_state(path, monkeypatch: pytest.MonkeyPatch) -> dict[str, torch.Tensor]:
     """Save a state dict shaped like the official ``coap_torch`` one (a projector object per projected parameter)."""
     names = ("coap_torch", "coap_torch.projection", "coap_torch.projection.coap_matrix")

@@ -2,9 +2,9 @@
 
 ::
 
-    coap-optim demo --out outputs/coap-optim-demo --steps 200   # AdamW vs COAP vs 8-bit COAP on a tiny byte LM
-    coap-optim smoke                                             # the installed-package self-check
-    coap-optim convert official.pt ours.pt --trust-pickle        # an official coap_torch state -> tensors only
+    coap-optim demo --out outputs/coap-optim/demo --steps 200     # AdamW vs COAP vs 8-bit COAP on a tiny byte LM
+    coap-optim smoke                                              # the installed-package self-check
+    coap-optim convert official.pt ours.pt --trust-pickle         # an official coap_torch state -> tensors only
 
 The script stays thin: the work lives in :mod:`coap_optim.demo`, :mod:`coap_optim.smoke` and
 :mod:`coap_optim.convert_official_state`.
@@ -32,7 +32,7 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True, metavar="{demo,smoke,convert}")
 
     demo = commands.add_parser("demo", help="train a tiny byte-level LM with AdamW, COAP and 8-bit COAP")
-    demo.add_argument("--out", type=Path, default=Path("outputs/coap-optim-demo"), help="output folder")
+    demo.add_argument("--out", type=Path, default=Path("outputs/coap-optim/demo"), help="output folder")
     demo.add_argument("--steps", type=int, default=defaults.steps, help="training steps per optimizer")
     demo.add_argument(
         "--optimizers", nargs="+", choices=OPTIMIZER_NAMES, default=list(OPTIMIZER_NAMES), help="optimizers to run"
@@ -48,7 +48,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     commands.add_parser("smoke", help="run the self-check (exit status 0 on success)")
 
-    convert = commands.add_parser("convert", help="convert an official bytedance/coap optimizer state dict to ours")
+    convert = commands.add_parser(
+        "convert", help="convert an official bytedance/coap optimizer state file to a tensors-only file"
+    )
     convert.add_argument("source", type=Path, help="official state (a torch.save file holding Python objects)")
     convert.add_argument("target", type=Path, help="where to write the converted, tensors-only state dict")
     convert.add_argument(
@@ -63,17 +65,21 @@ def build_parser() -> argparse.ArgumentParser:
 def _run_demo(args: argparse.Namespace) -> int:
     from coap_optim.demo import DemoConfig, run_demo
 
-    config = DemoConfig(
-        steps=args.steps,
-        lr=args.lr,
-        rank=args.rank,
-        batch_size=args.batch_size,
-        seq_len=args.seq_len,
-        eval_every=min(args.eval_every, args.steps),
-        seed=args.seed,
-        num_threads=args.threads,
-        progress=not args.no_progress,
-    )
+    try:
+        config = DemoConfig(
+            steps=args.steps,
+            lr=args.lr,
+            rank=args.rank,
+            batch_size=args.batch_size,
+            seq_len=args.seq_len,
+            eval_every=min(args.eval_every, args.steps),
+            seed=args.seed,
+            num_threads=args.threads,
+            progress=not args.no_progress,
+        )
+    except ValueError as error:
+        print(f"coap-optim demo: {error}", file=sys.stderr)
+        return 2
     result = run_demo(args.out, config, args.optimizers)
     header = f"{'optimizer':<10} {'eval loss':>10} {'state B/param':>14} {'median step ms':>15}"
     print(header)

@@ -16,7 +16,7 @@ condition takes).
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import asdict
 from typing import Any, Literal
@@ -26,6 +26,7 @@ import torch
 import torch.nn.functional as F
 from diffusers import DDPMScheduler
 from diffusers.training_utils import EMAModel
+from lightning.pytorch.core.optimizer import LightningOptimizer
 from torch import nn
 
 from genblocks.training.optim import OptimizerConfig, build_optimizer
@@ -281,9 +282,10 @@ class DiffusionTrainingModule(L.LightningModule):
         self,
         epoch: int,
         batch_idx: int,
-        optimizer: Any,
-        optimizer_closure: Any = None,
+        optimizer: torch.optim.Optimizer | LightningOptimizer,
+        optimizer_closure: Callable[[], Any] | None = None,
     ) -> None:
+        """Lightning's optimizer step, then one EMA update (so EMA steps follow optimizer steps, not micro-batches)."""
         super().optimizer_step(epoch, batch_idx, optimizer, optimizer_closure)
         if self.ema is not None:
             self.ema.step(self.trainable_parameters())
@@ -292,14 +294,30 @@ class DiffusionTrainingModule(L.LightningModule):
         return build_optimizer(self, self.optimizer_config)
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        checkpoint["genblocks_generator_state"] = self.generator.get_state()
+        # Lightning calls this hook on every rank (only rank 0 writes), so each rank's generator state is gathered.
+        state = self.generator.get_state()
+        if self._trainer is not None and self.trainer.world_size > 1:
+            states = self.all_gather(state.to(self.device)).cpu()
+        else:
+            states = state.unsqueeze(0)
+        checkpoint["genblocks_generator_states"] = states
         if self.ema is not None:
             checkpoint["genblocks_ema"] = self.ema.state_dict()
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        if "genblocks_generator_state" in checkpoint:
-            self.generator.set_state(checkpoint["genblocks_generator_state"])
-            self._generator_restored = True
+        states = checkpoint.get("genblocks_generator_states")
+        if states is not None:
+            rank = self.global_rank if self._trainer is not None else 0
+            if rank < len(states):
+                self.generator.set_state(states[rank].clone())
+                self._generator_restored = True
+            else:
+                logger.warning(
+                    "checkpoint holds generator states of %d ranks; rank %d starts from seed %d + rank",
+                    len(states),
+                    rank,
+                    self.seed,
+                )
         if "genblocks_ema" in checkpoint:
             if self.ema is None:
                 self.ema = EMAModel(
