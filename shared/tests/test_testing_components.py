@@ -4,7 +4,14 @@ from __future__ import annotations
 
 import torch
 
-from genblocks.testing import tiny_controlnet, tiny_sd15_components, tiny_sdxl_unet, tiny_unet
+from genblocks.testing import (
+    tiny_clip_tokenizer,
+    tiny_controlnet,
+    tiny_sd15_components,
+    tiny_sdxl_text_encoders,
+    tiny_sdxl_unet,
+    tiny_unet,
+)
 
 
 def test_same_seed_same_weights_other_seed_differs() -> None:
@@ -45,3 +52,19 @@ def test_controlnet_any_channel_count_and_sdxl_unet() -> None:
         added_cond_kwargs={"text_embeds": torch.randn(2, 32), "time_ids": torch.randn(2, 6)},
     ).sample
     assert out.shape == (2, 4, 8, 8)
+
+
+def test_sdxl_text_encoders_feed_the_sdxl_unet() -> None:
+    first, second = tiny_sdxl_text_encoders()
+    ids = tiny_clip_tokenizer()(["a group photo"], padding="max_length", max_length=16, return_tensors="pt").input_ids
+    hidden_first = first(ids, output_hidden_states=True).hidden_states[-2]
+    out_second = second(ids, output_hidden_states=True)
+    context = torch.cat([hidden_first, out_second.hidden_states[-2]], dim=-1)
+    assert context.shape == (1, 16, 64) and out_second.text_embeds.shape == (1, 32)
+    sample = tiny_sdxl_unet()(
+        torch.randn(1, 4, 8, 8),
+        10,
+        encoder_hidden_states=context,
+        added_cond_kwargs={"text_embeds": out_second.text_embeds, "time_ids": torch.zeros(1, 6)},
+    ).sample
+    assert sample.shape == (1, 4, 8, 8) and torch.isfinite(sample).all()

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 import torch
 from diffusers import AutoencoderKL, ControlNetModel, DDIMScheduler, UNet2DConditionModel
-from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
+from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection, CLIPTokenizer
 
 TEXT_WIDTH = 32
 
@@ -99,10 +99,9 @@ def tiny_clip_tokenizer() -> CLIPTokenizer:
     return tokenizer
 
 
-def tiny_clip_text_encoder(seed: int = 0, hidden_size: int = TEXT_WIDTH) -> CLIPTextModel:
-    """A 2-layer CLIP text encoder matching ``tiny_clip_tokenizer``: (B, 16) ids -> (B, 16, hidden_size)."""
-    torch.manual_seed(seed)
-    config = CLIPTextConfig(
+def _tiny_clip_text_config(hidden_size: int, projection_dim: int | None = None) -> CLIPTextConfig:
+    extra = {} if projection_dim is None else {"projection_dim": projection_dim}
+    return CLIPTextConfig(
         vocab_size=len(tiny_clip_tokenizer()),
         hidden_size=hidden_size,
         intermediate_size=37,
@@ -112,8 +111,26 @@ def tiny_clip_text_encoder(seed: int = 0, hidden_size: int = TEXT_WIDTH) -> CLIP
         bos_token_id=512,
         eos_token_id=513,
         pad_token_id=513,
+        **extra,
     )
-    return CLIPTextModel(config)
+
+
+def tiny_clip_text_encoder(seed: int = 0, hidden_size: int = TEXT_WIDTH) -> CLIPTextModel:
+    """A 2-layer CLIP text encoder matching ``tiny_clip_tokenizer``: (B, 16) ids -> (B, 16, hidden_size)."""
+    torch.manual_seed(seed)
+    return CLIPTextModel(_tiny_clip_text_config(hidden_size))
+
+
+def tiny_sdxl_text_encoders(seed: int = 0) -> tuple[CLIPTextModel, CLIPTextModelWithProjection]:
+    """SDXL's two text encoders, tiny: widths 32 + 32 concatenate to the 64-wide context of ``tiny_sdxl_unet``.
+
+    The second one has a 32-d text projection, the pooled ``text_embeds`` of ``tiny_sdxl_unet``'s added conditions
+    (with 6 ``time_ids`` x 8 = 48, projection input 32 + 48 = 80).
+    """
+    torch.manual_seed(seed)
+    first = CLIPTextModel(_tiny_clip_text_config(TEXT_WIDTH))
+    second = CLIPTextModelWithProjection(_tiny_clip_text_config(TEXT_WIDTH, projection_dim=32))
+    return first, second
 
 
 @dataclass
