@@ -451,6 +451,16 @@ def _plot(runs: Sequence[OptimizerRun], path: Path) -> Path | None:
     return path
 
 
+def _headline(runs: Sequence[OptimizerRun]) -> dict[str, float]:
+    """A few figures for the monorepo demo's summary table: each optimizer's eval loss and state bytes per parameter."""
+    headline: dict[str, float] = {}
+    for run in runs:
+        figures = run.summary()
+        headline[f"{run.name}_eval_loss"] = figures["final_eval_loss"]
+        headline[f"{run.name}_state_B_per_param"] = figures["state_bytes_per_param"]
+    return headline
+
+
 def run_demo(
     out_dir: str | Path,
     config: DemoConfig | None = None,
@@ -487,6 +497,7 @@ def run_demo(
     finally:
         torch.set_num_threads(previous_threads)
     summary = {
+        "headline": _headline(runs),
         "config": dataclasses.asdict(config),
         "corpus_bytes": {"train": train.numel(), "val": val.numel()},
         "optimizers": {run.name: run.summary() for run in runs},
