@@ -30,7 +30,7 @@ Optimizers (projected ones act on the Linears of ``self_attn``/``mlp`` only, lik
 Reported per optimizer: optimizer-state bytes per model parameter (every tensor reachable from ``optimizer.state``,
 projection matrices and quantisation maps included, counted by ``_common.state_bytes`` for everyone; the denominator is
 the base model's parameter count), mean / median ``optimizer.step()`` time, median whole-iteration time, final
-validation loss (mean next-byte cross-entropy in nats over 32 fixed batches).
+validation loss (mean next-byte cross-entropy in nats over 16 fixed batches of 8 x 128 bytes).
 """
 
 from __future__ import annotations
@@ -103,7 +103,7 @@ FULL = Setup(
     batch=8,
     steps=300,
     eval_every=50,
-    eval_batches=32,
+    eval_batches=16,
     lr=1e-3,
     rank=64,
     coap_interval=40,
@@ -310,7 +310,6 @@ def _train(key: str, label: str, factory: OptimizerFactory, setup: Setup, data: 
     model, optimizer, run.note = factory(_model(setup), setup)
     model.train()
     generator = torch.Generator().manual_seed(DATA_SEED)
-    short_eval = data["val"][: max(1, setup.eval_batches // 4)]
     for step in range(1, setup.steps + 1):
         batch = sample_batch(data["train"], setup.batch, setup.seq, generator)
         begin = time.perf_counter()
@@ -324,11 +323,9 @@ def _train(key: str, label: str, factory: OptimizerFactory, setup: Setup, data: 
             raise FloatingPointError(f"{label}: loss {loss.item()} at step {step}")
         run.step_ms.append(1e3 * (end - step_begin))
         run.iteration_ms.append(1e3 * (end - begin))
-        if step % setup.eval_every == 0 and step != setup.steps:
+        if step % setup.eval_every == 0 or step == setup.steps:
             run.steps.append(step)
-            run.val_losses.append(_evaluate(model, short_eval))
-    run.steps.append(setup.steps)
-    run.val_losses.append(_evaluate(model, data["val"]))
+            run.val_losses.append(_evaluate(model, data["val"]))
     run.state_bytes = common.state_bytes(optimizer)
     run.wall_s = time.perf_counter() - start
     return run
@@ -437,8 +434,8 @@ def run(out_dir: Path, quick: bool) -> dict[str, Any]:
     notes = (
         f"{num_params / 1e6:.3f}M parameters; setup {asdict(setup)}. State bytes count every tensor reachable from "
         f"optimizer.state (P, codes, absmax, quantile maps, step counters), each storage once, divided by the base "
-        f"model's parameter count. Validation: the first {max(1, setup.eval_batches // 4)} fixed batches during "
-        f"training, all {setup.eval_batches} at the end. Step times are optimizer.step() only; iteration = forward + "
+        f"model's parameter count. Validation: the same {setup.eval_batches} fixed batches of {setup.batch} x "
+        f"{setup.seq} bytes at every evaluation. Step times are optimizer.step() only; iteration = forward + "
         f"backward + step; {THREADS} torch thread(s). 1-minute load average {load_before:.2f} before, {load_after:.2f} after (2 cores; a load "
         f"above 2 means another process shared the CPU and timings are inflated). Wall time per run: {walls}. "
         f"No learning-rate sweep (one lr for every optimizer) to stay inside the 20-minute budget."
