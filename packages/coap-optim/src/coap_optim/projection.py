@@ -192,7 +192,7 @@ def range_finder(matrix: Tensor, omega: Tensor) -> Tensor:
 
 
 def _finite_or_zeroed(grad: Tensor, where: str) -> Tensor:
-    if torch.isfinite(grad).all():
+    if torch.isfinite(grad.sum()):
         return grad
     _warn_once(f"coap_optim: non-finite gradient in {where}; non-finite entries are treated as 0.")
     return torch.nan_to_num(grad, nan=0.0, posinf=0.0, neginf=0.0)
@@ -248,7 +248,7 @@ def reproject(grad: Tensor, proj: Tensor, side: Side) -> Tensor:
     _check_side(side)
     _check_matrix("grad", grad)
     _check_proj_shape(proj, tuple(grad.shape), side)
-    if not torch.isfinite(grad).all():
+    if not torch.isfinite(grad.sum()):
         _warn_once("coap_optim: non-finite gradient in reproject; the projection is left unchanged.")
         return proj
     if side == "right":
@@ -528,7 +528,7 @@ def refresh_projection(
     """
     if steps < 1:
         raise ValueError(f"steps must be >= 1, got {steps}")
-    if not torch.isfinite(grad).all():
+    if not torch.isfinite(grad.sum()):
         _warn_once("coap_optim: non-finite gradient in refresh_projection; the projection is left unchanged.")
         return proj
     p = proj.to(torch.float32, copy=True)

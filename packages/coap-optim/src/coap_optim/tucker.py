@@ -92,7 +92,7 @@ def hooi(
             raise ValueError(f"rank {r} of mode {k} must be in [1, {tensor.shape[k]}]")
     work_dtype = torch.float64 if tensor.dtype == torch.float64 else torch.float32
     x = tensor.to(work_dtype)
-    if not torch.isfinite(x).all():
+    if not torch.isfinite(x.sum()):
         _warn_once("coap_optim: non-finite tensor in hooi; non-finite entries are treated as 0.")
         x = torch.nan_to_num(x, nan=0.0, posinf=0.0, neginf=0.0)
     factors = [_leading_left_singular_vectors(_unfold(x, k), r) for k, r in zip(modes, ranks)]
@@ -237,7 +237,7 @@ def tucker_refresh(
         `list[torch.Tensor]`: The new factors, each in its input dtype.
     """
     modes = _check_modes(grad.dim(), modes, len(factors))
-    if not torch.isfinite(grad).all():
+    if not torch.isfinite(grad.sum()):
         _warn_once("coap_optim: non-finite gradient in tucker_refresh; the Tucker factors are left unchanged.")
         return list(factors)
     work = [factor.detach().to(torch.float32, copy=True).requires_grad_(True) for factor in factors]

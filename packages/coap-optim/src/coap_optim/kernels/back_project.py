@@ -49,16 +49,22 @@ def _back_project_and_apply_torch(
     decay: float,
     decay_before: bool,
 ) -> None:
-    """Pure-torch twin of :func:`back_project_and_apply` (materialises the (m, n) update in fp32)."""
+    """Pure-torch twin of :func:`back_project_and_apply`.
+
+    The back-projection GEMM accumulates straight into the fp32 weight (``addmm_`` with ``alpha=-step_size``), so no
+    scaled copy of the (m, n) update is made and a zero decay costs no pass over the weight.
+    """
     update32, proj32 = update.float(), proj.float()
-    full = update32 @ proj32 if side == "right" else proj32 @ update32
-    full.mul_(step_size)
     weight = param if param.dtype == torch.float32 else param.float()
     keep = 1.0 - decay
-    if decay_before:
-        weight.mul_(keep).sub_(full)
+    if decay_before and decay != 0.0:
+        weight.mul_(keep)
+    if side == "right":
+        weight.addmm_(update32, proj32, alpha=-step_size)
     else:
-        weight.sub_(full).mul_(keep)
+        weight.addmm_(proj32, update32, alpha=-step_size)
+    if not decay_before and decay != 0.0:
+        weight.mul_(keep)
     if weight is not param:
         param.copy_(weight)
 

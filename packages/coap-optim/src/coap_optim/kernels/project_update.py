@@ -58,9 +58,12 @@ def _project_and_update_moments_torch(
     """Pure-torch twin of :func:`project_and_update_moments` (same arguments, same arithmetic order)."""
     grad32, proj32 = grad.float(), proj.float()
     low_rank = grad32 @ proj32.T if side == "right" else proj32.T @ grad32
-    exp_avg.mul_(beta1).add_((1.0 - beta1) * low_rank)
-    exp_avg_sq.mul_(beta2).add_((1.0 - beta2) * low_rank * low_rank)
-    return exp_avg / (exp_avg_sq.sqrt() * denom_scale + eps)
+    exp_avg.mul_(beta1).add_(low_rank, alpha=1.0 - beta1)
+    exp_avg_sq.mul_(beta2).addcmul_(low_rank, low_rank, value=1.0 - beta2)
+    denom = exp_avg_sq.sqrt()
+    if denom_scale != 1.0:
+        denom.mul_(denom_scale)
+    return exp_avg / denom.add_(eps)
 
 
 def _project_and_update_moments_triton(

@@ -18,7 +18,7 @@ tensors use torch ops.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -249,6 +249,38 @@ class CoapAdamW(CoapOptimizer):
             eps=group["eps"],
             coefficients=adam_coefficients(group, step, projected=False),
         )
+
+    def _plain_update_many(
+        self, items: Sequence[tuple[Tensor, Tensor, dict[str, Tensor]]], group: Mapping[str, Any]
+    ) -> None:
+        """Plain Adam for a group's full-size fp32 tensors with ``torch._foreach_*`` ops (one kernel launch per op
+        and bucket instead of per tensor), bucketed by step count and device; other dtypes (and subclasses' quantised
+        states) go one by one through :meth:`_plain_update`."""
+        buckets: dict[tuple[int, torch.device], list[tuple[Tensor, Tensor, dict[str, Tensor]]]] = {}
+        for param, grad, state in items:
+            if "exp_avg" not in state or param.dtype != torch.float32 or grad.dtype != torch.float32:
+                self._plain_update(param, grad, state, group, int(state["step"]))
+                continue
+            buckets.setdefault((int(state["step"]), param.device), []).append((param, grad, state))
+        beta1, beta2 = group["betas"]
+        for (step, _), bucket in buckets.items():
+            coefficients = adam_coefficients(group, step, projected=False)
+            params = [param for param, _, _ in bucket]
+            grads = [grad for _, grad, _ in bucket]
+            exp_avgs = [state["exp_avg"] for _, _, state in bucket]
+            exp_avg_sqs = [state["exp_avg_sq"] for _, _, state in bucket]
+            torch._foreach_lerp_(exp_avgs, grads, 1.0 - beta1)
+            torch._foreach_mul_(exp_avg_sqs, beta2)
+            torch._foreach_addcmul_(exp_avg_sqs, grads, grads, value=1.0 - beta2)
+            denoms = torch._foreach_sqrt(exp_avg_sqs)
+            if coefficients.denom_scale != 1.0:
+                torch._foreach_mul_(denoms, coefficients.denom_scale)
+            torch._foreach_add_(denoms, group["eps"])
+            if coefficients.decay_before and coefficients.decay != 0.0:
+                torch._foreach_mul_(params, 1.0 - coefficients.decay)
+            torch._foreach_addcdiv_(params, exp_avgs, denoms, value=-coefficients.step_size)
+            if not coefficients.decay_before and coefficients.decay != 0.0:
+                torch._foreach_mul_(params, 1.0 - coefficients.decay)
 
     def _import_moments(
         self,
