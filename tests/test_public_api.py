@@ -34,8 +34,10 @@ def test_all_is_explicit_and_resolves(name: str) -> None:
 SUBPACKAGES = [
     "genblocks.diffusion",
     "genblocks.faces",
+    "genblocks.gan",
     "genblocks.metrics",
     "genblocks.media",
+    "genblocks.render3d",
     "genblocks.testing",
     "genblocks.training",
     "coap_optim.kernels",

@@ -19,7 +19,14 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["ArcFaceEmbedder", "IRSEBackbone", "StateDictReport", "ir_se_units", "load_arcface_state_dict"]
+__all__ = [
+    "ArcFaceEmbedder",
+    "BottleneckIRSE",
+    "IRSEBackbone",
+    "StateDictReport",
+    "ir_se_units",
+    "load_arcface_state_dict",
+]
 
 _UNITS = {50: (3, 4, 14, 3), 100: (3, 13, 30, 3), 152: (3, 8, 36, 3)}
 _PREFIXES = ("module.", "facenet.", "backbone.", "model.")

@@ -1,0 +1,57 @@
+"""Differentiable volume rendering for 3-D-aware GANs (EG3D, arXiv 2112.07945), in plain PyTorch.
+
+Modules: `cameras` (LookAt camera sampler, intrinsics, the 25-d EG3D camera label), `rays` (pinhole ray sampler) and
+`renderer` (stratified + importance sampling and the MipRayMarcher2 compositor over any density/feature field). The
+renderer knows nothing about tri-planes: the field is a callable, so EG3D's planes, OmniAvatar's feature volumes and
+canonical-space warps plug in without copies (spec genblocks §3 "render3d").
+"""
+
+from genblocks.render3d.cameras import (
+    CAMERA_LABEL_DIM,
+    FFHQ_CAMERA,
+    CameraPreset,
+    LookAtCameraSampler,
+    camera_label,
+    intrinsics_matrix,
+    look_at,
+    normalize_intrinsics,
+    orbit_cam2world,
+    split_camera_label,
+)
+from genblocks.render3d.rays import (
+    pixel_centers,
+    sample_rays,
+)
+from genblocks.render3d.renderer import (
+    DensityField,
+    ImportanceRenderer,
+    MipRayMarcher2,
+    PointWarp,
+    RenderOutput,
+    sample_importance,
+    sample_pdf,
+    sample_stratified,
+)
+
+__all__ = [
+    "CAMERA_LABEL_DIM",
+    "FFHQ_CAMERA",
+    "CameraPreset",
+    "DensityField",
+    "ImportanceRenderer",
+    "LookAtCameraSampler",
+    "MipRayMarcher2",
+    "PointWarp",
+    "RenderOutput",
+    "camera_label",
+    "intrinsics_matrix",
+    "look_at",
+    "normalize_intrinsics",
+    "orbit_cam2world",
+    "pixel_centers",
+    "sample_importance",
+    "sample_pdf",
+    "sample_rays",
+    "sample_stratified",
+    "split_camera_label",
+]
