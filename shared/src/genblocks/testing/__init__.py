@@ -1,4 +1,5 @@
-"""Seeded tiny components for tests: the analogue of diffusers' ``get_dummy_components`` (no downloads)."""
+"""Seeded tiny components for tests (the analogue of diffusers' ``get_dummy_components``, no downloads) and inverse LDM key
+maps that write official single-file checkpoints from them (converter round trips)."""
 
 from genblocks.testing.components import (
     TinyComponents,
@@ -11,9 +12,12 @@ from genblocks.testing.components import (
     tiny_unet,
     tiny_vae,
 )
+from genblocks.testing.ldm_layout import clip_to_ldm, controlnet_to_ldm, unet_encoder_to_ldm, unet_to_ldm, vae_to_ldm
 
 __all__ = [
     "TinyComponents",
+    "clip_to_ldm",
+    "controlnet_to_ldm",
     "tiny_clip_text_encoder",
     "tiny_clip_tokenizer",
     "tiny_controlnet",
@@ -22,4 +26,7 @@ __all__ = [
     "tiny_sdxl_unet",
     "tiny_unet",
     "tiny_vae",
+    "unet_encoder_to_ldm",
+    "unet_to_ldm",
+    "vae_to_ldm",
 ]

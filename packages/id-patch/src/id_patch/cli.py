@@ -1,0 +1,330 @@
+"""The ``id-patch`` command line: ``generate``, ``train``, ``eval``, ``convert``, ``demo`` and ``smoke``.
+
+::
+
+    id-patch generate --config configs/tiny.yaml --faces a.png b.png --positions 20,22 44,22 --out outputs/gen
+    id-patch train --config configs/train_tiny.yaml --set train.max_steps=20
+    id-patch eval --config configs/tiny.yaml --faces a.png b.png --positions 20,22 44,22 --num-images 4 --out out/eval
+    id-patch convert --release models/ID-Patch --output models/id-patch-converted
+    id-patch demo --out outputs/id-patch/demo
+    id-patch smoke
+
+Every command takes ``--set key.sub=value`` overrides of its YAML config (``genblocks.config``). The script stays thin:
+the work lives in :mod:`id_patch.config` (generation), :mod:`id_patch.training`, :mod:`id_patch.evaluation`,
+:mod:`id_patch.convert_id_patch_original`, :mod:`id_patch.demo` and :mod:`id_patch.smoke`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+__all__ = ["build_parser", "main", "parse_positions"]
+
+
+def parse_positions(values: Sequence[str]) -> list[tuple[float, float]]:
+    """``["x,y", ...]`` pixel positions -> ``[(x, y), ...]``; a malformed entry is a ``ValueError`` naming it."""
+    positions = []
+    for index, value in enumerate(values):
+        parts = value.split(",")
+        try:
+            if len(parts) != 2:
+                raise ValueError
+            positions.append((float(parts[0]), float(parts[1])))
+        except ValueError:
+            raise ValueError(f"--positions entry {index} ({value!r}): expected 'x,y' in pixels, e.g. 20,22") from None
+    return positions
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of ``id-patch`` (exposed for documentation and tests)."""
+    parser = argparse.ArgumentParser(prog="id-patch", description="ID-Patch group-photo personalisation (2411.13632).")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log progress at INFO level")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="{generate,train,eval,convert,demo,smoke}")
+
+    def config_args(sub: argparse.ArgumentParser, default: str) -> None:
+        sub.add_argument("--config", type=Path, default=Path(default), help=f"YAML config (default {default})")
+        sub.add_argument(
+            "--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE", help="config override"
+        )
+
+    def subject_args(sub: argparse.ArgumentParser, required: bool) -> None:
+        sub.add_argument("--faces", type=Path, nargs="+", required=required, help="one image per subject")
+        sub.add_argument(
+            "--positions",
+            nargs="+",
+            metavar="X,Y",
+            help="one face position per subject in pixels of the output (default: evenly spaced, 35%% from the top)",
+        )
+        sub.add_argument("--keypoints", type=Path, help="(F, 17, 2|3) COCO-17 keypoints .npy instead of --positions")
+        sub.add_argument("--prompt", help="text prompt (overrides the config's)")
+
+    generate = commands.add_parser("generate", help="one image of the subjects at the positions")
+    config_args(generate, "configs/tiny.yaml")
+    subject_args(generate, required=True)
+    generate.add_argument("--out", type=Path, help="output folder (default: the config's out_dir)")
+
+    train = commands.add_parser("train", help="train ControlNet + patch/token projections (Lightning)")
+    config_args(train, "configs/train_tiny.yaml")
+    train.add_argument("--out", type=Path, help="run folder (default: the config's out_dir)")
+
+    evaluate = commands.add_parser("eval", help="resemblance, ID-position accuracy and time over generated images")
+    config_args(evaluate, "configs/tiny.yaml")
+    subject_args(evaluate, required=True)
+    evaluate.add_argument("--num-images", type=int, default=4, help="images to generate (seeds seed, seed+1, ...)")
+    evaluate.add_argument("--images", type=Path, nargs="+", help="evaluate these images instead of generating")
+    evaluate.add_argument(
+        "--evaluator", choices=("dlib", "arcface"), default="dlib", help="face detector + embedding of the metrics"
+    )
+    evaluate.add_argument("--arcface-weights", type=Path, help="IR-SE-50 checkpoint for --evaluator arcface")
+    evaluate.add_argument("--max-distance", type=float, help="pixels beyond which a face is not at a position")
+    evaluate.add_argument("--identity-matching", choices=("hungarian", "argmax"), default="hungarian")
+    evaluate.add_argument("--out", type=Path, help="output folder (default: <config out_dir>/eval)")
+
+    convert = commands.add_parser("convert", help="official id-patch.bin + ControlNetModel/ -> our format")
+    convert.add_argument("--release", type=Path, required=True, help="folder with id-patch.bin and ControlNetModel/")
+    convert.add_argument("--output", type=Path, required=True, help="where to write id_projector/ and controlnet/")
+    convert.add_argument("--dim-head", type=int, default=64, help="resampler width per head (resampler checkpoints)")
+    convert.add_argument("--any-shape", action="store_true", help="do not require the paper's 16x2048 / 3x64x64")
+
+    demo = commands.add_parser("demo", help="tiny-config group image from real faces (skimage astronaut)")
+    demo.add_argument("--out", type=Path, default=Path("outputs/id-patch/demo"), help="output folder")
+
+    commands.add_parser("smoke", help="run the self-check (exit status 0 on success)")
+    return parser
+
+
+def _load(schema: type, args: argparse.Namespace) -> Any:
+    from genblocks.config import load_config
+
+    return load_config(schema, args.config, args.overrides)
+
+
+def _subjects(args: argparse.Namespace, height: int, width: int) -> dict[str, Any]:
+    """Face images, positions or keypoints of ``generate`` / ``eval`` as pipeline keyword arguments."""
+    import numpy as np
+    from PIL import Image
+
+    faces = []
+    for index, path in enumerate(args.faces):
+        if not path.is_file():
+            raise ValueError(f"subject {index}: face image {path} not found")
+        with Image.open(path) as image:
+            faces.append(image.convert("RGB"))
+    if args.keypoints is not None and args.positions:
+        raise ValueError("pass --positions or --keypoints, not both")
+    if args.keypoints is not None:
+        return {"face_images": faces, "keypoints": np.load(args.keypoints, allow_pickle=False)}
+    if args.positions:
+        positions = parse_positions(args.positions)
+    else:
+        positions = [(width * (i + 0.5) / len(faces), height * 0.35) for i in range(len(faces))]
+    return {"face_images": faces, "face_locations": positions}
+
+
+def _size(config: Any, pipe: Any) -> tuple[int, int]:
+    default = pipe.unet.config.sample_size * pipe.vae_scale_factor
+    return config.sampling.height or default, config.sampling.width or default
+
+
+def _run_generate(args: argparse.Namespace) -> int:
+    import time
+
+    from id_patch.config import GenerateConfig, build_face_encoder, build_pipeline, generate
+    from id_patch.demo import side_by_side
+
+    config = _load(GenerateConfig, args)
+    if args.prompt is not None:
+        config.prompt = args.prompt
+    out = args.out or Path(config.out_dir)
+    pipe = build_pipeline(config.model)
+    encoder = build_face_encoder(config.face, pipe.id_projector.config.face_dim, device=config.model.device)
+    height, width = _size(config, pipe)
+    subjects = _subjects(args, height, width)
+    start = time.perf_counter()
+    output = generate(pipe, config, face_encoder=encoder, **subjects)
+    seconds = time.perf_counter() - start
+    out.mkdir(parents=True, exist_ok=True)
+    image, condition = output.images[0], output.condition_images[0]
+    image.save(out / "image.png")
+    condition.save(out / "condition.png")
+    side_by_side([image, condition]).save(out / "image_and_condition.png")
+    summary = {
+        "prompt": config.prompt,
+        "faces": [str(p) for p in args.faces],
+        "positions": subjects.get("face_locations"),
+        "keypoints": None if args.keypoints is None else str(args.keypoints),
+        "seconds": seconds,
+        "size": [height, width],
+        "sampling": vars(config.sampling),
+        "model": vars(config.model) | {"id_patch": vars(config.model.id_patch)},
+        "face_backend": config.face.backend,
+        "files": ["image.png", "condition.png", "image_and_condition.png"],
+    }
+    (out / "summary.json").write_text(json.dumps(summary, indent=2, default=str), encoding="utf-8")
+    print(f"generated {len(args.faces)} subject(s) in {seconds:.2f} s: {out / 'image_and_condition.png'}")
+    return 0
+
+
+def _run_train(args: argparse.Namespace) -> int:
+    from id_patch.training import TrainConfig, train
+
+    config = _load(TrainConfig, args)
+    if args.out is not None:
+        config.out_dir = str(args.out)
+    summary = train(config)
+    out = Path(config.out_dir)
+    (out / "summary.json").write_text(json.dumps(summary, indent=2), encoding="utf-8")
+    print(f"{'steps':<12} {summary['steps']}")
+    print(f"{'first loss':<12} {summary['first_loss']:.4f}")
+    print(f"{'last loss':<12} {summary['last_loss']:.4f}")
+    print(f"checkpoint: {summary['checkpoint']}")
+    print(f"trained controlnet + id_projector: {summary['trained']}")
+    return 0
+
+
+def _evaluator(args: argparse.Namespace) -> Any:
+    from id_patch.config import FaceSection, build_face_encoder
+
+    if args.evaluator == "arcface":
+        if args.arcface_weights is None:
+            raise ValueError("--evaluator arcface needs --arcface-weights (a local IR-SE-50 checkpoint)")
+        section = FaceSection(backend="arcface", arcface_weights=str(args.arcface_weights))
+        return build_face_encoder(section, 512)
+    return build_face_encoder(FaceSection(backend="dlib"), 128)
+
+
+def _run_eval(args: argparse.Namespace) -> int:
+    from dataclasses import replace
+
+    import numpy as np
+    from PIL import Image
+
+    from id_patch.condition import order_subjects
+    from id_patch.config import GenerateConfig, build_face_encoder, build_pipeline, generate
+    from id_patch.evaluation import association_accuracy, summarize, timed
+
+    config = _load(GenerateConfig, args)
+    if args.prompt is not None:
+        config.prompt = args.prompt
+    out = args.out or Path(config.out_dir) / "eval"
+    out.mkdir(parents=True, exist_ok=True)
+    evaluator = _evaluator(args)
+    pipe = build_pipeline(config.model)
+    height, width = _size(config, pipe)
+    subjects = _subjects(args, height, width)
+    if "keypoints" in subjects:
+        from id_patch.condition import face_anchors
+
+        anchors = face_anchors(subjects["keypoints"], pipe.id_projector.config.face_anchor)
+        targets = anchors[order_subjects(anchors)].numpy()
+    else:
+        targets = np.asarray(subjects["face_locations"], dtype=np.float64)
+    references = evaluator.encode_subjects(subjects["face_images"]).embeds
+    images, seconds = [], []
+    if args.images:
+        images = [Image.open(path).convert("RGB") for path in args.images]
+    else:
+        encoder = build_face_encoder(config.face, pipe.id_projector.config.face_dim, device=config.model.device)
+        for index in range(args.num_images):
+            run_config = replace(config, sampling=replace(config.sampling, seed=config.sampling.seed + index))
+            output, took = timed(lambda c=run_config: generate(pipe, c, face_encoder=encoder, **subjects))
+            output.images[0].save(out / f"image_{index:03d}.png")
+            images.append(output.images[0])
+            seconds.append(took)
+    results = []
+    for image in images:
+        found = evaluator.encode_group(image)
+        anchor = pipe.id_projector.config.face_anchor
+        results.append(
+            association_accuracy(
+                found.embeds,
+                found.anchors(anchor),
+                references,
+                targets,
+                max_distance=args.max_distance,
+                identity_matching=args.identity_matching,
+            )
+        )
+    summary = summarize(results, seconds)
+    report = {
+        "evaluator": args.evaluator,
+        "identity_matching": args.identity_matching,
+        "max_distance": args.max_distance,
+        "targets": targets.tolist(),
+        **summary.to_dict(),
+    }
+    (out / "eval.json").write_text(json.dumps(report, indent=2), encoding="utf-8")
+    resemblance = "n/a (no face found)" if report["resemblance"] is None else f"{summary.resemblance:.4f}"
+    timing = "n/a" if report["seconds_per_image"] is None else f"{summary.seconds_per_image:.3f}"
+    print(f"{'images':<26} {summary.num_images}")
+    print(f"{'ID-position accuracy':<26} {summary.accuracy:.4f}")
+    print(f"{'face-ID resemblance':<26} {resemblance}")
+    print(f"{'faces found / subjects':<26} {summary.detection_rate:.3f}")
+    print(f"{'seconds per image':<26} {timing}")
+    print(f"report: {out / 'eval.json'}")
+    return 0
+
+
+def _run_convert(args: argparse.Namespace) -> int:
+    from id_patch.convert_id_patch_original import convert_release
+
+    conversion = convert_release(args.release, args.output, args.dim_head, expect_paper_shapes=not args.any_shape)
+    print(f"projection: {conversion.projector.id_patch_config}")
+    for name, report in conversion.reports.items():
+        status = "exact" if report.is_exact else f"unexpected {report.unexpected_keys}, missing {report.missing_keys}"
+        print(f"{name:<12} {status}")
+    print(f"written: {args.output / 'id_projector'} and {args.output / 'controlnet'}")
+    return 0
+
+
+def _run_demo(args: argparse.Namespace) -> int:
+    from id_patch.demo import run_demo
+
+    summary = run_demo(args.out)
+    headline = summary["headline"]
+    print(f"{len(summary['files'])} files in {args.out}: {', '.join(summary['files'])}")
+    print(f"subjects: {summary['subjects']}")
+    print(
+        f"{headline['subjects']} subjects, {headline['context_tokens']} context tokens, "
+        f"{headline['seconds_per_image']:.2f} s, subject cosine {headline['subject_cosine']:.3f}"
+    )
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of ``id-patch``.
+
+    Args:
+        argv: Arguments without the program name; ``None`` reads ``sys.argv[1:]``.
+
+    Returns:
+        The process exit status: 0 on success, 2 for bad input (the message names it), 1 for a failed smoke check.
+    """
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(message)s")
+    if args.command == "smoke":
+        from id_patch.smoke import main as smoke_main
+
+        return smoke_main()
+    runners = {
+        "generate": _run_generate,
+        "train": _run_train,
+        "eval": _run_eval,
+        "convert": _run_convert,
+        "demo": _run_demo,
+    }
+    try:
+        return runners[args.command](args)
+    except (ValueError, FileNotFoundError, ImportError) as error:
+        print(f"id-patch {args.command}: {error}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,174 @@
+"""The ``id-patch`` command line, in-process on the tiny configs: generate, train, eval, convert, demo, smoke."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from id_patch.cli import main, parse_positions
+
+CONFIGS = Path(__file__).resolve().parents[1] / "configs"
+TINY = str(CONFIGS / "tiny.yaml")
+TRAIN_TINY = str(CONFIGS / "train_tiny.yaml")
+
+
+@pytest.fixture(autouse=True)
+def _one_thread() -> Any:
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def astronaut(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    """The astronaut's face crop, its mirror image, and a 2-person "group photo" of the two side by side."""
+    data = pytest.importorskip("skimage.data")
+    photo = data.astronaut()
+    crop = np.ascontiguousarray(photo[36:198, 140:302])  # dlib's box [175, 76, 265, 166] with a 0.4 margin
+    mirror = np.ascontiguousarray(crop[:, ::-1])
+    folder = tmp_path_factory.mktemp("faces")
+    Image.fromarray(crop).save(folder / "face.png")
+    Image.fromarray(mirror).save(folder / "mirror.png")
+    Image.fromarray(np.concatenate([crop, mirror], axis=1)).save(folder / "group.png")
+    Image.fromarray(np.full((48, 48, 3), 90, np.uint8)).save(folder / "blank.png")
+    return {"face": folder / "face.png", "mirror": folder / "mirror.png", "group": folder / "group.png", "dir": folder}
+
+
+def _has_dlib() -> bool:
+    try:
+        import dlib  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+needs_dlib = pytest.mark.skipif(not _has_dlib(), reason="needs dlib (pip install id-patch[face])")
+
+
+def test_parse_positions() -> None:
+    assert parse_positions(["20,22", "44.5,10"]) == [(20.0, 22.0), (44.5, 10.0)]
+    with pytest.raises(ValueError, match=r"entry 1 \('3'\)"):
+        parse_positions(["1,2", "3"])
+
+
+def test_generate_writes_image_condition_and_summary(tmp_path: Path, astronaut: dict[str, Any]) -> None:
+    out = tmp_path / "gen"
+    args = ["generate", "--config", TINY, "--set", "face.backend=tiny", "--faces", str(astronaut["face"])]
+    code = main([*args, str(astronaut["mirror"]), "--positions", "44,22", "16,30", "--out", str(out)])
+    assert code == 0
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["positions"] == [[44.0, 22.0], [16.0, 30.0]] and summary["seconds"] > 0
+    assert Image.open(out / "image.png").size == (64, 64)
+    side = Image.open(out / "image_and_condition.png")
+    assert side.size == (64 * 2 + 4, 64)
+    condition = np.asarray(Image.open(out / "condition.png").convert("RGB")).astype(int)
+    # no pose: black except the two 8x8 patches centred at the positions
+    patch_mask = np.zeros((64, 64), bool)
+    patch_mask[18:26, 40:48] = patch_mask[26:34, 12:20] = True
+    assert condition[~patch_mask].max() == 0
+    assert condition[18:26, 40:48].max() > 0 and condition[26:34, 12:20].max() > 0
+
+
+def test_generate_bad_input_names_the_subject(
+    tmp_path: Path, astronaut: dict[str, Any], capsys: pytest.CaptureFixture
+) -> None:
+    base = ["generate", "--config", TINY, "--set", "face.backend=tiny", "--out", str(tmp_path)]
+    faces = ["--faces", str(astronaut["face"]), str(astronaut["mirror"])]
+    assert main([*base, *faces, "--positions", "10,10", "20,20", "30,30"]) == 2
+    assert "3 face positions" in capsys.readouterr().err
+    assert main([*base, *faces, "--positions", "10,10", "70,20"]) == 2
+    assert "subject 1: position (70.0, 20.0)" in capsys.readouterr().err
+    assert main([*base, *faces, "--positions", "10,10", "x,20"]) == 2
+    assert "--positions entry 1" in capsys.readouterr().err
+    assert main([*base, "--faces", str(tmp_path / "none.png"), "--positions", "10,10"]) == 2
+    assert "subject 0: face image" in capsys.readouterr().err
+    assert main([*base, *faces, "--set", "sampling.steps=3"]) == 2
+    assert "unknown config key 'sampling.steps'" in capsys.readouterr().err
+
+
+@needs_dlib
+def test_generate_with_dlib_rejects_a_faceless_subject(
+    tmp_path: Path, astronaut: dict[str, Any], capsys: pytest.CaptureFixture
+) -> None:
+    faces = ["--faces", str(astronaut["face"]), str(astronaut["dir"] / "blank.png")]
+    code = main(["generate", "--config", TINY, *faces, "--positions", "16,20", "48,20", "--out", str(tmp_path)])
+    assert code == 2
+    assert "No face found in subject 1" in capsys.readouterr().err
+
+
+def test_train_runs_and_exports(tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    overrides = ["--set", "train.max_steps=3", "--set", "train.progress_bar=false", "--set", "data.synthetic_images=2"]
+    assert main(["train", "--config", TRAIN_TINY, "--out", str(out), *overrides]) == 0
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["steps"] == 3 and len(summary["losses"]) == 3 and np.isfinite(summary["last_loss"])
+    assert (out / "checkpoints" / "last.ckpt").is_file()
+    assert (out / "trained" / "controlnet" / "config.json").is_file()
+    assert (out / "trained" / "id_projector" / "prompt_proj.safetensors").is_file()
+    assert (out / "config.yaml").read_text().count("max_steps: 3") == 1
+
+
+@needs_dlib
+def test_eval_on_a_real_two_person_photo(tmp_path: Path, astronaut: dict[str, Any]) -> None:
+    # the group photo holds the face at x in [0, 162) and its mirror at [162, 324); dlib puts the noses at x 86, 237
+    base = ["eval", "--config", TINY, "--images", str(astronaut["group"]), "--faces", str(astronaut["face"])]
+    assert main([*base, str(astronaut["mirror"]), "--positions", "86,87", "237,87", "--out", str(tmp_path / "a")]) == 0
+    report = json.loads((tmp_path / "a" / "eval.json").read_text())
+    assert report["accuracy"] == 1.0 and report["detection_rate"] == 1.0 and report["resemblance"] > 0.99
+    assert main([*base, str(astronaut["mirror"]), "--positions", "237,87", "86,87", "--out", str(tmp_path / "b")]) == 0
+    swapped = json.loads((tmp_path / "b" / "eval.json").read_text())
+    assert swapped["accuracy"] == 0.0 and swapped["per_image"][0]["hits"] == [False, False]
+
+
+@needs_dlib
+def test_eval_generates_and_times(tmp_path: Path, astronaut: dict[str, Any]) -> None:
+    faces = ["--faces", str(astronaut["face"]), str(astronaut["mirror"])]
+    args = ["eval", "--config", TINY, *faces, "--positions", "16,20", "48,20", "--num-images", "2"]
+    assert main([*args, "--out", str(tmp_path)]) == 0
+    report = json.loads((tmp_path / "eval.json").read_text())
+    assert report["num_images"] == 2 and report["seconds_per_image"] > 0
+    # the tiny model's images are noise: no face is found, so no identity is at its place
+    assert report["accuracy"] == 0.0 and report["detection_rate"] == 0.0 and report["resemblance"] is None
+    assert (tmp_path / "image_001.png").is_file()
+
+
+def test_convert_round_trip(tmp_path: Path) -> None:
+    from id_patch.convert_id_patch_original import to_official_state_dict
+    from id_patch.modeling_id_patch import IDPatchProjector
+    from id_patch.testing import tiny_id_patch_pipeline
+
+    pipe = tiny_id_patch_pipeline(seed=3)
+    release = tmp_path / "release"
+    release.mkdir()
+    torch.save(to_official_state_dict(pipe.id_projector), release / "id-patch.bin")
+    pipe.controlnet.save_pretrained(release / "ControlNetModel")
+    out = tmp_path / "converted"
+    assert main(["convert", "--release", str(release), "--output", str(out), "--any-shape"]) == 0
+    projector = IDPatchProjector.from_pretrained(out / "id_projector")
+    for a, b in zip(pipe.id_projector.state_dict().values(), projector.state_dict().values(), strict=True):
+        assert torch.equal(a, b)
+    assert (out / "controlnet" / "diffusion_pytorch_model.safetensors").is_file()
+    assert main(["convert", "--release", str(release), "--output", str(out)]) == 2  # tiny sizes are not the paper's
+
+
+def test_demo_writes_group_and_condition(tmp_path: Path) -> None:
+    pytest.importorskip("skimage")
+    assert main(["demo", "--out", str(tmp_path)]) == 0
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert summary["headline"]["subjects"] == 2 and summary["headline"]["context_tokens"] == 16 + 2 * 2
+    assert "mirrored" in summary["subjects"]
+    for name in summary["files"]:
+        assert (tmp_path / name).is_file(), name
+    condition = np.asarray(Image.open(tmp_path / "condition.png"))
+    assert condition.shape == (64, 64, 3) and condition.max() > 0
+
+
+def test_smoke() -> None:
+    assert main(["smoke"]) == 0

@@ -1,0 +1,247 @@
+"""Convert the official X-Portrait checkpoint (``model_state-415001.th``, one LDM-layout state dict) into an
+``XPortraitPipeline`` folder (X-Portrait spec §7).
+
+Layout of the official file (``ControlLDMReferenceOnly_Temporal_Pose_Local``, loaded upstream with ``strict=False``),
+optionally wrapped in ``state_dict`` and with ``module.`` prefixes:
+
+=============================== ========================================================== ==============================
+prefix                          contents                                                   target
+=============================== ========================================================== ==============================
+``model.diffusion_model.``      SD1.5 UNet (``input_blocks``, ``middle_block``,            ``unet`` (UNet2DConditionModel)
+                                ``output_blocks``, ``out``) + ``input_blocks_motion_module.
+                                {0..7}.0.temporal_transformer.*`` and
+                                ``output_blocks_motion_module.{0..11}.0.*``                ``motion_modules``
+``appearance_control_model.``   reference UNet without ``out`` (its ``input_hint_block``   ``reference_unet``
+                                is unused)
+``pose_control_model.``         ControlNet (``input_hint_block``, ``zero_convs``,          ``motion_controlnet``
+                                ``middle_block_out``)
+``local_pose_control_model.``   the second ControlNet                                      ``local_controlnet``
+``first_stage_model.``          VAE, if present [unverified]                               ``vae``
+``cond_stage_model.``           CLIP text encoder, if present [unverified]                 ``text_encoder``
+=============================== ========================================================== ==============================
+
+Key maps are genblocks' (``genblocks.diffusion.checkpoints`` around diffusers' single-file converters, and
+``genblocks.diffusion.temporal.convert_ldm_motion_state_dict`` for the motion modules, whose list index ``k`` is the
+k-th placed block). The file is read with ``torch.load(weights_only=True)`` (or safetensors); nothing is unpickled.
+Every key that is not loaded is reported: unmatched checkpoint keys, model keys the checkpoint lacks, shape
+mismatches, and keys known to be unused (the reference UNet's ``input_hint_block``; its missing ``out`` layers).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+
+from genblocks.diffusion.checkpoints import (
+    LDM_TEXT_ENCODER_PREFIX,
+    LDM_UNET_PREFIX,
+    LDM_VAE_PREFIX,
+    ConversionReport,
+    clean_state_dict,
+    load_ldm_component,
+    read_ldm_checkpoint,
+    split_by_prefix,
+)
+from genblocks.diffusion.temporal import convert_ldm_motion_state_dict
+from x_portrait.modeling_x_portrait import XPortraitComponents
+from x_portrait.pipeline_x_portrait import XPortraitPipeline
+
+__all__ = [
+    "X_PORTRAIT_PREFIXES",
+    "XPortraitConversionReport",
+    "convert_x_portrait_checkpoint",
+    "convert_x_portrait_state_dict",
+    "save_converted_pipeline",
+]
+
+logger = logging.getLogger(__name__)
+
+X_PORTRAIT_PREFIXES: dict[str, str] = {
+    "unet": LDM_UNET_PREFIX,
+    "reference_unet": "appearance_control_model.",
+    "motion_controlnet": "pose_control_model.",
+    "local_controlnet": "local_pose_control_model.",
+    "vae": LDM_VAE_PREFIX,
+    "text_encoder": LDM_TEXT_ENCODER_PREFIX,
+}
+"""Component name -> top-level prefix in the official checkpoint."""
+
+_MOTION_KEY = re.compile(r"^(input_blocks|output_blocks|middle_block)_motion_module\.")
+_REFERENCE_UNUSED = re.compile(r"^input_hint_block\.")
+_REFERENCE_NO_OUT = ("conv_norm_out.", "conv_out.")
+
+
+@dataclass
+class XPortraitConversionReport:
+    """What did and did not load.
+
+    Attributes:
+        components (`dict[str, ConversionReport]`): Per component (``unet``, ``reference_unet``,
+            ``motion_controlnet``, ``local_controlnet``, and ``vae`` / ``text_encoder`` when the checkpoint has them):
+            model keys missing from the checkpoint, checkpoint keys not loaded, shape mismatches.
+        motion_modules (`ConversionReport`): The same for the temporal modules (checkpoint keys in LDM names with the
+            ``model.diffusion_model.`` prefix, model keys in ours).
+        ignored_keys (`list[str]`): Keys known to be unused: the appearance UNet's ``input_hint_block`` (checkpoint)
+            and the reference UNet's ``conv_norm_out`` / ``conv_out`` (model; upstream's appearance UNet has no
+            ``out``).
+        unclaimed_keys (`list[str]`): Checkpoint keys under none of `X_PORTRAIT_PREFIXES`.
+    """
+
+    components: dict[str, ConversionReport] = field(default_factory=dict)
+    motion_modules: ConversionReport = field(default_factory=ConversionReport)
+    ignored_keys: list[str] = field(default_factory=list)
+    unclaimed_keys: list[str] = field(default_factory=list)
+
+    @property
+    def is_exact(self) -> bool:
+        """Every model key loaded and every checkpoint key used (ignored keys aside)."""
+        return (
+            not self.unclaimed_keys
+            and self.motion_modules.is_exact
+            and all(report.is_exact for report in self.components.values())
+        )
+
+    def unmatched_count(self) -> int:
+        """Missing + unexpected + mismatched keys over all components, plus unclaimed keys."""
+        reports = [*self.components.values(), self.motion_modules]
+        per_report = sum(len(r.missing_keys) + len(r.unexpected_keys) + len(r.mismatched_keys) for r in reports)
+        return per_report + len(self.unclaimed_keys)
+
+    def to_dict(self) -> dict[str, object]:
+        """JSON-ready view."""
+        return {
+            "is_exact": self.is_exact,
+            "components": {name: asdict(report) for name, report in self.components.items()},
+            "motion_modules": asdict(self.motion_modules),
+            "ignored_keys": self.ignored_keys,
+            "unclaimed_keys": self.unclaimed_keys,
+        }
+
+    def summary(self) -> str:
+        """One line per component: missing / unexpected / mismatched counts."""
+        lines = []
+        for name, report in [*self.components.items(), ("motion_modules", self.motion_modules)]:
+            lines.append(
+                f"{name}: {len(report.missing_keys)} missing, {len(report.unexpected_keys)} unexpected, "
+                f"{len(report.mismatched_keys)} mismatched"
+            )
+        lines.append(f"ignored: {len(self.ignored_keys)}, unclaimed: {len(self.unclaimed_keys)}")
+        return "\n".join(lines)
+
+
+def _load_motion_modules(components: XPortraitComponents, motion_state: dict[str, torch.Tensor]) -> ConversionReport:
+    report = ConversionReport()
+    if components.motion_modules is None:
+        report.unexpected_keys = sorted(LDM_UNET_PREFIX + key for key in motion_state)
+        return report
+    target = components.motion_modules.motion_modules
+    converted, unmatched = convert_ldm_motion_state_dict(motion_state, target.placement)
+    report.unexpected_keys = sorted(LDM_UNET_PREFIX + key for key in unmatched)
+    expected = target.state_dict()
+    loadable = {}
+    for key, value in converted.items():
+        if key not in expected:
+            report.unexpected_keys.append(key)
+        elif value.shape != expected[key].shape:
+            report.mismatched_keys.append(
+                f"{key}: checkpoint {tuple(value.shape)} vs model {tuple(expected[key].shape)}"
+            )
+        else:
+            loadable[key] = value
+    report.missing_keys = sorted(key for key in expected if key not in loadable and key not in converted)
+    target.load_state_dict(loadable, strict=False)
+    return report
+
+
+def convert_x_portrait_state_dict(
+    checkpoint: Mapping[str, torch.Tensor], components: XPortraitComponents
+) -> XPortraitConversionReport:
+    """Load an official-layout state dict into prebuilt components, in place, and report what did not match.
+
+    Args:
+        checkpoint (`Mapping[str, torch.Tensor]`): The official state dict (``state_dict`` wrapper and ``module.``
+            prefixes are removed).
+        components (`XPortraitComponents`): Models with the checkpoint's architecture (e.g. SD1.5 from
+            :func:`~x_portrait.modeling_x_portrait.build_base_components`); ``vae`` and ``text_encoder`` are
+            overwritten only when the checkpoint has their prefixes.
+
+    Returns:
+        `XPortraitConversionReport`.
+    """
+    state = clean_state_dict(checkpoint)
+    groups, rest = split_by_prefix(state, X_PORTRAIT_PREFIXES.values())
+    report = XPortraitConversionReport(unclaimed_keys=sorted(rest))
+
+    unet_state = groups[LDM_UNET_PREFIX]
+    motion_state = {key: value for key, value in unet_state.items() if _MOTION_KEY.match(key)}
+    unet_only = {key: value for key, value in unet_state.items() if key not in motion_state}
+    report.components["unet"] = load_ldm_component(components.unet, unet_only)
+    report.motion_modules = _load_motion_modules(components, motion_state)
+
+    reference_prefix = X_PORTRAIT_PREFIXES["reference_unet"]
+    reference_state = groups[reference_prefix]
+    unused = sorted(key for key in reference_state if _REFERENCE_UNUSED.match(key))
+    report.ignored_keys += [reference_prefix + key for key in unused]
+    reference_report = load_ldm_component(
+        components.reference_unet, {k: v for k, v in reference_state.items() if k not in unused}
+    )
+    no_out = [key for key in reference_report.missing_keys if key.startswith(_REFERENCE_NO_OUT)]
+    reference_report.missing_keys = [key for key in reference_report.missing_keys if key not in no_out]
+    report.ignored_keys += [f"reference_unet.{key}" for key in no_out]
+    report.components["reference_unet"] = reference_report
+
+    for name in ("motion_controlnet", "local_controlnet"):
+        report.components[name] = load_ldm_component(getattr(components, name), groups[X_PORTRAIT_PREFIXES[name]])
+    for name in ("vae", "text_encoder"):
+        part = groups[X_PORTRAIT_PREFIXES[name]]
+        if part:
+            report.components[name] = load_ldm_component(getattr(components, name), part)
+        else:
+            logger.info("checkpoint has no %s keys (%s); keeping the given %s", name, X_PORTRAIT_PREFIXES[name], name)
+    for name, part in report.components.items():
+        logger.info(
+            "%s: %d missing, %d unexpected, %d mismatched keys",
+            name,
+            len(part.missing_keys),
+            len(part.unexpected_keys),
+            len(part.mismatched_keys),
+        )
+    if not report.is_exact:
+        logger.warning("X-Portrait conversion is not exact:\n%s", report.summary())
+    return report
+
+
+def convert_x_portrait_checkpoint(
+    path: str | os.PathLike, components: XPortraitComponents
+) -> XPortraitConversionReport:
+    """Read ``model_state-*.th`` (``torch.load(weights_only=True)``; ``.safetensors`` also works) and load it into
+    ``components``; see :func:`convert_x_portrait_state_dict`."""
+    return convert_x_portrait_state_dict(read_ldm_checkpoint(path), components)
+
+
+def save_converted_pipeline(
+    components: XPortraitComponents,
+    report: XPortraitConversionReport,
+    output_dir: str | os.PathLike,
+    patch_size: int = 128,
+    landmark_scale: int = 2,
+) -> Path:
+    """Write the converted components as an ``XPortraitPipeline`` folder (one safetensors folder per component:
+    ``reference_unet``, ``motion_controlnet``, ``local_controlnet``, ``motion_modules``, ...) plus
+    ``conversion_report.json``.
+
+    Returns:
+        `Path`: ``output_dir``.
+    """
+    output = Path(output_dir)
+    pipeline = XPortraitPipeline(**components.as_dict(), patch_size=patch_size, landmark_scale=landmark_scale)
+    pipeline.save_pretrained(output, safe_serialization=True)
+    (output / "conversion_report.json").write_text(json.dumps(report.to_dict(), indent=2))
+    return output

@@ -1,0 +1,585 @@
+"""X-Portrait's model on diffusers: a frozen SD1.5 UNet, an appearance reference UNet, a motion and a local ControlNet
+whose residuals add up, and AnimateDiff temporal modules (X-Portrait spec §3).
+
+Paper: X-Portrait: Expressive Portrait Animation with Hierarchical Motion Attention, Xie et al., SIGGRAPH 2024
+(arXiv 2403.15931). Upstream: bytedance/X-Portrait@e63e565f9f5ddbc5a23f662215d29e6227fb24a0
+``model_lib/ControlNet/cldm/cldm.py``:
+
+- ``ControlLDMReferenceOnly_Temporal_Pose_Local.apply_model``: the appearance model (a UNet without ``out``) runs on the
+  clean source latent at the same timestep with the text context and writes the bank; in the conditional pass the
+  pose and local-pose ControlNets read ``x_noisy`` and their hints; with ``uc=True`` neither ControlNet runs and the
+  bank is not read.
+- ``ControlledUnetModelAttn_Temporal_Pose_Local.forward``: both ControlNets' residuals are added to the skip
+  connections and the mid block (scale 1); motion modules follow input blocks 1, 2, 4, 5, 7, 8, 10, 11 and every
+  output block, in both passes.
+
+What is reused: the bank processors (``genblocks.diffusion.reference_attention``), the ControlNet sum
+(``ControlNetStack``) and the temporal modules with their placement (``TemporalModuleSet``, preset
+``MotionPlacement.animatediff``, modules after the upsampler as in the LDM code). What lives here: the wiring of one
+X-Portrait step, the motion modules as a saveable diffusers model, and builders for the components.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from diffusers import AutoencoderKL, ControlNetModel, DDIMScheduler, UNet2DConditionModel
+from diffusers.configuration_utils import ConfigMixin, register_to_config
+from diffusers.models.modeling_utils import ModelMixin
+from torch import nn
+from transformers import CLIPTextModel, CLIPTokenizer
+
+from genblocks.diffusion import (
+    ControlNetStack,
+    MotionPlacement,
+    ReferenceBank,
+    TemporalModuleConfig,
+    TemporalModuleSet,
+    attach_reference_attention,
+    ldm_ddim_scheduler,
+    reference_mode,
+    set_reference_mode,
+)
+from genblocks.diffusion.reference_attention import FusionBlocks
+from genblocks.diffusion.temporal import unet_ldm_layout
+from genblocks.testing import tiny_clip_text_encoder, tiny_clip_tokenizer
+from x_portrait.config import ModelConfig, RandomComponentsConfig
+
+__all__ = [
+    "CONTROLNET_NAMES",
+    "SD15_MOTION_CHANNELS",
+    "XPortraitComponents",
+    "XPortraitModel",
+    "XPortraitMotionModules",
+    "build_base_components",
+    "build_random_base",
+    "build_random_components",
+    "build_x_portrait_modules",
+]
+
+logger = logging.getLogger(__name__)
+
+CONTROLNET_NAMES: tuple[str, str] = ("motion", "local")
+"""Names of the two ControlNets in the summed stack: raw driving frame, eye/eye/mouth patches."""
+
+SD15_INPUT_MOTION_BLOCKS: tuple[int, ...] = (1, 2, 4, 5, 7, 8, 10, 11)
+SD15_OUTPUT_MOTION_BLOCKS: tuple[int, ...] = tuple(range(12))
+SD15_MOTION_CHANNELS: tuple[int, ...] = (
+    (320, 320, 640, 640, 1280, 1280, 1280, 1280) + (1280,) * 6 + (640,) * 3 + (320,) * 3
+)
+"""Channels of X-Portrait's 20 motion modules on SD1.5: 8 after input blocks, 12 after output blocks."""
+
+
+class XPortraitMotionModules(ModelMixin, ConfigMixin):
+    """X-Portrait's temporal modules as one saveable diffusers model (``config.json`` + safetensors).
+
+    The modules are AnimateDiff "Vanilla" temporal transformers (``genblocks.diffusion.TemporalTransformer``: per-frame
+    GroupNorm, 2 frame self-attentions with sinusoidal positions, GEGLU feed-forward, zero-initialised output
+    projection), held in a :class:`~genblocks.diffusion.TemporalModuleSet` keyed ``input_blocks_{i}`` /
+    ``output_blocks_{j}`` by LDM block index. They are not part of the UNet's state dict: :meth:`attach` hooks them in
+    after their blocks, and the frame count of the UNet's ``(b f)`` batch is set with :meth:`frames`. The defaults are
+    X-Portrait's SD1.5 placement (``MotionPlacement.animatediff``: after input blocks 1, 2, 4, 5, 7, 8, 10, 11 and all
+    12 output blocks, no middle module).
+
+    Args:
+        input_blocks (`Sequence[int]`): LDM input blocks followed by a module.
+        output_blocks (`Sequence[int]`): LDM output blocks followed by a module.
+        module_channels (`Sequence[int]`): Channels of each module, input modules first, in block order.
+        output_before_upsampler (`bool`, defaults to `False`): Run an upsampling output block's module before the
+            upsampler (diffusers' ``UNetMotionModel``) instead of after it (X-Portrait).
+        num_attention_heads (`int`, defaults to 8): Heads per temporal attention.
+        num_layers (`int`, defaults to 1): Temporal transformer blocks per module.
+        max_len (`int`, defaults to 24): Length of the sinusoidal frame-position table (most frames per call).
+        norm_num_groups (`int`, defaults to 32): GroupNorm groups.
+        norm_per_frame (`bool`, defaults to `True`): GroupNorm statistics per frame (AnimateDiff / X-Portrait).
+        zero_init (`bool`, defaults to `True`): Zero the output projections, so new modules are identities.
+    """
+
+    config_name = "config.json"
+
+    @register_to_config
+    def __init__(
+        self,
+        input_blocks: Sequence[int] = SD15_INPUT_MOTION_BLOCKS,
+        output_blocks: Sequence[int] = SD15_OUTPUT_MOTION_BLOCKS,
+        module_channels: Sequence[int] = SD15_MOTION_CHANNELS,
+        output_before_upsampler: bool = False,
+        num_attention_heads: int = 8,
+        num_layers: int = 1,
+        max_len: int = 24,
+        norm_num_groups: int = 32,
+        norm_per_frame: bool = True,
+        zero_init: bool = True,
+    ) -> None:
+        super().__init__()
+        placement = MotionPlacement(
+            input_blocks=tuple(input_blocks),
+            output_blocks=tuple(output_blocks),
+            output_before_upsampler=output_before_upsampler,
+        )
+        names = placement.module_names()
+        if len(module_channels) != len(names):
+            raise ValueError(
+                f"module_channels must hold one width per module ({len(names)}: {names}), got {list(module_channels)}"
+            )
+        temporal = TemporalModuleConfig(
+            num_attention_heads=num_attention_heads,
+            num_layers=num_layers,
+            max_len=max_len,
+            norm_num_groups=norm_num_groups,
+            norm_per_frame=norm_per_frame,
+            zero_init=zero_init,
+        )
+        modules = {name: temporal.build(int(c)) for name, c in zip(names, module_channels, strict=True)}
+        self.motion_modules = TemporalModuleSet(modules, placement)
+
+    @classmethod
+    def from_unet(
+        cls,
+        unet: UNet2DConditionModel,
+        num_attention_heads: int = 8,
+        num_layers: int = 1,
+        max_len: int = 24,
+        norm_num_groups: int = 32,
+        norm_per_frame: bool = True,
+        output_before_upsampler: bool = False,
+    ) -> XPortraitMotionModules:
+        """Zero-initialised modules at X-Portrait's placement (``MotionPlacement.animatediff``) sized for ``unet``.
+
+        On SD1.5 this gives input blocks 1, 2, 4, 5, 7, 8, 10, 11 and output blocks 0-11; a smaller UNet gets the same
+        pattern (after every down-block layer and every output block).
+        """
+        placement = MotionPlacement.animatediff(unet, output_before_upsampler=output_before_upsampler)
+        layout = unet_ldm_layout(unet)
+        channels = [layout.input_blocks[i].channels for i in placement.input_blocks]
+        channels += [layout.output_blocks[j].channels for j in placement.output_blocks]
+        modules = cls(
+            input_blocks=placement.input_blocks,
+            output_blocks=placement.output_blocks,
+            module_channels=tuple(channels),
+            output_before_upsampler=output_before_upsampler,
+            num_attention_heads=num_attention_heads,
+            num_layers=num_layers,
+            max_len=max_len,
+            norm_num_groups=norm_num_groups,
+            norm_per_frame=norm_per_frame,
+        )
+        modules.to(unet.device)
+        if unet.dtype != torch.float32:
+            modules.to(unet.dtype)
+        return modules
+
+    @property
+    def placement(self) -> MotionPlacement:
+        """Where the modules go, in LDM block indices."""
+        return self.motion_modules.placement
+
+    @property
+    def max_frames(self) -> int:
+        """The most frames one UNet call may have (the position table length)."""
+        return int(self.config.max_len)
+
+    @property
+    def attached(self) -> bool:
+        """Whether the modules are hooked into a UNet."""
+        return self.motion_modules.attached
+
+    def attach(self, unet: UNet2DConditionModel) -> XPortraitMotionModules:
+        """Hook the modules into ``unet``'s forward, after their blocks; returns ``self``."""
+        self.motion_modules.attach(unet)
+        return self
+
+    def remove(self) -> None:
+        """Remove the hooks; the UNet is plain again."""
+        self.motion_modules.remove()
+
+    @contextlib.contextmanager
+    def frames(self, num_frames: int) -> Iterator[XPortraitMotionModules]:
+        """Inside the ``with`` block, the hooked UNet's batch is laid out ``(b f)`` with ``num_frames`` frames."""
+        if num_frames > self.max_frames:
+            raise ValueError(f"num_frames={num_frames} exceeds the motion modules' max_len={self.max_frames}")
+        with self.motion_modules.frames(num_frames):
+            yield self
+
+    def forward(self, hidden_states: torch.Tensor, num_frames: int) -> torch.Tensor:
+        """Not a standalone layer: the modules run inside the UNet they are attached to."""
+        raise TypeError(
+            "XPortraitMotionModules runs through hooks: call attach(unet), then the UNet inside `with modules.frames(n)`"
+        )
+
+
+@dataclass
+class XPortraitComponents:
+    """The parts of an X-Portrait pipeline, as built or loaded (no wiring yet).
+
+    Attributes:
+        unet: Frozen SD1.5 denoising UNet.
+        reference_unet: Appearance reference UNet (a trainable copy of ``unet``).
+        motion_controlnet: ControlNet on the raw, aligned driving frame.
+        local_controlnet: ControlNet on the eye/eye/mouth patch image.
+        motion_modules: Temporal modules (``None`` for a stage-1, image-only model).
+        vae: SD KL autoencoder.
+        text_encoder: CLIP text encoder (X-Portrait's prompt is always empty).
+        tokenizer: CLIP tokenizer.
+        scheduler: DDIM scheduler with the LDM preset.
+    """
+
+    unet: UNet2DConditionModel
+    reference_unet: UNet2DConditionModel
+    motion_controlnet: ControlNetModel
+    local_controlnet: ControlNetModel
+    motion_modules: XPortraitMotionModules | None
+    vae: AutoencoderKL
+    text_encoder: CLIPTextModel
+    tokenizer: CLIPTokenizer
+    scheduler: DDIMScheduler
+
+    def as_dict(self) -> dict[str, object]:
+        """``{name: component}``, the keyword arguments of ``XPortraitPipeline`` (no copies are made)."""
+        return {name: getattr(self, name) for name in self.__dataclass_fields__}
+
+
+class XPortraitModel(nn.Module):
+    """One X-Portrait denoising step: reference bank + summed ControlNets + temporal modules around a UNet.
+
+    Building the model attaches bank processors to ``reference_unet`` (write) and ``unet`` (read) and hooks the motion
+    modules into ``unet``; the components are shared, not copied. A step is::
+
+        model.write_reference(source_latents, t, text)          # reference UNet on the clean source latent, same t
+        eps_c = model(x_t, t, text_frames, num_frames=f, motion_image=driving, local_image=patches)
+        eps_u = model.unconditional(x_t, t, text_frames, num_frames=f)   # bare UNet (+ temporal modules)
+
+    The batch of ``unet`` is laid out ``(b f)``: ``b`` sources, ``f`` frames each; the bank (``b`` entries) is repeated
+    over frames.
+
+    Args:
+        unet (`UNet2DConditionModel`): The (frozen) denoising UNet.
+        reference_unet (`UNet2DConditionModel`): The appearance UNet; same architecture as ``unet``.
+        motion_controlnet (`ControlNetModel`): Reads the raw driving frame.
+        local_controlnet (`ControlNetModel`): Reads the local patch image.
+        motion_modules (`XPortraitMotionModules`, *optional*): Temporal modules; `None` for an image model.
+        fusion_blocks (`str`, defaults to `"full"`): Blocks whose ``attn1`` reads the bank (``"full"`` or ``"midup"``).
+        controlnet_scales (`tuple[float, float]`, defaults to `(1.0, 1.0)`): Default scales of the motion and local
+            ControlNets.
+    """
+
+    def __init__(
+        self,
+        unet: UNet2DConditionModel,
+        reference_unet: UNet2DConditionModel,
+        motion_controlnet: ControlNetModel,
+        local_controlnet: ControlNetModel,
+        motion_modules: XPortraitMotionModules | None = None,
+        fusion_blocks: FusionBlocks = "full",
+        controlnet_scales: tuple[float, float] = (1.0, 1.0),
+    ) -> None:
+        super().__init__()
+        if reference_unet is unet:
+            raise ValueError("reference_unet must be a separate UNet (a copy of unet), not unet itself")
+        self.unet = unet
+        self.reference_unet = reference_unet
+        self.controlnets = ControlNetStack(
+            [motion_controlnet, local_controlnet], names=CONTROLNET_NAMES, scales=controlnet_scales
+        )
+        self.motion_modules = motion_modules
+        self.bank = ReferenceBank()
+        self.fusion_blocks = fusion_blocks
+        write_layers = attach_reference_attention(reference_unet, self.bank, "write", fusion_blocks)
+        read_layers = attach_reference_attention(unet, self.bank, "read", fusion_blocks)
+        if write_layers != read_layers:
+            raise ValueError(
+                "reference_unet and unet must have the same transformer blocks; got "
+                f"{len(write_layers)} vs {len(read_layers)} self-attention layers"
+            )
+        if motion_modules is not None and not motion_modules.attached:
+            motion_modules.attach(unet)
+
+    @property
+    def motion_controlnet(self) -> ControlNetModel:
+        """The ControlNet on the raw driving frame."""
+        return self.controlnets["motion"]
+
+    @property
+    def local_controlnet(self) -> ControlNetModel:
+        """The ControlNet on the eye/eye/mouth patch image."""
+        return self.controlnets["local"]
+
+    def write_reference(
+        self,
+        reference_latents: torch.Tensor,
+        timestep: torch.Tensor | int,
+        encoder_hidden_states: torch.Tensor,
+    ) -> None:
+        """Clear the bank and fill it from the reference UNet run on the clean source latent at ``timestep``.
+
+        Args:
+            reference_latents (`torch.Tensor` of shape `(B, 4, h, w)`): Scaled VAE latents of the sources (not noised;
+                upstream's ``wonoise``).
+            timestep (`torch.Tensor` or `int`): The current timestep (scalar or (B,)).
+            encoder_hidden_states (`torch.Tensor` of shape `(B, T, D)`): Text context of the sources.
+        """
+        if reference_latents.ndim != 4:
+            raise ValueError(f"reference_latents must be (B, C, h, w), got {tuple(reference_latents.shape)}")
+        self.bank.clear()
+        set_reference_mode(self.reference_unet, "write")
+        self.reference_unet(reference_latents, timestep, encoder_hidden_states=encoder_hidden_states)
+
+    def clear_reference(self) -> None:
+        """Empty the bank."""
+        self.bank.clear()
+
+    def _frames(self, num_frames: int) -> contextlib.AbstractContextManager[object]:
+        if self.motion_modules is None:
+            return contextlib.nullcontext()
+        return self.motion_modules.frames(num_frames)
+
+    def forward(
+        self,
+        sample: torch.Tensor,
+        timestep: torch.Tensor | int,
+        encoder_hidden_states: torch.Tensor,
+        num_frames: int = 1,
+        motion_image: torch.Tensor | None = None,
+        local_image: torch.Tensor | None = None,
+        use_reference: bool = True,
+        controlnet_scales: tuple[float, float] | None = None,
+    ) -> torch.Tensor:
+        """The conditional pass: bank read, both ControlNets summed, temporal modules over ``num_frames``.
+
+        Args:
+            sample (`torch.Tensor` of shape `(B * F, 4, h, w)`): Noisy latents laid out ``(b f)``.
+            timestep (`torch.Tensor` or `int`): Timestep (scalar or (B * F,)).
+            encoder_hidden_states (`torch.Tensor` of shape `(B * F, T, D)`): Text context per frame.
+            num_frames (`int`, defaults to 1): F, frames per source.
+            motion_image (`torch.Tensor` of shape `(B * F, 3, H, W)`, *optional*): Aligned driving frames in [-1, 1];
+                `None` leaves the motion ControlNet out.
+            local_image (`torch.Tensor` of shape `(B * F, 3, H, W)`, *optional*): Patch images in [-1, 1]; `None`
+                leaves the local ControlNet out.
+            use_reference (`bool`, defaults to `True`): Read the bank (written by :meth:`write_reference`).
+            controlnet_scales (`tuple[float, float]`, *optional*): Motion and local scales for this call; defaults to
+                the stored ones. A scale of 0 skips the net.
+
+        Returns:
+            `torch.Tensor` of shape `(B * F, 4, h, w)`: the UNet's epsilon prediction.
+        """
+        if sample.ndim != 4 or sample.shape[0] % num_frames:
+            raise ValueError(
+                f"sample must be (B * num_frames, C, h, w) with num_frames={num_frames}, got {tuple(sample.shape)}"
+            )
+        if use_reference and self.bank.is_empty():
+            raise ValueError("use_reference=True but the reference bank is empty: call write_reference first")
+        scales = dict(self.controlnets.scales)
+        if controlnet_scales is not None:
+            scales = dict(zip(CONTROLNET_NAMES, (float(s) for s in controlnet_scales), strict=True))
+        images = {"motion": motion_image, "local": local_image}
+        for name, image in images.items():
+            if image is None:
+                scales[name] = 0.0
+        residuals: dict[str, object] = {}
+        if any(scales[name] != 0.0 for name in CONTROLNET_NAMES):
+            placeholder = motion_image if motion_image is not None else local_image
+            conditions = {name: image if image is not None else placeholder for name, image in images.items()}
+            residuals = self.controlnets(
+                sample, timestep, encoder_hidden_states, controlnet_cond=conditions, conditioning_scale=scales
+            ).unet_kwargs()
+        with reference_mode(self.unet, "read" if use_reference else "off"), self._frames(num_frames):
+            return self.unet(sample, timestep, encoder_hidden_states=encoder_hidden_states, **residuals).sample
+
+    def unconditional(
+        self,
+        sample: torch.Tensor,
+        timestep: torch.Tensor | int,
+        encoder_hidden_states: torch.Tensor,
+        num_frames: int = 1,
+    ) -> torch.Tensor:
+        """The "controlnet-important" unconditional pass: the bare UNet (no bank, no ControlNets), temporal modules on.
+
+        Upstream's ``uc=True`` branch still runs the motion modules; so does this one.
+
+        Args:
+            sample (`torch.Tensor` of shape `(B * F, 4, h, w)`): Noisy latents laid out ``(b f)``.
+            timestep (`torch.Tensor` or `int`): Timestep.
+            encoder_hidden_states (`torch.Tensor` of shape `(B * F, T, D)`): Unconditional (empty) text context.
+            num_frames (`int`, defaults to 1): Frames per source.
+
+        Returns:
+            `torch.Tensor` of shape `(B * F, 4, h, w)`.
+        """
+        with reference_mode(self.unet, "off"), self._frames(num_frames):
+            return self.unet(sample, timestep, encoder_hidden_states=encoder_hidden_states).sample
+
+    def enable_gradient_checkpointing(self) -> None:
+        """Checkpoint the activations of both UNets and both ControlNets (for training)."""
+        for module in (self.unet, self.reference_unet, *self.controlnets.nets):
+            module.enable_gradient_checkpointing()
+
+
+def _unet_from(config: RandomComponentsConfig, resolution: int, vae_factor: int, seed: int) -> UNet2DConditionModel:
+    levels = len(config.block_out_channels)
+    torch.manual_seed(seed)
+    return UNet2DConditionModel(
+        sample_size=resolution // vae_factor,
+        in_channels=4,
+        out_channels=4,
+        block_out_channels=config.block_out_channels,
+        layers_per_block=config.layers_per_block,
+        down_block_types=("CrossAttnDownBlock2D",) * (levels - 1) + ("DownBlock2D",),
+        up_block_types=("UpBlock2D",) + ("CrossAttnUpBlock2D",) * (levels - 1),
+        cross_attention_dim=config.cross_attention_dim,
+        attention_head_dim=config.attention_head_dim,
+        norm_num_groups=config.norm_num_groups,
+    )
+
+
+def build_random_base(
+    config: RandomComponentsConfig, resolution: int, seed: int = 0
+) -> tuple[UNet2DConditionModel, AutoencoderKL, CLIPTextModel, CLIPTokenizer, DDIMScheduler]:
+    """Seeded random stand-ins for SD1.5's UNet, VAE, text encoder, tokenizer and the LDM DDIM scheduler.
+
+    Args:
+        config (`RandomComponentsConfig`): Sizes.
+        resolution (`int`): Image side; the UNet's ``sample_size`` is ``resolution / vae_factor``.
+        seed (`int`, defaults to 0): ``torch.manual_seed`` before each component.
+
+    Returns:
+        `tuple`: ``(unet, vae, text_encoder, tokenizer, scheduler)``.
+    """
+    levels = len(config.vae_block_out_channels)
+    vae_factor = 2 ** (levels - 1)
+    if resolution % vae_factor:
+        raise ValueError(f"resolution {resolution} must be divisible by the VAE factor {vae_factor}")
+    torch.manual_seed(seed)
+    vae = AutoencoderKL(
+        in_channels=3,
+        out_channels=3,
+        down_block_types=("DownEncoderBlock2D",) * levels,
+        up_block_types=("UpDecoderBlock2D",) * levels,
+        block_out_channels=config.vae_block_out_channels,
+        latent_channels=4,
+        norm_num_groups=config.vae_norm_num_groups,
+        sample_size=resolution,
+        scaling_factor=0.18215,
+    )
+    unet = _unet_from(config, resolution, vae_factor, seed)
+    text_encoder = tiny_clip_text_encoder(seed=seed, hidden_size=config.cross_attention_dim)
+    return unet, vae, text_encoder, tiny_clip_tokenizer(), ldm_ddim_scheduler()
+
+
+def build_x_portrait_modules(
+    unet: UNet2DConditionModel, config: ModelConfig, with_motion_modules: bool = True, seed: int = 0
+) -> tuple[UNet2DConditionModel, ControlNetModel, ControlNetModel, XPortraitMotionModules | None]:
+    """The trainable parts, initialised as upstream: reference UNet and ControlNet encoders copied from ``unet``,
+    zero-initialised ControlNet outputs and temporal modules.
+
+    Args:
+        unet (`UNet2DConditionModel`): The base UNet (not modified; build before wiring an ``XPortraitModel``).
+        config (`ModelConfig`): ControlNet hint widths and temporal-module settings.
+        with_motion_modules (`bool`, defaults to `True`): Build the temporal modules (`False` for stage 1).
+        seed (`int`, defaults to 0): Seed of the freshly initialised layers (hint encoders).
+
+    Returns:
+        `tuple`: ``(reference_unet, motion_controlnet, local_controlnet, motion_modules)``.
+    """
+    reference_unet = UNet2DConditionModel.from_config(unet.config)
+    reference_unet.load_state_dict(unet.state_dict())
+    nets = []
+    for offset in range(2):
+        torch.manual_seed(seed + offset)
+        nets.append(
+            ControlNetModel.from_unet(unet, conditioning_embedding_out_channels=config.controlnet_embedding_channels)
+        )
+    motion_modules = None
+    if with_motion_modules:
+        torch.manual_seed(seed)
+        motion_modules = XPortraitMotionModules.from_unet(
+            unet,
+            num_attention_heads=config.temporal_heads,
+            num_layers=config.temporal_layers,
+            max_len=config.temporal_max_len,
+            norm_num_groups=config.temporal_norm_groups,
+            norm_per_frame=config.temporal_norm_per_frame,
+            output_before_upsampler=config.temporal_before_upsampler,
+        )
+    reference_unet.to(unet.device)
+    if unet.dtype != torch.float32:
+        reference_unet.to(unet.dtype)
+    return reference_unet, nets[0].to(unet.device), nets[1].to(unet.device), motion_modules
+
+
+def build_random_components(
+    model_config: ModelConfig,
+    random_config: RandomComponentsConfig,
+    seed: int = 0,
+    with_motion_modules: bool = True,
+) -> XPortraitComponents:
+    """All components, random and seeded, at ``model_config.resolution`` (tests, demo, benchmarks).
+
+    Args:
+        model_config (`ModelConfig`): Resolution, ControlNet hint widths, temporal settings.
+        random_config (`RandomComponentsConfig`): Sizes of the base components.
+        seed (`int`, defaults to 0): Base seed.
+        with_motion_modules (`bool`, defaults to `True`): Build temporal modules.
+    """
+    unet, vae, text_encoder, tokenizer, scheduler = build_random_base(random_config, model_config.resolution, seed)
+    reference_unet, motion, local, modules = build_x_portrait_modules(unet, model_config, with_motion_modules, seed)
+    unet.requires_grad_(False)
+    return XPortraitComponents(
+        unet=unet,
+        reference_unet=reference_unet,
+        motion_controlnet=motion,
+        local_controlnet=local,
+        motion_modules=modules,
+        vae=vae,
+        text_encoder=text_encoder,
+        tokenizer=tokenizer,
+        scheduler=scheduler,
+    )
+
+
+def build_base_components(
+    base_model: str | os.PathLike,
+    config: ModelConfig,
+    with_motion_modules: bool = True,
+    load_unet_weights: bool = True,
+    seed: int = 0,
+) -> XPortraitComponents:
+    """Components on a diffusers SD1.5 folder (``unet``, ``vae``, ``text_encoder``, ``tokenizer`` sub-folders): the
+    frozen UNet, VAE and text encoder from the folder; reference UNet and ControlNets initialised from its UNet; fresh
+    zero-initialised temporal modules; the LDM DDIM scheduler.
+
+    Args:
+        base_model (`str` or `os.PathLike`): The SD1.5 folder (e.g. a local copy of ``stable-diffusion-v1-5``).
+        config (`ModelConfig`): ControlNet hint widths and temporal-module settings.
+        with_motion_modules (`bool`, defaults to `True`): Build temporal modules.
+        load_unet_weights (`bool`, defaults to `True`): Load the UNet's weights (`False` builds it from its config
+            only, e.g. when a converted checkpoint will overwrite it).
+        seed (`int`, defaults to 0): Seed of the freshly initialised layers.
+    """
+    root = Path(base_model)
+    if not (root / "unet").is_dir():
+        raise ValueError(
+            f"base_model {root} must be a diffusers SD1.5 folder with unet/, vae/, text_encoder/, tokenizer/"
+        )
+    if load_unet_weights:
+        unet = UNet2DConditionModel.from_pretrained(root, subfolder="unet")
+    else:
+        unet = UNet2DConditionModel.from_config(UNet2DConditionModel.load_config(root, subfolder="unet"))
+    unet.requires_grad_(False)
+    reference_unet, motion, local, modules = build_x_portrait_modules(unet, config, with_motion_modules, seed)
+    return XPortraitComponents(
+        unet=unet,
+        reference_unet=reference_unet,
+        motion_controlnet=motion,
+        local_controlnet=local,
+        motion_modules=modules,
+        vae=AutoencoderKL.from_pretrained(root, subfolder="vae"),
+        text_encoder=CLIPTextModel.from_pretrained(root, subfolder="text_encoder"),
+        tokenizer=CLIPTokenizer.from_pretrained(root, subfolder="tokenizer"),
+        scheduler=ldm_ddim_scheduler(),
+    )

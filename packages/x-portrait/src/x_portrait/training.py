@@ -1,0 +1,416 @@
+"""Training X-Portrait (beyond the authors, who released inference only): two Lightning stages on
+``genblocks.training.DiffusionTrainingModule`` (X-Portrait spec §4).
+
+- Stage ``"image"``: the reference UNet and both ControlNets learn on image pairs. A sample is a source frame and a
+  target frame of the same person; the control image is the target's motion transferred to *another identity* by a
+  cross-reenactment network, randomly scaled (to break shape leakage), and its eye/eye/mouth patches are the local
+  hint. The model reconstructs the target from the source's appearance and the control image.
+- Stage ``"temporal"``: only the zero-initialised temporal modules learn, on clips, with everything else frozen.
+
+Loss: epsilon MSE (``l_simple_weight`` 1) on the SD1.5 schedule (1000 steps, ``scaled_linear`` 0.00085-0.012), one
+timestep per clip. The cross-reenactment network is a pluggable callable (:data:`Reenactor`); the default,
+:class:`WarpReenactor`, is a random affine warp of the target, which keeps the motion and changes the face geometry but
+not the identity (a stand-in for the face-vid2vid-like network of the paper). Dataset, learning rate, batch size and
+condition dropout are [unverified] and come from :class:`~x_portrait.config.TrainConfig`.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, Literal
+
+import lightning as L
+import numpy as np
+import torch
+
+from genblocks.config import config_to_yaml
+from genblocks.diffusion.reference_attention import FusionBlocks
+from genblocks.training import ColumnSpec, DiffusionTrainingModule, ManifestDataModule, OptimizerConfig
+from x_portrait.config import XPortraitConfig
+from x_portrait.modeling_x_portrait import XPortraitComponents, XPortraitModel
+from x_portrait.pipeline_x_portrait import XPortraitPipeline
+from x_portrait.preprocessing import local_patch_images, similarity_matrix, warp_affine
+
+__all__ = [
+    "IdentityReenactor",
+    "Reenactor",
+    "WarpReenactor",
+    "XPortraitTrainingModule",
+    "build_datamodule",
+    "loss_on_fixed_draws",
+    "random_scale",
+    "train",
+]
+
+logger = logging.getLogger(__name__)
+
+Reenactor = Callable[[torch.Tensor, torch.Tensor | None, torch.Generator], tuple[torch.Tensor, torch.Tensor | None]]
+"""Cross-identity reenactment: ``(frames, landmarks, generator) -> (control_frames, control_landmarks)``.
+
+``frames`` are target clips (B, F, 3, H, W) in [-1, 1], ``landmarks`` their 68 points (B, F, 68, 2) or `None`; the
+result shows the same motion on another identity, with its landmarks (or `None` when unknown, which leaves the local
+hint empty). Draw randomness from ``generator``."""
+
+
+def _matrices(size: tuple[int, int], angle: torch.Tensor, scale: torch.Tensor, shift: torch.Tensor) -> torch.Tensor:
+    """(B, 2, 3) maps: rotate by ``angle`` (radians) and scale about the frame centre, then shift by (B, 2) pixels."""
+    center = ((size[1] - 1) / 2, (size[0] - 1) / 2)
+    matrices = [
+        similarity_matrix(center, float(a), float(s), (float(dx), float(dy)))
+        for a, s, (dx, dy) in zip(angle, scale, shift, strict=True)
+    ]
+    return torch.from_numpy(np.stack(matrices))
+
+
+def _apply(
+    frames: torch.Tensor, landmarks: torch.Tensor | None, matrices: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Warp clips (B, F, 3, H, W) with one (2, 3) matrix per clip; carry landmarks (B, F, 68, 2) along."""
+    num_frames = frames.shape[1]
+    per_frame = matrices.repeat_interleave(num_frames, dim=0)
+    warped = warp_affine(frames.flatten(0, 1), per_frame, fill=-1.0).view_as(frames)
+    if landmarks is None:
+        return warped, None
+    m = matrices.to(device=landmarks.device, dtype=landmarks.dtype)
+    moved = torch.einsum("bfnk,bjk->bfnj", landmarks, m[:, :, :2]) + m[:, None, None, :, 2]
+    return warped, moved
+
+
+class WarpReenactor:
+    """The default cross-reenactment stand-in: one random affine warp (rotation, translation) per clip.
+
+    Args:
+        max_rotation (`float`, defaults to 10.0): Largest rotation in degrees (uniform in ``±max_rotation``).
+        max_translation (`float`, defaults to 0.05): Largest translation as a fraction of the frame side.
+    """
+
+    def __init__(self, max_rotation: float = 10.0, max_translation: float = 0.05) -> None:
+        if max_rotation < 0 or max_translation < 0:
+            raise ValueError(f"max_rotation and max_translation must be >= 0, got {max_rotation}, {max_translation}")
+        self.max_rotation = max_rotation
+        self.max_translation = max_translation
+
+    def __call__(
+        self, frames: torch.Tensor, landmarks: torch.Tensor | None, generator: torch.Generator
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Warp each clip (B, F, 3, H, W) with its own random rotation and translation."""
+        batch, _, _, height, width = frames.shape
+        draws = torch.rand(batch, 3, generator=generator, dtype=torch.float64) * 2 - 1
+        angle = draws[:, 0] * math.radians(self.max_rotation)
+        shift = draws[:, 1:] * self.max_translation * torch.tensor([width, height], dtype=torch.float64)
+        matrices = _matrices((height, width), angle, torch.ones(batch, dtype=torch.float64), shift)
+        return _apply(frames, landmarks, matrices)
+
+    def __repr__(self) -> str:
+        return f"WarpReenactor(max_rotation={self.max_rotation}, max_translation={self.max_translation})"
+
+
+class IdentityReenactor:
+    """No cross-identity transfer: the control image is the target itself (self-reenactment training)."""
+
+    def __call__(
+        self, frames: torch.Tensor, landmarks: torch.Tensor | None, generator: torch.Generator
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        return frames, landmarks
+
+
+def random_scale(
+    frames: torch.Tensor,
+    landmarks: torch.Tensor | None,
+    scale_range: tuple[float, float],
+    generator: torch.Generator,
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Scale each clip about the frame centre by a factor drawn uniformly from ``scale_range`` (one per clip).
+
+    Args:
+        frames (`torch.Tensor` of shape `(B, F, 3, H, W)`): Control clips in [-1, 1]; uncovered pixels become -1.
+        landmarks (`torch.Tensor` of shape `(B, F, 68, 2)`, *optional*): Their landmarks, transformed alike.
+        scale_range (`tuple[float, float]`): (low, high).
+        generator (`torch.Generator`): Source of the draws.
+    """
+    batch, _, _, height, width = frames.shape
+    low, high = scale_range
+    if low == high == 1.0:
+        return frames, landmarks
+    scale = low + (high - low) * torch.rand(batch, generator=generator, dtype=torch.float64)
+    zeros = torch.zeros(batch, dtype=torch.float64)
+    matrices = _matrices((height, width), zeros, scale, torch.zeros(batch, 2, dtype=torch.float64))
+    return _apply(frames, landmarks, matrices)
+
+
+class XPortraitTrainingModule(DiffusionTrainingModule):
+    """Lightning module for both X-Portrait training stages.
+
+    Batch (after collation; images in [-1, 1]):
+
+    - ``"source"``: (B, 3, H, W) the appearance image;
+    - ``"target"``: (B, 3, H, W) the frame to reconstruct (stage ``"image"``), or ``"frames"``: (B, F, 3, H, W) a clip
+      (stage ``"temporal"``; clips longer than ``num_frames`` are cut at a random start);
+    - ``"landmarks"`` (optional): (B, 68, 2) or (B, F, 68, 2) 68-point landmarks of the target(s) at H x W.
+
+    Before each loss (:meth:`prepare_batch`) the control clip ``"driving"`` = ``random_scale(reenactor(target))``
+    and its patch image ``"local"`` are added; condition dropout may then zero ``"source"`` (null reference),
+    ``"driving"`` or ``"local"`` per sample. The UNet, VAE and (in stage ``"temporal"``) the reference UNet and
+    ControlNets are frozen; only the stage's parts have ``requires_grad``.
+
+    Args:
+        components (`XPortraitComponents`): The models (shared, trained in place). ``motion_modules`` is required for
+            stage ``"temporal"`` and left out of stage ``"image"``.
+        stage (`str`, defaults to `"image"`): ``"image"`` or ``"temporal"``.
+        patch_size (`int`, defaults to 128): Local patch side at the training resolution.
+        landmark_scale (`int`, defaults to 2): See ``x_portrait.preprocessing.local_patch_centers``.
+        fusion_blocks (`str`, defaults to `"full"`): Blocks reading the reference bank.
+        num_frames (`int`, defaults to 16): Clip length in stage ``"temporal"``.
+        reenactor (`Reenactor`, *optional*): Cross-identity source of the control image; defaults to
+            :class:`WarpReenactor`.
+        aug_scale (`tuple[float, float]`, defaults to `(0.8, 1.2)`): Scale range of the control image [unverified].
+        cond_drop_ref (`float`, defaults to 0.1): Null-reference probability [unverified].
+        cond_drop_motion (`float`, defaults to 0.1): Motion-hint dropout probability [unverified].
+        cond_drop_local (`float`, defaults to 0.1): Local-hint dropout probability [unverified].
+        optimizer (`OptimizerConfig`, *optional*): Defaults to AdamW at lr 1e-5 [unverified].
+        ema_decay (`float`, *optional*): EMA decay of the trained weights.
+        gradient_checkpointing (`bool`, defaults to `False`): Checkpoint UNet and ControlNet activations.
+        seed (`int`, defaults to 0): Seed of timesteps, noise, dropout and augmentation.
+    """
+
+    def __init__(
+        self,
+        components: XPortraitComponents,
+        stage: Literal["image", "temporal"] = "image",
+        patch_size: int = 128,
+        landmark_scale: int = 2,
+        fusion_blocks: FusionBlocks = "full",
+        num_frames: int = 16,
+        reenactor: Reenactor | None = None,
+        aug_scale: tuple[float, float] = (0.8, 1.2),
+        cond_drop_ref: float = 0.1,
+        cond_drop_motion: float = 0.1,
+        cond_drop_local: float = 0.1,
+        optimizer: OptimizerConfig | None = None,
+        ema_decay: float | None = None,
+        gradient_checkpointing: bool = False,
+        seed: int = 0,
+    ) -> None:
+        if stage not in ("image", "temporal"):
+            raise ValueError(f"stage must be 'image' or 'temporal', got {stage!r}")
+        if stage == "temporal" and components.motion_modules is None:
+            raise ValueError("stage 'temporal' trains the temporal modules: components.motion_modules is None")
+        for part in (components.unet, components.vae, components.text_encoder, components.reference_unet):
+            part.requires_grad_(False)
+        for net in (components.motion_controlnet, components.local_controlnet):
+            net.requires_grad_(stage == "image")
+        components.reference_unet.requires_grad_(stage == "image")
+        if components.motion_modules is not None:
+            components.motion_modules.requires_grad_(stage == "temporal")
+        model = XPortraitModel(
+            components.unet,
+            components.reference_unet,
+            components.motion_controlnet,
+            components.local_controlnet,
+            components.motion_modules if stage == "temporal" else None,
+            fusion_blocks=fusion_blocks,
+        )
+        with torch.no_grad():
+            tokens = components.tokenizer(
+                [""], padding="max_length", max_length=components.tokenizer.model_max_length, return_tensors="pt"
+            )
+            text = components.text_encoder(tokens.input_ids.to(components.text_encoder.device))[0]
+        # The parent is called explicitly (not through super()) so that Lightning's save_hyperparameters, which walks
+        # the constructor frames of subclasses that use super(), does not store (and deep-copy) the components here.
+        DiffusionTrainingModule.__init__(
+            self,
+            unet=model,
+            vae=components.vae,
+            prediction_type="epsilon",
+            optimizer=optimizer if optimizer is not None else OptimizerConfig(lr=1e-5),
+            condition_dropout={"source": cond_drop_ref, "driving": cond_drop_motion, "local": cond_drop_local},
+            ema_decay=ema_decay,
+            gradient_checkpointing=gradient_checkpointing,
+            seed=seed,
+        )
+        self.hparams.update(
+            {"stage": stage, "patch_size": patch_size, "landmark_scale": landmark_scale, "num_frames": num_frames,
+             "aug_scale": list(aug_scale), "fusion_blocks": fusion_blocks}
+        )  # fmt: skip
+        self.model = model
+        self.stage = stage
+        self.patch_size = patch_size
+        self.landmark_scale = landmark_scale
+        self.num_frames = num_frames
+        self.reenactor: Reenactor = reenactor if reenactor is not None else WarpReenactor()
+        self.aug_scale = aug_scale
+        self.register_buffer("text_context", text.detach(), persistent=False)
+
+    # ------------------------------------------------------------------------------------------------ batch building
+    def _clips(self, batch: dict[str, Any]) -> tuple[torch.Tensor, torch.Tensor | None]:
+        landmarks = batch.get("landmarks")
+        if self.stage == "image":
+            if "target" not in batch:
+                raise ValueError(f"stage 'image' batches need a 'target' image; got keys {sorted(batch)}")
+            clips = batch["target"].unsqueeze(1)
+            return clips, landmarks.unsqueeze(1) if landmarks is not None else None
+        if "frames" not in batch:
+            raise ValueError(f"stage 'temporal' batches need 'frames' (B, F, 3, H, W); got keys {sorted(batch)}")
+        clips = batch["frames"]
+        if clips.shape[1] < self.num_frames:
+            raise ValueError(
+                f"'frames' hold {clips.shape[1]} frames per clip, fewer than num_frames={self.num_frames}"
+            )
+        start = int(torch.randint(clips.shape[1] - self.num_frames + 1, (1,), generator=self.generator))
+        window = slice(start, start + self.num_frames)
+        return clips[:, window], landmarks[:, window] if landmarks is not None else None
+
+    def prepare_batch(self, batch: dict[str, Any]) -> dict[str, Any]:
+        """Add the target clips ``"clips"``, the control clip ``"driving"`` (reenacted, scale-augmented target) and its
+        patch image ``"local"``; a batch that has them is returned as is."""
+        if "clips" in batch:
+            return batch
+        if "source" not in batch:
+            raise ValueError(f"batches need a 'source' image (B, 3, H, W); got keys {sorted(batch)}")
+        clips, landmarks = self._clips(batch)
+        driving, driving_landmarks = self.reenactor(clips, landmarks, self.generator)
+        driving, driving_landmarks = random_scale(driving, driving_landmarks, self.aug_scale, self.generator)
+        flat_landmarks = None
+        if driving_landmarks is not None:
+            flat_landmarks = driving_landmarks.flatten(0, 1).detach().cpu().double().numpy()
+        local = local_patch_images(driving.flatten(0, 1), flat_landmarks, self.patch_size, self.landmark_scale)
+        return {**batch, "clips": clips, "driving": driving, "local": local.view_as(driving)}
+
+    def compute_loss(self, batch: dict[str, Any]) -> torch.Tensor:
+        """:meth:`prepare_batch` (draws from the module's generator), then the parent's loss: condition dropout, VAE
+        encoding, one timestep and noise per clip, epsilon MSE."""
+        return super().compute_loss(self.prepare_batch(batch))
+
+    # ------------------------------------------------------------------------------------------------ hooks
+    def _encode(self, images: torch.Tensor) -> torch.Tensor:
+        with torch.no_grad():
+            posterior = self.vae.encode(images.to(self.vae.dtype)).latent_dist
+            noise = self.randn(posterior.mean.shape).to(device=posterior.mean.device, dtype=posterior.mean.dtype)
+            return (posterior.mean + posterior.std * noise) * self.vae.config.scaling_factor
+
+    def encode_batch(self, batch: dict[str, Any]) -> torch.Tensor:
+        """Clean latents of the target clips, (B, 4, F, h, w) so one timestep is drawn per clip."""
+        clips = self.prepare_batch(batch)["clips"]
+        latents = self._encode(clips.flatten(0, 1))
+        return latents.view(*clips.shape[:2], *latents.shape[1:]).transpose(1, 2)
+
+    def predict(self, noisy_latents: torch.Tensor, timesteps: torch.Tensor, batch: dict[str, Any]) -> torch.Tensor:
+        """Epsilon for noisy clips (B, 4, F, h, w) at timesteps (B,): bank from the clean source latent at the same t,
+        both ControlNets, temporal modules (stage ``"temporal"``)."""
+        batch_size, channels, num_frames, height, width = noisy_latents.shape
+        sample = noisy_latents.transpose(1, 2).reshape(batch_size * num_frames, channels, height, width)
+        text = self.text_context.to(sample.dtype).expand(batch_size, -1, -1)
+        self.model.write_reference(self._encode(batch["source"]), timesteps, text)
+        eps = self.model(
+            sample,
+            timesteps.repeat_interleave(num_frames),
+            text.repeat_interleave(num_frames, dim=0),
+            num_frames=num_frames,
+            motion_image=batch["driving"].flatten(0, 1).to(sample.dtype),
+            local_image=batch["local"].flatten(0, 1).to(sample.dtype),
+        )
+        return eps.view(batch_size, num_frames, channels, height, width).transpose(1, 2)
+
+
+def build_datamodule(config: XPortraitConfig) -> ManifestDataModule:
+    """The manifest data module of ``config.train`` (columns ``source``, ``target`` or ``frames``, ``landmarks``)."""
+    train = config.train
+    if train.manifest is None:
+        raise ValueError(
+            "train.manifest must name a CSV or JSONL manifest (columns: source, target|frames, landmarks)"
+        )
+    target = ColumnSpec("target", "image") if train.stage == "image" else ColumnSpec("frames", "frames")
+    columns = [ColumnSpec("source", "image"), target, ColumnSpec("landmarks", "keypoints", optional=True)]
+    return ManifestDataModule(
+        train.manifest,
+        columns,
+        resolution=config.model.resolution,
+        batch_size=train.batch_size,
+        val_fraction=train.val_fraction,
+        seed=train.seed,
+        num_workers=train.num_workers,
+    )
+
+
+def train(
+    config: XPortraitConfig, components: XPortraitComponents, datamodule: L.LightningDataModule | None = None
+) -> Path:
+    """Run one training stage from ``config`` and write the result as an ``XPortraitPipeline`` folder.
+
+    Args:
+        config (`XPortraitConfig`): ``train`` holds the stage and optimisation settings, ``model`` the patch geometry.
+        components (`XPortraitComponents`): The models to train (in place).
+        datamodule (`L.LightningDataModule`, *optional*): Defaults to :func:`build_datamodule`.
+
+    Returns:
+        `Path`: ``<train.output_dir>/pipeline``, loadable with ``XPortraitPipeline.from_pretrained``.
+    """
+    settings = config.train
+    reenactor: Reenactor = (
+        WarpReenactor(settings.warp_rotation, settings.warp_translation)
+        if settings.reenactor == "warp"
+        else IdentityReenactor()
+    )
+    module = XPortraitTrainingModule(
+        components,
+        stage=settings.stage,
+        patch_size=config.model.patch_size,
+        landmark_scale=config.model.landmark_scale,
+        fusion_blocks=config.model.fusion_blocks,
+        num_frames=settings.num_frames,
+        reenactor=reenactor,
+        aug_scale=settings.aug_scale,
+        cond_drop_ref=settings.cond_drop_ref,
+        cond_drop_motion=settings.cond_drop_motion,
+        cond_drop_local=settings.cond_drop_local,
+        optimizer=OptimizerConfig(name=settings.optimizer, lr=settings.lr, weight_decay=settings.weight_decay),
+        ema_decay=settings.ema_decay,
+        gradient_checkpointing=settings.gradient_checkpointing,
+        seed=settings.seed,
+    )
+    output = Path(settings.output_dir)
+    output.mkdir(parents=True, exist_ok=True)
+    (output / "config.yaml").write_text(config_to_yaml(config))
+    trainer = L.Trainer(
+        max_steps=settings.max_steps,
+        precision=settings.precision,  # type: ignore[arg-type]
+        accumulate_grad_batches=settings.accumulate_grad_batches,
+        log_every_n_steps=settings.log_every_n_steps,
+        default_root_dir=str(output),
+        logger=L.pytorch.loggers.CSVLogger(str(output), name="logs"),
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        num_sanity_val_steps=0,
+        limit_val_batches=1.0 if settings.val_fraction > 0 else 0,
+    )
+    trainer.fit(module, datamodule=datamodule if datamodule is not None else build_datamodule(config))
+    if module.ema is not None:
+        module.ema.copy_to(module.trainable_parameters())
+    pipeline = XPortraitPipeline(
+        **components.as_dict(),
+        patch_size=config.model.patch_size,
+        landmark_scale=config.model.landmark_scale,
+        fusion_blocks=config.model.fusion_blocks,
+    )
+    target = output / "pipeline"
+    pipeline.save_pretrained(target, safe_serialization=True)
+    logger.info("trained %s stage for %d steps; pipeline written to %s", settings.stage, trainer.global_step, target)
+    return target
+
+
+def loss_on_fixed_draws(
+    module: XPortraitTrainingModule, batch: dict[str, Any], seeds: tuple[int, ...] = (0, 1, 2, 3)
+) -> float:
+    """Mean loss of ``batch`` over fixed seeds (timesteps, noise, augmentation, dropout), restoring the generator:
+    a deterministic number to compare before and after training steps."""
+    state = module.generator.get_state()
+    losses = []
+    with torch.no_grad():
+        for seed in seeds:
+            module.generator.manual_seed(seed)
+            losses.append(float(module.compute_loss(dict(batch))))
+    module.generator.set_state(state)
+    return float(np.mean(losses))
