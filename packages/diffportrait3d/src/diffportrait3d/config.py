@@ -1,0 +1,162 @@
+"""The configuration schema of diffportrait3d: frozen dataclasses that ``genblocks.config.load_config`` fills from
+``configs/*.yaml`` plus dotted overrides (``inference.num_inference_steps=2``).
+
+Values the DiffPortrait3D spec marks [unverified] (§8) are fields with documented defaults: the training stage
+(``train.stage``), the learning rate (``train.lr``), condition dropout (``train.cond_drop``), whether the middle
+cross-view module runs only in the unconditional pass (``model.mid_module_in_uncond_only``) and the noise prior
+(``inference.noise_prior``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+__all__ = [
+    "DiffPortrait3DConfig",
+    "InferenceConfig",
+    "ModelConfig",
+    "RandomComponentsConfig",
+    "TrainConfig",
+    "sd15_config",
+    "tiny_config",
+]
+
+NoisePrior = Literal["none", "source", "eg3d"]
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """Architecture around the frozen SD1.5 UNet (spec §3).
+
+    Args:
+        resolution: Side of the square views (512 in the paper).
+        views_per_batch: Views denoised together as one "video" through the cross-view modules (8 upstream).
+        fusion_blocks: Transformer blocks whose self-attention reads the reference bank (``"full"``: all 16).
+        controlnet_embedding_channels: Hint-encoder widths of the view ControlNet; the hint is ``2 ** (len - 1)``
+            times the latent size and must match the VAE factor (SD1.5: 16, 32, 96, 256 -> 8).
+        view_heads: Heads of every cross-view attention (8 upstream).
+        view_layers: Transformer blocks per cross-view module (1 upstream).
+        view_max_len: Position-table length, the most views per batch (32 in the upstream yaml).
+        view_norm_groups: GroupNorm groups of the cross-view modules.
+        mid_module_in_uncond_only: Run the middle cross-view module only in the unconditional pass (upstream quirk,
+            [unverified] whether intended).
+    """
+
+    resolution: int = 512
+    views_per_batch: int = 8
+    fusion_blocks: Literal["full", "midup"] = "full"
+    controlnet_embedding_channels: tuple[int, ...] = (16, 32, 96, 256)
+    view_heads: int = 8
+    view_layers: int = 1
+    view_max_len: int = 32
+    view_norm_groups: int = 32
+    mid_module_in_uncond_only: bool = True
+
+    def __post_init__(self) -> None:
+        if self.views_per_batch < 1 or self.views_per_batch > self.view_max_len:
+            raise ValueError(
+                f"views_per_batch must be in [1, view_max_len={self.view_max_len}], got {self.views_per_batch}"
+            )
+
+
+@dataclass(frozen=True)
+class RandomComponentsConfig:
+    """Sizes of seeded random stand-ins for SD1.5's UNet, VAE and text encoder (tests, demo, benchmarks)."""
+
+    block_out_channels: tuple[int, ...] = (32, 64)
+    layers_per_block: int = 1
+    attention_head_dim: int = 8
+    cross_attention_dim: int = 32
+    norm_num_groups: int = 8
+    vae_block_out_channels: tuple[int, ...] = (8, 8, 8, 8)
+    vae_norm_num_groups: int = 8
+
+
+@dataclass(frozen=True)
+class InferenceConfig:
+    """Sampling settings (spec §5): DDIM 50 steps, eta 0.5, CFG 3, start at t = 999.
+
+    Args:
+        num_inference_steps: DDIM steps.
+        eta: DDIM eta.
+        guidance_scale: CFG scale; the unconditional pass is the bare UNet (no bank, no ControlNet).
+        start_timestep: t of the ``q_sample`` start latents for the ``source`` and ``eg3d`` priors.
+        noise_prior: ``none`` (pure Gaussian), ``source`` (``q_sample`` of the portrait latent) or ``eg3d``
+            (render of an EG3D inversion, :mod:`diffportrait3d.noise3d`).
+        inversion_steps: Optimisation steps of the EG3D inversion.
+        inversion_lr: Adam learning rate of the inversion.
+        fps: Frame rate of written orbit GIF/MP4s.
+    """
+
+    num_inference_steps: int = 50
+    eta: float = 0.5
+    guidance_scale: float = 3.0
+    start_timestep: int = 999
+    noise_prior: NoisePrior = "none"
+    inversion_steps: int = 200
+    inversion_lr: float = 0.01
+    fps: float = 8.0
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Training settings (beyond the authors; all [unverified], spec §4).
+
+    Args:
+        stage: 1 trains the reference UNet and view ControlNet on pairs; 2 trains the cross-view modules only.
+        lr: AdamW learning rate.
+        cond_drop: Probability of dropping each condition (reference, view hint) in a training sample.
+        max_steps: Optimiser steps.
+        batch_size: Samples (stage 1) or view sequences (stage 2) per step.
+        output_dir: Where checkpoints go.
+    """
+
+    stage: int = 1
+    lr: float = 1e-5
+    cond_drop: float = 0.1
+    max_steps: int = 1000
+    batch_size: int = 1
+    output_dir: str = "outputs/diffportrait3d/train"
+
+
+@dataclass(frozen=True)
+class DiffPortrait3DConfig:
+    """Whole configuration: ``model``, ``random``, ``inference``, ``train`` plus where components come from.
+
+    Args:
+        source: ``random`` (seeded tiny components) or ``pretrained`` (``pretrained`` folder of a saved pipeline).
+        pretrained: Folder of a saved ``DiffPortrait3DPipeline`` (``save_pretrained``) when ``source=pretrained``.
+        seed: Seed of random components and sampling.
+        device: ``cpu``, ``cuda`` or ``auto``.
+    """
+
+    source: Literal["random", "pretrained"] = "random"
+    pretrained: str = ""
+    seed: int = 0
+    device: str = "cpu"
+    model: ModelConfig = field(default_factory=ModelConfig)
+    random: RandomComponentsConfig = field(default_factory=RandomComponentsConfig)
+    inference: InferenceConfig = field(default_factory=InferenceConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+
+def tiny_config() -> DiffPortrait3DConfig:
+    """The tiny CPU configuration of ``configs/tiny.yaml`` (64-px views, 4 views per batch, 2 DDIM steps)."""
+    return DiffPortrait3DConfig(
+        model=ModelConfig(
+            resolution=64,
+            views_per_batch=4,
+            controlnet_embedding_channels=(8, 8, 16, 16),
+            view_heads=2,
+            view_max_len=8,
+            view_norm_groups=8,
+        ),
+        inference=InferenceConfig(num_inference_steps=2, inversion_steps=5, inversion_lr=0.05),
+        train=TrainConfig(lr=1e-3, max_steps=2, output_dir="outputs/diffportrait3d/train-tiny"),
+    )
+
+
+def sd15_config() -> DiffPortrait3DConfig:
+    """The paper's SD1.5 configuration (``configs/sd15.yaml``), components from a saved pipeline folder."""
+    return DiffPortrait3DConfig(source="pretrained", device="auto")

@@ -1,0 +1,224 @@
+"""Convert the official DiffPortrait3D checkpoint (``model_state-540000-001.th``, LDM layout) to a
+``DiffPortrait3DPipeline`` folder (spec §7).
+
+=============================== ======================================================== ==============================
+checkpoint prefix               contents                                                 component
+=============================== ======================================================== ==============================
+``model.diffusion_model.``      SD1.5 UNet, plus ``input_blocks_motion_module.*``,        ``unet``, ``view_modules``
+                                ``output_blocks_motion_module.*``,
+                                ``middle_block_motion_module.*`` (cross-view modules)
+``control_model.``              appearance reference UNet (``ControlNetReferenceOnly``)  ``reference_unet``
+``pose_control_model.``         view ControlNet                                          ``view_controlnet``
+``first_stage_model.``          VAE, if present [unverified]                             ``vae``
+``cond_stage_model.``           CLIP text encoder, if present [unverified]               ``text_encoder``
+=============================== ======================================================== ==============================
+
+Key maps are genblocks' (``genblocks.diffusion.checkpoints``; ``convert_ldm_motion_state_dict`` with the
+``MotionPlacement.diffportrait3d`` placement for the cross-view modules: ``input_blocks_motion_module.{k}`` is input
+block k + 1, ``output_blocks_motion_module.{j}.1`` the second module after an upsampler). The file is read with
+``torch.load(weights_only=True)`` unless the caller passes ``trust_pickle=True``. Every key not loaded is reported.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+
+from diffportrait3d.config import ModelConfig
+from diffportrait3d.modeling_diffportrait3d import DiffPortrait3DComponents, build_base_components
+from diffportrait3d.pipeline_diffportrait3d import DiffPortrait3DPipeline
+from genblocks.diffusion.checkpoints import (
+    LDM_TEXT_ENCODER_PREFIX,
+    LDM_UNET_PREFIX,
+    LDM_VAE_PREFIX,
+    ConversionReport,
+    clean_state_dict,
+    load_ldm_component,
+    read_ldm_checkpoint,
+    split_by_prefix,
+)
+from genblocks.diffusion.temporal import convert_ldm_motion_state_dict
+
+__all__ = [
+    "DIFFPORTRAIT3D_PREFIXES",
+    "DiffPortrait3DConversionReport",
+    "convert_checkpoint",
+    "convert_diffportrait3d_checkpoint",
+    "convert_diffportrait3d_state_dict",
+    "save_converted_pipeline",
+]
+
+logger = logging.getLogger(__name__)
+
+DIFFPORTRAIT3D_PREFIXES: dict[str, str] = {
+    "unet": LDM_UNET_PREFIX,
+    "reference_unet": "control_model.",
+    "view_controlnet": "pose_control_model.",
+    "vae": LDM_VAE_PREFIX,
+    "text_encoder": LDM_TEXT_ENCODER_PREFIX,
+}
+"""Component name -> top-level prefix in the official checkpoint."""
+
+_MOTION_KEY = re.compile(r"^(input_blocks|output_blocks|middle_block)_motion_module\.")
+_REFERENCE_UNUSED = re.compile(r"^input_hint_block\.")
+_REFERENCE_NO_OUT = ("conv_norm_out.", "conv_out.")
+
+
+@dataclass
+class DiffPortrait3DConversionReport:
+    """What did and did not load.
+
+    Attributes:
+        components (`dict[str, ConversionReport]`): Per component: model keys missing, checkpoint keys not loaded,
+            shape mismatches.
+        view_modules (`ConversionReport`): The same for the cross-view modules.
+        ignored_keys (`list[str]`): Keys known to be unused (the reference UNet's ``input_hint_block``; its
+            ``conv_norm_out`` / ``conv_out`` when the checkpoint lacks them).
+        unclaimed_keys (`list[str]`): Checkpoint keys under none of :data:`DIFFPORTRAIT3D_PREFIXES`.
+    """
+
+    components: dict[str, ConversionReport] = field(default_factory=dict)
+    view_modules: ConversionReport = field(default_factory=ConversionReport)
+    ignored_keys: list[str] = field(default_factory=list)
+    unclaimed_keys: list[str] = field(default_factory=list)
+
+    @property
+    def is_exact(self) -> bool:
+        """Every model key loaded and every checkpoint key used (ignored keys aside)."""
+        return (
+            not self.unclaimed_keys
+            and self.view_modules.is_exact
+            and all(report.is_exact for report in self.components.values())
+        )
+
+    def to_dict(self) -> dict[str, object]:
+        """JSON-ready view."""
+        return {
+            "is_exact": self.is_exact,
+            "components": {name: asdict(report) for name, report in self.components.items()},
+            "view_modules": asdict(self.view_modules),
+            "ignored_keys": self.ignored_keys,
+            "unclaimed_keys": self.unclaimed_keys,
+        }
+
+
+def _load_view_modules(components: DiffPortrait3DComponents, state: dict[str, torch.Tensor]) -> ConversionReport:
+    report = ConversionReport()
+    if components.view_modules is None:
+        report.unexpected_keys = sorted(LDM_UNET_PREFIX + key for key in state)
+        return report
+    target = components.view_modules.view_modules
+    converted, unmatched = convert_ldm_motion_state_dict(state, target.placement)
+    report.unexpected_keys = sorted(LDM_UNET_PREFIX + key for key in unmatched)
+    expected = target.state_dict()
+    loadable = {}
+    for key, value in converted.items():
+        if key not in expected:
+            report.unexpected_keys.append(key)
+        elif value.shape != expected[key].shape:
+            report.mismatched_keys.append(
+                f"{key}: checkpoint {tuple(value.shape)} vs model {tuple(expected[key].shape)}"
+            )
+        else:
+            loadable[key] = value
+    report.missing_keys = sorted(key for key in expected if key not in loadable and key not in converted)
+    target.load_state_dict(loadable, strict=False)
+    return report
+
+
+def convert_diffportrait3d_state_dict(
+    checkpoint: Mapping[str, torch.Tensor], components: DiffPortrait3DComponents
+) -> DiffPortrait3DConversionReport:
+    """Load an official-layout state dict into prebuilt components, in place, and report what did not match.
+
+    Args:
+        checkpoint (`Mapping[str, torch.Tensor]`): The official state dict (``state_dict`` wrapper removed).
+        components (`DiffPortrait3DComponents`): Models with the checkpoint's architecture; ``vae`` and
+            ``text_encoder`` are overwritten only when the checkpoint has their prefixes.
+
+    Returns:
+        `DiffPortrait3DConversionReport`.
+    """
+    state = clean_state_dict(checkpoint)
+    groups, rest = split_by_prefix(state, DIFFPORTRAIT3D_PREFIXES.values())
+    report = DiffPortrait3DConversionReport(unclaimed_keys=sorted(rest))
+
+    unet_state = groups[LDM_UNET_PREFIX]
+    motion_state = {key: value for key, value in unet_state.items() if _MOTION_KEY.match(key)}
+    unet_only = {key: value for key, value in unet_state.items() if key not in motion_state}
+    report.components["unet"] = load_ldm_component(components.unet, unet_only)
+    report.view_modules = _load_view_modules(components, motion_state)
+
+    prefix = DIFFPORTRAIT3D_PREFIXES["reference_unet"]
+    reference_state = groups[prefix]
+    unused = sorted(key for key in reference_state if _REFERENCE_UNUSED.match(key))
+    report.ignored_keys += [prefix + key for key in unused]
+    reference_report = load_ldm_component(
+        components.reference_unet, {k: v for k, v in reference_state.items() if k not in unused}
+    )
+    no_out = [key for key in reference_report.missing_keys if key.startswith(_REFERENCE_NO_OUT)]
+    reference_report.missing_keys = [key for key in reference_report.missing_keys if key not in no_out]
+    report.ignored_keys += [f"reference_unet.{key}" for key in no_out]
+    report.components["reference_unet"] = reference_report
+
+    report.components["view_controlnet"] = load_ldm_component(
+        components.view_controlnet, groups[DIFFPORTRAIT3D_PREFIXES["view_controlnet"]]
+    )
+    for name in ("vae", "text_encoder"):
+        part = groups[DIFFPORTRAIT3D_PREFIXES[name]]
+        if part:
+            report.components[name] = load_ldm_component(getattr(components, name), part)
+        else:
+            logger.info("checkpoint has no %s keys; keeping the given %s", name, name)
+    if not report.is_exact:
+        logger.warning("DiffPortrait3D conversion is not exact: %s", json.dumps(report.to_dict())[:2000])
+    return report
+
+
+def convert_diffportrait3d_checkpoint(
+    path: str | os.PathLike, components: DiffPortrait3DComponents, trust_pickle: bool = False
+) -> DiffPortrait3DConversionReport:
+    """Read ``model_state-*.th`` (``torch.load(weights_only=True)``, or full unpickling only with
+    ``trust_pickle=True``; ``.safetensors`` also works) and load it into ``components``."""
+    if trust_pickle and Path(path).suffix != ".safetensors":
+        checkpoint = torch.load(path, map_location="cpu", weights_only=False)
+    else:
+        checkpoint = read_ldm_checkpoint(path)
+    return convert_diffportrait3d_state_dict(checkpoint, components)
+
+
+def save_converted_pipeline(
+    components: DiffPortrait3DComponents,
+    report: DiffPortrait3DConversionReport,
+    output_dir: str | os.PathLike,
+    views_per_batch: int = 8,
+) -> Path:
+    """Write the converted components as a ``DiffPortrait3DPipeline`` folder plus ``conversion_report.json``."""
+    output = Path(output_dir)
+    pipeline = DiffPortrait3DPipeline(**components.as_dict(), views_per_batch=views_per_batch)
+    pipeline.save_pretrained(output, safe_serialization=True)
+    (output / "conversion_report.json").write_text(json.dumps(report.to_dict(), indent=2))
+    return output
+
+
+def convert_checkpoint(
+    checkpoint: str | os.PathLike,
+    base_model: str | os.PathLike,
+    output_dir: str | os.PathLike,
+    config: ModelConfig | None = None,
+    trust_pickle: bool = False,
+) -> dict[str, object]:
+    """``diffportrait3d convert``: build SD1.5 components from ``base_model``, load the official checkpoint and save
+    the pipeline folder. Returns the report as a dict."""
+    config = config if config is not None else ModelConfig()
+    components = build_base_components(base_model, config)
+    report = convert_diffportrait3d_checkpoint(checkpoint, components, trust_pickle=trust_pickle)
+    save_converted_pipeline(components, report, output_dir, views_per_batch=config.views_per_batch)
+    return report.to_dict()

@@ -1,0 +1,527 @@
+"""DiffPortrait3D's model on diffusers: a frozen SD1.5 UNet, an appearance reference UNet, a view ControlNet and
+cross-view attention modules (DiffPortrait3D spec §3).
+
+Paper: DiffPortrait3D: Controllable Diffusion for Zero-Shot Portrait View Synthesis, Gu et al., CVPR 2024
+(arXiv 2312.13016). Upstream: FreedomGu/DiffPortrait3D@f3ef2dbe55ad0408c8cdbfdf211e0509e7388be1
+``control_model/ControlNet/cldm/cldm.py`` (``ControlLDMReferenceOnlyPose``) and
+``ldm/modules/diffusionmodules/openaimodel.py`` (``UNetModel_Temporal``):
+
+- the reference UNet (``control_model``) runs on the clean source latent at the current t and writes the bank; the
+  main UNet's ``attn1`` reads K = V = [x; bank];
+- the view ControlNet (``pose_control_model``) reads an RGB render of *another* subject at the target camera and adds
+  12 skip residuals plus the mid residual;
+- cross-view modules (AnimateDiff-style, 8 heads, 1 block, ``max_len`` 32, zero-initialised output) follow input
+  blocks 1-11, every output block, a second one after each upsampler, and a middle module that only the unconditional
+  pass calls (``mid_module_in_uncond_only``);
+- the unconditional pass (``uc=True``) is the bare UNet: no bank, no ControlNet residuals.
+
+What is reused from genblocks: the bank processors, ``ControlNetStack`` residual plumbing, the temporal modules with
+the ``MotionPlacement.diffportrait3d`` preset. What lives here: the wiring of one step, the modules as a saveable
+diffusers model and component builders.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from diffusers import AutoencoderKL, ControlNetModel, DDIMScheduler, UNet2DConditionModel
+from diffusers.configuration_utils import ConfigMixin, register_to_config
+from diffusers.models.modeling_utils import ModelMixin
+from torch import nn
+from transformers import CLIPTextModel, CLIPTokenizer
+
+from diffportrait3d.config import ModelConfig, RandomComponentsConfig
+from genblocks.diffusion import (
+    MotionPlacement,
+    ReferenceBank,
+    TemporalModuleConfig,
+    TemporalModuleSet,
+    attach_reference_attention,
+    ldm_ddim_scheduler,
+    reference_mode,
+    set_reference_mode,
+)
+from genblocks.diffusion.reference_attention import FusionBlocks
+from genblocks.diffusion.temporal import unet_ldm_layout
+from genblocks.testing import tiny_clip_text_encoder, tiny_clip_tokenizer
+
+__all__ = [
+    "DiffPortrait3DComponents",
+    "DiffPortrait3DModel",
+    "DiffPortrait3DViewModules",
+    "build_base_components",
+    "build_random_base",
+    "build_random_components",
+    "build_trainable_parts",
+]
+
+logger = logging.getLogger(__name__)
+
+
+class DiffPortrait3DViewModules(ModelMixin, ConfigMixin):
+    """DiffPortrait3D's cross-view attention modules as one saveable diffusers model (``config.json`` + safetensors).
+
+    The modules are AnimateDiff "Vanilla" temporal transformers (``genblocks.diffusion.TemporalTransformer``) run over
+    the *views* of a ``(b v)`` batch, held in a :class:`~genblocks.diffusion.TemporalModuleSet` keyed
+    ``input_blocks_{i}``, ``middle_block``, ``output_blocks_{j}[_1]``. They are hooked into a UNet with
+    :meth:`attach`; the views per sample are set with :meth:`views`, the unconditional pass with
+    :meth:`unconditional_pass` (it enables the middle module when ``middle_uncond_only``).
+
+    Args:
+        input_blocks (`Sequence[int]`): LDM input blocks followed by a module.
+        output_blocks (`Sequence[int]`): LDM output blocks followed by a module.
+        output_second_blocks (`Sequence[int]`): Output blocks followed by a second module (after each upsampler).
+        middle_block (`bool`): A module after the middle block's attention.
+        middle_uncond_only (`bool`): The middle module runs only in the unconditional pass.
+        module_channels (`Sequence[int]`): Channels of each module, in :meth:`MotionPlacement.module_names` order.
+        num_attention_heads (`int`, defaults to 8): Heads per attention.
+        num_layers (`int`, defaults to 1): Transformer blocks per module.
+        max_len (`int`, defaults to 32): Position-table length (most views per call).
+        norm_num_groups (`int`, defaults to 32): GroupNorm groups.
+        zero_init (`bool`, defaults to `True`): Zero the output projections (new modules are identities).
+    """
+
+    config_name = "config.json"
+
+    @register_to_config
+    def __init__(
+        self,
+        input_blocks: Sequence[int] = (),
+        output_blocks: Sequence[int] = (),
+        output_second_blocks: Sequence[int] = (),
+        middle_block: bool = False,
+        middle_uncond_only: bool = False,
+        module_channels: Sequence[int] = (),
+        num_attention_heads: int = 8,
+        num_layers: int = 1,
+        max_len: int = 32,
+        norm_num_groups: int = 32,
+        zero_init: bool = True,
+    ) -> None:
+        super().__init__()
+        placement = MotionPlacement(
+            input_blocks=tuple(input_blocks),
+            output_blocks=tuple(output_blocks),
+            output_second_blocks=tuple(output_second_blocks),
+            middle_block=middle_block,
+            middle_uncond_only=middle_uncond_only,
+        )
+        names = placement.module_names()
+        if len(module_channels) != len(names):
+            raise ValueError(
+                f"module_channels must hold one width per module ({len(names)}: {names}), got {list(module_channels)}"
+            )
+        temporal = TemporalModuleConfig(
+            num_attention_heads=num_attention_heads,
+            num_layers=num_layers,
+            max_len=max_len,
+            norm_num_groups=norm_num_groups,
+            zero_init=zero_init,
+        )
+        modules = {name: temporal.build(int(c)) for name, c in zip(names, module_channels, strict=True)}
+        self.view_modules = TemporalModuleSet(modules, placement)
+
+    @classmethod
+    def from_unet(
+        cls,
+        unet: UNet2DConditionModel,
+        num_attention_heads: int = 8,
+        num_layers: int = 1,
+        max_len: int = 32,
+        norm_num_groups: int = 32,
+        middle_uncond_only: bool = True,
+        zero_init: bool = True,
+    ) -> DiffPortrait3DViewModules:
+        """Modules at DiffPortrait3D's placement (``MotionPlacement.diffportrait3d``) sized for ``unet``.
+
+        On SD1.5: input blocks 1-11, the middle block, output blocks 0-11 with second modules after 2, 5, 8
+        (29 modules); a smaller UNet gets the same pattern.
+        """
+        placement = MotionPlacement.diffportrait3d(unet, middle_uncond_only=middle_uncond_only)
+        layout = unet_ldm_layout(unet)
+        channels = [layout.input_blocks[i].channels for i in placement.input_blocks]
+        if placement.middle_block and layout.middle_block is not None:
+            channels.append(layout.middle_block.channels)
+        for j in placement.output_blocks:
+            channels.append(layout.output_blocks[j].channels)
+            if j in placement.output_second_blocks:
+                channels.append(layout.output_blocks[j].channels)
+        modules = cls(
+            input_blocks=placement.input_blocks,
+            output_blocks=placement.output_blocks,
+            output_second_blocks=placement.output_second_blocks,
+            middle_block=placement.middle_block,
+            middle_uncond_only=placement.middle_uncond_only,
+            module_channels=tuple(channels),
+            num_attention_heads=num_attention_heads,
+            num_layers=num_layers,
+            max_len=max_len,
+            norm_num_groups=norm_num_groups,
+            zero_init=zero_init,
+        )
+        modules.to(unet.device)
+        if unet.dtype != torch.float32:
+            modules.to(unet.dtype)
+        return modules
+
+    @property
+    def placement(self) -> MotionPlacement:
+        """Where the modules go, in LDM block indices."""
+        return self.view_modules.placement
+
+    @property
+    def max_views(self) -> int:
+        """The most views one UNet call may have."""
+        return int(self.config.max_len)
+
+    @property
+    def attached(self) -> bool:
+        """Whether the modules are hooked into a UNet."""
+        return self.view_modules.attached
+
+    def attach(self, unet: UNet2DConditionModel) -> DiffPortrait3DViewModules:
+        """Hook the modules into ``unet``'s forward after their blocks; returns ``self``."""
+        self.view_modules.attach(unet)
+        return self
+
+    def remove(self) -> None:
+        """Remove the hooks."""
+        self.view_modules.remove()
+
+    @contextlib.contextmanager
+    def views(self, num_views: int) -> Iterator[DiffPortrait3DViewModules]:
+        """Inside the ``with`` block the hooked UNet's batch is laid out ``(b v)`` with ``num_views`` views."""
+        if num_views > self.max_views:
+            raise ValueError(f"num_views={num_views} exceeds the view modules' max_len={self.max_views}")
+        with self.view_modules.frames(num_views):
+            yield self
+
+    @contextlib.contextmanager
+    def unconditional_pass(self) -> Iterator[DiffPortrait3DViewModules]:
+        """Mark the UNet calls inside the ``with`` block as the unconditional pass."""
+        with self.view_modules.unconditional_pass():
+            yield self
+
+    def forward(self, hidden_states: torch.Tensor, num_views: int) -> torch.Tensor:
+        """Not a standalone layer: the modules run inside the UNet they are attached to."""
+        raise TypeError("DiffPortrait3DViewModules runs through hooks: attach(unet), then call the UNet in views(n)")
+
+
+@dataclass
+class DiffPortrait3DComponents:
+    """The parts of a DiffPortrait3D pipeline, as built or loaded (no wiring yet).
+
+    Attributes:
+        unet: Frozen SD1.5 denoising UNet.
+        reference_unet: Appearance reference UNet (upstream ``control_model``).
+        view_controlnet: ControlNet on the condition render at the target camera (upstream ``pose_control_model``).
+        view_modules: Cross-view modules (``None`` for a stage-1 model).
+        vae: SD KL autoencoder.
+        text_encoder: CLIP text encoder (the prompt is always empty).
+        tokenizer: CLIP tokenizer.
+        scheduler: DDIM scheduler with the LDM preset.
+    """
+
+    unet: UNet2DConditionModel
+    reference_unet: UNet2DConditionModel
+    view_controlnet: ControlNetModel
+    view_modules: DiffPortrait3DViewModules | None
+    vae: AutoencoderKL
+    text_encoder: CLIPTextModel
+    tokenizer: CLIPTokenizer
+    scheduler: DDIMScheduler
+
+    def as_dict(self) -> dict[str, object]:
+        """``{name: component}``, the keyword arguments of ``DiffPortrait3DPipeline``."""
+        return {name: getattr(self, name) for name in self.__dataclass_fields__}
+
+
+class DiffPortrait3DModel(nn.Module):
+    """One DiffPortrait3D denoising step around a UNet: reference bank + view ControlNet + cross-view modules.
+
+    Building the model attaches bank processors to ``reference_unet`` (write) and ``unet`` (read) and hooks the view
+    modules into ``unet``; components are shared, not copied. A step is::
+
+        model.write_reference(source_latents, t, text)               # clean source latent, same t
+        eps_c = model(x_t, t, text_views, num_views=v, view_image=cond)
+        eps_u = model.unconditional(x_t, t, text_views, num_views=v)  # bare UNet (+ view modules, middle one on)
+
+    Args:
+        unet (`UNet2DConditionModel`): The frozen denoising UNet.
+        reference_unet (`UNet2DConditionModel`): The appearance UNet; same architecture as ``unet``.
+        view_controlnet (`ControlNetModel`): Reads the condition render at the target camera.
+        view_modules (`DiffPortrait3DViewModules`, *optional*): Cross-view modules; `None` denoises views
+            independently.
+        fusion_blocks (`str`, defaults to `"full"`): Blocks whose ``attn1`` reads the bank.
+    """
+
+    def __init__(
+        self,
+        unet: UNet2DConditionModel,
+        reference_unet: UNet2DConditionModel,
+        view_controlnet: ControlNetModel,
+        view_modules: DiffPortrait3DViewModules | None = None,
+        fusion_blocks: FusionBlocks = "full",
+    ) -> None:
+        super().__init__()
+        if reference_unet is unet:
+            raise ValueError("reference_unet must be a separate UNet (a copy of unet), not unet itself")
+        self.unet = unet
+        self.reference_unet = reference_unet
+        self.view_controlnet = view_controlnet
+        self.view_modules = view_modules
+        self.bank = ReferenceBank()
+        write_layers = attach_reference_attention(reference_unet, self.bank, "write", fusion_blocks)
+        read_layers = attach_reference_attention(unet, self.bank, "read", fusion_blocks)
+        if write_layers != read_layers:
+            raise ValueError(
+                "reference_unet and unet must have the same transformer blocks; got "
+                f"{len(write_layers)} vs {len(read_layers)} self-attention layers"
+            )
+        if view_modules is not None and not view_modules.attached:
+            view_modules.attach(unet)
+
+    def write_reference(
+        self, reference_latents: torch.Tensor, timestep: torch.Tensor | int, encoder_hidden_states: torch.Tensor
+    ) -> None:
+        """Clear the bank and fill it from the reference UNet on the clean source latent at ``timestep``.
+
+        Args:
+            reference_latents (`torch.Tensor` of shape `(B, 4, h, w)`): Scaled VAE latents of the portraits.
+            timestep (`torch.Tensor` or `int`): The current timestep.
+            encoder_hidden_states (`torch.Tensor` of shape `(B, T, D)`): Text context.
+        """
+        if reference_latents.ndim != 4:
+            raise ValueError(f"reference_latents must be (B, C, h, w), got {tuple(reference_latents.shape)}")
+        self.bank.clear()
+        set_reference_mode(self.reference_unet, "write")
+        self.reference_unet(reference_latents, timestep, encoder_hidden_states=encoder_hidden_states)
+
+    def clear_reference(self) -> None:
+        """Empty the bank."""
+        self.bank.clear()
+
+    def _views(self, num_views: int) -> contextlib.AbstractContextManager[object]:
+        if self.view_modules is None:
+            return contextlib.nullcontext()
+        return self.view_modules.views(num_views)
+
+    def forward(
+        self,
+        sample: torch.Tensor,
+        timestep: torch.Tensor | int,
+        encoder_hidden_states: torch.Tensor,
+        num_views: int = 1,
+        view_image: torch.Tensor | None = None,
+        use_reference: bool = True,
+        controlnet_scale: float = 1.0,
+    ) -> torch.Tensor:
+        """The conditional pass: bank read, view ControlNet residuals, cross-view modules over ``num_views``.
+
+        Args:
+            sample (`torch.Tensor` of shape `(B * V, 4, h, w)`): Noisy latents laid out ``(b v)``.
+            timestep (`torch.Tensor` or `int`): Timestep.
+            encoder_hidden_states (`torch.Tensor` of shape `(B * V, T, D)`): Text context per view.
+            num_views (`int`, defaults to 1): V, views per portrait.
+            view_image (`torch.Tensor` of shape `(B * V, 3, H, W)`, *optional*): Condition renders in [-1, 1];
+                `None` leaves the ControlNet out.
+            use_reference (`bool`, defaults to `True`): Read the bank.
+            controlnet_scale (`float`, defaults to 1.0): Scale of the ControlNet residuals.
+
+        Returns:
+            `torch.Tensor` of shape `(B * V, 4, h, w)`: the epsilon prediction.
+        """
+        if sample.ndim != 4 or sample.shape[0] % num_views:
+            raise ValueError(
+                f"sample must be (B * num_views, C, h, w) with num_views={num_views}, got {tuple(sample.shape)}"
+            )
+        if use_reference and self.bank.is_empty():
+            raise ValueError("use_reference=True but the reference bank is empty: call write_reference first")
+        residuals: dict[str, object] = {}
+        if view_image is not None and controlnet_scale != 0.0:
+            if view_image.shape[0] != sample.shape[0]:
+                raise ValueError(f"view_image must have {sample.shape[0]} images, got {tuple(view_image.shape)}")
+            down, mid = self.view_controlnet(
+                sample,
+                timestep,
+                encoder_hidden_states=encoder_hidden_states,
+                controlnet_cond=view_image,
+                conditioning_scale=controlnet_scale,
+                return_dict=False,
+            )
+            residuals = {"down_block_additional_residuals": down, "mid_block_additional_residual": mid}
+        with reference_mode(self.unet, "read" if use_reference else "off"), self._views(num_views):
+            return self.unet(sample, timestep, encoder_hidden_states=encoder_hidden_states, **residuals).sample
+
+    def unconditional(
+        self,
+        sample: torch.Tensor,
+        timestep: torch.Tensor | int,
+        encoder_hidden_states: torch.Tensor,
+        num_views: int = 1,
+    ) -> torch.Tensor:
+        """The unconditional pass (upstream ``uc=True``): bare UNet, no bank, no ControlNet; view modules on, the
+        middle one included when it is ``middle_uncond_only``.
+
+        Args:
+            sample (`torch.Tensor` of shape `(B * V, 4, h, w)`): Noisy latents.
+            timestep (`torch.Tensor` or `int`): Timestep.
+            encoder_hidden_states (`torch.Tensor` of shape `(B * V, T, D)`): Empty-text context.
+            num_views (`int`, defaults to 1): Views per portrait.
+
+        Returns:
+            `torch.Tensor` of shape `(B * V, 4, h, w)`.
+        """
+        uncond = self.view_modules.unconditional_pass() if self.view_modules is not None else contextlib.nullcontext()
+        with reference_mode(self.unet, "off"), self._views(num_views), uncond:
+            return self.unet(sample, timestep, encoder_hidden_states=encoder_hidden_states).sample
+
+    def enable_gradient_checkpointing(self) -> None:
+        """Checkpoint the activations of both UNets and the ControlNet (training)."""
+        for module in (self.unet, self.reference_unet, self.view_controlnet):
+            module.enable_gradient_checkpointing()
+
+
+def build_random_base(
+    config: RandomComponentsConfig, resolution: int, seed: int = 0
+) -> tuple[UNet2DConditionModel, AutoencoderKL, CLIPTextModel, CLIPTokenizer, DDIMScheduler]:
+    """Seeded random stand-ins for SD1.5's UNet, VAE, text encoder, tokenizer and the LDM DDIM scheduler.
+
+    Args:
+        config (`RandomComponentsConfig`): Sizes.
+        resolution (`int`): Image side; the UNet's ``sample_size`` is ``resolution / vae_factor``.
+        seed (`int`, defaults to 0): ``torch.manual_seed`` before each component.
+
+    Returns:
+        `tuple`: ``(unet, vae, text_encoder, tokenizer, scheduler)``.
+    """
+    levels = len(config.vae_block_out_channels)
+    vae_factor = 2 ** (levels - 1)
+    if resolution % vae_factor:
+        raise ValueError(f"resolution {resolution} must be divisible by the VAE factor {vae_factor}")
+    torch.manual_seed(seed)
+    vae = AutoencoderKL(
+        in_channels=3,
+        out_channels=3,
+        down_block_types=("DownEncoderBlock2D",) * levels,
+        up_block_types=("UpDecoderBlock2D",) * levels,
+        block_out_channels=tuple(config.vae_block_out_channels),
+        latent_channels=4,
+        norm_num_groups=config.vae_norm_num_groups,
+        sample_size=resolution,
+        scaling_factor=0.18215,
+    )
+    unet_levels = len(config.block_out_channels)
+    torch.manual_seed(seed)
+    unet = UNet2DConditionModel(
+        sample_size=resolution // vae_factor,
+        in_channels=4,
+        out_channels=4,
+        block_out_channels=tuple(config.block_out_channels),
+        layers_per_block=config.layers_per_block,
+        down_block_types=("CrossAttnDownBlock2D",) * (unet_levels - 1) + ("DownBlock2D",),
+        up_block_types=("UpBlock2D",) + ("CrossAttnUpBlock2D",) * (unet_levels - 1),
+        cross_attention_dim=config.cross_attention_dim,
+        attention_head_dim=config.attention_head_dim,
+        norm_num_groups=config.norm_num_groups,
+    )
+    text_encoder = tiny_clip_text_encoder(seed=seed, hidden_size=config.cross_attention_dim)
+    return unet, vae, text_encoder, tiny_clip_tokenizer(), ldm_ddim_scheduler()
+
+
+def build_trainable_parts(
+    unet: UNet2DConditionModel, config: ModelConfig, with_view_modules: bool = True, seed: int = 0
+) -> tuple[UNet2DConditionModel, ControlNetModel, DiffPortrait3DViewModules | None]:
+    """Reference UNet (copy of ``unet``), view ControlNet (``ControlNetModel.from_unet``) and zero-initialised
+    cross-view modules, as upstream initialises them.
+
+    Args:
+        unet (`UNet2DConditionModel`): The base UNet (not modified).
+        config (`ModelConfig`): Hint widths and view-module settings.
+        with_view_modules (`bool`, defaults to `True`): Build the cross-view modules (`False` for stage 1).
+        seed (`int`, defaults to 0): Seed of freshly initialised layers.
+
+    Returns:
+        `tuple`: ``(reference_unet, view_controlnet, view_modules)``.
+    """
+    reference_unet = UNet2DConditionModel.from_config(unet.config)
+    reference_unet.load_state_dict(unet.state_dict())
+    torch.manual_seed(seed)
+    controlnet = ControlNetModel.from_unet(
+        unet, conditioning_embedding_out_channels=tuple(config.controlnet_embedding_channels)
+    )
+    for net in (reference_unet, controlnet):
+        net.to(unet.device)
+        if unet.dtype != torch.float32:
+            net.to(unet.dtype)
+    modules = None
+    if with_view_modules:
+        torch.manual_seed(seed)
+        modules = DiffPortrait3DViewModules.from_unet(
+            unet,
+            num_attention_heads=config.view_heads,
+            num_layers=config.view_layers,
+            max_len=config.view_max_len,
+            norm_num_groups=config.view_norm_groups,
+            middle_uncond_only=config.mid_module_in_uncond_only,
+        )
+    return reference_unet, controlnet, modules
+
+
+def build_random_components(
+    model_config: ModelConfig,
+    random_config: RandomComponentsConfig,
+    seed: int = 0,
+    with_view_modules: bool = True,
+) -> DiffPortrait3DComponents:
+    """All components, random and seeded, at ``model_config.resolution`` (tests, demo, benchmarks)."""
+    unet, vae, text_encoder, tokenizer, scheduler = build_random_base(random_config, model_config.resolution, seed)
+    reference_unet, controlnet, modules = build_trainable_parts(unet, model_config, with_view_modules, seed)
+    unet.requires_grad_(False)
+    return DiffPortrait3DComponents(
+        unet=unet,
+        reference_unet=reference_unet,
+        view_controlnet=controlnet,
+        view_modules=modules,
+        vae=vae,
+        text_encoder=text_encoder,
+        tokenizer=tokenizer,
+        scheduler=scheduler,
+    )
+
+
+def build_base_components(
+    base_model: str | os.PathLike, config: ModelConfig, with_view_modules: bool = True, seed: int = 0
+) -> DiffPortrait3DComponents:
+    """Components on a diffusers SD1.5 folder (``unet``, ``vae``, ``text_encoder``, ``tokenizer``): frozen UNet, VAE
+    and text encoder from it; reference UNet and view ControlNet initialised from its UNet; fresh zero-initialised
+    cross-view modules; the LDM DDIM scheduler.
+
+    Args:
+        base_model (`str` or `os.PathLike`): The SD1.5 folder.
+        config (`ModelConfig`): Hint widths and view-module settings.
+        with_view_modules (`bool`, defaults to `True`): Build cross-view modules.
+        seed (`int`, defaults to 0): Seed of freshly initialised layers.
+    """
+    root = Path(base_model)
+    if not (root / "unet").is_dir():
+        raise ValueError(f"base_model {root} must be a diffusers SD1.5 folder with unet/, vae/, text_encoder/")
+    unet = UNet2DConditionModel.from_pretrained(root, subfolder="unet")
+    unet.requires_grad_(False)
+    reference_unet, controlnet, modules = build_trainable_parts(unet, config, with_view_modules, seed)
+    return DiffPortrait3DComponents(
+        unet=unet,
+        reference_unet=reference_unet,
+        view_controlnet=controlnet,
+        view_modules=modules,
+        vae=AutoencoderKL.from_pretrained(root, subfolder="vae"),
+        text_encoder=CLIPTextModel.from_pretrained(root, subfolder="text_encoder"),
+        tokenizer=CLIPTokenizer.from_pretrained(root, subfolder="tokenizer"),
+        scheduler=ldm_ddim_scheduler(),
+    )

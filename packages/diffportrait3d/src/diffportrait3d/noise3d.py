@@ -1,0 +1,310 @@
+"""3D-aware noise and camera condition images from an EG3D generator (ours; DiffPortrait3D spec §3 "3D-aware noise").
+
+The authors did not release their noise model ("company IP policy"); their README points to GAN inversion (GOAE,
+TriPlaneNet, EG3D). This module implements the plain EG3D variant on ``genblocks.gan.TriPlaneGenerator``:
+
+1. **Inversion** (:func:`invert_portrait`): optimise one ``w`` (broadcast to all ``num_ws``) with Adam on an image
+   loss (MSE, plus a low-resolution MSE term) against the portrait, starting from the mean ``w`` of random samples.
+   The camera is given, or estimated as the candidate yaw/pitch with the lowest loss at the starting ``w``.
+2. **Renders** at each target camera (:meth:`EG3DNoisePrior.renders`), in [0, 1].
+3. **Start latents**: the pipeline VAE-encodes the renders and ``q_sample``-s them to ``start_timestep`` (999:
+   sqrt(abar) ~ 0.068 keeps the coarse layout): pass ``noise_renders=`` to ``DiffPortrait3DPipeline`` or call
+   :meth:`EG3DNoisePrior.start_latents`.
+
+Condition images (a *different* subject at the target view, the view ControlNet's hint) come from
+:class:`EG3DConditionRenderer`: a fixed random sample of the same kind of generator, rendered at the cameras.
+
+**Using your own EG3D weights.** Export the generator's state dict from an official pickle in the EG3D repo's
+environment (``G = legacy.load_network_pkl(f)["G_ema"]; torch.save(G.state_dict(), "eg3d_G.pt")``), convert its keys
+with ``genblocks.gan.convert`` if needed, and load it with :func:`load_eg3d` (``torch.load(weights_only=True)`` or
+safetensors; pickles are never unpickled).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+from diffportrait3d.cameras import cameras_at, check_cameras
+from genblocks.gan.triplane import TriPlaneGenerator
+
+__all__ = [
+    "TINY_EG3D",
+    "EG3DConditionRenderer",
+    "EG3DNoisePrior",
+    "InversionResult",
+    "estimate_camera",
+    "invert_portrait",
+    "load_eg3d",
+    "tiny_eg3d",
+]
+
+logger = logging.getLogger(__name__)
+
+TINY_EG3D: dict[str, Any] = {
+    "z_dim": 32,
+    "w_dim": 32,
+    "img_resolution": 32,
+    "backbone_resolution": 32,
+    "plane_channels": 8,
+    "channel_base": 256,
+    "channel_max": 32,
+    "decoder_hidden_features": 16,
+    "decoder_output_features": 8,
+    "num_samples": 8,
+    "num_importance": 8,
+    "neural_rendering_resolution": 16,
+    "superresolution": "hybrid2x",
+    "sr_channels": (16, 8),
+    "plane_projection": "xy_yz_xz",
+}
+"""A tiny EG3D (32-px backbone, 16-px rendering, 32-px output) for tests, the demo and benchmarks."""
+
+
+def tiny_eg3d(seed: int = 0) -> TriPlaneGenerator:
+    """A seeded random tiny EG3D generator (:data:`TINY_EG3D`), in eval mode."""
+    torch.manual_seed(seed)
+    return TriPlaneGenerator(**TINY_EG3D).eval()
+
+
+def load_eg3d(path: str | os.PathLike, generator: TriPlaneGenerator | None = None) -> TriPlaneGenerator:
+    """Load EG3D generator weights (a state dict in ``.safetensors`` or a ``torch.save`` file) into ``generator``.
+
+    Args:
+        path (`str` or `os.PathLike`): The state dict; ``.pt``/``.pth`` files are read with ``weights_only=True``.
+        generator (`TriPlaneGenerator`, *optional*): The architecture; defaults to EG3D's FFHQ 512 generator.
+
+    Returns:
+        `TriPlaneGenerator`: ``generator`` with the weights, in eval mode.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise ValueError(f"EG3D weights {path} not found")
+    if path.suffix == ".safetensors":
+        from safetensors.torch import load_file
+
+        state_dict = load_file(str(path))
+    else:
+        state_dict = torch.load(path, map_location="cpu", weights_only=True)
+        if isinstance(state_dict, dict) and "state_dict" in state_dict:
+            state_dict = state_dict["state_dict"]
+    generator = generator if generator is not None else TriPlaneGenerator()
+    generator.load_state_dict(state_dict)
+    return generator.eval()
+
+
+@dataclass
+class InversionResult:
+    """An EG3D inversion of one portrait.
+
+    Attributes:
+        ws (`torch.Tensor` of shape `(1, num_ws, w_dim)`): The optimised latent.
+        camera (`torch.Tensor` of shape `(1, 25)`): The camera used (given or estimated).
+        losses (`list[float]`): Image loss before each step, then the final loss.
+        reconstruction (`torch.Tensor` of shape `(1, 3, R, R)`): Final render in [0, 1].
+    """
+
+    ws: torch.Tensor
+    camera: torch.Tensor
+    losses: list[float] = field(default_factory=list)
+    reconstruction: torch.Tensor | None = None
+
+
+def _prepare_target(image: torch.Tensor, resolution: int) -> torch.Tensor:
+    if image.ndim == 3:
+        image = image[None]
+    if image.ndim != 4 or image.shape[:2] != (1, 3):
+        raise ValueError(f"image must be one RGB image (3, H, W) or (1, 3, H, W) in [0, 1], got {tuple(image.shape)}")
+    if not torch.isfinite(image).all():
+        raise ValueError("image contains NaN or inf values")
+    image = image.float()
+    if image.shape[-2:] != (resolution, resolution):
+        image = F.interpolate(image, size=(resolution, resolution), mode="bilinear", antialias=True)
+    return image.clamp(0, 1) * 2 - 1
+
+
+def _image_loss(render: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    low = F.avg_pool2d(render, 4) - F.avg_pool2d(target, 4)
+    return F.mse_loss(render, target) + low.pow(2).mean()
+
+
+def _mean_w(generator: TriPlaneGenerator, camera: torch.Tensor, samples: int, seed: int) -> torch.Tensor:
+    z = torch.randn(samples, generator.z_dim, generator=torch.Generator().manual_seed(seed)).to(camera)
+    ws = generator.mapping(z, camera.expand(samples, -1))
+    return ws.mean(dim=0, keepdim=True)
+
+
+def _render(generator: TriPlaneGenerator, ws: torch.Tensor, cameras: torch.Tensor) -> torch.Tensor:
+    return generator.synthesis(ws.expand(cameras.shape[0], -1, -1), cameras, noise_mode="const")["image"]
+
+
+def estimate_camera(
+    generator: TriPlaneGenerator,
+    target: torch.Tensor,
+    ws: torch.Tensor,
+    yaws: tuple[float, ...] = (-0.6, -0.3, 0.0, 0.3, 0.6),
+    pitches: tuple[float, ...] = (-0.15, 0.0, 0.15),
+) -> torch.Tensor:
+    """The candidate camera (yaw/pitch offsets from frontal) whose render of ``ws`` is closest to ``target``:
+    `(1, 25)`."""
+    grid = [(y, p) for y in yaws for p in pitches]
+    cams = cameras_at(torch.tensor([g[0] for g in grid]), torch.tensor([g[1] for g in grid])).to(target)
+    with torch.no_grad():
+        losses = [float(_image_loss(_render(generator, ws, cams[i : i + 1]), target)) for i in range(len(grid))]
+    best = min(range(len(grid)), key=losses.__getitem__)
+    logger.info("estimated camera: yaw %.2f, pitch %.2f", *grid[best])
+    return cams[best : best + 1]
+
+
+def invert_portrait(
+    generator: TriPlaneGenerator,
+    image: torch.Tensor,
+    camera: torch.Tensor | None = None,
+    num_steps: int = 200,
+    lr: float = 0.01,
+    num_w_samples: int = 64,
+    seed: int = 0,
+) -> InversionResult:
+    """Invert ``image`` into ``generator`` by optimising a single ``w`` (W space, broadcast to every layer).
+
+    Args:
+        generator (`TriPlaneGenerator`): The EG3D generator (not modified; its weights are frozen here).
+        image (`torch.Tensor` of shape `(3, H, W)` or `(1, 3, H, W)`): The portrait in [0, 1], resized to the
+            generator's output size.
+        camera (`torch.Tensor` of shape `(1, 25)` or `(25,)`, *optional*): The portrait's camera; estimated on a
+            yaw/pitch grid (:func:`estimate_camera`) when not given.
+        num_steps (`int`, defaults to 200): Adam steps.
+        lr (`float`, defaults to 0.01): Adam learning rate.
+        num_w_samples (`int`, defaults to 64): Random samples averaged for the starting ``w``.
+        seed (`int`, defaults to 0): Seed of those samples.
+
+    Returns:
+        `InversionResult`.
+    """
+    if num_steps < 1:
+        raise ValueError(f"num_steps must be >= 1, got {num_steps}")
+    device = next(generator.parameters()).device
+    target = _prepare_target(image, generator.img_resolution).to(device)
+    generator.requires_grad_(False)
+    frontal = cameras_at(torch.zeros(1), torch.zeros(1)).to(device)
+    with torch.no_grad():
+        start = _mean_w(
+            generator, frontal if camera is None else check_cameras(camera).to(device), num_w_samples, seed
+        )
+    camera = (
+        estimate_camera(generator, target, start) if camera is None else check_cameras(camera, "camera").to(device)
+    )
+    w = start[:, :1].clone().requires_grad_(True)
+    optimizer = torch.optim.Adam([w], lr=lr, betas=(0.9, 0.999))
+    losses: list[float] = []
+    for step in range(num_steps):
+        ws = w.expand(-1, generator.num_ws, -1)
+        loss = _image_loss(_render(generator, ws, camera), target)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        losses.append(float(loss.detach()))
+        logger.debug("inversion step %d: loss %.4f", step, losses[-1])
+    with torch.no_grad():
+        ws = w.expand(-1, generator.num_ws, -1).detach()
+        final = _render(generator, ws, camera)
+        losses.append(float(_image_loss(final, target)))
+    return InversionResult(ws=ws, camera=camera, losses=losses, reconstruction=((final + 1) / 2).clamp(0, 1))
+
+
+class EG3DNoisePrior:
+    """DiffPortrait3D's 3D-aware noise, ours: EG3D inversion of the portrait rendered at each target camera.
+
+    Args:
+        generator (`TriPlaneGenerator`): The EG3D generator (e.g. :func:`load_eg3d`).
+        num_steps (`int`, defaults to 200): Inversion steps.
+        lr (`float`, defaults to 0.01): Inversion learning rate.
+    """
+
+    def __init__(self, generator: TriPlaneGenerator, num_steps: int = 200, lr: float = 0.01) -> None:
+        self.generator = generator
+        self.num_steps = num_steps
+        self.lr = lr
+        self.last_inversion: InversionResult | None = None
+
+    def renders(
+        self, image: torch.Tensor, cameras: torch.Tensor, source_camera: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """Invert ``image`` and render it at ``cameras``.
+
+        Args:
+            image (`torch.Tensor` of shape `(3, H, W)`): The portrait in [0, 1].
+            cameras (`torch.Tensor` of shape `(V, 25)`): Target cameras.
+            source_camera (`torch.Tensor` of shape `(1, 25)`, *optional*): The portrait's camera (else estimated).
+
+        Returns:
+            `torch.Tensor` of shape `(V, 3, R, R)` in [0, 1], R the generator's output side.
+        """
+        cameras = check_cameras(cameras)
+        result = invert_portrait(self.generator, image, source_camera, self.num_steps, self.lr)
+        self.last_inversion = result
+        with torch.no_grad():
+            out = _render(self.generator, result.ws, cameras.to(result.ws.device))
+        return ((out + 1) / 2).clamp(0, 1).cpu()
+
+    def start_latents(
+        self,
+        pipeline: Any,
+        image: torch.Tensor,
+        cameras: torch.Tensor,
+        start_timestep: int = 999,
+        generator: torch.Generator | None = None,
+        resolution: int | None = None,
+    ) -> torch.Tensor:
+        """``q_sample(vae.encode(render), start_timestep)`` for each camera: `(V, 4, h, w)` (``latents=`` of the
+        pipeline).
+
+        Args:
+            pipeline (`DiffPortrait3DPipeline`): Provides the VAE and scheduler.
+            image (`torch.Tensor` of shape `(3, H, W)`): The portrait in [0, 1].
+            cameras (`torch.Tensor` of shape `(V, 25)`): Target cameras.
+            start_timestep (`int`, defaults to 999): The q-sample timestep.
+            generator (`torch.Generator`, *optional*): Seeds posterior samples and noise.
+            resolution (`int`, *optional*): Render side before encoding; defaults to the pipeline's.
+        """
+        from diffportrait3d.pipeline_diffportrait3d import images_to_tensor
+        from genblocks.diffusion import q_sample_start, vae_encode
+
+        resolution = resolution if resolution is not None else pipeline.default_resolution
+        renders = images_to_tensor(self.renders(image, cameras), "noise_renders", resolution)
+        vae = pipeline.vae
+        latents = vae_encode(vae, (renders * 2 - 1).to(device=vae.device, dtype=vae.dtype), generator=generator)
+        noise = torch.randn(latents.shape, generator=generator, dtype=latents.dtype).to(latents.device)
+        return q_sample_start(latents, pipeline.scheduler, timestep=start_timestep, noise=noise)
+
+
+class EG3DConditionRenderer:
+    """Camera condition images: one fixed random subject of an EG3D generator rendered at the requested cameras.
+
+    Args:
+        generator (`TriPlaneGenerator`): The EG3D generator.
+        seed (`int`, defaults to 0): Picks the subject (``z``).
+        truncation_psi (`float`, defaults to 0.7): Truncation towards the mean ``w``.
+    """
+
+    def __init__(self, generator: TriPlaneGenerator, seed: int = 0, truncation_psi: float = 0.7) -> None:
+        self.generator = generator
+        self.seed = seed
+        self.truncation_psi = truncation_psi
+
+    @torch.no_grad()
+    def __call__(self, cameras: torch.Tensor) -> torch.Tensor:
+        """Render at ``cameras`` (V, 25): (V, 3, R, R) in [0, 1]."""
+        cameras = check_cameras(cameras)
+        device = next(self.generator.parameters()).device
+        cameras = cameras.to(device)
+        z = torch.randn(1, self.generator.z_dim, generator=torch.Generator().manual_seed(self.seed)).to(device)
+        frontal = cameras_at(torch.zeros(1), torch.zeros(1)).to(device)
+        ws = self.generator.mapping(z, frontal, truncation_psi=self.truncation_psi)
+        return ((_render(self.generator, ws, cameras) + 1) / 2).clamp(0, 1).cpu()

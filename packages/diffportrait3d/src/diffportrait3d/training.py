@@ -1,0 +1,301 @@
+"""Training, beyond the authors (their code is inference-only): Lightning on ``genblocks`` ``DiffusionTrainingModule``.
+
+Stages (spec §4, recipe [unverified]):
+
+1. **appearance + view**: the reference UNet and the view ControlNet learn on pairs: a source image, a condition
+   render of *another* subject at the target camera, and the target view as ground truth (one view per sample).
+2. **cross-view**: everything else frozen, the cross-view modules learn on sequences of ``num_views`` target views.
+
+Loss: epsilon MSE on the SD1.5 schedule (β 0.00085→0.012 ``scaled_linear``, 1000 steps), one timestep per sample
+(shared by its views), the bank from the clean source latent at the same t. Condition dropout (``cond_drop``) zeroes
+the source (null reference) or the condition renders per sample.
+
+Data: a manifest (CSV / JSON lines) with columns ``source`` (image), ``targets`` and ``conditions`` (frames: a
+JSON list of image paths with one entry per view) and optionally ``cameras`` ((V, 25) EG3D labels), or
+:class:`SyntheticViewDataset` (multi-view renders of EG3D samples, PanoHead-style synthetic data) when no manifest
+is given.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from diffportrait3d.cameras import cameras_at
+from diffportrait3d.config import DiffPortrait3DConfig
+from diffportrait3d.modeling_diffportrait3d import (
+    DiffPortrait3DComponents,
+    DiffPortrait3DModel,
+    build_random_components,
+)
+from diffportrait3d.noise3d import EG3DConditionRenderer
+from diffportrait3d.pipeline_diffportrait3d import DiffPortrait3DPipeline, load_pipeline
+from genblocks.config import config_to_yaml
+from genblocks.gan.triplane import TriPlaneGenerator
+from genblocks.training import ColumnSpec, DiffusionTrainingModule, ManifestDataModule, OptimizerConfig
+
+__all__ = [
+    "DiffPortrait3DTrainingModule",
+    "SyntheticViewDataset",
+    "build_datamodule",
+    "loss_on_fixed_draws",
+    "train",
+    "train_from_config",
+]
+
+logger = logging.getLogger(__name__)
+
+
+class DiffPortrait3DTrainingModule(DiffusionTrainingModule):
+    """Lightning module for both DiffPortrait3D training stages.
+
+    Batch (images in [-1, 1]): ``"source"`` (B, 3, H, W); ``"targets"`` (B, V, 3, H, W) target views;
+    ``"conditions"`` (B, V, 3, H, W) condition renders (another subject) at the target cameras. Stage 1 uses the first
+    view only; stage 2 the first ``num_views``.
+
+    Args:
+        components (`DiffPortrait3DComponents`): The models (trained in place). Stage 2 needs ``view_modules``.
+        stage (`int`, defaults to 1): 1 (reference UNet + view ControlNet) or 2 (cross-view modules only).
+        num_views (`int`, defaults to 8): Views per sequence in stage 2.
+        cond_drop (`float`, defaults to 0.1): Dropout probability of each condition [unverified].
+        optimizer (`OptimizerConfig`, *optional*): Defaults to AdamW at lr 1e-5 [unverified].
+        seed (`int`, defaults to 0): Seed of timesteps, noise and dropout.
+    """
+
+    def __init__(
+        self,
+        components: DiffPortrait3DComponents,
+        stage: int = 1,
+        num_views: int = 8,
+        cond_drop: float = 0.1,
+        optimizer: OptimizerConfig | None = None,
+        seed: int = 0,
+    ) -> None:
+        if stage not in (1, 2):
+            raise ValueError(f"stage must be 1 or 2, got {stage!r}")
+        if stage == 2 and components.view_modules is None:
+            raise ValueError("stage 2 trains the cross-view modules: components.view_modules is None")
+        for part in (components.unet, components.vae, components.text_encoder):
+            part.requires_grad_(False)
+        components.reference_unet.requires_grad_(stage == 1)
+        components.view_controlnet.requires_grad_(stage == 1)
+        if components.view_modules is not None:
+            components.view_modules.requires_grad_(stage == 2)
+        model = DiffPortrait3DModel(
+            components.unet,
+            components.reference_unet,
+            components.view_controlnet,
+            components.view_modules if stage == 2 else None,
+        )
+        with torch.no_grad():
+            tokens = components.tokenizer(
+                [""], padding="max_length", max_length=components.tokenizer.model_max_length, return_tensors="pt"
+            )
+            text = components.text_encoder(tokens.input_ids.to(components.text_encoder.device))[0]
+        # Called explicitly so Lightning's save_hyperparameters does not store (and deep-copy) the components.
+        DiffusionTrainingModule.__init__(
+            self,
+            unet=model,
+            vae=components.vae,
+            prediction_type="epsilon",
+            optimizer=optimizer if optimizer is not None else OptimizerConfig(lr=1e-5),
+            condition_dropout={"source": cond_drop, "conditions": cond_drop},
+            seed=seed,
+        )
+        self.hparams.update({"stage": stage, "num_views": num_views, "cond_drop": cond_drop})
+        self.model = model
+        self.view_modules = components.view_modules if stage == 2 else None
+        self.stage = stage
+        self.num_views = 1 if stage == 1 else num_views
+        self.register_buffer("text_context", text.detach(), persistent=False)
+
+    def _views(self, batch: dict[str, Any], key: str) -> torch.Tensor:
+        if key not in batch:
+            raise ValueError(f"batches need {key!r} (B, V, 3, H, W); got keys {sorted(batch)}")
+        views = batch[key]
+        if views.ndim != 5 or views.shape[1] < self.num_views:
+            raise ValueError(f"{key!r} must be (B, V >= {self.num_views}, 3, H, W), got {tuple(views.shape)}")
+        return views[:, : self.num_views]
+
+    def _encode(self, images: torch.Tensor) -> torch.Tensor:
+        with torch.no_grad():
+            posterior = self.vae.encode(images.to(self.vae.dtype)).latent_dist
+            noise = self.randn(posterior.mean.shape).to(device=posterior.mean.device, dtype=posterior.mean.dtype)
+            return (posterior.mean + posterior.std * noise) * self.vae.config.scaling_factor
+
+    def encode_batch(self, batch: dict[str, Any]) -> torch.Tensor:
+        """Clean latents of the target views, (B, 4, V, h, w): one timestep per sample."""
+        targets = self._views(batch, "targets")
+        latents = self._encode(targets.flatten(0, 1))
+        return latents.view(*targets.shape[:2], *latents.shape[1:]).transpose(1, 2)
+
+    def predict(self, noisy_latents: torch.Tensor, timesteps: torch.Tensor, batch: dict[str, Any]) -> torch.Tensor:
+        """Epsilon for noisy views (B, 4, V, h, w) at timesteps (B,): bank from the clean source latent at the same t,
+        view ControlNet on the condition renders, cross-view modules in stage 2."""
+        batch_size, channels, num_views, height, width = noisy_latents.shape
+        sample = noisy_latents.transpose(1, 2).reshape(batch_size * num_views, channels, height, width)
+        text = self.text_context.to(sample.dtype).expand(batch_size, -1, -1)
+        self.model.write_reference(self._encode(batch["source"]), timesteps, text)
+        eps = self.model(
+            sample,
+            timesteps.repeat_interleave(num_views),
+            text.repeat_interleave(num_views, dim=0),
+            num_views=num_views,
+            view_image=self._views(batch, "conditions").flatten(0, 1).to(sample.dtype),
+        )
+        return eps.view(batch_size, num_views, channels, height, width).transpose(1, 2)
+
+
+class SyntheticViewDataset(Dataset):
+    """Multi-view training samples rendered from EG3D generators (synthetic data; no download).
+
+    Sample ``i``: subject ``i`` of ``generator`` seen frontally (``source``) and at ``num_views`` random yaw/pitch
+    offsets (``targets``), and a different subject of ``condition_generator`` at the same cameras (``conditions``);
+    images in [-1, 1] at ``resolution``, plus ``cameras`` (V, 25).
+
+    Args:
+        generator (`TriPlaneGenerator`): Renders the subjects.
+        condition_generator (`TriPlaneGenerator`): Renders the condition subjects.
+        length (`int`): Number of samples.
+        num_views (`int`): Views per sample.
+        resolution (`int`): Output side.
+        max_yaw (`float`, defaults to 0.6), max_pitch (`float`, defaults to 0.2): Camera offset ranges (radians).
+        seed (`int`, defaults to 0): Base seed (subject ``i`` uses ``seed + i``).
+    """
+
+    def __init__(
+        self,
+        generator: TriPlaneGenerator,
+        condition_generator: TriPlaneGenerator,
+        length: int,
+        num_views: int,
+        resolution: int,
+        max_yaw: float = 0.6,
+        max_pitch: float = 0.2,
+        seed: int = 0,
+    ) -> None:
+        self.generator = generator
+        self.condition_generator = condition_generator
+        self.length, self.num_views, self.resolution = length, num_views, resolution
+        self.max_yaw, self.max_pitch, self.seed = max_yaw, max_pitch, seed
+
+    def __len__(self) -> int:
+        return self.length
+
+    def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
+        gen = torch.Generator().manual_seed(self.seed + index)
+        yaw = (torch.rand(self.num_views, generator=gen) * 2 - 1) * self.max_yaw
+        pitch = (torch.rand(self.num_views, generator=gen) * 2 - 1) * self.max_pitch
+        cameras = torch.cat([cameras_at(torch.zeros(1), torch.zeros(1)), cameras_at(yaw, pitch)])
+        subject = EG3DConditionRenderer(self.generator, seed=self.seed + index)(cameras)
+        other = EG3DConditionRenderer(self.condition_generator, seed=self.seed + index + 10_000)(cameras[1:])
+        resize = torch.nn.functional.interpolate
+        subject = resize(subject, size=(self.resolution, self.resolution), mode="bilinear") * 2 - 1
+        other = resize(other, size=(self.resolution, self.resolution), mode="bilinear") * 2 - 1
+        return {"source": subject[0], "targets": subject[1:], "conditions": other, "cameras": cameras[1:]}
+
+
+def build_datamodule(manifest: str | os.PathLike, config: DiffPortrait3DConfig) -> ManifestDataModule:
+    """The manifest data module: columns ``source`` (image), ``targets`` and ``conditions`` (frames: a JSON list of
+    image paths, one per view) and optional ``cameras`` (keypoints: (V, 25) EG3D labels of the target views)."""
+    columns = [
+        ColumnSpec("source", "image"),
+        ColumnSpec("targets", "frames"),
+        ColumnSpec("conditions", "frames"),
+        ColumnSpec("cameras", "keypoints", optional=True),
+    ]
+    return ManifestDataModule(
+        str(manifest), columns, resolution=config.model.resolution, batch_size=config.train.batch_size
+    )
+
+
+def train(
+    config: DiffPortrait3DConfig,
+    components: DiffPortrait3DComponents,
+    data: L.LightningDataModule | DataLoader,
+) -> Path:
+    """Run stage ``config.train.stage`` and write the result as a ``DiffPortrait3DPipeline`` folder.
+
+    Returns:
+        `Path`: ``<train.output_dir>/pipeline``.
+    """
+    settings = config.train
+    module = DiffPortrait3DTrainingModule(
+        components,
+        stage=settings.stage,
+        num_views=config.model.views_per_batch,
+        cond_drop=settings.cond_drop,
+        optimizer=OptimizerConfig(lr=settings.lr),
+        seed=config.seed,
+    )
+    output = Path(settings.output_dir)
+    output.mkdir(parents=True, exist_ok=True)
+    (output / "config.yaml").write_text(config_to_yaml(config))
+    trainer = L.Trainer(
+        max_steps=settings.max_steps,
+        default_root_dir=str(output),
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        num_sanity_val_steps=0,
+        limit_val_batches=0,
+    )
+    if isinstance(data, DataLoader):
+        trainer.fit(module, train_dataloaders=data)
+    else:
+        trainer.fit(module, datamodule=data)
+    pipeline = DiffPortrait3DPipeline(**components.as_dict(), views_per_batch=config.model.views_per_batch)
+    target = output / "pipeline"
+    pipeline.save_pretrained(target, safe_serialization=True)
+    logger.info("trained stage %d for %d steps; pipeline written to %s", settings.stage, trainer.global_step, target)
+    return target
+
+
+def train_from_config(config: DiffPortrait3DConfig, manifest: str | os.PathLike | None = None) -> dict[str, object]:
+    """``diffportrait3d train``: components from ``config`` (random or a pipeline folder), data from ``manifest`` or
+    synthetic EG3D renders (tiny generators), one stage. Returns the output folder and the stage."""
+    from diffportrait3d.noise3d import tiny_eg3d
+
+    if config.source == "pretrained":
+        pipe = load_pipeline(config)
+        components = DiffPortrait3DComponents(
+            **{name: getattr(pipe, name) for name in DiffPortrait3DComponents.__dataclass_fields__}
+        )
+    else:
+        components = build_random_components(config.model, config.random, seed=config.seed)
+    if manifest is not None:
+        data: L.LightningDataModule | DataLoader = build_datamodule(manifest, config)
+    else:
+        dataset = SyntheticViewDataset(
+            tiny_eg3d(seed=0),
+            tiny_eg3d(seed=1),
+            length=max(config.train.max_steps, 1) * config.train.batch_size,
+            num_views=config.model.views_per_batch,
+            resolution=config.model.resolution,
+            seed=config.seed,
+        )
+        data = DataLoader(dataset, batch_size=config.train.batch_size)
+    folder = train(config, components, data)
+    return {"stage": config.train.stage, "pipeline": str(folder), "steps": config.train.max_steps}
+
+
+def loss_on_fixed_draws(
+    module: DiffPortrait3DTrainingModule, batch: dict[str, Any], seeds: tuple[int, ...] = (0, 1, 2, 3)
+) -> float:
+    """Mean loss of ``batch`` over fixed seeds (timesteps, noise, dropout), restoring the generator."""
+    state = module.generator.get_state()
+    losses = []
+    with torch.no_grad():
+        for seed in seeds:
+            module.generator.manual_seed(seed)
+            losses.append(float(module.compute_loss(dict(batch))))
+    module.generator.set_state(state)
+    return float(np.mean(losses))
