@@ -18,12 +18,16 @@ from genblocks.diffusion.checkpoints import (
     clean_state_dict,
     load_ldm_checkpoint,
     load_ldm_component,
+    load_ldm_motion_modules,
+    load_ldm_reference_unet,
     read_ldm_checkpoint,
     save_components,
     split_by_prefix,
+    split_ldm_motion_keys,
 )
+from genblocks.diffusion.temporal import MotionPlacement, TemporalModuleConfig, TemporalModuleSet
 from genblocks.testing.components import tiny_clip_text_encoder, tiny_controlnet, tiny_sdxl_unet, tiny_unet, tiny_vae
-from genblocks.testing.ldm_layout import clip_to_ldm, controlnet_to_ldm, unet_to_ldm, vae_to_ldm
+from genblocks.testing.ldm_layout import clip_to_ldm, controlnet_to_ldm, motion_modules_to_ldm, unet_to_ldm, vae_to_ldm
 
 
 def _prefixed(prefix: str, state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -154,6 +158,52 @@ def test_reference_unet_without_out_and_shallow_hint_encoder():
     )
     assert load_ldm_component(fresh, ldm).is_exact
     _assert_same_weights(fresh, shallow)
+
+
+def _temporal_set(unet: UNet2DConditionModel, seed: int) -> TemporalModuleSet:
+    torch.manual_seed(seed)
+    config = TemporalModuleConfig(num_attention_heads=2, max_len=8, norm_num_groups=8, zero_init=False)
+    return TemporalModuleSet.build(unet, MotionPlacement.diffportrait3d(unet), config)
+
+
+def test_motion_modules_round_trip_and_report():
+    unet = tiny_unet(seed=1)
+    source, target = _temporal_set(unet, seed=2), _temporal_set(unet, seed=3)
+    motion = motion_modules_to_ldm(source)
+    assert all("_motion_module." in key for key in motion)
+    state = {**unet_to_ldm(unet), **motion}
+    motion_state, unet_state = split_ldm_motion_keys(state)
+    assert motion_state.keys() == motion.keys() and unet_state.keys() == unet_to_ldm(unet).keys()
+    assert load_ldm_motion_modules(motion_state, target).is_exact
+    _assert_same_weights(target, source)
+
+    broken = dict(motion_state)
+    first = next(iter(broken))
+    broken["output_blocks_motion_module.99.0.temporal_transformer.proj_in.weight"] = torch.zeros(1)
+    broken[first] = torch.zeros(3)
+    report = load_ldm_motion_modules(broken, _temporal_set(unet, seed=4))
+    assert report.unexpected_keys and all(key.startswith(LDM_UNET_PREFIX) for key in report.unexpected_keys[:1])
+    assert len(report.mismatched_keys) == 1 and "checkpoint (3,)" in report.mismatched_keys[0]
+    assert not report.missing_keys
+    none_report = load_ldm_motion_modules(motion_state, None, prefix="p.")
+    assert sorted(none_report.unexpected_keys) == sorted("p." + key for key in motion_state)
+
+
+def test_reference_unet_loader_ignores_hint_block_and_missing_out():
+    unet = tiny_unet(seed=5)
+    reference = {k: v for k, v in unet_to_ldm(unet).items() if not k.startswith("out.")}
+    reference["input_hint_block.0.weight"] = torch.zeros(2)
+    target = tiny_unet(seed=6)
+    report, ignored = load_ldm_reference_unet(target, reference, "control_model.")
+    assert report.is_exact
+    assert ignored == [
+        "control_model.input_hint_block.0.weight",
+        "reference_unet.conv_norm_out.bias",
+        "reference_unet.conv_norm_out.weight",
+        "reference_unet.conv_out.bias",
+        "reference_unet.conv_out.weight",
+    ]
+    assert torch.equal(target.conv_in.weight, unet.conv_in.weight)
 
 
 def test_clean_split_read_and_save(ldm_checkpoint, tmp_path):

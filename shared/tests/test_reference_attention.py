@@ -10,10 +10,12 @@ from genblocks.diffusion.reference_attention import (
     ReferenceAttnProcessor,
     ReferenceBank,
     attach_reference_attention,
+    attach_reference_pair,
     detach_reference_attention,
     reference_layer_names,
     reference_mode,
     set_reference_mode,
+    write_reference_bank,
 )
 from genblocks.testing import tiny_sdxl_unet, tiny_unet
 
@@ -221,3 +223,24 @@ def test_errors_name_the_problem() -> None:
     bank.write("a", torch.zeros(1, 4, 8))
     with pytest.raises(KeyError, match="no reference written"):
         bank.read("b", 1)
+
+
+def test_reference_pair_attaches_checks_and_writes_the_bank() -> None:
+    unet, reference = tiny_unet(seed=0).eval(), tiny_unet(seed=1).eval()
+    bank = ReferenceBank()
+    with pytest.raises(ValueError, match="separate UNet"):
+        attach_reference_pair(unet, unet, bank)
+    layers = attach_reference_pair(reference, unet, bank)
+    assert layers == reference_layer_names(unet)
+    latents = torch.randn(2, 4, 8, 8, generator=torch.Generator().manual_seed(0))
+    text = torch.randn(2, 5, unet.config.cross_attention_dim)
+    with pytest.raises(ValueError, match=r"\(B, C, h, w\)"):
+        write_reference_bank(reference, bank, latents[None], 10, text)
+    with torch.no_grad():
+        write_reference_bank(reference, bank, latents, 10, text)
+        assert not bank.is_empty()
+        with reference_mode(unet, "read"):
+            read = unet(latents, 10, encoder_hidden_states=text).sample
+        with reference_mode(unet, "off"):
+            plain = unet(latents, 10, encoder_hidden_states=text).sample
+    assert (read - plain).abs().max() > 1e-4

@@ -12,6 +12,7 @@ from diffusers import DDIMScheduler, DDPMScheduler
 from genblocks.diffusion.sampling import (
     LdmDdimConfig,
     denoise_windows,
+    encode_clip_prompt,
     ldm_ddim_scheduler,
     nested_branches,
     nested_cfg,
@@ -23,7 +24,7 @@ from genblocks.diffusion.sampling import (
     vae_decode_chunked,
     vae_encode,
 )
-from genblocks.testing.components import tiny_vae
+from genblocks.testing.components import tiny_clip_text_encoder, tiny_clip_tokenizer, tiny_vae
 
 
 def ldm_make_ddim_timesteps(num_ddim_timesteps: int, num_ddpm_timesteps: int = 1000) -> list[int]:
@@ -284,3 +285,14 @@ def test_vae_encode_scales_and_chunks():
         a = vae_encode(vae, flat, generator=torch.Generator().manual_seed(1))
         b = vae_encode(vae, flat, generator=torch.Generator().manual_seed(1))
     assert torch.equal(a, b) and not torch.equal(a, expected)
+
+
+def test_encode_clip_prompt_pads_to_the_tokenizer_length() -> None:
+    tokenizer, encoder = tiny_clip_tokenizer(), tiny_clip_text_encoder(seed=0)
+    with torch.no_grad():
+        empty = encode_clip_prompt(tokenizer, encoder)
+        long = encode_clip_prompt(tokenizer, encoder, "a " * 100, torch.device("cpu"))
+        tokens = tokenizer([""], padding="max_length", max_length=tokenizer.model_max_length, return_tensors="pt")
+        expected = encoder(tokens.input_ids)[0]
+    assert empty.shape == long.shape == (1, tokenizer.model_max_length, encoder.config.hidden_size)
+    assert torch.equal(empty, expected)

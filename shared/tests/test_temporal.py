@@ -9,11 +9,13 @@ import pytest
 import torch
 import torch.nn.functional as F
 from diffusers import UNet2DConditionModel
+from diffusers.configuration_utils import register_to_config
 from diffusers.models.unets.unet_motion_model import AnimateDiffTransformer3D
 
 from genblocks.diffusion.temporal import (
     MotionPlacement,
     TemporalModuleConfig,
+    TemporalModules,
     TemporalModuleSet,
     TemporalTransformer,
     convert_animatediff_motion_state_dict,
@@ -314,6 +316,78 @@ def test_middle_module_runs_only_in_the_unconditional_pass() -> None:
             with modules.unconditional_pass():
                 assert (_call(unet, x) - plain).abs().max() > 1e-4
         assert not modules.unconditional
+
+
+class _ViewModules(TemporalModules):
+    """A paper's saveable subclass, as the packages write one: typed JSON settings, its own attribute name."""
+
+    set_attribute = "view_modules"
+
+    @register_to_config
+    def __init__(
+        self,
+        input_blocks: tuple[int, ...] = (),
+        output_blocks: tuple[int, ...] = (),
+        output_second_blocks: tuple[int, ...] = (),
+        middle_block: bool = False,
+        middle_uncond_only: bool = False,
+        module_channels: tuple[int, ...] = (),
+        max_len: int = 8,
+    ) -> None:
+        placement = MotionPlacement(
+            input_blocks=tuple(input_blocks),
+            output_blocks=tuple(output_blocks),
+            output_second_blocks=tuple(output_second_blocks),
+            middle_block=middle_block,
+            middle_uncond_only=middle_uncond_only,
+        )
+        super().__init__(
+            placement, module_channels, TemporalModuleConfig(num_attention_heads=2, max_len=max_len, norm_num_groups=8)
+        )
+
+
+def _view_modules(unet: UNet2DConditionModel) -> _ViewModules:
+    placement = MotionPlacement.diffportrait3d(unet)
+    torch.manual_seed(0)
+    return _ViewModules(
+        input_blocks=placement.input_blocks,
+        output_blocks=placement.output_blocks,
+        output_second_blocks=placement.output_second_blocks,
+        middle_block=placement.middle_block,
+        middle_uncond_only=placement.middle_uncond_only,
+        module_channels=TemporalModules.placement_channels(unet, placement),
+    ).to_unet(unet)
+
+
+def test_temporal_modules_subclass_attaches_saves_and_loads(tmp_path) -> None:
+    unet = tiny_unet().eval()
+    modules = _view_modules(unet)
+    assert isinstance(modules.view_modules, TemporalModuleSet) and modules.module_set is modules.view_modules
+    assert modules.placement.module_names() == list(modules.view_modules)
+    assert all(key.startswith("view_modules.") for key in modules.state_dict())
+    _randomize(modules.view_modules)
+    x = torch.randn(6, 4, 8, 8, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        plain = _call(unet, x)
+        assert modules.attach(unet) is modules and modules.attached
+        with modules.frames(3):
+            cond = _call(unet, x)
+            with modules.unconditional_pass():
+                uncond = _call(unet, x)
+        modules.remove()
+        assert not modules.attached and torch.equal(_call(unet, x), plain)
+    assert (cond - plain).abs().max() > 1e-4 and (uncond - cond).abs().max() > 1e-4  # middle module: uncond only
+    with pytest.raises(ValueError, match="max_len=8"), modules.frames(9):
+        pass
+    with pytest.raises(TypeError, match="_ViewModules runs through hooks"):
+        modules(x, num_frames=3)
+    modules.save_pretrained(tmp_path)
+    loaded = _ViewModules.from_pretrained(tmp_path)
+    assert loaded.max_frames == 8 and loaded.placement == modules.placement
+    for key, value in modules.state_dict().items():
+        assert torch.equal(loaded.state_dict()[key], value), key
+    with pytest.raises(ValueError, match="one width per module"):
+        _ViewModules(input_blocks=(1,), module_channels=(16, 16))
 
 
 def test_output_module_before_or_after_the_upsampler() -> None:

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 
 from genblocks.testing import (
+    RandomComponentsConfig,
+    random_sd15_base,
     tiny_clip_tokenizer,
     tiny_controlnet,
     tiny_sd15_components,
@@ -68,3 +71,20 @@ def test_sdxl_text_encoders_feed_the_sdxl_unet() -> None:
         added_cond_kwargs={"text_embeds": out_second.text_embeds, "time_ids": torch.zeros(1, 6)},
     ).sample
     assert sample.shape == (1, 4, 8, 8) and torch.isfinite(sample).all()
+
+
+def test_random_sd15_base_is_seeded_and_sized_from_the_config() -> None:
+    config = RandomComponentsConfig()
+    unet, vae, text_encoder, tokenizer, scheduler = random_sd15_base(config, resolution=64, seed=3)
+    again = random_sd15_base(config, resolution=64, seed=3)[0]
+    assert all(torch.equal(p, q) for p, q in zip(unet.parameters(), again.parameters(), strict=True))
+    assert unet.config.sample_size == 64 // 8 and vae.config.sample_size == 64
+    assert tuple(unet.config.block_out_channels) == config.block_out_channels
+    assert text_encoder.config.hidden_size == config.cross_attention_dim == unet.config.cross_attention_dim
+    assert tokenizer.model_max_length > 0 and scheduler.config.steps_offset == 1
+    latents = torch.randn(1, 4, 8, 8)
+    text = torch.randn(1, 3, config.cross_attention_dim)
+    with torch.no_grad():
+        assert unet(latents, 10, text).sample.shape == latents.shape
+    with pytest.raises(ValueError, match="VAE factor 8"):
+        random_sd15_base(config, resolution=60)

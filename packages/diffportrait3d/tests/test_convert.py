@@ -1,9 +1,8 @@
 """The official-checkpoint converter: a state dict written in the upstream LDM layout from our own tiny model converts
-back exactly (key maps from genblocks.testing.ldm_layout; the cross-view map is written here)."""
+back exactly (key maps from genblocks.testing.ldm_layout)."""
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 
 import torch
@@ -14,36 +13,10 @@ from diffportrait3d.convert_diffportrait3d_original import (
     convert_diffportrait3d_state_dict,
     save_converted_pipeline,
 )
-from diffportrait3d.modeling_diffportrait3d import DiffPortrait3DViewModules, build_random_components
+from diffportrait3d.modeling_diffportrait3d import build_random_components
 from diffportrait3d.pipeline_diffportrait3d import DiffPortrait3DPipeline
 from genblocks.diffusion.temporal import ldm_motion_module_names
-from genblocks.testing.ldm_layout import controlnet_to_ldm, unet_to_ldm
-
-
-def _subkey_to_ldm(sub: str) -> list[str]:
-    if re.fullmatch(r"(norm|proj_in|proj_out)\.(weight|bias)", sub):
-        return [f"temporal_transformer.{sub}"]
-    m = re.fullmatch(r"transformer_blocks\.(\d+)\.(.+)", sub)
-    block, rest = f"temporal_transformer.transformer_blocks.{m[1]}", m[2]
-    if rest == "pos_embed.pe":
-        return [f"{block}.attention_blocks.{a}.pos_encoder.pe" for a in (0, 1)]
-    if a := re.fullmatch(r"attn([12])\.(.+)", rest):
-        return [f"{block}.attention_blocks.{int(a[1]) - 1}.{a[2]}"]
-    if n := re.fullmatch(r"norm([12])\.(.+)", rest):
-        return [f"{block}.norms.{int(n[1]) - 1}.{n[2]}"]
-    if n := re.fullmatch(r"norm3\.(.+)", rest):
-        return [f"{block}.ff_norm.{n[1]}"]
-    return [f"{block}.{rest}"]
-
-
-def _view_modules_to_ldm(modules: DiffPortrait3DViewModules) -> dict[str, torch.Tensor]:
-    ldm_names = {ours: ldm for ldm, ours in ldm_motion_module_names(modules.placement).items()}
-    out = {}
-    for key, value in modules.view_modules.state_dict().items():
-        name, _, sub = key.partition(".")
-        for ldm_sub in _subkey_to_ldm(sub):
-            out[f"{ldm_names[name]}.{ldm_sub}"] = value.clone()
-    return out
+from genblocks.testing.ldm_layout import controlnet_to_ldm, motion_modules_to_ldm, unet_to_ldm
 
 
 def _prefixed(prefix: str, state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -60,7 +33,7 @@ def _source():
     hint = {k: torch.randn_like(v) for k, v in controlnet_to_ldm(parts.view_controlnet).items() if "input_hint" in k}
     state = {
         **_prefixed("model.diffusion_model.", unet_to_ldm(parts.unet)),
-        **_prefixed("model.diffusion_model.", _view_modules_to_ldm(parts.view_modules)),
+        **_prefixed("model.diffusion_model.", motion_modules_to_ldm(parts.view_modules.module_set)),
         **_prefixed("control_model.", {**unet_to_ldm(parts.reference_unet, with_out=False), **hint}),
         **_prefixed("pose_control_model.", controlnet_to_ldm(parts.view_controlnet)),
     }

@@ -8,11 +8,10 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
-from xp_ldm_layout import motion_modules_to_ldm
 from xp_testing import RESOLUTION, face_landmarks, randomize_motion_modules, tiny_components
 
 from genblocks.media import read_video
-from genblocks.testing.ldm_layout import controlnet_to_ldm, unet_to_ldm
+from genblocks.testing.ldm_layout import controlnet_to_ldm, motion_modules_to_ldm, unet_to_ldm
 from x_portrait.cli import main
 from x_portrait.pipeline_x_portrait import XPortraitPipeline
 
@@ -96,7 +95,9 @@ def test_convert_command_round_trip(tmp_path) -> None:
     for name in ("unet", "vae", "text_encoder", "tokenizer"):
         getattr(source, name).save_pretrained(tmp_path / "base" / name)
     state = {f"model.diffusion_model.{k}": v for k, v in unet_to_ldm(source.unet).items()}
-    state |= {f"model.diffusion_model.{k}": v for k, v in motion_modules_to_ldm(source.motion_modules).items()}
+    state |= {
+        f"model.diffusion_model.{k}": v for k, v in motion_modules_to_ldm(source.motion_modules.module_set).items()
+    }
     state |= {
         f"appearance_control_model.{k}": v for k, v in unet_to_ldm(source.reference_unet, with_out=False).items()
     }

@@ -5,10 +5,9 @@ from __future__ import annotations
 
 import pytest
 import torch
-from xp_ldm_layout import motion_modules_to_ldm
 from xp_testing import randomize_motion_modules, tiny_components
 
-from genblocks.testing.ldm_layout import controlnet_to_ldm, unet_to_ldm
+from genblocks.testing.ldm_layout import controlnet_to_ldm, motion_modules_to_ldm, unet_to_ldm
 from x_portrait.convert_x_portrait_original import (
     convert_x_portrait_checkpoint,
     convert_x_portrait_state_dict,
@@ -39,7 +38,7 @@ def official_state(source_components):
     appearance_hint = {k: torch.randn_like(v) for k, v in hint.items() if k.startswith("input_hint_block.")}
     return {
         **_prefixed("model.diffusion_model.", unet_to_ldm(c.unet)),
-        **_prefixed("model.diffusion_model.", motion_modules_to_ldm(c.motion_modules)),
+        **_prefixed("model.diffusion_model.", motion_modules_to_ldm(c.motion_modules.module_set)),
         **_prefixed("appearance_control_model.", {**unet_to_ldm(c.reference_unet, with_out=False), **appearance_hint}),
         **_prefixed("pose_control_model.", controlnet_to_ldm(c.motion_controlnet)),
         **_prefixed("local_pose_control_model.", controlnet_to_ldm(c.local_controlnet)),

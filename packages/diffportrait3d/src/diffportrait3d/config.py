@@ -12,6 +12,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal
 
+from genblocks.testing.components import RandomComponentsConfig
+
 __all__ = [
     "DiffPortrait3DConfig",
     "InferenceConfig",
@@ -58,19 +60,6 @@ class ModelConfig:
             raise ValueError(
                 f"views_per_batch must be in [1, view_max_len={self.view_max_len}], got {self.views_per_batch}"
             )
-
-
-@dataclass(frozen=True)
-class RandomComponentsConfig:
-    """Sizes of seeded random stand-ins for SD1.5's UNet, VAE and text encoder (tests, demo, benchmarks)."""
-
-    block_out_channels: tuple[int, ...] = (32, 64)
-    layers_per_block: int = 1
-    attention_head_dim: int = 8
-    cross_attention_dim: int = 32
-    norm_num_groups: int = 8
-    vae_block_out_channels: tuple[int, ...] = (8, 8, 8, 8)
-    vae_norm_num_groups: int = 8
 
 
 @dataclass(frozen=True)

@@ -24,7 +24,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import re
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -41,10 +40,12 @@ from genblocks.diffusion.checkpoints import (
     ConversionReport,
     clean_state_dict,
     load_ldm_component,
+    load_ldm_motion_modules,
+    load_ldm_reference_unet,
     read_ldm_checkpoint,
     split_by_prefix,
+    split_ldm_motion_keys,
 )
-from genblocks.diffusion.temporal import convert_ldm_motion_state_dict
 
 __all__ = [
     "DIFFPORTRAIT3D_PREFIXES",
@@ -65,10 +66,6 @@ DIFFPORTRAIT3D_PREFIXES: dict[str, str] = {
     "text_encoder": LDM_TEXT_ENCODER_PREFIX,
 }
 """Component name -> top-level prefix in the official checkpoint."""
-
-_MOTION_KEY = re.compile(r"^(input_blocks|output_blocks|middle_block)_motion_module\.")
-_REFERENCE_UNUSED = re.compile(r"^input_hint_block\.")
-_REFERENCE_NO_OUT = ("conv_norm_out.", "conv_out.")
 
 
 @dataclass
@@ -109,30 +106,6 @@ class DiffPortrait3DConversionReport:
         }
 
 
-def _load_view_modules(components: DiffPortrait3DComponents, state: dict[str, torch.Tensor]) -> ConversionReport:
-    report = ConversionReport()
-    if components.view_modules is None:
-        report.unexpected_keys = sorted(LDM_UNET_PREFIX + key for key in state)
-        return report
-    target = components.view_modules.view_modules
-    converted, unmatched = convert_ldm_motion_state_dict(state, target.placement)
-    report.unexpected_keys = sorted(LDM_UNET_PREFIX + key for key in unmatched)
-    expected = target.state_dict()
-    loadable = {}
-    for key, value in converted.items():
-        if key not in expected:
-            report.unexpected_keys.append(key)
-        elif value.shape != expected[key].shape:
-            report.mismatched_keys.append(
-                f"{key}: checkpoint {tuple(value.shape)} vs model {tuple(expected[key].shape)}"
-            )
-        else:
-            loadable[key] = value
-    report.missing_keys = sorted(key for key in expected if key not in loadable and key not in converted)
-    target.load_state_dict(loadable, strict=False)
-    return report
-
-
 def convert_diffportrait3d_state_dict(
     checkpoint: Mapping[str, torch.Tensor], components: DiffPortrait3DComponents
 ) -> DiffPortrait3DConversionReport:
@@ -151,21 +124,14 @@ def convert_diffportrait3d_state_dict(
     report = DiffPortrait3DConversionReport(unclaimed_keys=sorted(rest))
 
     unet_state = groups[LDM_UNET_PREFIX]
-    motion_state = {key: value for key, value in unet_state.items() if _MOTION_KEY.match(key)}
-    unet_only = {key: value for key, value in unet_state.items() if key not in motion_state}
+    motion_state, unet_only = split_ldm_motion_keys(unet_state)
     report.components["unet"] = load_ldm_component(components.unet, unet_only)
-    report.view_modules = _load_view_modules(components, motion_state)
+    modules = components.view_modules.view_modules if components.view_modules is not None else None
+    report.view_modules = load_ldm_motion_modules(motion_state, modules)
 
     prefix = DIFFPORTRAIT3D_PREFIXES["reference_unet"]
-    reference_state = groups[prefix]
-    unused = sorted(key for key in reference_state if _REFERENCE_UNUSED.match(key))
-    report.ignored_keys += [prefix + key for key in unused]
-    reference_report = load_ldm_component(
-        components.reference_unet, {k: v for k, v in reference_state.items() if k not in unused}
-    )
-    no_out = [key for key in reference_report.missing_keys if key.startswith(_REFERENCE_NO_OUT)]
-    reference_report.missing_keys = [key for key in reference_report.missing_keys if key not in no_out]
-    report.ignored_keys += [f"reference_unet.{key}" for key in no_out]
+    reference_report, ignored = load_ldm_reference_unet(components.reference_unet, groups[prefix], prefix)
+    report.ignored_keys += ignored
     report.components["reference_unet"] = reference_report
 
     report.components["view_controlnet"] = load_ldm_component(

@@ -25,14 +25,14 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 from diffusers import AutoencoderKL, ControlNetModel, DDIMScheduler, UNet2DConditionModel
-from diffusers.configuration_utils import ConfigMixin, register_to_config
-from diffusers.models.modeling_utils import ModelMixin
+from diffusers.configuration_utils import register_to_config
+from diffusers.models.modeling_utils import ModelMixin  # noqa: F401  (diffusers' pipeline loader looks it up here)
 from torch import nn
 from transformers import CLIPTextModel, CLIPTokenizer
 
@@ -41,22 +41,20 @@ from genblocks.diffusion import (
     MotionPlacement,
     ReferenceBank,
     TemporalModuleConfig,
-    TemporalModuleSet,
-    attach_reference_attention,
+    TemporalModules,
+    attach_reference_pair,
     ldm_ddim_scheduler,
     reference_mode,
-    set_reference_mode,
+    write_reference_bank,
 )
 from genblocks.diffusion.reference_attention import FusionBlocks
-from genblocks.diffusion.temporal import unet_ldm_layout
-from genblocks.testing import tiny_clip_text_encoder, tiny_clip_tokenizer
+from genblocks.testing import random_sd15_base
 
 __all__ = [
     "DiffPortrait3DComponents",
     "DiffPortrait3DModel",
     "DiffPortrait3DViewModules",
     "build_base_components",
-    "build_random_base",
     "build_random_components",
     "build_trainable_parts",
 ]
@@ -64,11 +62,13 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 
-class DiffPortrait3DViewModules(ModelMixin, ConfigMixin):
+class DiffPortrait3DViewModules(TemporalModules):
     """DiffPortrait3D's cross-view attention modules as one saveable diffusers model (``config.json`` + safetensors).
 
-    The modules are AnimateDiff "Vanilla" temporal transformers (``genblocks.diffusion.TemporalTransformer``) run over
-    the *views* of a ``(b v)`` batch, held in a :class:`~genblocks.diffusion.TemporalModuleSet` keyed
+    A thin subclass of :class:`~genblocks.diffusion.TemporalModules` (attach/remove, frames, unconditional pass,
+    saving) that holds DiffPortrait3D's settings. The modules are AnimateDiff "Vanilla" temporal transformers
+    (``genblocks.diffusion.TemporalTransformer``) run over the *views* of a ``(b v)`` batch, held in a
+    :class:`~genblocks.diffusion.TemporalModuleSet` (attribute ``view_modules``) keyed
     ``input_blocks_{i}``, ``middle_block``, ``output_blocks_{j}[_1]``. They are hooked into a UNet with
     :meth:`attach`; the views per sample are set with :meth:`views`, the unconditional pass with
     :meth:`unconditional_pass` (it enables the middle module when ``middle_uncond_only``).
@@ -87,7 +87,7 @@ class DiffPortrait3DViewModules(ModelMixin, ConfigMixin):
         zero_init (`bool`, defaults to `True`): Zero the output projections (new modules are identities).
     """
 
-    config_name = "config.json"
+    set_attribute = "view_modules"
 
     @register_to_config
     def __init__(
@@ -104,7 +104,6 @@ class DiffPortrait3DViewModules(ModelMixin, ConfigMixin):
         norm_num_groups: int = 32,
         zero_init: bool = True,
     ) -> None:
-        super().__init__()
         placement = MotionPlacement(
             input_blocks=tuple(input_blocks),
             output_blocks=tuple(output_blocks),
@@ -112,11 +111,6 @@ class DiffPortrait3DViewModules(ModelMixin, ConfigMixin):
             middle_block=middle_block,
             middle_uncond_only=middle_uncond_only,
         )
-        names = placement.module_names()
-        if len(module_channels) != len(names):
-            raise ValueError(
-                f"module_channels must hold one width per module ({len(names)}: {names}), got {list(module_channels)}"
-            )
         temporal = TemporalModuleConfig(
             num_attention_heads=num_attention_heads,
             num_layers=num_layers,
@@ -124,8 +118,7 @@ class DiffPortrait3DViewModules(ModelMixin, ConfigMixin):
             norm_num_groups=norm_num_groups,
             zero_init=zero_init,
         )
-        modules = {name: temporal.build(int(c)) for name, c in zip(names, module_channels, strict=True)}
-        self.view_modules = TemporalModuleSet(modules, placement)
+        super().__init__(placement, module_channels, temporal)
 
     @classmethod
     def from_unet(
@@ -144,73 +137,29 @@ class DiffPortrait3DViewModules(ModelMixin, ConfigMixin):
         (29 modules); a smaller UNet gets the same pattern.
         """
         placement = MotionPlacement.diffportrait3d(unet, middle_uncond_only=middle_uncond_only)
-        layout = unet_ldm_layout(unet)
-        channels = [layout.input_blocks[i].channels for i in placement.input_blocks]
-        if placement.middle_block and layout.middle_block is not None:
-            channels.append(layout.middle_block.channels)
-        for j in placement.output_blocks:
-            channels.append(layout.output_blocks[j].channels)
-            if j in placement.output_second_blocks:
-                channels.append(layout.output_blocks[j].channels)
         modules = cls(
             input_blocks=placement.input_blocks,
             output_blocks=placement.output_blocks,
             output_second_blocks=placement.output_second_blocks,
             middle_block=placement.middle_block,
             middle_uncond_only=placement.middle_uncond_only,
-            module_channels=tuple(channels),
+            module_channels=cls.placement_channels(unet, placement),
             num_attention_heads=num_attention_heads,
             num_layers=num_layers,
             max_len=max_len,
             norm_num_groups=norm_num_groups,
             zero_init=zero_init,
         )
-        modules.to(unet.device)
-        if unet.dtype != torch.float32:
-            modules.to(unet.dtype)
-        return modules
-
-    @property
-    def placement(self) -> MotionPlacement:
-        """Where the modules go, in LDM block indices."""
-        return self.view_modules.placement
+        return modules.to_unet(unet)
 
     @property
     def max_views(self) -> int:
-        """The most views one UNet call may have."""
-        return int(self.config.max_len)
+        """The most views one UNet call may have (:attr:`max_frames`)."""
+        return self.max_frames
 
-    @property
-    def attached(self) -> bool:
-        """Whether the modules are hooked into a UNet."""
-        return self.view_modules.attached
-
-    def attach(self, unet: UNet2DConditionModel) -> DiffPortrait3DViewModules:
-        """Hook the modules into ``unet``'s forward after their blocks; returns ``self``."""
-        self.view_modules.attach(unet)
-        return self
-
-    def remove(self) -> None:
-        """Remove the hooks."""
-        self.view_modules.remove()
-
-    @contextlib.contextmanager
-    def views(self, num_views: int) -> Iterator[DiffPortrait3DViewModules]:
+    def views(self, num_views: int) -> contextlib.AbstractContextManager[DiffPortrait3DViewModules]:
         """Inside the ``with`` block the hooked UNet's batch is laid out ``(b v)`` with ``num_views`` views."""
-        if num_views > self.max_views:
-            raise ValueError(f"num_views={num_views} exceeds the view modules' max_len={self.max_views}")
-        with self.view_modules.frames(num_views):
-            yield self
-
-    @contextlib.contextmanager
-    def unconditional_pass(self) -> Iterator[DiffPortrait3DViewModules]:
-        """Mark the UNet calls inside the ``with`` block as the unconditional pass."""
-        with self.view_modules.unconditional_pass():
-            yield self
-
-    def forward(self, hidden_states: torch.Tensor, num_views: int) -> torch.Tensor:
-        """Not a standalone layer: the modules run inside the UNet they are attached to."""
-        raise TypeError("DiffPortrait3DViewModules runs through hooks: attach(unet), then call the UNet in views(n)")
+        return self.frames(num_views)
 
 
 @dataclass
@@ -270,20 +219,12 @@ class DiffPortrait3DModel(nn.Module):
         fusion_blocks: FusionBlocks = "full",
     ) -> None:
         super().__init__()
-        if reference_unet is unet:
-            raise ValueError("reference_unet must be a separate UNet (a copy of unet), not unet itself")
         self.unet = unet
         self.reference_unet = reference_unet
         self.view_controlnet = view_controlnet
         self.view_modules = view_modules
         self.bank = ReferenceBank()
-        write_layers = attach_reference_attention(reference_unet, self.bank, "write", fusion_blocks)
-        read_layers = attach_reference_attention(unet, self.bank, "read", fusion_blocks)
-        if write_layers != read_layers:
-            raise ValueError(
-                "reference_unet and unet must have the same transformer blocks; got "
-                f"{len(write_layers)} vs {len(read_layers)} self-attention layers"
-            )
+        attach_reference_pair(reference_unet, unet, self.bank, fusion_blocks)
         if view_modules is not None and not view_modules.attached:
             view_modules.attach(unet)
 
@@ -297,11 +238,7 @@ class DiffPortrait3DModel(nn.Module):
             timestep (`torch.Tensor` or `int`): The current timestep.
             encoder_hidden_states (`torch.Tensor` of shape `(B, T, D)`): Text context.
         """
-        if reference_latents.ndim != 4:
-            raise ValueError(f"reference_latents must be (B, C, h, w), got {tuple(reference_latents.shape)}")
-        self.bank.clear()
-        set_reference_mode(self.reference_unet, "write")
-        self.reference_unet(reference_latents, timestep, encoder_hidden_states=encoder_hidden_states)
+        write_reference_bank(self.reference_unet, self.bank, reference_latents, timestep, encoder_hidden_states)
 
     def clear_reference(self) -> None:
         """Empty the bank."""
@@ -388,53 +325,6 @@ class DiffPortrait3DModel(nn.Module):
             module.enable_gradient_checkpointing()
 
 
-def build_random_base(
-    config: RandomComponentsConfig, resolution: int, seed: int = 0
-) -> tuple[UNet2DConditionModel, AutoencoderKL, CLIPTextModel, CLIPTokenizer, DDIMScheduler]:
-    """Seeded random stand-ins for SD1.5's UNet, VAE, text encoder, tokenizer and the LDM DDIM scheduler.
-
-    Args:
-        config (`RandomComponentsConfig`): Sizes.
-        resolution (`int`): Image side; the UNet's ``sample_size`` is ``resolution / vae_factor``.
-        seed (`int`, defaults to 0): ``torch.manual_seed`` before each component.
-
-    Returns:
-        `tuple`: ``(unet, vae, text_encoder, tokenizer, scheduler)``.
-    """
-    levels = len(config.vae_block_out_channels)
-    vae_factor = 2 ** (levels - 1)
-    if resolution % vae_factor:
-        raise ValueError(f"resolution {resolution} must be divisible by the VAE factor {vae_factor}")
-    torch.manual_seed(seed)
-    vae = AutoencoderKL(
-        in_channels=3,
-        out_channels=3,
-        down_block_types=("DownEncoderBlock2D",) * levels,
-        up_block_types=("UpDecoderBlock2D",) * levels,
-        block_out_channels=tuple(config.vae_block_out_channels),
-        latent_channels=4,
-        norm_num_groups=config.vae_norm_num_groups,
-        sample_size=resolution,
-        scaling_factor=0.18215,
-    )
-    unet_levels = len(config.block_out_channels)
-    torch.manual_seed(seed)
-    unet = UNet2DConditionModel(
-        sample_size=resolution // vae_factor,
-        in_channels=4,
-        out_channels=4,
-        block_out_channels=tuple(config.block_out_channels),
-        layers_per_block=config.layers_per_block,
-        down_block_types=("CrossAttnDownBlock2D",) * (unet_levels - 1) + ("DownBlock2D",),
-        up_block_types=("UpBlock2D",) + ("CrossAttnUpBlock2D",) * (unet_levels - 1),
-        cross_attention_dim=config.cross_attention_dim,
-        attention_head_dim=config.attention_head_dim,
-        norm_num_groups=config.norm_num_groups,
-    )
-    text_encoder = tiny_clip_text_encoder(seed=seed, hidden_size=config.cross_attention_dim)
-    return unet, vae, text_encoder, tiny_clip_tokenizer(), ldm_ddim_scheduler()
-
-
 def build_trainable_parts(
     unet: UNet2DConditionModel, config: ModelConfig, with_view_modules: bool = True, seed: int = 0
 ) -> tuple[UNet2DConditionModel, ControlNetModel, DiffPortrait3DViewModules | None]:
@@ -481,7 +371,7 @@ def build_random_components(
     with_view_modules: bool = True,
 ) -> DiffPortrait3DComponents:
     """All components, random and seeded, at ``model_config.resolution`` (tests, demo, benchmarks)."""
-    unet, vae, text_encoder, tokenizer, scheduler = build_random_base(random_config, model_config.resolution, seed)
+    unet, vae, text_encoder, tokenizer, scheduler = random_sd15_base(random_config, model_config.resolution, seed)
     reference_unet, controlnet, modules = build_trainable_parts(unet, model_config, with_view_modules, seed)
     unet.requires_grad_(False)
     return DiffPortrait3DComponents(

@@ -37,7 +37,7 @@ from diffportrait3d.modeling_diffportrait3d import (
     DiffPortrait3DViewModules,
     build_random_components,
 )
-from genblocks.diffusion import plain_cfg, q_sample_start, vae_decode_chunked, vae_encode
+from genblocks.diffusion import encode_clip_prompt, plain_cfg, q_sample_start, vae_decode_chunked, vae_encode
 from genblocks.diffusion.reference_attention import FusionBlocks
 from genblocks.diffusion.sampling import set_ldm_timesteps
 
@@ -234,11 +234,7 @@ class DiffPortrait3DPipeline(DiffusionPipeline):
 
     def encode_prompt(self, prompt: str, device: torch.device) -> torch.Tensor:
         """CLIP context of ``prompt``: (1, T, D)."""
-        tokens = self.tokenizer(
-            [prompt], padding="max_length", max_length=self.tokenizer.model_max_length, truncation=True,
-            return_tensors="pt",
-        )  # fmt: skip
-        return self.text_encoder(tokens.input_ids.to(device))[0]
+        return encode_clip_prompt(self.tokenizer, self.text_encoder, prompt, device)
 
     def prepare_latents(
         self,

@@ -38,6 +38,7 @@ from diffportrait3d.modeling_diffportrait3d import (
 from diffportrait3d.noise3d import EG3DConditionRenderer
 from diffportrait3d.pipeline_diffportrait3d import DiffPortrait3DPipeline, load_pipeline
 from genblocks.config import config_to_yaml
+from genblocks.diffusion import encode_clip_prompt
 from genblocks.gan.triplane import TriPlaneGenerator
 from genblocks.training import ColumnSpec, DiffusionTrainingModule, ManifestDataModule, OptimizerConfig
 
@@ -95,10 +96,7 @@ class DiffPortrait3DTrainingModule(DiffusionTrainingModule):
             components.view_modules if stage == 2 else None,
         )
         with torch.no_grad():
-            tokens = components.tokenizer(
-                [""], padding="max_length", max_length=components.tokenizer.model_max_length, return_tensors="pt"
-            )
-            text = components.text_encoder(tokens.input_ids.to(components.text_encoder.device))[0]
+            text = encode_clip_prompt(components.tokenizer, components.text_encoder)
         # Called explicitly so Lightning's save_hyperparameters does not store (and deep-copy) the components.
         DiffusionTrainingModule.__init__(
             self,

@@ -11,6 +11,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal
 
+from genblocks.testing.components import RandomComponentsConfig
+
 __all__ = [
     "ComponentsConfig",
     "InferenceConfig",
@@ -84,33 +86,6 @@ class ModelConfig:
             )
         if not self.controlnet_embedding_channels:
             raise ValueError("model.controlnet_embedding_channels must hold at least one width")
-
-
-@dataclass(frozen=True)
-class RandomComponentsConfig:
-    """Sizes of randomly initialised components (``components.source="random"``): tests, the demo and benchmarks.
-
-    The UNet follows SD1.5's pattern at any depth: cross-attention in every level but the last, ``layers_per_block``
-    resnets per level. The VAE has ``len(vae_block_out_channels) - 1`` downsamplings; with four levels it has SD's
-    factor 8, which the ControlNet hint encoder (``model.controlnet_embedding_channels``) must match.
-
-    Args:
-        block_out_channels: UNet widths per level.
-        layers_per_block: Resnets per down level.
-        attention_head_dim: UNet attention heads (diffusers' legacy name for the head count of SD1.x).
-        cross_attention_dim: Width of the text context (and of the random CLIP text encoder).
-        norm_num_groups: GroupNorm groups of UNet and ControlNets.
-        vae_block_out_channels: VAE widths per level.
-        vae_norm_num_groups: GroupNorm groups of the VAE.
-    """
-
-    block_out_channels: tuple[int, ...] = (32, 64)
-    layers_per_block: int = 1
-    attention_head_dim: int = 8
-    cross_attention_dim: int = 32
-    norm_num_groups: int = 8
-    vae_block_out_channels: tuple[int, ...] = (8, 8, 8, 8)
-    vae_norm_num_groups: int = 8
 
 
 @dataclass(frozen=True)

@@ -32,7 +32,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import re
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -46,10 +45,12 @@ from genblocks.diffusion.checkpoints import (
     ConversionReport,
     clean_state_dict,
     load_ldm_component,
+    load_ldm_motion_modules,
+    load_ldm_reference_unet,
     read_ldm_checkpoint,
     split_by_prefix,
+    split_ldm_motion_keys,
 )
-from genblocks.diffusion.temporal import convert_ldm_motion_state_dict
 from x_portrait.modeling_x_portrait import XPortraitComponents
 from x_portrait.pipeline_x_portrait import XPortraitPipeline
 
@@ -72,10 +73,6 @@ X_PORTRAIT_PREFIXES: dict[str, str] = {
     "text_encoder": LDM_TEXT_ENCODER_PREFIX,
 }
 """Component name -> top-level prefix in the official checkpoint."""
-
-_MOTION_KEY = re.compile(r"^(input_blocks|output_blocks|middle_block)_motion_module\.")
-_REFERENCE_UNUSED = re.compile(r"^input_hint_block\.")
-_REFERENCE_NO_OUT = ("conv_norm_out.", "conv_out.")
 
 
 @dataclass
@@ -136,30 +133,6 @@ class XPortraitConversionReport:
         return "\n".join(lines)
 
 
-def _load_motion_modules(components: XPortraitComponents, motion_state: dict[str, torch.Tensor]) -> ConversionReport:
-    report = ConversionReport()
-    if components.motion_modules is None:
-        report.unexpected_keys = sorted(LDM_UNET_PREFIX + key for key in motion_state)
-        return report
-    target = components.motion_modules.motion_modules
-    converted, unmatched = convert_ldm_motion_state_dict(motion_state, target.placement)
-    report.unexpected_keys = sorted(LDM_UNET_PREFIX + key for key in unmatched)
-    expected = target.state_dict()
-    loadable = {}
-    for key, value in converted.items():
-        if key not in expected:
-            report.unexpected_keys.append(key)
-        elif value.shape != expected[key].shape:
-            report.mismatched_keys.append(
-                f"{key}: checkpoint {tuple(value.shape)} vs model {tuple(expected[key].shape)}"
-            )
-        else:
-            loadable[key] = value
-    report.missing_keys = sorted(key for key in expected if key not in loadable and key not in converted)
-    target.load_state_dict(loadable, strict=False)
-    return report
-
-
 def convert_x_portrait_state_dict(
     checkpoint: Mapping[str, torch.Tensor], components: XPortraitComponents
 ) -> XPortraitConversionReport:
@@ -180,21 +153,16 @@ def convert_x_portrait_state_dict(
     report = XPortraitConversionReport(unclaimed_keys=sorted(rest))
 
     unet_state = groups[LDM_UNET_PREFIX]
-    motion_state = {key: value for key, value in unet_state.items() if _MOTION_KEY.match(key)}
-    unet_only = {key: value for key, value in unet_state.items() if key not in motion_state}
+    motion_state, unet_only = split_ldm_motion_keys(unet_state)
     report.components["unet"] = load_ldm_component(components.unet, unet_only)
-    report.motion_modules = _load_motion_modules(components, motion_state)
+    modules = components.motion_modules.motion_modules if components.motion_modules is not None else None
+    report.motion_modules = load_ldm_motion_modules(motion_state, modules)
 
     reference_prefix = X_PORTRAIT_PREFIXES["reference_unet"]
-    reference_state = groups[reference_prefix]
-    unused = sorted(key for key in reference_state if _REFERENCE_UNUSED.match(key))
-    report.ignored_keys += [reference_prefix + key for key in unused]
-    reference_report = load_ldm_component(
-        components.reference_unet, {k: v for k, v in reference_state.items() if k not in unused}
+    reference_report, ignored = load_ldm_reference_unet(
+        components.reference_unet, groups[reference_prefix], reference_prefix
     )
-    no_out = [key for key in reference_report.missing_keys if key.startswith(_REFERENCE_NO_OUT)]
-    reference_report.missing_keys = [key for key in reference_report.missing_keys if key not in no_out]
-    report.ignored_keys += [f"reference_unet.{key}" for key in no_out]
+    report.ignored_keys += ignored
     report.components["reference_unet"] = reference_report
 
     for name in ("motion_controlnet", "local_controlnet"):

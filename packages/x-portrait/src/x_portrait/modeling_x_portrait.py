@@ -24,14 +24,14 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 from diffusers import AutoencoderKL, ControlNetModel, DDIMScheduler, UNet2DConditionModel
-from diffusers.configuration_utils import ConfigMixin, register_to_config
-from diffusers.models.modeling_utils import ModelMixin
+from diffusers.configuration_utils import register_to_config
+from diffusers.models.modeling_utils import ModelMixin  # noqa: F401  (diffusers' pipeline loader looks it up here)
 from torch import nn
 from transformers import CLIPTextModel, CLIPTokenizer
 
@@ -40,15 +40,14 @@ from genblocks.diffusion import (
     MotionPlacement,
     ReferenceBank,
     TemporalModuleConfig,
-    TemporalModuleSet,
-    attach_reference_attention,
+    TemporalModules,
+    attach_reference_pair,
     ldm_ddim_scheduler,
     reference_mode,
-    set_reference_mode,
+    write_reference_bank,
 )
 from genblocks.diffusion.reference_attention import FusionBlocks
-from genblocks.diffusion.temporal import unet_ldm_layout
-from genblocks.testing import tiny_clip_text_encoder, tiny_clip_tokenizer
+from genblocks.testing import random_sd15_base
 from x_portrait.config import ModelConfig, RandomComponentsConfig
 
 __all__ = [
@@ -58,7 +57,6 @@ __all__ = [
     "XPortraitModel",
     "XPortraitMotionModules",
     "build_base_components",
-    "build_random_base",
     "build_random_components",
     "build_x_portrait_modules",
 ]
@@ -76,12 +74,14 @@ SD15_MOTION_CHANNELS: tuple[int, ...] = (
 """Channels of X-Portrait's 20 motion modules on SD1.5: 8 after input blocks, 12 after output blocks."""
 
 
-class XPortraitMotionModules(ModelMixin, ConfigMixin):
+class XPortraitMotionModules(TemporalModules):
     """X-Portrait's temporal modules as one saveable diffusers model (``config.json`` + safetensors).
 
-    The modules are AnimateDiff "Vanilla" temporal transformers (``genblocks.diffusion.TemporalTransformer``: per-frame
-    GroupNorm, 2 frame self-attentions with sinusoidal positions, GEGLU feed-forward, zero-initialised output
-    projection), held in a :class:`~genblocks.diffusion.TemporalModuleSet` keyed ``input_blocks_{i}`` /
+    A thin subclass of :class:`~genblocks.diffusion.TemporalModules` (attach/remove, :meth:`frames`, saving) that holds
+    X-Portrait's settings. The modules are AnimateDiff "Vanilla" temporal transformers
+    (``genblocks.diffusion.TemporalTransformer``: per-frame GroupNorm, 2 frame self-attentions with sinusoidal
+    positions, GEGLU feed-forward, zero-initialised output projection), held in a
+    :class:`~genblocks.diffusion.TemporalModuleSet` (attribute ``motion_modules``) keyed ``input_blocks_{i}`` /
     ``output_blocks_{j}`` by LDM block index. They are not part of the UNet's state dict: :meth:`attach` hooks them in
     after their blocks, and the frame count of the UNet's ``(b f)`` batch is set with :meth:`frames`. The defaults are
     X-Portrait's SD1.5 placement (``MotionPlacement.animatediff``: after input blocks 1, 2, 4, 5, 7, 8, 10, 11 and all
@@ -101,7 +101,7 @@ class XPortraitMotionModules(ModelMixin, ConfigMixin):
         zero_init (`bool`, defaults to `True`): Zero the output projections, so new modules are identities.
     """
 
-    config_name = "config.json"
+    set_attribute = "motion_modules"
 
     @register_to_config
     def __init__(
@@ -117,17 +117,11 @@ class XPortraitMotionModules(ModelMixin, ConfigMixin):
         norm_per_frame: bool = True,
         zero_init: bool = True,
     ) -> None:
-        super().__init__()
         placement = MotionPlacement(
             input_blocks=tuple(input_blocks),
             output_blocks=tuple(output_blocks),
             output_before_upsampler=output_before_upsampler,
         )
-        names = placement.module_names()
-        if len(module_channels) != len(names):
-            raise ValueError(
-                f"module_channels must hold one width per module ({len(names)}: {names}), got {list(module_channels)}"
-            )
         temporal = TemporalModuleConfig(
             num_attention_heads=num_attention_heads,
             num_layers=num_layers,
@@ -136,8 +130,7 @@ class XPortraitMotionModules(ModelMixin, ConfigMixin):
             norm_per_frame=norm_per_frame,
             zero_init=zero_init,
         )
-        modules = {name: temporal.build(int(c)) for name, c in zip(names, module_channels, strict=True)}
-        self.motion_modules = TemporalModuleSet(modules, placement)
+        super().__init__(placement, module_channels, temporal)
 
     @classmethod
     def from_unet(
@@ -156,13 +149,10 @@ class XPortraitMotionModules(ModelMixin, ConfigMixin):
         pattern (after every down-block layer and every output block).
         """
         placement = MotionPlacement.animatediff(unet, output_before_upsampler=output_before_upsampler)
-        layout = unet_ldm_layout(unet)
-        channels = [layout.input_blocks[i].channels for i in placement.input_blocks]
-        channels += [layout.output_blocks[j].channels for j in placement.output_blocks]
         modules = cls(
             input_blocks=placement.input_blocks,
             output_blocks=placement.output_blocks,
-            module_channels=tuple(channels),
+            module_channels=cls.placement_channels(unet, placement),
             output_before_upsampler=output_before_upsampler,
             num_attention_heads=num_attention_heads,
             num_layers=num_layers,
@@ -170,48 +160,7 @@ class XPortraitMotionModules(ModelMixin, ConfigMixin):
             norm_num_groups=norm_num_groups,
             norm_per_frame=norm_per_frame,
         )
-        modules.to(unet.device)
-        if unet.dtype != torch.float32:
-            modules.to(unet.dtype)
-        return modules
-
-    @property
-    def placement(self) -> MotionPlacement:
-        """Where the modules go, in LDM block indices."""
-        return self.motion_modules.placement
-
-    @property
-    def max_frames(self) -> int:
-        """The most frames one UNet call may have (the position table length)."""
-        return int(self.config.max_len)
-
-    @property
-    def attached(self) -> bool:
-        """Whether the modules are hooked into a UNet."""
-        return self.motion_modules.attached
-
-    def attach(self, unet: UNet2DConditionModel) -> XPortraitMotionModules:
-        """Hook the modules into ``unet``'s forward, after their blocks; returns ``self``."""
-        self.motion_modules.attach(unet)
-        return self
-
-    def remove(self) -> None:
-        """Remove the hooks; the UNet is plain again."""
-        self.motion_modules.remove()
-
-    @contextlib.contextmanager
-    def frames(self, num_frames: int) -> Iterator[XPortraitMotionModules]:
-        """Inside the ``with`` block, the hooked UNet's batch is laid out ``(b f)`` with ``num_frames`` frames."""
-        if num_frames > self.max_frames:
-            raise ValueError(f"num_frames={num_frames} exceeds the motion modules' max_len={self.max_frames}")
-        with self.motion_modules.frames(num_frames):
-            yield self
-
-    def forward(self, hidden_states: torch.Tensor, num_frames: int) -> torch.Tensor:
-        """Not a standalone layer: the modules run inside the UNet they are attached to."""
-        raise TypeError(
-            "XPortraitMotionModules runs through hooks: call attach(unet), then the UNet inside `with modules.frames(n)`"
-        )
+        return modules.to_unet(unet)
 
 
 @dataclass
@@ -280,8 +229,6 @@ class XPortraitModel(nn.Module):
         controlnet_scales: tuple[float, float] = (1.0, 1.0),
     ) -> None:
         super().__init__()
-        if reference_unet is unet:
-            raise ValueError("reference_unet must be a separate UNet (a copy of unet), not unet itself")
         self.unet = unet
         self.reference_unet = reference_unet
         self.controlnets = ControlNetStack(
@@ -290,13 +237,7 @@ class XPortraitModel(nn.Module):
         self.motion_modules = motion_modules
         self.bank = ReferenceBank()
         self.fusion_blocks = fusion_blocks
-        write_layers = attach_reference_attention(reference_unet, self.bank, "write", fusion_blocks)
-        read_layers = attach_reference_attention(unet, self.bank, "read", fusion_blocks)
-        if write_layers != read_layers:
-            raise ValueError(
-                "reference_unet and unet must have the same transformer blocks; got "
-                f"{len(write_layers)} vs {len(read_layers)} self-attention layers"
-            )
+        attach_reference_pair(reference_unet, unet, self.bank, fusion_blocks)
         if motion_modules is not None and not motion_modules.attached:
             motion_modules.attach(unet)
 
@@ -324,11 +265,7 @@ class XPortraitModel(nn.Module):
             timestep (`torch.Tensor` or `int`): The current timestep (scalar or (B,)).
             encoder_hidden_states (`torch.Tensor` of shape `(B, T, D)`): Text context of the sources.
         """
-        if reference_latents.ndim != 4:
-            raise ValueError(f"reference_latents must be (B, C, h, w), got {tuple(reference_latents.shape)}")
-        self.bank.clear()
-        set_reference_mode(self.reference_unet, "write")
-        self.reference_unet(reference_latents, timestep, encoder_hidden_states=encoder_hidden_states)
+        write_reference_bank(self.reference_unet, self.bank, reference_latents, timestep, encoder_hidden_states)
 
     def clear_reference(self) -> None:
         """Empty the bank."""
@@ -420,57 +357,6 @@ class XPortraitModel(nn.Module):
             module.enable_gradient_checkpointing()
 
 
-def _unet_from(config: RandomComponentsConfig, resolution: int, vae_factor: int, seed: int) -> UNet2DConditionModel:
-    levels = len(config.block_out_channels)
-    torch.manual_seed(seed)
-    return UNet2DConditionModel(
-        sample_size=resolution // vae_factor,
-        in_channels=4,
-        out_channels=4,
-        block_out_channels=config.block_out_channels,
-        layers_per_block=config.layers_per_block,
-        down_block_types=("CrossAttnDownBlock2D",) * (levels - 1) + ("DownBlock2D",),
-        up_block_types=("UpBlock2D",) + ("CrossAttnUpBlock2D",) * (levels - 1),
-        cross_attention_dim=config.cross_attention_dim,
-        attention_head_dim=config.attention_head_dim,
-        norm_num_groups=config.norm_num_groups,
-    )
-
-
-def build_random_base(
-    config: RandomComponentsConfig, resolution: int, seed: int = 0
-) -> tuple[UNet2DConditionModel, AutoencoderKL, CLIPTextModel, CLIPTokenizer, DDIMScheduler]:
-    """Seeded random stand-ins for SD1.5's UNet, VAE, text encoder, tokenizer and the LDM DDIM scheduler.
-
-    Args:
-        config (`RandomComponentsConfig`): Sizes.
-        resolution (`int`): Image side; the UNet's ``sample_size`` is ``resolution / vae_factor``.
-        seed (`int`, defaults to 0): ``torch.manual_seed`` before each component.
-
-    Returns:
-        `tuple`: ``(unet, vae, text_encoder, tokenizer, scheduler)``.
-    """
-    levels = len(config.vae_block_out_channels)
-    vae_factor = 2 ** (levels - 1)
-    if resolution % vae_factor:
-        raise ValueError(f"resolution {resolution} must be divisible by the VAE factor {vae_factor}")
-    torch.manual_seed(seed)
-    vae = AutoencoderKL(
-        in_channels=3,
-        out_channels=3,
-        down_block_types=("DownEncoderBlock2D",) * levels,
-        up_block_types=("UpDecoderBlock2D",) * levels,
-        block_out_channels=config.vae_block_out_channels,
-        latent_channels=4,
-        norm_num_groups=config.vae_norm_num_groups,
-        sample_size=resolution,
-        scaling_factor=0.18215,
-    )
-    unet = _unet_from(config, resolution, vae_factor, seed)
-    text_encoder = tiny_clip_text_encoder(seed=seed, hidden_size=config.cross_attention_dim)
-    return unet, vae, text_encoder, tiny_clip_tokenizer(), ldm_ddim_scheduler()
-
-
 def build_x_portrait_modules(
     unet: UNet2DConditionModel, config: ModelConfig, with_motion_modules: bool = True, seed: int = 0
 ) -> tuple[UNet2DConditionModel, ControlNetModel, ControlNetModel, XPortraitMotionModules | None]:
@@ -526,7 +412,7 @@ def build_random_components(
         seed (`int`, defaults to 0): Base seed.
         with_motion_modules (`bool`, defaults to `True`): Build temporal modules.
     """
-    unet, vae, text_encoder, tokenizer, scheduler = build_random_base(random_config, model_config.resolution, seed)
+    unet, vae, text_encoder, tokenizer, scheduler = random_sd15_base(random_config, model_config.resolution, seed)
     reference_unet, motion, local, modules = build_x_portrait_modules(unet, model_config, with_motion_modules, seed)
     unet.requires_grad_(False)
     return XPortraitComponents(

@@ -37,6 +37,7 @@ from transformers import CLIPTextModel, CLIPTokenizer
 from genblocks.diffusion import (
     ReferenceAttnProcessor,
     denoise_windows,
+    encode_clip_prompt,
     plain_cfg,
     q_sample_start,
     sliding_windows,
@@ -373,14 +374,7 @@ class XPortraitPipeline(DiffusionPipeline):
 
     def encode_prompt(self, prompt: str, device: torch.device) -> torch.Tensor:
         """CLIP context of ``prompt``: (1, T, D)."""
-        tokens = self.tokenizer(
-            [prompt],
-            padding="max_length",
-            max_length=self.tokenizer.model_max_length,
-            truncation=True,
-            return_tensors="pt",
-        )
-        return self.text_encoder(tokens.input_ids.to(device))[0]
+        return encode_clip_prompt(self.tokenizer, self.text_encoder, prompt, device)
 
     def prepare_latents(
         self,

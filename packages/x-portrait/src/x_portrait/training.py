@@ -27,6 +27,7 @@ import numpy as np
 import torch
 
 from genblocks.config import config_to_yaml
+from genblocks.diffusion import encode_clip_prompt
 from genblocks.diffusion.reference_attention import FusionBlocks
 from genblocks.training import ColumnSpec, DiffusionTrainingModule, ManifestDataModule, OptimizerConfig
 from x_portrait.config import XPortraitConfig
@@ -214,10 +215,7 @@ class XPortraitTrainingModule(DiffusionTrainingModule):
             fusion_blocks=fusion_blocks,
         )
         with torch.no_grad():
-            tokens = components.tokenizer(
-                [""], padding="max_length", max_length=components.tokenizer.model_max_length, return_tensors="pt"
-            )
-            text = components.text_encoder(tokens.input_ids.to(components.text_encoder.device))[0]
+            text = encode_clip_prompt(components.tokenizer, components.text_encoder)
         # The parent is called explicitly (not through super()) so that Lightning's save_hyperparameters, which walks
         # the constructor frames of subclasses that use super(), does not store (and deep-copy) the components here.
         DiffusionTrainingModule.__init__(

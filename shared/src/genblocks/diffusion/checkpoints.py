@@ -20,6 +20,7 @@ from __future__ import annotations
 import logging
 import os
 import pickle
+import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -40,6 +41,8 @@ from safetensors.torch import load_file
 from torch import nn
 from transformers import CLIPTextModel, PreTrainedModel
 
+from genblocks.diffusion.temporal import TemporalModuleSet, convert_ldm_motion_state_dict
+
 __all__ = [
     "LDM_TEXT_ENCODER_PREFIX",
     "LDM_UNET_PREFIX",
@@ -50,9 +53,12 @@ __all__ = [
     "convert_ldm_component",
     "load_ldm_checkpoint",
     "load_ldm_component",
+    "load_ldm_motion_modules",
+    "load_ldm_reference_unet",
     "read_ldm_checkpoint",
     "save_components",
     "split_by_prefix",
+    "split_ldm_motion_keys",
 ]
 
 logger = logging.getLogger(__name__)
@@ -303,6 +309,94 @@ def load_ldm_component(model: nn.Module, state_dict: Mapping[str, torch.Tensor])
     matched, report = convert_ldm_component(model, state_dict)
     model.load_state_dict(matched, strict=False)
     return report
+
+
+_LDM_MOTION_KEY = re.compile(r"^(input_blocks|output_blocks|middle_block)_motion_module\.")
+_REFERENCE_UNUSED = re.compile(r"^input_hint_block\.")
+_REFERENCE_NO_OUT = ("conv_norm_out.", "conv_out.")
+
+
+def split_ldm_motion_keys(
+    unet_state: Mapping[str, torch.Tensor],
+) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+    """Split an LDM UNet state dict into its motion-module keys (``{input,output}_blocks_motion_module.*``,
+    ``middle_block_motion_module.*``: AnimateDiff-style ``UNetModel_Temporal`` checkpoints) and the UNet's own keys.
+
+    Args:
+        unet_state (`Mapping[str, torch.Tensor]`): Keys without :data:`LDM_UNET_PREFIX`.
+
+    Returns:
+        `tuple`: ``(motion_state, unet_state)``, two dicts that partition the input.
+    """
+    motion = {key: value for key, value in unet_state.items() if _LDM_MOTION_KEY.match(key)}
+    return motion, {key: value for key, value in unet_state.items() if key not in motion}
+
+
+def load_ldm_motion_modules(
+    motion_state: Mapping[str, torch.Tensor], modules: TemporalModuleSet | None, prefix: str = LDM_UNET_PREFIX
+) -> ConversionReport:
+    """Convert LDM motion-module keys (:func:`~genblocks.diffusion.temporal.convert_ldm_motion_state_dict`) and load
+    them into ``modules`` (``strict=False``), reporting what did not match.
+
+    Args:
+        motion_state (`Mapping[str, torch.Tensor]`): Motion-module keys without ``prefix`` (see
+            :func:`split_ldm_motion_keys`).
+        modules (`TemporalModuleSet`, *optional*): The target set, modified in place; `None` (a model without
+            temporal modules) reports every key as unexpected.
+        prefix (`str`, defaults to :data:`LDM_UNET_PREFIX`): Prepended to checkpoint keys in the report.
+
+    Returns:
+        `ConversionReport`: unexpected keys (checkpoint keys with ``prefix`` that no rule maps, then converted keys the
+        set lacks), missing keys and shape mismatches (``"key: checkpoint (shape) vs model (shape)"``), in our names.
+    """
+    report = ConversionReport()
+    if modules is None:
+        report.unexpected_keys = sorted(prefix + key for key in motion_state)
+        return report
+    converted, unmatched = convert_ldm_motion_state_dict(dict(motion_state), modules.placement)
+    report.unexpected_keys = sorted(prefix + key for key in unmatched)
+    expected = modules.state_dict()
+    loadable = {}
+    for key, value in converted.items():
+        if key not in expected:
+            report.unexpected_keys.append(key)
+        elif value.shape != expected[key].shape:
+            report.mismatched_keys.append(
+                f"{key}: checkpoint {tuple(value.shape)} vs model {tuple(expected[key].shape)}"
+            )
+        else:
+            loadable[key] = value
+    report.missing_keys = sorted(key for key in expected if key not in loadable and key not in converted)
+    modules.load_state_dict(loadable, strict=False)
+    return report
+
+
+def load_ldm_reference_unet(
+    reference_unet: UNet2DConditionModel,
+    state_dict: Mapping[str, torch.Tensor],
+    prefix: str,
+    name: str = "reference_unet",
+) -> tuple[ConversionReport, list[str]]:
+    """Load an appearance (reference-only) UNet saved as a ControlNet-style LDM copy: its ``input_hint_block`` is
+    unused and it may lack the ``out`` layers (``conv_norm_out`` / ``conv_out``).
+
+    Args:
+        reference_unet (`UNet2DConditionModel`): The reference UNet, modified in place.
+        state_dict (`Mapping[str, torch.Tensor]`): Its keys without ``prefix``.
+        prefix (`str`): The component's top-level checkpoint prefix (names the ignored checkpoint keys).
+        name (`str`, defaults to `"reference_unet"`): Names the ignored model keys.
+
+    Returns:
+        `tuple`: ``(report, ignored_keys)``: the :func:`load_ldm_component` report without the missing ``out`` keys,
+        and the ignored keys (``prefix + "input_hint_block.*"`` and ``name + ".conv_norm_out.*"`` / ``".conv_out.*"``).
+    """
+    unused = sorted(key for key in state_dict if _REFERENCE_UNUSED.match(key))
+    ignored = [prefix + key for key in unused]
+    report = load_ldm_component(reference_unet, {k: v for k, v in state_dict.items() if k not in unused})
+    no_out = [key for key in report.missing_keys if key.startswith(_REFERENCE_NO_OUT)]
+    report.missing_keys = [key for key in report.missing_keys if key not in no_out]
+    ignored += [f"{name}.{key}" for key in no_out]
+    return report, ignored
 
 
 def load_ldm_checkpoint(

@@ -266,6 +266,60 @@ def attach_reference_attention(
     return names
 
 
+def attach_reference_pair(
+    reference_unet: UNet2DConditionModel,
+    unet: UNet2DConditionModel,
+    bank: ReferenceBank,
+    fusion_blocks: FusionBlocks = "full",
+) -> list[str]:
+    """Attach ``bank`` to a reference UNet (writes) and a denoising UNet (reads), checking they pair up layer by layer
+    (reference-only appearance control: X-Portrait, DiffPortrait3D).
+
+    Args:
+        reference_unet (`UNet2DConditionModel`): The appearance UNet (``role="write"``); a separate copy of ``unet``.
+        unet (`UNet2DConditionModel`): The denoising UNet (``role="read"``).
+        bank (`ReferenceBank`): The bank both share.
+        fusion_blocks (`str`, defaults to `"full"`): Which blocks take part.
+
+    Returns:
+        `list[str]`: The attached layer names (the same on both UNets), in execution order.
+    """
+    if reference_unet is unet:
+        raise ValueError("reference_unet must be a separate UNet (a copy of unet), not unet itself")
+    write_layers = attach_reference_attention(reference_unet, bank, "write", fusion_blocks)
+    read_layers = attach_reference_attention(unet, bank, "read", fusion_blocks)
+    if write_layers != read_layers:
+        raise ValueError(
+            "reference_unet and unet must have the same transformer blocks; got "
+            f"{len(write_layers)} vs {len(read_layers)} self-attention layers"
+        )
+    return read_layers
+
+
+def write_reference_bank(
+    reference_unet: UNet2DConditionModel,
+    bank: ReferenceBank,
+    reference_latents: torch.Tensor,
+    timestep: torch.Tensor | int,
+    encoder_hidden_states: torch.Tensor,
+) -> None:
+    """Clear ``bank`` and fill it from ``reference_unet`` run on the clean reference latents at ``timestep``.
+
+    Args:
+        reference_unet (`UNet2DConditionModel`): The writing UNet (see :func:`attach_reference_pair`).
+        bank (`ReferenceBank`): The bank it writes.
+        reference_latents (`torch.Tensor` of shape `(B, 4, h, w)`): Scaled VAE latents of the references (not
+            noised).
+        timestep (`torch.Tensor` or `int`): The current timestep (scalar or (B,)).
+        encoder_hidden_states (`torch.Tensor` of shape `(B, T, D)`): Text context of the references.
+    """
+    if reference_latents.ndim != 4:
+        raise ValueError(f"reference_latents must be (B, C, h, w), got {tuple(reference_latents.shape)}")
+    bank.clear()
+    set_reference_mode(reference_unet, "write")
+    reference_unet(reference_latents, timestep, encoder_hidden_states=encoder_hidden_states)
+
+
 def detach_reference_attention(unet: UNet2DConditionModel) -> None:
     """Restore the processors that :func:`attach_reference_attention` wrapped."""
     processors = {
@@ -316,8 +370,10 @@ __all__ = [
     "ReferenceBank",
     "ReferenceMode",
     "attach_reference_attention",
+    "attach_reference_pair",
     "detach_reference_attention",
     "reference_layer_names",
     "reference_mode",
     "set_reference_mode",
+    "write_reference_bank",
 ]

@@ -25,12 +25,14 @@ from typing import Literal
 
 import torch
 from diffusers import AutoencoderKL, DDIMScheduler
+from transformers import CLIPTextModel, CLIPTokenizer
 
 __all__ = [
     "LDM_VAE_SCALING_FACTOR",
     "GuidanceBranch",
     "LdmDdimConfig",
     "denoise_windows",
+    "encode_clip_prompt",
     "ldm_ddim_scheduler",
     "nested_branches",
     "nested_cfg",
@@ -452,6 +454,27 @@ def vae_decode_chunked(
     flat = flat.to(dtype=vae.dtype) / scale + shift
     images = [vae.decode(chunk).sample for chunk in flat.split(chunk_size)]
     return _from_frames(torch.cat(images), num_frames)
+
+
+def encode_clip_prompt(
+    tokenizer: CLIPTokenizer, text_encoder: CLIPTextModel, prompt: str = "", device: torch.device | None = None
+) -> torch.Tensor:
+    """CLIP context of one prompt, padded (and truncated) to the tokenizer's ``model_max_length`` as SD1.5 does
+    (LDM's ``FrozenCLIPEmbedder``); the empty prompt gives the unconditional context.
+
+    Args:
+        tokenizer (`CLIPTokenizer`): The tokenizer.
+        text_encoder (`CLIPTextModel`): The text encoder.
+        prompt (`str`, defaults to `""`): The prompt.
+        device (`torch.device`, *optional*): Where to run; defaults to ``text_encoder.device``.
+
+    Returns:
+        `torch.Tensor` of shape `(1, T, D)`: the last hidden state, ``T = model_max_length``.
+    """
+    tokens = tokenizer(
+        [prompt], padding="max_length", max_length=tokenizer.model_max_length, truncation=True, return_tensors="pt"
+    )
+    return text_encoder(tokens.input_ids.to(device if device is not None else text_encoder.device))[0]
 
 
 def vae_encode(

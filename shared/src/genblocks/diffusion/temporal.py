@@ -55,13 +55,15 @@ from __future__ import annotations
 
 import logging
 import re
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal, Self
 
 import torch
 from diffusers import UNet2DConditionModel
+from diffusers.configuration_utils import ConfigMixin
+from diffusers.models.modeling_utils import ModelMixin
 from diffusers.models.unets.unet_motion_model import AnimateDiffTransformer3D
 from torch import nn
 from torch.utils.hooks import RemovableHandle
@@ -525,6 +527,102 @@ class TemporalModuleSet(nn.ModuleDict):
         return hook
 
 
+class TemporalModules(ModelMixin, ConfigMixin):
+    """A :class:`TemporalModuleSet` as one saveable diffusers model (``config.json`` + safetensors): the base of a
+    paper's motion (X-Portrait) or cross-view (DiffPortrait3D) modules.
+
+    A subclass sets :attr:`set_attribute` (the attribute holding the set, hence the state-dict prefix) and defines a
+    ``@register_to_config`` constructor with its paper's typed, JSON-able settings that builds a
+    :class:`MotionPlacement` and a :class:`TemporalModuleConfig` and calls ``super().__init__``; diffusers resolves a
+    saved folder by the subclass's name. The subclass's module must also import ``ModelMixin``: a pipeline's
+    ``from_pretrained`` looks the loadable base classes up in the module that defines the component's class. The modules are hooked into a UNet with :meth:`attach`; the ``(b f)`` layout
+    of the UNet batch is set with :meth:`frames`, the unconditional pass with :meth:`unconditional_pass`.
+
+    Args:
+        placement (`MotionPlacement`): Where the modules go, in LDM block indices.
+        module_channels (`Sequence[int]`): Channels of each module, in :meth:`MotionPlacement.module_names` order.
+        temporal (`TemporalModuleConfig`): Hyper-parameters of every module.
+    """
+
+    config_name = "config.json"
+    set_attribute: ClassVar[str] = "temporal_modules"
+
+    def __init__(
+        self, placement: MotionPlacement, module_channels: Sequence[int], temporal: TemporalModuleConfig
+    ) -> None:
+        super().__init__()
+        names = placement.module_names()
+        if len(module_channels) != len(names):
+            raise ValueError(
+                f"module_channels must hold one width per module ({len(names)}: {names}), got {list(module_channels)}"
+            )
+        modules = {name: temporal.build(int(c)) for name, c in zip(names, module_channels, strict=True)}
+        setattr(self, self.set_attribute, TemporalModuleSet(modules, placement))
+        self.temporal_config = temporal
+
+    @staticmethod
+    def placement_channels(unet: UNet2DConditionModel, placement: MotionPlacement) -> tuple[int, ...]:
+        """Channels of each module of ``placement`` on ``unet``, in :meth:`MotionPlacement.module_names` order."""
+        return tuple(slot.channels for slot in _resolve_slots(unet_ldm_layout(unet), placement))
+
+    def to_unet(self, unet: UNet2DConditionModel) -> Self:
+        """Move the modules to ``unet``'s device, and to its dtype when that is not fp32; returns ``self``."""
+        self.to(unet.device)
+        if unet.dtype != torch.float32:
+            self.to(unet.dtype)
+        return self
+
+    @property
+    def module_set(self) -> TemporalModuleSet:
+        """The :class:`TemporalModuleSet` (stored under :attr:`set_attribute`)."""
+        return getattr(self, self.set_attribute)
+
+    @property
+    def placement(self) -> MotionPlacement:
+        """Where the modules go, in LDM block indices."""
+        return self.module_set.placement
+
+    @property
+    def max_frames(self) -> int:
+        """The most frames (views) one UNet call may have (the position-table length)."""
+        return int(self.temporal_config.max_len)
+
+    @property
+    def attached(self) -> bool:
+        """Whether the modules are hooked into a UNet."""
+        return self.module_set.attached
+
+    def attach(self, unet: UNet2DConditionModel) -> Self:
+        """Hook the modules into ``unet``'s forward, after their blocks; returns ``self``."""
+        self.module_set.attach(unet)
+        return self
+
+    def remove(self) -> None:
+        """Remove the hooks; the UNet is plain again."""
+        self.module_set.remove()
+
+    @contextmanager
+    def frames(self, num_frames: int) -> Iterator[Self]:
+        """Inside the ``with`` block, the hooked UNet's batch is laid out ``(b f)`` with ``num_frames`` frames."""
+        if num_frames > self.max_frames:
+            raise ValueError(f"num_frames={num_frames} exceeds the temporal modules' max_len={self.max_frames}")
+        with self.module_set.frames(num_frames):
+            yield self
+
+    @contextmanager
+    def unconditional_pass(self) -> Iterator[Self]:
+        """Mark the UNet calls inside the ``with`` block as the unconditional pass (enables a ``middle_uncond_only``
+        middle module)."""
+        with self.module_set.unconditional_pass():
+            yield self
+
+    def forward(self, hidden_states: torch.Tensor, num_frames: int) -> torch.Tensor:
+        """Not a standalone layer: the modules run inside the UNet they are attached to."""
+        raise TypeError(
+            f"{type(self).__name__} runs through hooks: call attach(unet), then the UNet inside `with modules.frames(n)`"
+        )
+
+
 def insert_temporal_modules(
     unet: UNet2DConditionModel,
     placement: MotionPlacement,
@@ -735,6 +833,7 @@ __all__ = [
     "MotionPlacement",
     "TemporalModuleConfig",
     "TemporalModuleSet",
+    "TemporalModules",
     "TemporalTransformer",
     "UNetLdmLayout",
     "convert_animatediff_motion_state_dict",

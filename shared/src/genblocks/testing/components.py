@@ -13,6 +13,8 @@ import torch
 from diffusers import AutoencoderKL, ControlNetModel, DDIMScheduler, UNet2DConditionModel
 from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection, CLIPTokenizer
 
+from genblocks.diffusion.sampling import ldm_ddim_scheduler
+
 TEXT_WIDTH = 32
 
 
@@ -162,3 +164,78 @@ def tiny_sd15_components(seed: int = 0) -> TinyComponents:
         tokenizer=tiny_clip_tokenizer(),
         scheduler=scheduler,
     )
+
+
+@dataclass(frozen=True)
+class RandomComponentsConfig:
+    """Sizes of seeded random stand-ins for SD1.5's UNet, VAE and text encoder (tests, demos, benchmarks), a config
+    section of the packages built on SD1.5 (``components.random``).
+
+    The UNet follows SD1.5's pattern at any depth: cross-attention in every level but the last, ``layers_per_block``
+    resnets per level. The VAE has ``len(vae_block_out_channels) - 1`` downsamplings; with four levels it has SD's
+    factor 8, which a ControlNet hint encoder must match.
+
+    Args:
+        block_out_channels: UNet widths per level.
+        layers_per_block: Resnets per down level.
+        attention_head_dim: UNet attention heads (diffusers' legacy name for the head count of SD1.x).
+        cross_attention_dim: Width of the text context (and of the random CLIP text encoder).
+        norm_num_groups: GroupNorm groups of UNet and ControlNets.
+        vae_block_out_channels: VAE widths per level.
+        vae_norm_num_groups: GroupNorm groups of the VAE.
+    """
+
+    block_out_channels: tuple[int, ...] = (32, 64)
+    layers_per_block: int = 1
+    attention_head_dim: int = 8
+    cross_attention_dim: int = 32
+    norm_num_groups: int = 8
+    vae_block_out_channels: tuple[int, ...] = (8, 8, 8, 8)
+    vae_norm_num_groups: int = 8
+
+
+def random_sd15_base(
+    config: RandomComponentsConfig, resolution: int, seed: int = 0
+) -> tuple[UNet2DConditionModel, AutoencoderKL, CLIPTextModel, CLIPTokenizer, DDIMScheduler]:
+    """Seeded random stand-ins for SD1.5's UNet, VAE, text encoder, tokenizer and the LDM DDIM scheduler.
+
+    Args:
+        config (`RandomComponentsConfig`): Sizes.
+        resolution (`int`): Image side; the UNet's ``sample_size`` is ``resolution / vae_factor``.
+        seed (`int`, defaults to 0): ``torch.manual_seed`` before each component.
+
+    Returns:
+        `tuple`: ``(unet, vae, text_encoder, tokenizer, scheduler)``.
+    """
+    levels = len(config.vae_block_out_channels)
+    vae_factor = 2 ** (levels - 1)
+    if resolution % vae_factor:
+        raise ValueError(f"resolution {resolution} must be divisible by the VAE factor {vae_factor}")
+    torch.manual_seed(seed)
+    vae = AutoencoderKL(
+        in_channels=3,
+        out_channels=3,
+        down_block_types=("DownEncoderBlock2D",) * levels,
+        up_block_types=("UpDecoderBlock2D",) * levels,
+        block_out_channels=tuple(config.vae_block_out_channels),
+        latent_channels=4,
+        norm_num_groups=config.vae_norm_num_groups,
+        sample_size=resolution,
+        scaling_factor=0.18215,
+    )
+    unet_levels = len(config.block_out_channels)
+    torch.manual_seed(seed)
+    unet = UNet2DConditionModel(
+        sample_size=resolution // vae_factor,
+        in_channels=4,
+        out_channels=4,
+        block_out_channels=tuple(config.block_out_channels),
+        layers_per_block=config.layers_per_block,
+        down_block_types=("CrossAttnDownBlock2D",) * (unet_levels - 1) + ("DownBlock2D",),
+        up_block_types=("UpBlock2D",) + ("CrossAttnUpBlock2D",) * (unet_levels - 1),
+        cross_attention_dim=config.cross_attention_dim,
+        attention_head_dim=config.attention_head_dim,
+        norm_num_groups=config.norm_num_groups,
+    )
+    text_encoder = tiny_clip_text_encoder(seed=seed, hidden_size=config.cross_attention_dim)
+    return unet, vae, text_encoder, tiny_clip_tokenizer(), ldm_ddim_scheduler()

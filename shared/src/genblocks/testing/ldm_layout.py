@@ -13,7 +13,16 @@ import torch
 from diffusers import AutoencoderKL, ControlNetModel, UNet2DConditionModel
 from transformers import CLIPTextModel
 
-__all__ = ["clip_to_ldm", "controlnet_to_ldm", "unet_encoder_to_ldm", "unet_to_ldm", "vae_to_ldm"]
+from genblocks.diffusion.temporal import TemporalModuleSet, ldm_motion_module_names
+
+__all__ = [
+    "clip_to_ldm",
+    "controlnet_to_ldm",
+    "motion_modules_to_ldm",
+    "unet_encoder_to_ldm",
+    "unet_to_ldm",
+    "vae_to_ldm",
+]
 
 RESNET = [("norm1", "in_layers.0"), ("conv1", "in_layers.2"), ("norm2", "out_layers.0"), ("conv2", "out_layers.3"),
           ("time_emb_proj", "emb_layers.1"), ("conv_shortcut", "skip_connection")]  # fmt: skip
@@ -134,3 +143,42 @@ def vae_to_ldm(vae: AutoencoderKL) -> dict[str, torch.Tensor]:
 def clip_to_ldm(text_encoder: CLIPTextModel) -> dict[str, torch.Tensor]:
     """A transformers CLIP text encoder in LDM ``cond_stage_model`` names."""
     return {f"transformer.text_model.{k}": v.clone() for k, v in text_encoder.state_dict().items()}
+
+
+def _motion_subkey_to_ldm(sub: str) -> list[str]:
+    """One of our temporal-module parameter names in AnimateDiff's ``temporal_transformer.*`` naming (a list: the
+    position table is stored once per attention upstream)."""
+    if re.fullmatch(r"(norm|proj_in|proj_out)\.(weight|bias)", sub):
+        return [f"temporal_transformer.{sub}"]
+    m = re.fullmatch(r"transformer_blocks\.(\d+)\.(.+)", sub)
+    if m is None:
+        raise ValueError(f"not a temporal-module parameter: {sub!r}")
+    block, rest = f"temporal_transformer.transformer_blocks.{m[1]}", m[2]
+    if rest == "pos_embed.pe":  # AnimateDiff keeps one (identical) table per attention
+        return [f"{block}.attention_blocks.{a}.pos_encoder.pe" for a in (0, 1)]
+    if a := re.fullmatch(r"attn([12])\.(.+)", rest):
+        return [f"{block}.attention_blocks.{int(a[1]) - 1}.{a[2]}"]
+    if n := re.fullmatch(r"norm([12])\.(.+)", rest):
+        return [f"{block}.norms.{int(n[1]) - 1}.{n[2]}"]
+    if n := re.fullmatch(r"norm3\.(.+)", rest):
+        return [f"{block}.ff_norm.{n[1]}"]
+    return [f"{block}.{rest}"]
+
+
+def motion_modules_to_ldm(modules: TemporalModuleSet) -> dict[str, torch.Tensor]:
+    """Temporal modules in the LDM ``UNetModel_Temporal`` layout (X-Portrait, DiffPortrait3D): keys
+    ``input_blocks_motion_module.{k}.0.temporal_transformer.*``, ``middle_block_motion_module.*``, ...
+
+    Args:
+        modules (`TemporalModuleSet`): The set (e.g. a ``TemporalModules`` model's ``module_set``).
+
+    Returns:
+        `dict[str, torch.Tensor]`: cloned tensors, keys without the ``model.diffusion_model.`` prefix.
+    """
+    ldm_names = {ours: ldm for ldm, ours in ldm_motion_module_names(modules.placement).items()}
+    out = {}
+    for key, value in modules.state_dict().items():
+        name, _, sub = key.partition(".")
+        for ldm_sub in _motion_subkey_to_ldm(sub):
+            out[f"{ldm_names[name]}.{ldm_sub}"] = value.clone()
+    return out
