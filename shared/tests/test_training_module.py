@@ -318,3 +318,19 @@ def test_ddp_two_cpu_processes(tmp_path: Path) -> None:
     assert reports[0][2] == reports[1][2]  # DDP kept the replicas identical
     states = torch.load(tmp_path / "ddp.ckpt", weights_only=True)["genblocks_generator_states"]
     assert states.shape[0] == 2 and not torch.equal(states[0], states[1])  # ranks draw different noise
+
+
+class _WithExtraModule(DiffusionTrainingModule):
+    def __init__(self, unet: torch.nn.Module, extra: torch.nn.Module, note: str = "kept out") -> None:
+        super().__init__(unet, condition_dropout={"ctx": 0.2}, seed=3)
+        self.extra = extra
+        self.hparams.update(note=note)
+
+
+def test_subclass_arguments_are_not_collected_into_hparams(tmp_path: Path) -> None:
+    module = _WithExtraModule(tiny_unet(), torch.nn.Linear(2, 2))
+    assert "extra" not in module.hparams and "unet" not in module.hparams
+    assert module.hparams["seed"] == 3 and module.hparams["condition_dropout"] == {"ctx": 0.2}
+    assert module.hparams["note"] == "kept out" and isinstance(module.hparams["optimizer"], dict)
+    torch.save(dict(module.hparams), tmp_path / "hparams.pt")
+    assert torch.load(tmp_path / "hparams.pt", weights_only=True) == dict(module.hparams)

@@ -97,9 +97,7 @@ class DiffPortrait3DTrainingModule(DiffusionTrainingModule):
         )
         with torch.no_grad():
             text = encode_clip_prompt(components.tokenizer, components.text_encoder)
-        # Called explicitly so Lightning's save_hyperparameters does not store (and deep-copy) the components.
-        DiffusionTrainingModule.__init__(
-            self,
+        super().__init__(
             unet=model,
             vae=components.vae,
             prediction_type="epsilon",

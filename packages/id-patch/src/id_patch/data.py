@@ -442,10 +442,7 @@ class IDPatchDataModule(ManifestDataModule):
         face_anchor: str = "nose",
         face_encoder: FaceEncoder | None = None,
     ) -> None:
-        # Called explicitly (not through super()) so Lightning's save_hyperparameters, which collects the arguments of
-        # every __init__ that uses super(), records the base's plain arguments and not the face encoder.
-        ManifestDataModule.__init__(
-            self,
+        super().__init__(
             manifest,
             [],
             resolution=resolution,

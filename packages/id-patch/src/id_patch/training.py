@@ -127,11 +127,7 @@ class IDPatchTrainingModule(DiffusionTrainingModule):
                 f"controlnet: expected 3 conditioning channels (pose + RGB patches), got "
                 f"{controlnet.config.conditioning_channels}"
             )
-        # The base is called explicitly, not through super(): Lightning's save_hyperparameters collects the arguments
-        # of every __init__ in the chain that uses super(), which would store (and deep-copy) the SDXL modules as
-        # hyper-parameters. The plain ones are added to self.hparams below.
-        DiffusionTrainingModule.__init__(
-            self,
+        super().__init__(
             unet,
             noise_scheduler=noise_scheduler,
             vae=vae,

@@ -216,10 +216,7 @@ class XPortraitTrainingModule(DiffusionTrainingModule):
         )
         with torch.no_grad():
             text = encode_clip_prompt(components.tokenizer, components.text_encoder)
-        # The parent is called explicitly (not through super()) so that Lightning's save_hyperparameters, which walks
-        # the constructor frames of subclasses that use super(), does not store (and deep-copy) the components here.
-        DiffusionTrainingModule.__init__(
-            self,
+        super().__init__(
             unet=model,
             vae=components.vae,
             prediction_type="epsilon",

@@ -19,7 +19,7 @@ import csv
 import json
 import logging
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Literal
 
@@ -271,7 +271,21 @@ class ManifestDataModule(L.LightningDataModule):
         super().__init__()
         if not 0.0 <= val_fraction < 1.0:
             raise ValueError(f"val_fraction: expected a value in [0, 1), got {val_fraction}")
-        self.save_hyperparameters()
+        # Only this class's arguments, given explicitly, so a subclass's extra constructor arguments (face encoders,
+        # models) are not collected and deep-copied by Lightning; a subclass adds its plain ones itself.
+        self.save_hyperparameters(
+            {
+                "manifest": manifest,
+                "columns": [asdict(column) for column in columns],
+                "resolution": resolution,
+                "batch_size": batch_size,
+                "val_fraction": val_fraction,
+                "seed": seed,
+                "num_workers": num_workers,
+                "root": root,
+                "validate": validate,
+            }
+        )
         self.manifest = manifest
         self.columns = columns
         self.resolution = resolution

@@ -125,10 +125,26 @@ class DiffusionTrainingModule(L.LightningModule):
         loss_weight_key: str = "loss_weight",
     ) -> None:
         super().__init__()
-        self.save_hyperparameters(ignore=["unet", "noise_scheduler", "vae", "optimizer"])
         self.optimizer_config = optimizer if optimizer is not None else OptimizerConfig()
-        # hparams must stay plain containers so checkpoints load with weights_only=True.
-        self.hparams["optimizer"] = asdict(self.optimizer_config)
+        # Only this class's plain arguments, given explicitly: Lightning's automatic collection would also take every
+        # subclass's constructor arguments (modules included) and deep-copy them. hparams stay plain containers so
+        # checkpoints load with weights_only=True; a subclass adds its own with ``self.hparams.update(...)``.
+        self.save_hyperparameters(
+            {
+                "prediction_type": prediction_type,
+                "optimizer": asdict(self.optimizer_config),
+                "condition_dropout": dict(condition_dropout or {}),
+                "ema_decay": ema_decay,
+                "ema_update_after_step": ema_update_after_step,
+                "gradient_checkpointing": gradient_checkpointing,
+                "loss_weight_reduction": loss_weight_reduction,
+                "seed": seed,
+                "latents_key": latents_key,
+                "image_key": image_key,
+                "context_key": context_key,
+                "loss_weight_key": loss_weight_key,
+            }
+        )
         self.unet = unet
         self.vae = vae
         if vae is not None:
