@@ -10,15 +10,12 @@ from __future__ import annotations
 import io
 import sys
 import tempfile
-import traceback
 
 import torch
 
+from genblocks.testing.smoke import SmokeError, run_smoke
+
 __all__ = ["SmokeError", "main", "run_checks"]
-
-
-class SmokeError(RuntimeError):
-    """A smoke check failed; the message says which."""
 
 
 def run_checks() -> list[str]:
@@ -90,21 +87,12 @@ def run_checks() -> list[str]:
 
 
 def main() -> int:
-    """Run :func:`run_checks`; report on stderr.
+    """Run :func:`run_checks` through genblocks' smoke runner (report on stderr).
 
     Returns:
         0 when every check passed, 1 otherwise.
     """
-    try:
-        passed = run_checks()
-    except SmokeError as error:
-        sys.stderr.write(f"fg-net smoke: FAILED: {error}\n")
-        return 1
-    except Exception:
-        sys.stderr.write(f"fg-net smoke: FAILED with an unexpected error:\n{traceback.format_exc()}")
-        return 1
-    sys.stderr.write("".join(f"fg-net smoke: ok: {line}\n" for line in passed))
-    return 0
+    return run_smoke("fg-net", run_checks)
 
 
 if __name__ == "__main__":
