@@ -10,6 +10,7 @@ import torch
 from diffusers import StableDiffusionXLPipeline
 from diffusers.loaders.unet import UNet2DConditionLoadersMixin
 
+from id_patch.cli import main as cli_main
 from id_patch.convert_id_patch_original import (
     convert_official,
     convert_release,
@@ -17,7 +18,6 @@ from id_patch.convert_id_patch_original import (
     detect_projection_type,
     load_official_controlnet,
     load_official_pipeline,
-    main,
     official_to_diffusers,
     to_official_state_dict,
 )
@@ -152,7 +152,8 @@ def test_release_files_convert_and_controlnet_loads_as_is(release, tmp_path) -> 
     assert all(report.is_exact for report in conversion.reports.values())
     _outputs_equal(IDPatchProjector.from_pretrained(tmp_path / "id_projector"), pipe.id_projector)
     assert (tmp_path / "controlnet" / "diffusion_pytorch_model.safetensors").is_file()
-    assert main(["--release", str(folder), "--output", str(tmp_path / "cli"), "--any-shape"]) == 0
+    assert cli_main(["convert", "--release", str(folder), "--output", str(tmp_path / "cli"), "--any-shape"]) == 0
+    _outputs_equal(IDPatchProjector.from_pretrained(tmp_path / "cli" / "id_projector"), pipe.id_projector)
 
 
 def test_official_pipeline_reproduces_ours(release, tmp_path) -> None:

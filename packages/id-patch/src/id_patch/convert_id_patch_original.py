@@ -21,12 +21,11 @@ read with ``torch.load(weights_only=True)`` (the official file is a plain dict o
 
 Command line::
 
-    python -m id_patch.convert_id_patch_original --release models/ID-Patch --output converted/
+    id-patch convert --release models/ID-Patch --output converted/
 """
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import logging
 import math
@@ -54,7 +53,6 @@ __all__ = [
     "infer_config",
     "load_official_controlnet",
     "load_official_pipeline",
-    "main",
     "official_to_diffusers",
     "read_official_checkpoint",
     "to_official_state_dict",
@@ -508,22 +506,3 @@ def convert_release(
     conversion.projector.save_pretrained(output / "id_projector")
     load_official_controlnet(release).save_pretrained(output / "controlnet", safe_serialization=True)
     return conversion
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m id_patch.convert_id_patch_original --release DIR --output DIR [--dim-head 64]``."""
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--release", required=True, help="folder with id-patch.bin and ControlNetModel/")
-    parser.add_argument("--output", required=True, help="where to write id_projector/ and controlnet/")
-    parser.add_argument("--dim-head", type=int, default=64, help="resampler width per head (resampler checkpoints)")
-    parser.add_argument("--any-shape", action="store_true", help="do not require the paper's 16x2048 / 3x64x64")
-    args = parser.parse_args(argv)
-    conversion = convert_release(args.release, args.output, args.dim_head, expect_paper_shapes=not args.any_shape)
-    print(f"converted: {conversion.projector.id_patch_config}")
-    for name, report in conversion.reports.items():
-        print(f"{name}: exact={report.is_exact} unexpected={report.unexpected_keys} missing={report.missing_keys}")
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())
