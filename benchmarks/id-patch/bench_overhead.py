@@ -104,7 +104,7 @@ def _clip_config(hidden: int, layers: int, heads: int, ffn: int, vocab: int, act
 
 
 def _tokenizer_77() -> Any:
-    from genblocks.testing import tiny_clip_tokenizer
+    from genblocks.tiny import tiny_clip_tokenizer
 
     tokenizer = tiny_clip_tokenizer()
     tokenizer.model_max_length = 77

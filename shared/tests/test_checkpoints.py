@@ -26,8 +26,8 @@ from genblocks.diffusion.checkpoints import (
     split_ldm_motion_keys,
 )
 from genblocks.diffusion.temporal import MotionPlacement, TemporalModuleConfig, TemporalModuleSet
-from genblocks.testing.components import tiny_clip_text_encoder, tiny_controlnet, tiny_sdxl_unet, tiny_unet, tiny_vae
 from genblocks.testing.ldm_layout import clip_to_ldm, controlnet_to_ldm, motion_modules_to_ldm, unet_to_ldm, vae_to_ldm
+from genblocks.tiny import tiny_clip_text_encoder, tiny_controlnet, tiny_sdxl_unet, tiny_unet, tiny_vae
 
 
 def _prefixed(prefix: str, state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:

@@ -67,7 +67,12 @@ def test_unknown_key_in_file_names_key_file_and_suggestion(tmp_path: Path) -> No
     message = str(info.value)
     assert "model.widht" in message
     assert str(path) in message
-    assert "did you mean 'width'" in message
+    assert "nearest valid keys: model.width" in message
+
+
+def test_unknown_key_suggests_keys_in_other_sections() -> None:
+    with pytest.raises(ConfigError, match=r"unknown config key 'lr'; nearest valid keys: optim\.lr"):
+        load_config(Run, None, ["lr=1"])
 
 
 def test_unknown_override_names_command_line() -> None:
@@ -75,9 +80,33 @@ def test_unknown_override_names_command_line() -> None:
         load_config(Run, None, ["optim.learning_rate=1"])
 
 
-def test_wrong_type_names_key() -> None:
-    with pytest.raises(ConfigError, match=r"'model\.width' has a value of the wrong type"):
+def test_wrong_type_names_key_value_and_expected_type() -> None:
+    with pytest.raises(ConfigError, match=r"'model\.width' = 'wide' has the wrong type; expected int"):
         load_config(Run, None, ["model.width=wide"])
+
+
+def test_wrong_type_in_file_names_file(tmp_path: Path) -> None:
+    path = write(tmp_path, "optim:\n  lr: fast\n")
+    with pytest.raises(
+        ConfigError, match=r"cfg\.yaml: config key 'optim\.lr' = 'fast' has the wrong type; expected float"
+    ):
+        load_config(Run, path)
+
+
+def test_malformed_yaml_names_file_and_line(tmp_path: Path) -> None:
+    path = write(tmp_path, "seed: 1\nmodel: [1,\n")
+    with pytest.raises(ConfigError, match=r"cfg\.yaml: line 3.*not valid YAML"):
+        load_config(Run, path)
+
+
+def test_override_values_parse_as_yaml_lists() -> None:
+    assert load_config(Run, None, ["model.layers=[3, 4, 5]"]).model.layers == [3, 4, 5]
+
+
+def test_config_error_is_an_input_error() -> None:
+    from genblocks.errors import InputError
+
+    assert issubclass(ConfigError, InputError) and issubclass(ConfigError, ValueError)
 
 
 def test_malformed_override() -> None:

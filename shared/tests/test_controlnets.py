@@ -7,7 +7,7 @@ import torch
 from diffusers import ControlNetModel
 
 from genblocks.diffusion.controlnets import ControlNetResiduals, ControlNetStack
-from genblocks.testing.components import tiny_controlnet, tiny_unet
+from genblocks.tiny import tiny_controlnet, tiny_unet
 
 
 def _wake(net: ControlNetModel, seed: int) -> ControlNetModel:

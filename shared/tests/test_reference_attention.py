@@ -17,7 +17,7 @@ from genblocks.diffusion.reference_attention import (
     set_reference_mode,
     write_reference_bank,
 )
-from genblocks.testing import tiny_sdxl_unet, tiny_unet
+from genblocks.tiny import tiny_sdxl_unet, tiny_unet
 
 
 def _make(kind: str, seed: int) -> UNet2DConditionModel:

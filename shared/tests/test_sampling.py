@@ -24,7 +24,7 @@ from genblocks.diffusion.sampling import (
     vae_decode_chunked,
     vae_encode,
 )
-from genblocks.testing.components import tiny_clip_text_encoder, tiny_clip_tokenizer, tiny_vae
+from genblocks.tiny import tiny_clip_text_encoder, tiny_clip_tokenizer, tiny_vae
 
 
 def ldm_make_ddim_timesteps(num_ddim_timesteps: int, num_ddpm_timesteps: int = 1000) -> list[int]:

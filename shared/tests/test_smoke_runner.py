@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from genblocks.testing import SmokeError, run_smoke
+from genblocks.smoke import SmokeError, run_smoke
 
 
 def _failing() -> list[str]:

@@ -24,7 +24,7 @@ from genblocks.diffusion.temporal import (
     ldm_motion_module_names,
     unet_ldm_layout,
 )
-from genblocks.testing import tiny_sdxl_unet, tiny_unet
+from genblocks.tiny import tiny_sdxl_unet, tiny_unet
 
 TINY = TemporalModuleConfig(num_attention_heads=2, max_len=8, norm_num_groups=8)
 

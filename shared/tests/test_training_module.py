@@ -14,7 +14,7 @@ import pytest
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from genblocks.testing import tiny_unet, tiny_vae
+from genblocks.tiny import tiny_unet, tiny_vae
 from genblocks.training import DiffusionTrainingModule, OptimizerConfig, weighted_mse
 
 
@@ -275,7 +275,7 @@ import lightning as L
 import torch
 from torch.utils.data import DataLoader, TensorDataset
 
-from genblocks.testing import tiny_unet
+from genblocks.tiny import tiny_unet
 from genblocks.training import DiffusionTrainingModule
 
 

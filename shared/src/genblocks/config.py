@@ -19,42 +19,110 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import typing
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
+import yaml
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import ConfigAttributeError, ConfigKeyError, MissingMandatoryValue, ValidationError
 
-__all__ = ["ConfigError", "config_to_yaml", "load_config", "merge_config"]
+from genblocks.errors import InputError
+
+__all__ = ["ConfigError", "config_keys", "config_to_yaml", "load_config", "merge_config", "read_yaml"]
 
 T = TypeVar("T")
 
 
-class ConfigError(ValueError):
+class ConfigError(InputError):
     """A configuration value or key that does not fit the schema; the message names the key."""
 
 
-def _known_keys(schema_node: DictConfig, full_key: str) -> list[str]:
-    parent_path = full_key.rsplit(".", 1)[0] if "." in full_key else ""
-    node = OmegaConf.select(schema_node, parent_path) if parent_path else schema_node
-    return sorted(str(k) for k in node) if isinstance(node, DictConfig) else []
+def config_keys(schema: type) -> dict[str, Any]:
+    """Every leaf key of a (nested) dataclass schema, dotted, with its annotated type: ``{"train.lr": float, ...}``."""
+    keys: dict[str, Any] = {}
+
+    def walk(node: type, prefix: str) -> None:
+        hints = typing.get_type_hints(node)
+        for item in dataclasses.fields(node):
+            kind = hints.get(item.name, item.type)
+            if isinstance(kind, type) and dataclasses.is_dataclass(kind):
+                walk(kind, f"{prefix}{item.name}.")
+            else:
+                keys[f"{prefix}{item.name}"] = kind
+
+    walk(schema, "")
+    return keys
 
 
-def _explain(error: Exception, schema_node: DictConfig, source: str) -> ConfigError:
+def _type_name(kind: Any) -> str:
+    return kind.__name__ if isinstance(kind, type) else str(kind).replace("typing.", "")
+
+
+def _nearest_keys(schema: type, full_key: str) -> list[str]:
+    """Up to three valid dotted keys closest to ``full_key``: by the whole path, then by its last part."""
+    keys = list(config_keys(schema))
+    close = difflib.get_close_matches(full_key, keys, n=3, cutoff=0.6)
+    leaf = full_key.rsplit(".", 1)[-1]
+    by_leaf = {key.rsplit(".", 1)[-1]: key for key in keys}
+    close += [by_leaf[name] for name in difflib.get_close_matches(leaf, list(by_leaf), n=3, cutoff=0.7)]
+    return list(dict.fromkeys(close))[:3]
+
+
+def _explain(error: Exception, schema: type, source: str, data: Any = None) -> ConfigError:
     full_key = str(getattr(error, "full_key", "") or getattr(error, "key", "") or "")
     if isinstance(error, ConfigKeyError | ConfigAttributeError):
-        known = _known_keys(schema_node, full_key)
-        leaf = full_key.rsplit(".", 1)[-1]
-        close = difflib.get_close_matches(leaf, known, n=1)
-        hint = f"; did you mean '{close[0]}'?" if close else ""
-        return ConfigError(f"{source}: unknown config key '{full_key}' (known keys here: {', '.join(known)}){hint}")
+        near = _nearest_keys(schema, full_key)
+        hint = f"; nearest valid keys: {', '.join(near)}" if near else ""
+        return ConfigError(f"{source}: unknown config key '{full_key}'{hint}")
     if isinstance(error, MissingMandatoryValue):
         return ConfigError(f"{source}: config key '{full_key}' is required but has no value")
     if isinstance(error, ValidationError):
+        expected = config_keys(schema).get(full_key)
+        value = OmegaConf.select(data, full_key, default=None) if isinstance(data, DictConfig) else None
+        shown = f" = {OmegaConf.to_container(value) if OmegaConf.is_config(value) else value!r}"
+        expect = f"; expected {_type_name(expected)}" if expected is not None else ""
         reason = str(error).splitlines()[0]
-        return ConfigError(f"{source}: config key '{full_key}' has a value of the wrong type: {reason}")
+        return ConfigError(f"{source}: config key '{full_key}'{shown} has the wrong type{expect} ({reason})")
     return ConfigError(f"{source}: {error}")
+
+
+def read_yaml(path: str | Path) -> DictConfig:
+    """A YAML mapping file as a ``DictConfig``.
+
+    Raises:
+        FileNotFoundError: ``path`` does not exist.
+        ConfigError: the file is not valid YAML (the message gives the line) or holds no mapping at the top level.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"config file not found: {path}")
+    try:
+        loaded = OmegaConf.load(path)
+    except yaml.YAMLError as error:
+        mark = getattr(error, "problem_mark", None)
+        where = f" line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+        problem = getattr(error, "problem", None) or str(error).splitlines()[0]
+        raise ConfigError(f"{path}:{where}: not valid YAML ({problem})") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"{path}: not a text (YAML) file") from None
+    if not isinstance(loaded, DictConfig):
+        raise ConfigError(f"{path}: expected a mapping of config keys at the top level, got a list")
+    return loaded
+
+
+def _parse_overrides(overrides: Sequence[str]) -> DictConfig:
+    bad = [item for item in overrides if "=" not in item or item.startswith("=")]
+    if bad:
+        raise ConfigError(f"command line: overrides must look like key.sub=value, got {bad}")
+    try:
+        return OmegaConf.from_dotlist(list(overrides))
+    except yaml.YAMLError as error:
+        problem = getattr(error, "problem", None) or str(error).splitlines()[0]
+        raise ConfigError(
+            f"command line: an override value is not valid YAML ({problem}): {list(overrides)}"
+        ) from None
 
 
 def merge_config(schema: type[T], *sources: tuple[str, Any]) -> T:
@@ -72,17 +140,20 @@ def merge_config(schema: type[T], *sources: tuple[str, Any]) -> T:
     """
     if not (isinstance(schema, type) and dataclasses.is_dataclass(schema)):
         raise TypeError(f"schema must be a dataclass type, got {schema!r}")
-    base = OmegaConf.structured(schema)
-    merged = base
+    merged = OmegaConf.structured(schema)
     for label, data in sources:
         try:
             merged = OmegaConf.merge(merged, data)
         except (ConfigKeyError, ConfigAttributeError, ValidationError) as error:
-            raise _explain(error, base, label) from None
+            raise _explain(error, schema, label, OmegaConf.create(data) if isinstance(data, dict) else data) from None
     try:
         return OmegaConf.to_object(merged)  # type: ignore[return-value]
     except (MissingMandatoryValue, ValidationError) as error:
-        raise _explain(error, base, "config") from None
+        raise _explain(error, schema, "config") from None
+    except ConfigError:
+        raise
+    except (ValueError, TypeError) as error:
+        raise ConfigError(f"config: {error}") from None
 
 
 def load_config(schema: type[T], path: str | Path | None = None, overrides: Sequence[str] = ()) -> T:
@@ -103,18 +174,9 @@ def load_config(schema: type[T], path: str | Path | None = None, overrides: Sequ
     """
     sources: list[tuple[str, Any]] = []
     if path is not None:
-        path = Path(path)
-        if not path.is_file():
-            raise FileNotFoundError(f"config file not found: {path}")
-        loaded = OmegaConf.load(path)
-        if not isinstance(loaded, DictConfig):
-            raise ConfigError(f"{path}: expected a mapping at the top level, got a list")
-        sources.append((str(path), loaded))
-    bad = [item for item in overrides if "=" not in item or item.startswith("=")]
-    if bad:
-        raise ConfigError(f"command line: overrides must look like key.sub=value, got {bad}")
+        sources.append((str(path), read_yaml(path)))
     if overrides:
-        sources.append(("command line", OmegaConf.from_dotlist(list(overrides))))
+        sources.append(("command line", _parse_overrides(overrides)))
     return merge_config(schema, *sources)
 
 

@@ -1,13 +1,48 @@
-"""Installed-wheel smoke check: ``python -m genblocks.smoke`` exits 0 when the core works."""
+"""The installed-wheel smoke checks: the runner every package's ``python -m <package>.smoke`` uses, and genblocks' own.
+
+A package writes ``run_checks() -> list[str]`` (one line per passed check, raising :class:`SmokeError` on a failed
+one) and a ``main`` that returns ``run_smoke("<package>", run_checks)``: the report goes to stderr and the exit status
+is 0 when every check passed, 1 otherwise. ``python -m genblocks.smoke`` checks the core the same way.
+"""
 
 from __future__ import annotations
 
 import sys
 import tempfile
+import traceback
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from genblocks.config import ConfigError, load_config
+__all__ = ["SmokeError", "main", "run_checks", "run_smoke"]
+
+
+class SmokeError(RuntimeError):
+    """A smoke check failed; the message says which."""
+
+
+def run_smoke(name: str, run_checks: Callable[[], list[str]]) -> int:
+    """Run ``run_checks`` and report on stderr: ``"{name} smoke: ok: {line}"`` per passed check, or
+    ``"{name} smoke: FAILED: ..."`` (with the traceback for an unexpected error).
+
+    Args:
+        name (`str`): The package name that prefixes every line.
+        run_checks (`Callable[[], list[str]]`): The checks; returns one line per passed check, raises
+            :class:`SmokeError` when one fails.
+
+    Returns:
+        `int`: 0 when every check passed, 1 otherwise (the process exit status).
+    """
+    try:
+        passed = run_checks()
+    except SmokeError as error:
+        sys.stderr.write(f"{name} smoke: FAILED: {error}\n")
+        return 1
+    except Exception:
+        sys.stderr.write(f"{name} smoke: FAILED with an unexpected error:\n{traceback.format_exc()}")
+        return 1
+    sys.stderr.write("".join(f"{name} smoke: ok: {line}\n" for line in passed))
+    return 0
 
 
 @dataclass
@@ -21,21 +56,29 @@ class _Schema:
     inner: _Inner = field(default_factory=_Inner)
 
 
-def main() -> int:
-    """Load a YAML file with an override, and check that an unknown key is rejected."""
+def run_checks() -> list[str]:
+    """genblocks' own checks: a YAML file with an override loads, an unknown key is refused naming it."""
+    from genblocks.config import ConfigError, load_config
+
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "c.yaml"
         path.write_text("inner:\n  width: 16\n")
-        cfg = load_config(_Schema, path, ["name=ok"])
-        if (cfg.name, cfg.inner.width) != ("ok", 16):
-            sys.stderr.write(f"genblocks smoke: unexpected config {cfg}\n")
-            return 1
+        config = load_config(_Schema, path, ["name=ok"])
+        if (config.name, config.inner.width) != ("ok", 16):
+            raise SmokeError(f"unexpected config {config}")
         try:
             load_config(_Schema, path, ["inner.widht=3"])
-        except ConfigError:
-            return 0
-    sys.stderr.write("genblocks smoke: an unknown key was not rejected\n")
-    return 1
+        except ConfigError as error:
+            if "inner.widht" not in str(error):
+                raise SmokeError(f"the unknown-key error does not name the key: {error}") from None
+        else:
+            raise SmokeError("an unknown key was not rejected")
+    return ["config file + override loaded", "unknown key refused"]
+
+
+def main() -> int:
+    """Entry point of ``python -m genblocks.smoke``; returns the exit status."""
+    return run_smoke("genblocks", run_checks)
 
 
 if __name__ == "__main__":

@@ -12,7 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal
 
-from genblocks.testing.components import RandomComponentsConfig
+from genblocks.tiny import RandomComponentsConfig
 
 __all__ = [
     "DiffPortrait3DConfig",

@@ -48,7 +48,7 @@ from genblocks.diffusion import (
     write_reference_bank,
 )
 from genblocks.diffusion.reference_attention import FusionBlocks
-from genblocks.testing import random_sd15_base
+from genblocks.tiny import random_sd15_base
 
 __all__ = [
     "DiffPortrait3DComponents",

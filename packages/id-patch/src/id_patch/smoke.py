@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from genblocks.testing.smoke import SmokeError, run_smoke
+from genblocks.smoke import SmokeError, run_smoke
 
 __all__ = ["SmokeError", "main", "run_checks"]
 

@@ -1,6 +1,6 @@
 """Tiny seeded ID-Patch components for tests and smoke runs (spec id-patch §9); no downloads.
 
-UNet, ControlNet, text encoders and tokenizers are genblocks' tiny SDXL parts (`genblocks.testing`); the VAE is built
+UNet, ControlNet, text encoders and tokenizers are genblocks' tiny SDXL parts (`genblocks.tiny`); the VAE is built
 here with four levels (a factor-8 VAE, so 64-px images give the 8 × 8 latents of ``tiny_sdxl_unet`` and the 64-px
 hints of ``tiny_controlnet``; genblocks' ``tiny_vae`` has factor 2). The projector uses face dim 16, ID tokens 2 × 64
 and 8-px patches; the face encoder is a random module with L2-normalised output.
@@ -16,7 +16,7 @@ import torch
 from diffusers import AutoencoderKL, EulerDiscreteScheduler
 from torch import nn
 
-from genblocks.testing import tiny_clip_tokenizer, tiny_controlnet, tiny_sdxl_text_encoders, tiny_sdxl_unet
+from genblocks.tiny import tiny_clip_tokenizer, tiny_controlnet, tiny_sdxl_text_encoders, tiny_sdxl_unet
 from id_patch.condition import ImageLike
 from id_patch.modeling_id_patch import IDPatchConfig, IDPatchProjector
 from id_patch.pipeline_id_patch import IDPatchPipeline

@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal
 
-from genblocks.testing.components import RandomComponentsConfig
+from genblocks.tiny import RandomComponentsConfig
 
 __all__ = [
     "ComponentsConfig",

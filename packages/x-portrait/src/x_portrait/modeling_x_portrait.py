@@ -47,7 +47,7 @@ from genblocks.diffusion import (
     write_reference_bank,
 )
 from genblocks.diffusion.reference_attention import FusionBlocks
-from genblocks.testing import random_sd15_base
+from genblocks.tiny import random_sd15_base
 from x_portrait.config import ModelConfig, RandomComponentsConfig
 
 __all__ = [

@@ -12,7 +12,7 @@ import tempfile
 
 import torch
 
-from genblocks.testing.smoke import SmokeError, run_smoke
+from genblocks.smoke import SmokeError, run_smoke
 
 __all__ = ["SmokeError", "main", "run_checks"]
 

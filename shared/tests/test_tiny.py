@@ -1,11 +1,11 @@
-"""The tiny seeded components every package's tests build on."""
+"""The tiny seeded components behind every package's `--config tiny` and its tests."""
 
 from __future__ import annotations
 
 import pytest
 import torch
 
-from genblocks.testing import (
+from genblocks.tiny import (
     RandomComponentsConfig,
     random_sd15_base,
     tiny_clip_tokenizer,

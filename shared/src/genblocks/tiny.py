@@ -1,4 +1,8 @@
-"""Tiny, seeded SD1.5- and SDXL-shaped components built from configs (spec genblocks §9), for every package's tests.
+"""Tiny, seeded SD1.5- and SDXL-shaped components built from configs (spec genblocks §9): what ``--config tiny`` builds.
+
+A product feature, not only a test fixture: every package's tiny config runs on these, so anyone can try a package with
+no weights. Importing this module is cheap (diffusers and transformers are imported inside the factories), so a
+package's ``config.py`` may use :class:`RandomComponentsConfig` without slowing ``<pkg> --help``.
 
 Each factory calls ``torch.manual_seed(seed)`` before building, so two calls give identical weights. Sizes follow the
 spec's tiny test configuration: ``block_out_channels=(32, 64)``, one layer per block, cross-attention width 32,
@@ -8,18 +12,35 @@ spec's tiny test configuration: ``block_out_channels=(32, 64)``, one layer per b
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-import torch
-from diffusers import AutoencoderKL, ControlNetModel, DDIMScheduler, UNet2DConditionModel
-from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection, CLIPTokenizer
+if TYPE_CHECKING:
+    from diffusers import AutoencoderKL, ControlNetModel, DDIMScheduler, UNet2DConditionModel
+    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection, CLIPTokenizer
 
-from genblocks.diffusion.sampling import ldm_ddim_scheduler
+__all__ = [
+    "TEXT_WIDTH",
+    "RandomComponentsConfig",
+    "TinyComponents",
+    "random_sd15_base",
+    "tiny_clip_text_encoder",
+    "tiny_clip_tokenizer",
+    "tiny_controlnet",
+    "tiny_sd15_components",
+    "tiny_sdxl_text_encoders",
+    "tiny_sdxl_unet",
+    "tiny_unet",
+    "tiny_vae",
+]
 
 TEXT_WIDTH = 32
 
 
 def tiny_unet(seed: int = 0, cross_attention_dim: int = TEXT_WIDTH, in_channels: int = 4) -> UNet2DConditionModel:
     """A 2-level SD1.5-shaped UNet: (B, 4, 8, 8) latents, (B, T, 32) text context."""
+    import torch
+    from diffusers import UNet2DConditionModel
+
     torch.manual_seed(seed)
     return UNet2DConditionModel(
         sample_size=8,
@@ -40,6 +61,9 @@ def tiny_sdxl_unet(seed: int = 0) -> UNet2DConditionModel:
 
     Its forward needs ``added_cond_kwargs={"text_embeds": (B, 32), "time_ids": (B, 6)}``.
     """
+    import torch
+    from diffusers import UNet2DConditionModel
+
     torch.manual_seed(seed)
     return UNet2DConditionModel(
         sample_size=8,
@@ -62,6 +86,9 @@ def tiny_sdxl_unet(seed: int = 0) -> UNet2DConditionModel:
 
 def tiny_controlnet(unet: UNet2DConditionModel, conditioning_channels: int = 3, seed: int = 0) -> ControlNetModel:
     """A ControlNet initialised from ``unet`` (diffusers ``from_unet``) reading 64-px images of any channel count."""
+    import torch
+    from diffusers import ControlNetModel
+
     torch.manual_seed(seed)
     return ControlNetModel.from_unet(
         unet, conditioning_embedding_out_channels=(8, 8, 16, 16), conditioning_channels=conditioning_channels
@@ -70,6 +97,9 @@ def tiny_controlnet(unet: UNet2DConditionModel, conditioning_channels: int = 3, 
 
 def tiny_vae(seed: int = 0) -> AutoencoderKL:
     """A 2-level VAE: (B, 3, 16, 16) images <-> (B, 4, 8, 8) latents."""
+    import torch
+    from diffusers import AutoencoderKL
+
     torch.manual_seed(seed)
     return AutoencoderKL(
         in_channels=3,
@@ -92,6 +122,8 @@ def _byte_symbols() -> list[str]:
 
 def tiny_clip_tokenizer() -> CLIPTokenizer:
     """A real CLIP BPE tokenizer over a tiny byte-level vocabulary (every byte symbol, no merges), max length 16."""
+    from transformers import CLIPTokenizer
+
     symbols = _byte_symbols()
     vocab = {s: i for i, s in enumerate(symbols + [s + "</w>" for s in symbols])}
     vocab["<|startoftext|>"] = len(vocab)
@@ -102,6 +134,8 @@ def tiny_clip_tokenizer() -> CLIPTokenizer:
 
 
 def _tiny_clip_text_config(hidden_size: int, projection_dim: int | None = None) -> CLIPTextConfig:
+    from transformers import CLIPTextConfig
+
     extra = {} if projection_dim is None else {"projection_dim": projection_dim}
     return CLIPTextConfig(
         vocab_size=len(tiny_clip_tokenizer()),
@@ -119,6 +153,9 @@ def _tiny_clip_text_config(hidden_size: int, projection_dim: int | None = None) 
 
 def tiny_clip_text_encoder(seed: int = 0, hidden_size: int = TEXT_WIDTH) -> CLIPTextModel:
     """A 2-layer CLIP text encoder matching ``tiny_clip_tokenizer``: (B, 16) ids -> (B, 16, hidden_size)."""
+    import torch
+    from transformers import CLIPTextModel
+
     torch.manual_seed(seed)
     return CLIPTextModel(_tiny_clip_text_config(hidden_size))
 
@@ -129,6 +166,9 @@ def tiny_sdxl_text_encoders(seed: int = 0) -> tuple[CLIPTextModel, CLIPTextModel
     The second one has a 32-d text projection, the pooled ``text_embeds`` of ``tiny_sdxl_unet``'s added conditions
     (with 6 ``time_ids`` x 8 = 48, projection input 32 + 48 = 80).
     """
+    import torch
+    from transformers import CLIPTextModel, CLIPTextModelWithProjection
+
     torch.manual_seed(seed)
     first = CLIPTextModel(_tiny_clip_text_config(TEXT_WIDTH))
     second = CLIPTextModelWithProjection(_tiny_clip_text_config(TEXT_WIDTH, projection_dim=32))
@@ -148,6 +188,8 @@ class TinyComponents:
 
 def tiny_sd15_components(seed: int = 0) -> TinyComponents:
     """UNet, VAE, CLIP text encoder + tokenizer and the LDM DDIM scheduler preset, all tiny and seeded."""
+    from diffusers import DDIMScheduler
+
     scheduler = DDIMScheduler(
         beta_start=0.00085,
         beta_end=0.012,
@@ -207,6 +249,11 @@ def random_sd15_base(
     Returns:
         `tuple`: ``(unet, vae, text_encoder, tokenizer, scheduler)``.
     """
+    import torch
+    from diffusers import AutoencoderKL, UNet2DConditionModel
+
+    from genblocks.diffusion.sampling import ldm_ddim_scheduler
+
     levels = len(config.vae_block_out_channels)
     vae_factor = 2 ** (levels - 1)
     if resolution % vae_factor:
