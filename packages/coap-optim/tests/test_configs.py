@@ -12,7 +12,7 @@ import coap_optim
 
 yaml = pytest.importorskip("yaml")
 
-CONFIGS = sorted((Path(__file__).resolve().parents[1] / "configs").glob("*.yaml"))
+CONFIGS = sorted((Path(__file__).resolve().parents[1] / "src" / "coap_optim" / "configs").glob("*.yaml"))
 
 
 class Block(nn.Module):
