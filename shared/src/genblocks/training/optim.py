@@ -7,57 +7,14 @@ The optional back-ends are imported inside :func:`build_optimizer` only, so ``ge
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any
 
 import torch
 from torch import nn
 
+from genblocks.training.config import OPTIMIZER_NAMES, OptimizerConfig
+
 __all__ = ["OPTIMIZER_NAMES", "OptimizerConfig", "build_optimizer"]
-
-OptimizerName = Literal["adamw", "adamw8bit", "coap_adamw", "coap_adamw8bit", "coap_adafactor"]
-OPTIMIZER_NAMES: tuple[str, ...] = ("adamw", "adamw8bit", "coap_adamw", "coap_adamw8bit", "coap_adafactor")
-
-
-@dataclass
-class OptimizerConfig:
-    """Which optimizer to build and its hyper-parameters.
-
-    Args:
-        name: One of ``"adamw"`` (torch), ``"adamw8bit"`` (bitsandbytes), ``"coap_adamw"``, ``"coap_adamw8bit"``,
-            ``"coap_adafactor"`` (coap-optim).
-        lr: Learning rate.
-        betas: Adam moment coefficients (AdamW variants only).
-        weight_decay: Decoupled weight decay.
-        eps: Adam denominator epsilon (AdamW variants only).
-        rank: COAP projection rank (``None``: use ``rank_ratio``).
-        rank_ratio: COAP projection rank as a fraction of the smaller matrix side (used when ``rank`` is ``None``).
-        update_interval: COAP steps between projection refreshes.
-        reproject_factor: COAP: every ``update_interval * reproject_factor`` steps the projection is re-computed.
-        scale: COAP update scale.
-        target_modules: COAP: module-name substrings whose weights are projected (``None``: every eligible weight).
-        adafactor_eps: ``(eps1, eps2)`` of Adafactor (``coap_adafactor`` only).
-    """
-
-    name: str = "adamw"
-    lr: float = 1e-4
-    betas: tuple[float, float] = (0.9, 0.999)
-    weight_decay: float = 1e-2
-    eps: float = 1e-8
-    rank: int | None = None
-    rank_ratio: float | None = None
-    update_interval: int = 32
-    reproject_factor: int = 5
-    scale: float = 1.0
-    target_modules: tuple[str, ...] | None = None
-    adafactor_eps: tuple[float, float] = (1e-30, 1e-3)
-
-    def __post_init__(self) -> None:
-        if self.name not in OPTIMIZER_NAMES:
-            raise ValueError(f"OptimizerConfig.name: expected one of {OPTIMIZER_NAMES}, got {self.name!r}")
-        if self.lr <= 0:
-            raise ValueError(f"OptimizerConfig.lr: expected a positive learning rate, got {self.lr}")
-
 
 ParamsLike = nn.Module | Iterable[torch.Tensor] | Iterable[dict[str, Any]]
 
