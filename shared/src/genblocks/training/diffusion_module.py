@@ -99,7 +99,9 @@ class DiffusionTrainingModule(L.LightningModule):
         ema_update_after_step: Steps before the EMA starts averaging (it copies the weights until then).
         gradient_checkpointing: Call ``unet.enable_gradient_checkpointing()``.
         loss_weight_reduction: Reduction of the weighted MSE, see :func:`weighted_mse`.
-        seed: Seed of the module's generator (timesteps, noise, dropout); rank ``r`` uses ``seed + r``.
+        seed: Seed of the module's generator (timesteps, noise, dropout). Every rank uses the same seed and draws for
+            the global batch, keeping its own rows (:meth:`draw_global`), so DDP on ``W`` processes matches one
+            process on the ``W``-times larger batch.
         latents_key: Batch key of clean latents.
         image_key: Batch key of images (used with ``vae``).
         context_key: Batch key of the cross-attention context.
@@ -219,9 +221,34 @@ class DiffusionTrainingModule(L.LightningModule):
         """Parameters that are optimised and averaged by the EMA: those with ``requires_grad``."""
         return [p for p in self.parameters() if p.requires_grad]
 
+    def _world(self) -> tuple[int, int]:
+        if self._trainer is None:
+            return 1, 0
+        return self.trainer.world_size, self.trainer.global_rank
+
+    def draw_global(self, draw: Callable[[int], torch.Tensor], local_batch: int) -> torch.Tensor:
+        """Draw for the global batch and keep this rank's rows.
+
+        Every rank holds the same generator state, calls ``draw(local_batch * world_size)`` and keeps rows
+        ``[rank * local_batch, (rank + 1) * local_batch)``: a run on ``W`` processes with batch ``B`` each draws
+        exactly what one process with batch ``W * B`` draws (equal local batches, as ``fit()``'s sampler gives).
+
+        Args:
+            draw: Draws a tensor whose first dimension is the given number of rows, from ``self.generator``.
+            local_batch: This rank's batch size.
+
+        Returns:
+            This rank's rows, (local_batch, ...).
+        """
+        world, rank = self._world()
+        full = draw(local_batch * world)
+        return full[rank * local_batch : (rank + 1) * local_batch]
+
     def randn(self, shape: torch.Size | tuple[int, ...]) -> torch.Tensor:
-        """Standard normal noise from the module's generator (drawn on CPU, so it is device independent)."""
-        return torch.randn(shape, generator=self.generator)
+        """Standard normal noise of ``shape`` (dim 0 is the batch) from the module's generator, drawn for the global
+        batch on CPU (device independent) and sliced to this rank (:meth:`draw_global`)."""
+        rest = tuple(shape[1:])
+        return self.draw_global(lambda rows: torch.randn((rows, *rest), generator=self.generator), int(shape[0]))
 
     def drop_conditions(self, batch: dict[str, Any]) -> dict[str, Any]:
         """Return a shallow copy of ``batch`` in which each configured condition is nulled per sample with its ``p``.
@@ -236,7 +263,7 @@ class DiffusionTrainingModule(L.LightningModule):
                 raise ValueError(f"condition_dropout: condition {name!r} is not in the batch (keys: {sorted(batch)})")
             value = batch[name]
             size = value.shape[0] if isinstance(value, torch.Tensor) else len(value)
-            drop = torch.rand(size, generator=self.generator) < p
+            drop = self.draw_global(lambda rows: torch.rand(rows, generator=self.generator), size) < p
             if p <= 0.0 or not bool(drop.any()):
                 continue
             null = self.null_condition(name, value)
@@ -261,7 +288,9 @@ class DiffusionTrainingModule(L.LightningModule):
         latents = self.encode_batch(batch)
         bsz = latents.shape[0]
         num_steps = self.noise_scheduler.config.num_train_timesteps
-        timesteps = torch.randint(0, num_steps, (bsz,), generator=self.generator).to(latents.device)
+        timesteps = self.draw_global(
+            lambda rows: torch.randint(0, num_steps, (rows,), generator=self.generator), bsz
+        ).to(latents.device)
         noise = self.randn(latents.shape).to(device=latents.device, dtype=latents.dtype)
         noisy = self.noise_scheduler.add_noise(latents, noise, timesteps)
         prediction = self.predict(noisy, timesteps, batch)
@@ -271,7 +300,7 @@ class DiffusionTrainingModule(L.LightningModule):
     # ----------------------------------------------------------------- Lightning
     def setup(self, stage: str) -> None:
         if not self._generator_restored:
-            self.generator.manual_seed(self.seed + self.global_rank)
+            self.generator.manual_seed(self.seed)
         if self.ema_decay is not None and self.ema is None:
             self.ema = EMAModel(
                 self.trainable_parameters(), decay=self.ema_decay, update_after_step=self.ema_update_after_step
@@ -310,30 +339,16 @@ class DiffusionTrainingModule(L.LightningModule):
         return build_optimizer(self, self.optimizer_config)
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        # Lightning calls this hook on every rank (only rank 0 writes), so each rank's generator state is gathered.
-        state = self.generator.get_state()
-        if self._trainer is not None and self.trainer.world_size > 1:
-            states = self.all_gather(state.to(self.device)).cpu()
-        else:
-            states = state.unsqueeze(0)
-        checkpoint["genblocks_generator_states"] = states
+        # Every rank holds the same generator state (draws are global, see draw_global), so one state is saved.
+        checkpoint["genblocks_generator_states"] = self.generator.get_state().unsqueeze(0)
         if self.ema is not None:
             checkpoint["genblocks_ema"] = self.ema.state_dict()
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         states = checkpoint.get("genblocks_generator_states")
         if states is not None:
-            rank = self.global_rank if self._trainer is not None else 0
-            if rank < len(states):
-                self.generator.set_state(states[rank].clone())
-                self._generator_restored = True
-            else:
-                logger.warning(
-                    "checkpoint holds generator states of %d ranks; rank %d starts from seed %d + rank",
-                    len(states),
-                    rank,
-                    self.seed,
-                )
+            self.generator.set_state(states[0].clone())
+            self._generator_restored = True
         if "genblocks_ema" in checkpoint:
             if self.ema is None:
                 self.ema = EMAModel(
