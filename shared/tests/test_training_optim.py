@@ -56,7 +56,7 @@ def test_adamw_only_trainable_and_config_values() -> None:
 
 
 def test_bad_name_and_no_params() -> None:
-    with pytest.raises(ValueError, match=r"OptimizerConfig\.name"):
+    with pytest.raises(ValueError, match=r"optimizer\.name: expected one of"):
         OptimizerConfig(name="sgd")
     frozen = nn.Linear(2, 2).requires_grad_(False)
     with pytest.raises(ValueError, match="no trainable"):
@@ -105,3 +105,18 @@ def test_coap(name: str) -> None:
     assert not torch.equal(before, model[2].weight)
     trained = {id(p) for g in optimizer.param_groups for p in g["params"]}
     assert id(model[0].bias) not in trained
+
+
+def test_coap_settings_left_out_come_from_coap_optim_defaults() -> None:
+    coap_optim = pytest.importorskip("coap_optim")
+    model = nn.Sequential(nn.Linear(64, 32), nn.ReLU(), nn.Linear(32, 8))
+    optimizer = build_optimizer(model, OptimizerConfig(name="coap_adamw", lr=1e-3))
+    projected = next(g for g in optimizer.param_groups if g.get("project"))
+    owned = coap_optim.defaults
+    assert projected["rank_ratio"] == owned.rank_ratio
+    assert (projected["update_interval"], projected["reproject_factor"], projected["scale"]) == (
+        owned.update_interval,
+        owned.reproject_factor,
+        owned.scale,
+    )
+    assert all(g["weight_decay"] == OptimizerConfig().weight_decay for g in optimizer.param_groups)

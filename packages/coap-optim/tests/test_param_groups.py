@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import pytest
+import torch
 from coap_testing import TINY_PROJECTION, max_param_diff, tiny_batches, tiny_model, train
 from torch import nn
 
+import coap_optim
 from coap_optim import CoapAdamW, param_groups
 from coap_optim.optimizers.routing import route_for_shape
 
@@ -79,8 +81,6 @@ def test_target_modules_matching_nothing_is_an_error() -> None:
 
 
 def test_param_groups_bad_input() -> None:
-    with pytest.raises(ValueError, match=r"rank, rank_ratio or rank_ratio_conv"):
-        param_groups(tiny_model())
     with pytest.raises(ValueError, match=r"rank=4 or rank_ratio=2"):
         param_groups(tiny_model(), rank=4, rank_ratio=2)
     with pytest.raises(ValueError, match=r"rank_ratio=0\.5"):
@@ -123,3 +123,48 @@ def test_optimizer_routing_rules() -> None:
     assert (pointwise.kind, pointwise.modes, pointwise.ranks) == ("tucker", (0,), (64,))
     assert route_for_shape((64, 32, 3, 3), **{**common, "rank_ratio_conv": 2, "project": False}).kind == "plain"
     assert route_for_shape((32, 32, 3, 3), **{**common, "rank_ratio_conv": 2}).kind == "plain"  # 9216, not > 9216
+
+
+def test_no_rank_applies_the_documented_default_rank_rule() -> None:
+    model = nn.Sequential(nn.Linear(32, 64), nn.ReLU(), nn.Linear(64, 16))
+    groups = param_groups(model)
+    projected = next(g for g in groups if g["project"])
+    assert projected["rank_ratio"] == coap_optim.defaults.rank_ratio == coap_optim.DEFAULT_RANK_RATIO == 4.0
+    optimizer = coap_optim.CoapAdamW(groups, lr=1e-2)
+    for p in model.parameters():
+        p.grad = torch.randn_like(p)
+    optimizer.step()
+    low_rank = {tuple(p.shape): min(optimizer.state[p]["P"].shape) for p in projected["params"]}
+    assert low_rank == {(64, 32): 8, (16, 64): 4}, low_rank  # min(m, n) // 4
+
+
+def test_optimizer_weight_decay_applies_when_param_groups_gives_none() -> None:
+    model = nn.Sequential(nn.Linear(32, 64), nn.Linear(64, 16))
+    groups = param_groups(model, rank=4)
+    assert all("weight_decay" not in g for g in groups)
+    optimizer = coap_optim.CoapAdamW(groups, lr=0.1, weight_decay=0.05)
+    assert [g["weight_decay"] for g in optimizer.param_groups] == [0.05, 0.05]
+    bias = model[0].bias
+    before = bias.detach().clone()
+    for p in model.parameters():
+        p.grad = torch.zeros_like(p)
+    optimizer.step()
+    torch.testing.assert_close(bias.detach(), before * (1 - 0.1 * 0.05))
+
+
+def test_defaults_are_the_optimizer_constructor_defaults() -> None:
+    import inspect
+
+    signature = inspect.signature(coap_optim.CoapAdamW.__init__).parameters
+    owned = coap_optim.defaults
+    for name in (
+        "lr",
+        "betas",
+        "eps",
+        "weight_decay",
+        "update_interval",
+        "reproject_factor",
+        "scale",
+        "min_conv_numel",
+    ):
+        assert signature[name].default == getattr(owned, name), name

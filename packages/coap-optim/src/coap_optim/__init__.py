@@ -10,6 +10,7 @@ honours gradient accumulation.
 from importlib.metadata import PackageNotFoundError, version
 
 from coap_optim.convert_official_state import convert_official_state
+from coap_optim.default_settings import DEFAULT_RANK_RATIO, CoapDefaults, defaults
 from coap_optim.layerwise import enable_layerwise
 from coap_optim.memory import state_nbytes
 from coap_optim.optimizers import CoapAdafactor, CoapAdamW, CoapAdamW8bit
@@ -21,11 +22,14 @@ except PackageNotFoundError:
     __version__ = "0.0.0"
 
 __all__ = [
+    "DEFAULT_RANK_RATIO",
     "CoapAdafactor",
     "CoapAdamW",
     "CoapAdamW8bit",
+    "CoapDefaults",
     "__version__",
     "convert_official_state",
+    "defaults",
     "enable_layerwise",
     "param_groups",
     "state_nbytes",

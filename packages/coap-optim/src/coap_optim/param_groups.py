@@ -14,6 +14,7 @@ from typing import Any
 
 from torch import nn
 
+from coap_optim.default_settings import defaults
 from coap_optim.optimizers.base import check_int, check_real
 from coap_optim.optimizers.routing import route_for_shape
 
@@ -30,7 +31,7 @@ def param_groups(
     target_modules: Sequence[str] | str | None = None,
     rank_ratio_conv: float | None = None,
     min_conv_numel: int = 9216,
-    weight_decay: float = 0.0,
+    weight_decay: float | None = None,
 ) -> list[dict[str, Any]]:
     """Split a model's trainable parameters into a projected group and a plain group.
 
@@ -51,15 +52,18 @@ def param_groups(
         model (`torch.nn.Module`): The model.
         rank (`int`, *optional*): Rank of the 2-D projections.
         rank_ratio (`float`, *optional*): ``r = max(min(m, n) // rank_ratio, 1)`` (``> 1``); exclusive with ``rank``.
+            With neither (and no ``rank_ratio_conv``), the default rank rule applies:
+            ``rank_ratio = coap_optim.defaults.rank_ratio`` (4).
         target_modules (`Sequence[str]` or `str`, *optional*): Substrings of the qualified module names to project,
             e.g. ``("attn", "mlp")``. `None` considers every module.
         rank_ratio_conv (`float`, *optional*): Tucker ratio for 4-D weights (``> 1``); `None` keeps them plain.
         min_conv_numel (`int`, *optional*, defaults to 9216): 4-D weights with at most this many elements stay plain.
-        weight_decay (`float`, *optional*, defaults to 0.0): Put in both groups.
+        weight_decay (`float`, *optional*): Put in both groups when given; left out otherwise, so the optimizer's own
+            ``weight_decay`` applies (``CoapAdamW(groups, weight_decay=0.05)``).
 
     Returns:
         `list[dict]`: Up to two groups, each with ``params``, ``param_names`` (the qualified parameter names),
-        ``project`` and ``weight_decay``; the projected group also carries ``rank``, ``rank_ratio``,
+        ``project`` (and ``weight_decay`` when given); the projected group also carries ``rank``, ``rank_ratio``,
         ``rank_ratio_conv`` and ``min_conv_numel``.
 
     Raises:
@@ -78,11 +82,11 @@ def param_groups(
     check_real(options, "rank_ratio", "", low=1.0, low_open=True, optional=True)
     check_real(options, "rank_ratio_conv", "", low=1.0, low_open=True, optional=True)
     check_int(options, "min_conv_numel", "", minimum=0)
-    check_real(options, "weight_decay", "", low=0.0)
+    check_real(options, "weight_decay", "", low=0.0, optional=True)
     if rank is not None and rank_ratio is not None:
         raise ValueError(f"Give either rank={rank!r} or rank_ratio={rank_ratio!r}, not both")
     if rank is None and rank_ratio is None and rank_ratio_conv is None:
-        raise ValueError("param_groups needs rank, rank_ratio or rank_ratio_conv: nothing would be projected")
+        rank_ratio = defaults.rank_ratio
     if isinstance(target_modules, str):
         target_modules = (target_modules,)
     if target_modules is not None:
@@ -124,6 +128,7 @@ def param_groups(
         if unmatched:
             logger.warning("param_groups: target_modules entries %s match no module", unmatched)
 
+    decay = {} if weight_decay is None else {"weight_decay": weight_decay}
     groups: list[dict[str, Any]] = []
     if projected:
         groups.append(
@@ -135,7 +140,7 @@ def param_groups(
                 "rank_ratio": rank_ratio,
                 "rank_ratio_conv": rank_ratio_conv,
                 "min_conv_numel": min_conv_numel,
-                "weight_decay": weight_decay,
+                **decay,
             }
         )
     if plain:
@@ -144,7 +149,7 @@ def param_groups(
                 "params": [p for _, p in plain],
                 "param_names": [n for n, _ in plain],
                 "project": False,
-                "weight_decay": weight_decay,
+                **decay,
             }
         )
     if not projected:

@@ -33,11 +33,13 @@ class OptimizerConfig:
         betas: Adam moment coefficients (AdamW variants only).
         weight_decay: Decoupled weight decay.
         eps: Adam denominator epsilon (AdamW variants only).
-        rank: COAP projection rank (``None``: use ``rank_ratio``).
-        rank_ratio: COAP projection rank as a fraction of the smaller matrix side (used when ``rank`` is ``None``).
-        update_interval: COAP steps between projection refreshes.
-        reproject_factor: COAP: every ``update_interval * reproject_factor`` steps the projection is re-computed.
-        scale: COAP update scale.
+        rank: COAP projection rank. ``None`` with ``rank_ratio`` also ``None``: coap-optim's default rank rule
+            (``coap_optim.defaults.rank_ratio``: ``r = min(m, n) // 4``).
+        rank_ratio: COAP: ``r = min(m, n) // rank_ratio`` (used when ``rank`` is ``None``).
+        update_interval: COAP steps between projection refreshes (``None``: ``coap_optim.defaults``, 32).
+        reproject_factor: COAP: every ``update_interval * reproject_factor`` steps the projection is re-computed
+            (``None``: ``coap_optim.defaults``, 5).
+        scale: COAP update scale (``None``: ``coap_optim.defaults``, 1.0).
         target_modules: COAP: module-name substrings whose weights are projected (``None``: every eligible weight).
         adafactor_eps: ``(eps1, eps2)`` of Adafactor (``coap_adafactor`` only).
     """
@@ -49,9 +51,9 @@ class OptimizerConfig:
     eps: float = 1e-8
     rank: int | None = None
     rank_ratio: float | None = None
-    update_interval: int = 32
-    reproject_factor: int = 5
-    scale: float = 1.0
+    update_interval: int | None = None
+    reproject_factor: int | None = None
+    scale: float | None = None
     target_modules: tuple[str, ...] | None = None
     adafactor_eps: tuple[float, float] = (1e-30, 1e-3)
 

@@ -85,12 +85,17 @@ def build_optimizer(params: ParamsLike, config: OptimizerConfig) -> torch.optim.
         return bnb.optim.AdamW8bit(
             groups, lr=config.lr, betas=config.betas, eps=config.eps, weight_decay=config.weight_decay
         )
+    # Settings left as None take coap-optim's own defaults (coap_optim.defaults), never a copy of them.
     coap_common = {
-        "rank": config.rank,
-        "rank_ratio": config.rank_ratio,
-        "update_interval": config.update_interval,
-        "reproject_factor": config.reproject_factor,
-        "scale": config.scale,
+        key: value
+        for key, value in {
+            "rank": config.rank,
+            "rank_ratio": config.rank_ratio,
+            "update_interval": config.update_interval,
+            "reproject_factor": config.reproject_factor,
+            "scale": config.scale,
+        }.items()
+        if value is not None
     }
     if name == "coap_adafactor":
         return coap_optim.CoapAdafactor(
