@@ -329,7 +329,7 @@ class _RunCallback(Callback):
         if self._pending_rng is not None:
             _set_rng_state(self._pending_rng)
             self._pending_rng = None
-        self.last_saved_step = trainer.global_step
+        self.last_saved_step = self.last_logged_step = trainer.global_step
         if trainer.is_global_zero:
             self._truncate_metrics(trainer.global_step)
 
@@ -365,10 +365,13 @@ class _RunCallback(Callback):
         self.position.consumed += 1
         if self.position.consumed % self.config.accumulate_grad_batches:
             return
+        # Steps may advance by more than one per batch (manual optimisation with several optimizers): act when a
+        # multiple of the interval was reached or crossed.
         step = trainer.global_step
-        if trainer.is_global_zero and step % self.config.log_every_n_steps == 0 and step != self.last_logged_step:
+        log_every, save_every = self.config.log_every_n_steps, self.config.checkpoint_every_n_steps
+        if trainer.is_global_zero and step // log_every > max(self.last_logged_step, 0) // log_every:
             self._append_metrics(trainer)
-        if step % self.config.checkpoint_every_n_steps == 0 and step != self.last_saved_step:
+        if step // save_every > max(self.last_saved_step, 0) // save_every:
             self.save(trainer)
 
     def save(self, trainer: L.Trainer) -> None:
