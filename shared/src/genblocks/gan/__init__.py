@@ -22,12 +22,14 @@ from genblocks.gan.dual_discriminator import (
     blur_images,
     discriminator_blur_sigma,
 )
+from genblocks.gan.eg3d import TINY_EG3D, load_eg3d, read_eg3d_state_dict, tiny_eg3d
 from genblocks.gan.losses import (
     PathLengthRegularizer,
     discriminator_logistic_loss,
     generator_nonsaturating_loss,
     r1_penalty,
 )
+from genblocks.gan.network_pickle import NetworkRecord, PickledObject, read_network_pickle, restricted_load
 from genblocks.gan.ops import (
     ACTIVATIONS,
     Activation,
@@ -88,6 +90,7 @@ from genblocks.gan.triplane import (
 __all__ = [
     "ACTIVATIONS",
     "ROSINALITY_CHECKPOINT_KEYS",
+    "TINY_EG3D",
     "Activation",
     "DiscriminatorBlock",
     "DiscriminatorEpilogue",
@@ -98,11 +101,13 @@ __all__ = [
     "GradualStyleEncoder",
     "MappingNetwork",
     "MinibatchStdLayer",
+    "NetworkRecord",
     "NoiseMode",
     "OSGDecoder",
     "PSPCheckpoint",
     "Padding",
     "PathLengthRegularizer",
+    "PickledObject",
     "PlaneProjection",
     "RosinalityLoadReport",
     "StyleGAN2Discriminator",
@@ -129,6 +134,7 @@ __all__ = [
     "generator_nonsaturating_loss",
     "generator_to_rosinality",
     "gpc_swap_probability",
+    "load_eg3d",
     "load_psp_encoder",
     "load_rosinality_checkpoint",
     "load_rosinality_discriminator",
@@ -141,13 +147,17 @@ __all__ = [
     "psp_encoder_from_checkpoint",
     "psp_n_styles",
     "r1_penalty",
+    "read_eg3d_state_dict",
+    "read_network_pickle",
     "read_psp_checkpoint",
     "read_rosinality_checkpoint",
+    "restricted_load",
     "sample_from_planes",
     "sample_from_volumes",
     "save_rosinality_checkpoint",
     "setup_filter",
     "swap_conditioning",
+    "tiny_eg3d",
     "upfirdn2d",
     "upsample2d",
 ]
