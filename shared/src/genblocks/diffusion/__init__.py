@@ -47,6 +47,7 @@ from genblocks.diffusion.temporal import (
     TemporalTransformer,
     insert_temporal_modules,
 )
+from genblocks.diffusion.widening import widen_conv, widen_conv_in
 
 __all__ = [
     "ControlNetResiduals",
@@ -84,5 +85,7 @@ __all__ = [
     "split_ldm_motion_keys",
     "vae_decode_chunked",
     "vae_encode",
+    "widen_conv",
+    "widen_conv_in",
     "write_reference_bank",
 ]
