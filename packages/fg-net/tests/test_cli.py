@@ -13,16 +13,17 @@ import torch
 from fg_net_test_helpers import write_corpus
 from PIL import Image
 
-from fg_net.cli import build_parser, main
+from fg_net.cli import command_line, main
+from fg_net.config import FGNetRunConfig, paper_config, tiny_config, tiny_run_config
 from fg_net.convert_fg_net_original import fg_net_to_original
 from fg_net.testing import tiny_fg_net
+from genblocks.cli import load_command_config
 
-CONFIGS = Path(__file__).resolve().parents[1] / "configs"
-TINY = CONFIGS / "tiny.yaml"
+TINY = "tiny"
 
 
 def test_parser_lists_the_commands() -> None:
-    help_text = build_parser().format_help()
+    help_text = command_line.build_parser().format_help()
     for command in ("predict", "train", "eval", "convert", "demo", "smoke"):
         assert command in help_text
 
@@ -37,7 +38,7 @@ def test_predict_real_face_prints_aus_and_saves_overlays(
     image_path = tmp_path / "face.jpg"
     Image.fromarray(face_image).save(image_path)
     out = tmp_path / "out"
-    assert main(["predict", str(image_path), "--config", str(TINY), "--out", str(out)]) == 0
+    assert main(["predict", "--image", str(image_path), "--config", TINY, "--out", str(out)]) == 0
     printed = capsys.readouterr().out
     assert "AUs active" in printed and all(f"AU{au} " in printed for au in (1, 2, 6, 12))
     grid = np.asarray(Image.open(out / "face_heatmaps.png"))
@@ -53,29 +54,33 @@ def test_predict_aligned_input_and_bad_inputs(tmp_path: Path, capsys: pytest.Cap
     image_path = tmp_path / "aligned.png"
     Image.fromarray(np.random.default_rng(0).integers(0, 255, (256, 256, 3), dtype=np.uint8)).save(image_path)
     out = tmp_path / "out"
-    assert main(["predict", str(image_path), "--config", str(TINY), "--aligned", "--out", str(out)]) == 0
+    assert main(["predict", "--image", str(image_path), "--aligned", "--out", str(out)]) == 0  # tiny by default
     assert (out / "aligned_heatmaps.png").is_file()
-    assert main(["predict", str(tmp_path / "missing.jpg"), "--config", str(TINY), "--aligned"]) == 2
-    assert "missing.jpg" in capsys.readouterr().err
-    assert main(["predict", str(image_path), "--aligned"]) == 2  # paper config without weights
+    assert main(["predict", "--image", str(tmp_path / "missing.jpg"), "--aligned", "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert "missing.jpg" in err and "Traceback" not in err and len(err.strip().splitlines()) == 1
+    assert main(["predict", "--image", str(image_path), "--config", "bp4d", "--aligned", "--out", str(out)]) == 2
+    assert "checkpoints/stylegan2-ffhq-config-f.pt" in capsys.readouterr().err  # the paper config names its weights
+    no_weights = ["--set", "stylegan_checkpoint=null", "encoder_checkpoint=null"]
+    assert main(["predict", "--image", str(image_path), "--config", "bp4d", "--aligned", *no_weights]) == 2
     assert "no weights configured" in capsys.readouterr().err
-    assert main(["predict", str(image_path), "--config", str(TINY), "--aligned", "model.aus=[1,5]"]) == 2
+    assert (
+        main(["predict", "--image", str(image_path), "--aligned", "--set", "model.aus=[1,5]", "--out", str(out)]) == 2
+    )
     assert "aus" in capsys.readouterr().err
 
 
 def test_train_then_eval_on_a_tiny_corpus(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     write_corpus(tmp_path / "data", rows_per_csv=16, size=64)
-    common = [f"data.root={tmp_path / 'data'}", "data.val_fraction=0.34"]
+    common = ["--set", f"data.root={tmp_path / 'data'}", "data.val_fraction=0.34"]
     run_dir = tmp_path / "run"
-    code = main(["train", "--config", str(TINY), *common, f"training.output_dir={run_dir}", "training.max_steps=4"])
+    code = main(["train", "--config", TINY, *common, "--set", "training.max_steps=4", "--out", str(run_dir)])
     assert code == 0
     printed = capsys.readouterr().out
     assert "test F1 (fold 0)" in printed and "held-out training subjects" in printed
     assert (run_dir / "best" / "config.json").is_file()
-    scores_path = tmp_path / "scores.json"
-    code = main(
-        ["eval", "--config", str(TINY), "--checkpoint", str(run_dir / "best"), "--json", str(scores_path), *common]
-    )
+    scores_path = tmp_path / "eval" / "scores.json"
+    code = main(["eval", "--checkpoint", str(run_dir / "best"), "--out", str(tmp_path / "eval"), *common])
     assert code == 0
     assert "within-corpus BP4D, fold 0, 4 images" in capsys.readouterr().out
     scores = json.loads(scores_path.read_text())
@@ -85,11 +90,13 @@ def test_train_then_eval_on_a_tiny_corpus(tmp_path: Path, capsys: pytest.Capture
 def test_eval_cross_corpus(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     write_corpus(tmp_path / "data", dataset="DISFA")
     bp4d_model = [
+        "--set",
         "model.dataset=BP4D",
         "model.aus=[1,2,4,6,7,10,12,14,15,17,23,24]",
         "model.interpreter_out_channels=32",
     ]
-    args = ["eval", "--config", str(TINY), "--target-dataset", "DISFA", f"data.root={tmp_path / 'data'}", *bp4d_model]
+    data = ["--set", f"data.root={tmp_path / 'data'}"]
+    args = ["eval", "--target-dataset", "DISFA", *data, *bp4d_model, "--out", str(tmp_path / "eval")]
     assert main(args) == 0
     assert "cross-corpus BP4D -> DISFA, fold 0, 4 images: AU1 " in capsys.readouterr().out
 
@@ -100,13 +107,13 @@ def test_convert_command(tmp_path: Path) -> None:
     torch.save(model_pth, tmp_path / "model.pth")
     torch.save(encoder_pt, tmp_path / "encoder.pt")
     out = tmp_path / "converted"
-    args = ["convert", str(tmp_path / "model.pth"), str(out), "--config", str(TINY)]
+    args = ["convert", "--checkpoint", str(tmp_path / "model.pth"), "--out", str(out), "--config", TINY]
     assert main([*args, "--encoder-checkpoint", str(tmp_path / "encoder.pt"), "--fold", "1"]) == 0
     metadata = json.loads((out / "config.json").read_text())
     assert metadata["fold"] == 1 and metadata["select_on_test"] is None
     assert main(args) == 2  # latent_avg missing without encoder.pt: refused unless --allow-partial
     assert main([*args, "--allow-partial"]) == 0
-    assert main(["convert", str(tmp_path / "model.pth"), str(out)]) == 2  # neither --dataset nor --config
+    assert main(["convert", "--checkpoint", str(tmp_path / "model.pth"), "--out", str(out)]) == 2  # bp4d: no fit
 
 
 def test_demo_writes_overlays_and_headline(tmp_path: Path, face_analyzer: Any, face_image: Any) -> None:
@@ -118,3 +125,43 @@ def test_demo_writes_overlays_and_headline(tmp_path: Path, face_analyzer: Any, f
     for name in summary["files"]:
         assert (tmp_path / name).is_file(), name
     assert np.asarray(Image.open(tmp_path / "astronaut_heatmaps.png")).shape == (3 * 256, 4 * 256, 3)
+
+
+def test_shipped_configs_are_the_python_presets() -> None:
+    from fg_net.config import FGNetConfig
+    from fg_net.heatmaps import DATASET_AUS
+
+    for dataset in ("BP4D", "DISFA"):
+        config, path = load_command_config(FGNetRunConfig, "fg_net", "run", dataset.lower())
+        assert config.model == paper_config(dataset) == FGNetConfig(dataset=dataset, aus=DATASET_AUS[dataset])
+        assert path.parent.name == "run" and path.parent.parent.name == "configs"
+    tiny, _ = load_command_config(FGNetRunConfig, "fg_net", "run", "tiny")
+    assert tiny == tiny_run_config() and tiny.model == tiny_config() and tiny.tiny_random
+
+
+def test_set_is_repeatable_and_print_config_shows_the_merge(capsys: pytest.CaptureFixture[str]) -> None:
+    argv = ["train", "--set", "training.lr=0.5", "data.fold=2", "--set", "training.max_steps=7", "--print-config"]
+    assert main(argv) == 0
+    printed = capsys.readouterr().out
+    assert "lr: 0.5" in printed and "fold: 2" in printed and "max_steps: 7" in printed
+
+
+def test_unknown_key_and_bad_value_exit_2_with_one_line(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["eval", "--set", "training.learning_rate=1"]) == 2
+    err = capsys.readouterr().err
+    assert "unknown config key 'training.learning_rate'" in err and len(err.strip().splitlines()) == 1
+    assert main(["eval", "--set", "data.fold=first"]) == 2
+    err = capsys.readouterr().err
+    assert "'data.fold' = 'first'" in err and "expected int" in err
+
+
+def test_predict_and_demo_work_from_another_directory(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, face_analyzer: Any
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    image = tmp_path / "aligned.png"
+    Image.fromarray(np.random.default_rng(1).integers(0, 255, (256, 256, 3), dtype=np.uint8)).save(image)
+    assert main(["predict", "--config", "tiny", "--image", str(image), "--aligned", "--out", "pred"]) == 0
+    assert (tmp_path / "pred" / "aligned_aus.json").is_file()
+    assert main(["demo", "--out", "demo"]) == 0
+    assert (tmp_path / "demo" / "summary.json").is_file()

@@ -19,7 +19,7 @@ from fg_net.config import (
 from fg_net.heatmaps import BP4D_AUS, DISFA_AUS
 from genblocks.config import ConfigError, load_config
 
-CONFIGS = Path(__file__).resolve().parents[1] / "configs"
+CONFIGS = Path(__file__).resolve().parents[1] / "src" / "fg_net" / "configs" / "run"
 
 
 def test_tiny_yaml_is_the_tiny_preset() -> None:

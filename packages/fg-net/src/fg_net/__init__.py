@@ -3,49 +3,48 @@
 arXiv 2308.12380; upstream ihp-lab/FG-Net. The top level exports the model, its configuration, the heatmap targets,
 inference, metrics and checkpoint loading, none of which imports Lightning; training lives in `fg_net.training`
 (`FGNetTrainingModule`, `train_fg_net`) and data in `fg_net.data` (`AUDataModule`, `AUFoldDataset`).
+
+Public names are imported lazily (a module-level ``__getattr__``), so ``fg-net --help`` imports no model code.
 """
 
-from fg_net.config import (
-    DataConfig,
-    FGNetConfig,
-    FGNetRunConfig,
-    LandmarkConfig,
-    TrainingConfig,
-    paper_config,
-    tiny_config,
-)
-from fg_net.convert_fg_net_original import convert_original_checkpoint, load_fg_net, load_original_fg_net
-from fg_net.evaluation import AUScores, au_f1_scores, evaluate_model
-from fg_net.heatmaps import BP4D_AUS, CROSS_CORPUS_AUS, DISFA_AUS, au_heatmaps, decode_heatmaps
-from fg_net.modeling_fg_net import FGNet, PyramidInterpreter, second_conv_feature_indices, stylegan2_feature_index
-from fg_net.pipeline_fg_net import FGNetOutput, FGNetPipeline
+from __future__ import annotations
+
+import importlib
+from typing import Any
 
 __version__ = "0.1.0"
 
-__all__ = [
-    "BP4D_AUS",
-    "CROSS_CORPUS_AUS",
-    "DISFA_AUS",
-    "AUScores",
-    "DataConfig",
-    "FGNet",
-    "FGNetConfig",
-    "FGNetOutput",
-    "FGNetPipeline",
-    "FGNetRunConfig",
-    "LandmarkConfig",
-    "PyramidInterpreter",
-    "TrainingConfig",
-    "__version__",
-    "au_f1_scores",
-    "au_heatmaps",
-    "convert_original_checkpoint",
-    "decode_heatmaps",
-    "evaluate_model",
-    "load_fg_net",
-    "load_original_fg_net",
-    "paper_config",
-    "second_conv_feature_indices",
-    "stylegan2_feature_index",
-    "tiny_config",
-]
+_EXPORTS = {
+    "DataConfig": "fg_net.config",
+    "FGNetConfig": "fg_net.config",
+    "FGNetRunConfig": "fg_net.config",
+    "LandmarkConfig": "fg_net.config",
+    "TrainingConfig": "fg_net.config",
+    "paper_config": "fg_net.config",
+    "tiny_config": "fg_net.config",
+    "convert_original_checkpoint": "fg_net.convert_fg_net_original",
+    "load_fg_net": "fg_net.convert_fg_net_original",
+    "load_original_fg_net": "fg_net.convert_fg_net_original",
+    "AUScores": "fg_net.evaluation",
+    "au_f1_scores": "fg_net.evaluation",
+    "evaluate_model": "fg_net.evaluation",
+    "BP4D_AUS": "fg_net.heatmaps",
+    "CROSS_CORPUS_AUS": "fg_net.heatmaps",
+    "DISFA_AUS": "fg_net.heatmaps",
+    "au_heatmaps": "fg_net.heatmaps",
+    "decode_heatmaps": "fg_net.heatmaps",
+    "FGNet": "fg_net.modeling_fg_net",
+    "PyramidInterpreter": "fg_net.modeling_fg_net",
+    "second_conv_feature_indices": "fg_net.modeling_fg_net",
+    "stylegan2_feature_index": "fg_net.modeling_fg_net",
+    "FGNetOutput": "fg_net.pipeline_fg_net",
+    "FGNetPipeline": "fg_net.pipeline_fg_net",
+}
+
+__all__ = ["__version__", *sorted(_EXPORTS)]
+
+
+def __getattr__(name: str) -> Any:
+    if name in _EXPORTS:
+        return getattr(importlib.import_module(_EXPORTS[name]), name)
+    raise AttributeError(f"module 'fg_net' has no attribute {name!r}")

@@ -1,18 +1,22 @@
-"""The ``fg-net`` command line: ``predict``, ``train``, ``eval``, ``convert``, ``demo`` and ``smoke``.
+"""The ``fg-net`` command line: ``predict``, ``train``, ``eval``, ``convert``, ``demo`` and ``smoke``, in the one
+convention of :mod:`genblocks.cli`.
 
 ::
 
-    fg-net predict face.jpg --checkpoint checkpoints/fg-net-bp4d --out outputs/fg-net/predict
-    fg-net predict face.jpg --config packages/fg-net/configs/tiny.yaml          # tiny random model
-    fg-net train --config packages/fg-net/configs/bp4d.yaml data.fold=1 data.subset=1000
-    fg-net train --config packages/fg-net/configs/bp4d.yaml --protocol within   # 3 folds, averaged F1
-    fg-net eval --config packages/fg-net/configs/bp4d.yaml --checkpoint runs/bp4d/best --target-dataset DISFA
-    fg-net convert model.pth checkpoints/fg-net-bp4d --dataset BP4D --encoder-checkpoint encoder.pt
-    fg-net demo --out outputs/fg-net                                              # astronaut, tiny random model
+    fg-net predict --image face.jpg --out outputs/fg-net/predict                    # tiny random model (--config tiny)
+    fg-net predict --image face.jpg --config bp4d --checkpoint checkpoints/fg-net-bp4d --out out/
+    fg-net train --config bp4d --set data.root=/data data.fold=1 data.subset=1000 --out runs/bp4d
+    fg-net train --config bp4d --protocol within --out runs/bp4d-3fold            # 3 folds, averaged F1
+    fg-net eval --config bp4d --checkpoint runs/bp4d/best --target-dataset DISFA --out runs/bp4d/eval
+    fg-net convert --checkpoint model.pth --config disfa --encoder-checkpoint encoder.pt --out checkpoints/fg-net-disfa
+    fg-net demo --out outputs/fg-net/demo                                           # astronaut, tiny random model
     fg-net smoke
 
-Configs are YAML files on `fg_net.config.FGNetRunConfig` (``configs/tiny.yaml``, ``bp4d.yaml``, ``disfa.yaml``) with
-``key.sub=value`` overrides after them. The script stays thin: the work lives in the library modules.
+Configs ship inside the package in ``fg_net/configs/run/`` (``tiny``, ``bp4d``, ``disfa``) on
+`fg_net.config.FGNetRunConfig`; ``predict``, ``train``, ``eval`` and ``convert`` share them. Files written in ``--out``:
+``predict``: ``<image stem>_heatmaps.png``, ``<stem>_AU<n>.png``, ``<stem>_aus.json``; ``train``: the run folder
+(``best/`` weights); ``eval``: ``scores.json``; ``convert``: the converted model folder (``config.json`` + safetensors).
+The work lives in the library modules.
 """
 
 from __future__ import annotations
@@ -20,93 +24,74 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-import logging
-import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from genblocks.cli import Command, CommandLine
+from genblocks.errors import InputError
+
 if TYPE_CHECKING:
     from fg_net.config import FGNetRunConfig
 
-__all__ = ["build_parser", "main"]
+__all__ = ["command_line", "main"]
+
+SCHEMA = "fg_net.config:FGNetRunConfig"
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """The argument parser of ``fg-net`` (exposed for documentation and tests)."""
-    parser = argparse.ArgumentParser(
-        prog="fg-net", description="FG-Net facial action unit detection (arXiv 2308.12380)."
-    )
-    parser.add_argument("-v", "--verbose", action="store_true", help="log progress at INFO level")
-    commands = parser.add_subparsers(dest="command", required=True, metavar="{predict,train,eval,convert,demo,smoke}")
+def _weights_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--checkpoint", help="a converted FG-Net folder or the authors' model.pth")
+    parser.add_argument("--encoder-checkpoint", help="pSp encoder.pt (latent_avg) when --checkpoint is a model.pth")
 
-    predict = commands.add_parser("predict", help="detect AUs in an image; print them and save heatmap overlays")
-    predict.add_argument("image", type=Path, help="an image with a face (RGB)")
-    predict.add_argument("--config", type=Path, help="run config YAML (default: the paper's BP4D model)")
-    predict.add_argument("--checkpoint", help="a converted FG-Net folder or the authors' model.pth")
-    predict.add_argument("--encoder-checkpoint", help="pSp encoder.pt (latent_avg) when --checkpoint is a model.pth")
-    predict.add_argument("--out", type=Path, default=Path("outputs/fg-net/predict"), help="output folder")
-    predict.add_argument("--aligned", action="store_true", help="the image is already an FFHQ-aligned face")
-    predict.add_argument("overrides", nargs="*", help="config overrides key.sub=value")
 
-    train = commands.add_parser("train", help="train FG-Net on one fold (or the 3-fold protocol)")
-    train.add_argument("--config", type=Path, required=True, help="run config YAML")
-    train.add_argument("--protocol", choices=("fold", "within"), default="fold", help="one fold, or all 3 averaged")
-    train.add_argument("--progress", action="store_true", help="show Lightning's progress bar")
-    train.add_argument("overrides", nargs="*", help="config overrides key.sub=value")
+def _predict_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--image", type=Path, required=True, help="an image with a face (RGB)")
+    parser.add_argument("--aligned", action="store_true", help="the image is already an FFHQ-aligned face")
+    _weights_arguments(parser)
 
-    evaluate = commands.add_parser("eval", help="F1 of a model on a fold's test CSV (within- or cross-corpus)")
-    evaluate.add_argument("--config", type=Path, required=True, help="run config YAML")
-    evaluate.add_argument("--checkpoint", help="a converted FG-Net folder or the authors' model.pth")
-    evaluate.add_argument("--encoder-checkpoint", help="pSp encoder.pt (latent_avg) when --checkpoint is a model.pth")
-    evaluate.add_argument(
+
+def _train_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--protocol", choices=("fold", "within"), default="fold", help="one fold, or all 3 averaged")
+    parser.add_argument("--progress", action="store_true", help="show Lightning's progress bar")
+
+
+def _eval_arguments(parser: argparse.ArgumentParser) -> None:
+    _weights_arguments(parser)
+    parser.add_argument(
         "--target-dataset",
         choices=("BP4D", "DISFA"),
-        help="test corpus (default data.dataset); another corpus "
-        "than the model's scores the shared AUs 1, 2, 4, 6, 12",
+        help="test corpus (default data.dataset); another corpus than the model's scores the shared AUs 1, 2, 4, 6, 12",
     )
-    evaluate.add_argument("--json", type=Path, help="also write the scores to this JSON file")
-    evaluate.add_argument("overrides", nargs="*", help="config overrides key.sub=value")
-
-    convert = commands.add_parser("convert", help="convert the authors' model.pth into a safetensors folder")
-    convert.add_argument("checkpoint", type=Path, help="the authors' model.pth")
-    convert.add_argument("output", type=Path, help="output folder")
-    convert.add_argument("--dataset", choices=("BP4D", "DISFA"), help="the corpus it was trained on (paper model)")
-    convert.add_argument("--config", type=Path, help="run config YAML whose model to use instead of --dataset's")
-    convert.add_argument("--encoder-checkpoint", type=Path, help="pSp encoder.pt the run started from (latent_avg)")
-    convert.add_argument("--fold", type=int, choices=(0, 1, 2), help="training fold, when known")
-    convert.add_argument("--select-on-test", action="store_true", help="record that the epoch was chosen on test")
-    convert.add_argument("--allow-partial", action="store_true", help="write even when keys are missing")
-
-    demo = commands.add_parser("demo", help="predict on scikit-image's astronaut with a tiny random model")
-    demo.add_argument("--out", type=Path, default=Path("outputs/fg-net"), help="output folder")
-    demo.add_argument("--seed", type=int, default=0)
-
-    commands.add_parser("smoke", help="run the self-check (exit status 0 on success)")
-    return parser
 
 
-def _run_config(
-    config: Path | None, overrides: Sequence[str], checkpoint: str | None, encoder: str | None
-) -> FGNetRunConfig:
-    from fg_net.config import FGNetRunConfig
-    from genblocks.config import load_config
-
-    run = load_config(FGNetRunConfig, config, list(overrides))
-    if checkpoint is not None:
-        run = dataclasses.replace(run, checkpoint=checkpoint)
-    if encoder is not None:
-        run = dataclasses.replace(run, encoder_checkpoint=encoder)
-    return run
+def _convert_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--checkpoint", type=Path, required=True, help="the authors' model.pth")
+    parser.add_argument("--encoder-checkpoint", type=Path, help="pSp encoder.pt the run started from (latent_avg)")
+    parser.add_argument("--fold", type=int, choices=(0, 1, 2), help="training fold, when known")
+    parser.add_argument("--select-on-test", action="store_true", help="record that the epoch was chosen on test")
+    parser.add_argument("--allow-partial", action="store_true", help="write even when keys are missing")
 
 
-def _predict(args: argparse.Namespace) -> int:
+def _demo_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--seed", type=int, default=0)
+
+
+def _with_weights(config: FGNetRunConfig, args: argparse.Namespace) -> FGNetRunConfig:
+    """``config`` with ``--checkpoint`` / ``--encoder-checkpoint`` applied."""
+    if args.checkpoint is not None:
+        config = dataclasses.replace(config, checkpoint=str(args.checkpoint))
+    if args.encoder_checkpoint is not None:
+        config = dataclasses.replace(config, encoder_checkpoint=str(args.encoder_checkpoint))
+    return config
+
+
+def _predict(args: argparse.Namespace, config: FGNetRunConfig) -> int:
     from fg_net.convert_fg_net_original import load_fg_net
     from fg_net.pipeline_fg_net import FGNetPipeline, save_prediction
     from fg_net.preprocessing import build_face_analyzer
     from genblocks.media import read_image
 
-    run = _run_config(args.config, args.overrides, args.checkpoint, args.encoder_checkpoint)
+    run = _with_weights(config, args)
     model = load_fg_net(run)
     analyzer = None if args.aligned else build_face_analyzer(run.landmarks)
     output = FGNetPipeline(model, analyzer, aligned_size=run.data.image_size)(read_image(args.image), args.aligned)
@@ -118,10 +103,12 @@ def _predict(args: argparse.Namespace) -> int:
     return 0
 
 
-def _train(args: argparse.Namespace) -> int:
+def _train(args: argparse.Namespace, config: FGNetRunConfig) -> int:
     from fg_net.training import run_within_corpus, train_fg_net
 
-    run = _run_config(args.config, args.overrides, None, None)
+    if args.resume:
+        raise InputError("--resume: fg-net training resumes once it runs on genblocks.training.fit (next release)")
+    run = dataclasses.replace(config, training=dataclasses.replace(config.training, output_dir=str(args.out)))
     if args.protocol == "within":
         results, average = run_within_corpus(run)
         for fold, result in enumerate(results):
@@ -138,7 +125,7 @@ def _train(args: argparse.Namespace) -> int:
     return 0
 
 
-def _evaluate(args: argparse.Namespace) -> int:
+def _evaluate(args: argparse.Namespace, config: FGNetRunConfig) -> int:
     from torch.utils.data import DataLoader
 
     from fg_net.convert_fg_net_original import load_fg_net
@@ -146,7 +133,7 @@ def _evaluate(args: argparse.Namespace) -> int:
     from fg_net.evaluation import evaluate_model, fold_csv_path
     from fg_net.heatmaps import DATASET_AUS
 
-    run = _run_config(args.config, args.overrides, args.checkpoint, args.encoder_checkpoint)
+    run = _with_weights(config, args)
     model = load_fg_net(run)
     target = args.target_dataset or run.data.dataset
     model_aus = tuple(model.config.aus)
@@ -167,39 +154,31 @@ def _evaluate(args: argparse.Namespace) -> int:
     scores = evaluate_model(model, loader, model_aus, label_aus if cross else None)
     kind = f"cross-corpus {model.config.dataset} -> {target}" if cross else f"within-corpus {target}"
     print(f"{kind}, fold {run.data.fold}, {scores.count} images: {scores.table()}")
-    if args.json is not None:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(
-            json.dumps({"protocol": kind, "fold": run.data.fold, **scores.as_dict()}, indent=2) + "\n"
-        )
+    args.out.mkdir(parents=True, exist_ok=True)
+    scores_path = args.out / "scores.json"
+    scores_path.write_text(json.dumps({"protocol": kind, "fold": run.data.fold, **scores.as_dict()}, indent=2) + "\n")
+    print(f"scores: {scores_path}")
     return 0
 
 
-def _convert(args: argparse.Namespace) -> int:
-    from fg_net.config import paper_config
+def _convert(args: argparse.Namespace, config: FGNetRunConfig) -> int:
     from fg_net.convert_fg_net_original import convert_original_checkpoint
 
-    if (args.dataset is None) == (args.config is None):
-        raise ValueError("give exactly one of --dataset (the paper's model for that corpus) and --config.")
-    if args.config is not None:
-        model_config = _run_config(args.config, (), None, None).model
-    else:
-        model_config = paper_config(args.dataset)
     report = convert_original_checkpoint(
         args.checkpoint,
-        args.output,
-        model_config,
+        args.out,
+        config.model,
         encoder_checkpoint=args.encoder_checkpoint,
         fold=args.fold,
         select_on_test=True if args.select_on_test else None,
         strict=not args.allow_partial,
     )
     print(report.summary())
-    print(f"wrote {args.output}")
+    print(f"wrote {args.out}")
     return 0
 
 
-def _demo(args: argparse.Namespace) -> int:
+def _demo(args: argparse.Namespace, config: None) -> int:
     from fg_net.demo import run_demo
 
     summary = run_demo(args.out, seed=args.seed)
@@ -211,35 +190,66 @@ def _demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def _smoke(args: argparse.Namespace, config: None) -> int:
+    from fg_net.smoke import main as smoke_main
+
+    return smoke_main()
+
+
+command_line = CommandLine(
+    prog="fg-net",
+    package="fg_net",
+    description="FG-Net facial action unit detection (arXiv 2308.12380).",
+    commands=(
+        Command(
+            "predict",
+            "detect AUs in an image; print them and save heatmap overlays",
+            _predict,
+            schema=SCHEMA,
+            config_group="run",
+            arguments=_predict_arguments,
+        ),
+        Command(
+            "train",
+            "train FG-Net on one fold (or the 3-fold protocol); --out is the run folder",
+            _train,
+            schema=SCHEMA,
+            config_group="run",
+            arguments=_train_arguments,
+            resume=True,
+        ),
+        Command(
+            "eval",
+            "F1 of a model on a fold's test CSV (within- or cross-corpus); writes scores.json",
+            _evaluate,
+            schema=SCHEMA,
+            config_group="run",
+            arguments=_eval_arguments,
+        ),
+        Command(
+            "convert",
+            "convert the authors' model.pth into a safetensors folder (--config names its model: bp4d or disfa)",
+            _convert,
+            schema=SCHEMA,
+            config_group="run",
+            default_config="bp4d",
+            arguments=_convert_arguments,
+            out=None,
+        ),
+        Command(
+            "demo", "predict on scikit-image's astronaut with a tiny random model", _demo, arguments=_demo_arguments
+        ),
+        Command("smoke", "run the self-check (exit status 0 on success)", _smoke, out=False),
+    ),
+)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of ``fg-net``.
-
-    Args:
-        argv (`Sequence[str]`, *optional*): arguments (default: ``sys.argv[1:]``).
-
-    Returns:
-        `int`: the exit status (2 for bad input).
-    """
-    parser = build_parser()
-    args, extra = parser.parse_known_args(argv)
-    # overrides may follow options (``predict face.jpg --config c.yaml model.aus=[1,2]``): argparse leaves them over
-    unknown = [item for item in extra if item.startswith("-") or "=" not in item]
-    if unknown or (extra and not hasattr(args, "overrides")):
-        parser.error(f"unrecognized arguments: {' '.join(unknown or extra)}")
-    if extra:
-        args.overrides = [*args.overrides, *extra]
-    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(message)s")
-    if args.command == "smoke":
-        from fg_net.smoke import main as smoke_main
-
-        return smoke_main()
-    handlers = {"predict": _predict, "train": _train, "eval": _evaluate, "convert": _convert, "demo": _demo}
-    try:
-        return handlers[args.command](args)
-    except (ValueError, FileNotFoundError, ImportError) as error:
-        print(f"fg-net {args.command}: {error}", file=sys.stderr)
-        return 2
+    """Entry point of ``fg-net``; returns the exit status (2 for bad input)."""
+    return command_line.main(argv)
 
 
 if __name__ == "__main__":
+    import sys
+
     sys.exit(main())

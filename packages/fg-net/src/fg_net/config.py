@@ -2,17 +2,19 @@
 
 Every value the spec (``shared/papers/fg-net.md``) marks as unverified is a field with a documented default (§8):
 ``select_on_test`` (`TrainingConfig`), ``fold`` (`DataConfig`), ``remap_encoder_latents`` (`FGNetConfig`) and
-``backend`` (`LandmarkConfig`). YAML files in ``configs/`` load onto `FGNetRunConfig` through
-:func:`genblocks.config.load_config`::
+``backend`` (`LandmarkConfig`). The YAML files shipped in ``fg_net/configs/run/`` (``tiny``, ``bp4d``, ``disfa``) are
+the one source of truth (`paper_config`, `tiny_config` and `tiny_run_config` read them); they load onto
+`FGNetRunConfig` through :func:`genblocks.cli.load_command_config`::
 
-    from genblocks.config import load_config
+    from genblocks.cli import load_command_config
     from fg_net.config import FGNetRunConfig
 
-    run = load_config(FGNetRunConfig, "packages/fg-net/configs/bp4d.yaml", ["data.fold=1"])
+    run, path = load_command_config(FGNetRunConfig, "fg_net", "run", "bp4d", ["data.fold=1"])
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass, field
 
@@ -134,8 +136,17 @@ class FGNetConfig:
         return 2 * int(math.log2(self.resolution)) - 2
 
 
+def _shipped(name: str) -> FGNetRunConfig:
+    """The run config ``configs/run/<name>.yaml`` shipped inside the package (the one source of truth)."""
+    from genblocks.cli import resolve_config
+    from genblocks.config import load_config
+
+    return load_config(FGNetRunConfig, resolve_config("fg_net", "run", name))
+
+
 def paper_config(dataset: str = "BP4D") -> FGNetConfig:
-    """The paper's model for ``dataset`` (``"BP4D"``: 12 AUs, ``"DISFA"``: 8 AUs).
+    """The paper's model for ``dataset`` (``"BP4D"``: 12 AUs, ``"DISFA"``: 8 AUs): the ``model`` of the shipped
+    ``configs/run/bp4d.yaml`` / ``disfa.yaml``.
 
     Args:
         dataset (`str`, defaults to `"BP4D"`): ``"BP4D"`` or ``"DISFA"``.
@@ -145,12 +156,13 @@ def paper_config(dataset: str = "BP4D") -> FGNetConfig:
     """
     if dataset not in DATASET_AUS:
         raise ValueError(f"`dataset` must be one of {sorted(DATASET_AUS)}, got {dataset!r}.")
-    return FGNetConfig(dataset=dataset, aus=DATASET_AUS[dataset])
+    return _shipped(dataset.lower()).model
 
 
 def tiny_config(aus: tuple[int, ...] = (1, 2, 6, 12)) -> FGNetConfig:
-    """The spec's tiny test model (fg-net §9): 32-px StyleGAN2 with <= 32 channels and 2 mapping layers, a tiny IR-SE
-    encoder (8 styles) on 32-px inputs, a 16-px interpreter with 8 outputs (sigma scaled to 2.5 px).
+    """The spec's tiny test model (fg-net §9), the ``model`` of the shipped ``configs/run/tiny.yaml``: 32-px StyleGAN2
+    with <= 32 channels and 2 mapping layers, a tiny IR-SE encoder (8 styles) on 32-px inputs, a 16-px interpreter
+    with 8 outputs (sigma scaled to 2.5 px).
 
     Args:
         aus (`tuple[int, ...]`, defaults to `(1, 2, 6, 12)`): AUs (4 spatially distinct ones by default).
@@ -158,22 +170,8 @@ def tiny_config(aus: tuple[int, ...] = (1, 2, 6, 12)) -> FGNetConfig:
     Returns:
         `FGNetConfig`.
     """
-    return FGNetConfig(
-        dataset="custom",
-        aus=aus,
-        resolution=32,
-        w_dim=32,
-        mapping_layers=2,
-        channel_base=512,
-        channel_max=32,
-        encoder_units=(1, 1, 2, 1),
-        encoder_channels=(8, 16, 24, 32),
-        encoder_se_reduction=4,
-        input_size=32,
-        heatmap_size=16,
-        heatmap_sigma=2.5,
-        interpreter_out_channels=8,
-    )
+    model = _shipped("tiny").model
+    return model if tuple(aus) == tuple(model.aus) else dataclasses.replace(model, aus=tuple(aus))
 
 
 @dataclass
@@ -333,10 +331,9 @@ class FGNetRunConfig:
 
 
 def tiny_run_config() -> FGNetRunConfig:
-    """`tiny_config` with a short CPU training schedule and random weights (what ``configs/tiny.yaml`` holds).
+    """The shipped ``configs/run/tiny.yaml``: `tiny_config` with a short CPU training schedule and random weights.
 
     Returns:
         `FGNetRunConfig`.
     """
-    training = TrainingConfig(lr=1e-3, batch_size=8, eval_batch_size=8, epochs=1, steps_per_epoch=2, max_steps=2)
-    return FGNetRunConfig(model=tiny_config(), training=training, tiny_random=True)
+    return _shipped("tiny")
