@@ -1,94 +1,68 @@
-"""The ``diffportrait3d`` command line: ``render``, ``train``, ``convert``, ``demo`` and ``smoke``.
+"""The ``diffportrait3d`` command line: ``render``, ``train``, ``convert``, ``demo`` and ``smoke``, in the one
+convention of :mod:`genblocks.cli`.
 
 ::
 
-    diffportrait3d render --image face.png --out orbit.gif --views 8 --path orbit --pretrained checkpoints/dp3d \
-        --eg3d eg3d_G.safetensors --noise-prior eg3d
-    diffportrait3d render --image face.png --conditions cond/ --out views.gif --config tiny
-    diffportrait3d train --config tiny --set train.stage=2 --manifest data/views.jsonl
+    diffportrait3d render --image face.png --out out/ --views 8 --path orbit --pretrained checkpoints/dp3d \
+        --eg3d eg3d_G.safetensors --set inference.noise_prior=eg3d
+    diffportrait3d render --image face.png --conditions cond/ --out out/                 # tiny random model
+    diffportrait3d train --config tiny --stage 2 --manifest data/views.jsonl --out runs/dp3d
     diffportrait3d convert --checkpoint model_state-540000-001.th --base stable-diffusion-v1-5 --out checkpoints/dp3d
     diffportrait3d demo --out outputs/diffportrait3d/demo
     diffportrait3d smoke
 
-``--config`` takes a YAML file or a built-in name (``tiny``, ``sd15``); ``--set key=value`` overrides any field.
+Configs ship inside the package in ``diffportrait3d/configs/run/`` (``tiny``, ``sd15``), shared by ``render`` and
+``train``; ``--set key=value`` overrides any field. ``render`` writes ``view_000.png``, ... and ``views.gif`` (or
+``views.mp4`` with ``--format mp4``) into ``--out``; ``train`` uses ``--out`` as its run folder; ``convert`` writes a
+``DiffPortrait3DPipeline`` folder there.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import logging
-import sys
 from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from diffportrait3d.config import DiffPortrait3DConfig, sd15_config, tiny_config
+from genblocks.cli import Command, CommandLine
+from genblocks.errors import InputError
 
-__all__ = ["build_parser", "load_cli_config", "main"]
+if TYPE_CHECKING:
+    from diffportrait3d.config import DiffPortrait3DConfig
 
+__all__ = ["command_line", "main"]
+
+SCHEMA = "diffportrait3d.config:DiffPortrait3DConfig"
 _IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp")
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """The argument parser of ``diffportrait3d``."""
-    parser = argparse.ArgumentParser(
-        prog="diffportrait3d", description="DiffPortrait3D portrait novel-view synthesis (arXiv 2312.13016)."
-    )
-    parser.add_argument("-v", "--verbose", action="store_true", help="log progress at INFO level")
-    commands = parser.add_subparsers(dest="command", required=True, metavar="{render,train,convert,demo,smoke}")
-
-    def add_config(sub: argparse.ArgumentParser, default: str) -> None:
-        sub.add_argument("--config", default=default, help=f"YAML file, or 'tiny' / 'sd15' (default: {default})")
-        sub.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="config overrides")
-
-    render = commands.add_parser("render", help="render a portrait from new views (GIF/MP4 or PNG folder)")
-    render.add_argument("--image", type=Path, required=True, help="portrait image")
-    render.add_argument("--out", type=Path, required=True, help="output .gif / .mp4, or a folder for PNGs")
-    render.add_argument("--conditions", type=Path, default=None, help="folder of condition images (one per view)")
-    render.add_argument("--views", type=int, default=8, help="number of cameras on the path (default 8)")
-    render.add_argument("--path", choices=("orbit", "yaw"), default="orbit", help="camera path (default orbit)")
-    render.add_argument("--eg3d", type=Path, default=None, help="EG3D generator state dict (default: tiny random)")
-    render.add_argument("--pretrained", default=None, help="DiffPortrait3DPipeline folder")
-    add_config(render, "tiny")
-
-    train = commands.add_parser("train", help="run one training stage (train.stage) from a manifest")
-    train.add_argument("--manifest", type=Path, default=None, help="JSON-lines manifest (default: synthetic data)")
-    add_config(train, "tiny")
-
-    convert = commands.add_parser("convert", help="official model_state-*.th -> DiffPortrait3DPipeline folder")
-    convert.add_argument("--checkpoint", type=Path, required=True, help="official .th (or .safetensors) file")
-    convert.add_argument("--base", type=Path, required=True, help="diffusers SD1.5 folder (vae, text encoder, ...)")
-    convert.add_argument("--out", type=Path, required=True, help="output pipeline folder")
-    convert.add_argument("--trust-pickle", action="store_true", help="allow full unpickling of the .th file")
-
-    demo = commands.add_parser("demo", help="orbit GIF of scikit-image's astronaut with the tiny random model")
-    demo.add_argument("--out", type=Path, default=Path("outputs/diffportrait3d/demo"), help="output folder")
-    demo.add_argument("--views", type=int, default=8, help="views on the orbit (default 8)")
-
-    commands.add_parser("smoke", help="tiny end-to-end self check")
-    return parser
+def _render_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--image", type=Path, required=True, help="portrait image")
+    parser.add_argument("--conditions", type=Path, default=None, help="folder of condition images (one per view)")
+    parser.add_argument("--views", type=int, default=8, help="number of cameras on the path")
+    parser.add_argument("--path", choices=("orbit", "yaw"), default="orbit", help="camera path")
+    parser.add_argument("--eg3d", type=Path, default=None, help="EG3D weights: state dict or network pickle")
+    parser.add_argument("--pretrained", default=None, help="DiffPortrait3DPipeline folder (sets source=pretrained)")
+    parser.add_argument("--format", choices=("gif", "mp4"), default="gif", help="video of the views in --out")
 
 
-def load_cli_config(name: str, overrides: Sequence[str] = ()) -> DiffPortrait3DConfig:
-    """A built-in config (``tiny`` / ``sd15``) or a YAML file, with dotted overrides."""
-    from omegaconf import OmegaConf
-
-    from genblocks.config import load_config, merge_config
-
-    if name in ("tiny", "sd15"):
-        base = tiny_config() if name == "tiny" else sd15_config()
-        if not overrides:
-            return base
-        return merge_config(
-            DiffPortrait3DConfig,
-            (name, OmegaConf.structured(base)),
-            ("--set", OmegaConf.from_dotlist(list(overrides))),
-        )
-    return load_config(DiffPortrait3DConfig, name, overrides)
+def _train_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--manifest", type=Path, default=None, help="JSON-lines manifest (default: synthetic data)")
 
 
-def _render(args: argparse.Namespace) -> int:
+def _convert_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--checkpoint", type=Path, required=True, help="official .th (or .safetensors) file")
+    parser.add_argument("--base", type=Path, required=True, help="diffusers SD1.5 folder (vae, text encoder, ...)")
+    parser.add_argument("--trust-pickle", action="store_true", help="allow full unpickling of the .th file")
+
+
+def _demo_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--views", type=int, default=8, help="views on the orbit")
+
+
+def _render(args: argparse.Namespace, config: DiffPortrait3DConfig) -> int:
     import torch
 
     from diffportrait3d.cameras import orbit_cameras, yaw_sweep_cameras
@@ -96,7 +70,6 @@ def _render(args: argparse.Namespace) -> int:
     from diffportrait3d.pipeline_diffportrait3d import load_pipeline
     from genblocks.media import read_image, write_image, write_video
 
-    config = load_cli_config(args.config, args.set)
     if args.pretrained is not None:
         config = replace(config, source="pretrained", pretrained=args.pretrained)
     pipe = load_pipeline(config)
@@ -105,7 +78,13 @@ def _render(args: argparse.Namespace) -> int:
     cameras = orbit_cameras(args.views) if args.path == "orbit" else yaw_sweep_cameras(args.views)
     conditions = None
     if args.conditions is not None:
+        if not args.conditions.is_dir():
+            raise InputError(f"--conditions {args.conditions}: expected a folder of condition images")
         files = sorted(p for p in args.conditions.iterdir() if p.suffix.lower() in _IMAGE_SUFFIXES)
+        if not files:
+            raise InputError(
+                f"--conditions {args.conditions}: the folder holds no images ({', '.join(_IMAGE_SUFFIXES)})"
+            )
         conditions = [read_image(p) for p in files]
         cameras = None
     noise_renders = None
@@ -126,25 +105,26 @@ def _render(args: argparse.Namespace) -> int:
         generator=torch.Generator().manual_seed(config.seed),
         output_type="pt",
     )
-    if args.out.suffix.lower() in (".gif", ".mp4"):
-        write_video(args.out, output.images, fps=config.inference.fps, value_range=(0.0, 1.0))
-    else:
-        for index, view in enumerate(output.images):
-            write_image(args.out / f"view_{index:03d}.png", view, value_range=(0.0, 1.0))
-    print(f"wrote {len(output.images)} views to {args.out}")
+    for index, view in enumerate(output.images):
+        write_image(args.out / f"view_{index:03d}.png", view, value_range=(0.0, 1.0))
+    video = args.out / f"views.{args.format}"
+    write_video(video, output.images, fps=config.inference.fps, value_range=(0.0, 1.0))
+    print(f"wrote {len(output.images)} views to {args.out} (view_000.png ..., {video.name})")
     return 0
 
 
-def _train(args: argparse.Namespace) -> int:
+def _train(args: argparse.Namespace, config: DiffPortrait3DConfig) -> int:
     from diffportrait3d.training import train_from_config
 
-    config = load_cli_config(args.config, args.set)
+    if args.resume:
+        raise InputError("--resume: diffportrait3d training resumes once it runs on genblocks.training.fit")
+    config = replace(config, train=replace(config.train, output_dir=str(args.out)))
     result = train_from_config(config, manifest=args.manifest)
     print(json.dumps(result, indent=2, default=str))
     return 0
 
 
-def _convert(args: argparse.Namespace) -> int:
+def _convert(args: argparse.Namespace, config: None) -> int:
     from diffportrait3d.convert_diffportrait3d_original import convert_checkpoint
 
     report = convert_checkpoint(args.checkpoint, args.base, args.out, trust_pickle=args.trust_pickle)
@@ -152,27 +132,68 @@ def _convert(args: argparse.Namespace) -> int:
     return 0
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of ``diffportrait3d``; returns the exit status."""
-    args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING)
-    if args.command == "render":
-        return _render(args)
-    if args.command == "train":
-        return _train(args)
-    if args.command == "convert":
-        return _convert(args)
-    if args.command == "demo":
-        from diffportrait3d.demo import run_demo
+def _demo(args: argparse.Namespace, config: None) -> int:
+    from diffportrait3d.demo import run_demo
 
-        summary = run_demo(args.out, num_views=args.views)
-        print(json.dumps(summary["headline"], indent=2))
-        print(f"wrote {args.out / 'orbit.gif'} and {args.out / 'summary.json'}")
-        return 0
+    summary = run_demo(args.out, num_views=args.views)
+    print(json.dumps(summary["headline"], indent=2))
+    print(f"wrote {args.out / 'orbit.gif'} and {args.out / 'summary.json'}")
+    return 0
+
+
+def _smoke(args: argparse.Namespace, config: None) -> int:
     from diffportrait3d.smoke import main as smoke_main
 
     return smoke_main()
 
 
+command_line = CommandLine(
+    prog="diffportrait3d",
+    package="diffportrait3d",
+    description="DiffPortrait3D portrait novel-view synthesis (arXiv 2312.13016).",
+    commands=(
+        Command(
+            "render",
+            "render a portrait from new views (PNGs + views.gif in --out)",
+            _render,
+            schema=SCHEMA,
+            config_group="run",
+            arguments=_render_arguments,
+        ),
+        Command(
+            "train",
+            "run one training stage from a manifest; --out is the run folder",
+            _train,
+            schema=SCHEMA,
+            config_group="run",
+            arguments=_train_arguments,
+            stages=("1", "2"),
+            resume=True,
+        ),
+        Command(
+            "convert",
+            "official model_state-*.th -> DiffPortrait3DPipeline folder in --out",
+            _convert,
+            arguments=_convert_arguments,
+            out=None,
+        ),
+        Command(
+            "demo",
+            "orbit GIF of scikit-image's astronaut with the tiny random model",
+            _demo,
+            arguments=_demo_arguments,
+        ),
+        Command("smoke", "tiny end-to-end self check", _smoke, out=False),
+    ),
+)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of ``diffportrait3d``; returns the exit status (2 for bad input)."""
+    return command_line.main(argv)
+
+
 if __name__ == "__main__":
+    import sys
+
     sys.exit(main())

@@ -1,5 +1,6 @@
 """The configuration schema of diffportrait3d: frozen dataclasses that ``genblocks.config.load_config`` fills from
-``configs/*.yaml`` plus dotted overrides (``inference.num_inference_steps=2``).
+the YAML files shipped in ``diffportrait3d/configs/run/`` (``tiny``, ``sd15``: the one source of truth) plus
+dotted overrides (``inference.num_inference_steps=2``).
 
 Values the DiffPortrait3D spec marks [unverified] (§8) are fields with documented defaults: the training stage
 (``train.stage``), the learning rate (``train.lr``), condition dropout (``train.cond_drop``), whether the middle
@@ -130,22 +131,20 @@ class DiffPortrait3DConfig:
     train: TrainConfig = field(default_factory=TrainConfig)
 
 
+def _shipped(name: str) -> DiffPortrait3DConfig:
+    """The config ``configs/run/<name>.yaml`` shipped inside the package (the one source of truth)."""
+    from genblocks.cli import resolve_config
+    from genblocks.config import load_config
+
+    return load_config(DiffPortrait3DConfig, resolve_config("diffportrait3d", "run", name))
+
+
 def tiny_config() -> DiffPortrait3DConfig:
-    """The tiny CPU configuration of ``configs/tiny.yaml`` (64-px views, 4 views per batch, 2 DDIM steps)."""
-    return DiffPortrait3DConfig(
-        model=ModelConfig(
-            resolution=64,
-            views_per_batch=4,
-            controlnet_embedding_channels=(8, 8, 16, 16),
-            view_heads=2,
-            view_max_len=8,
-            view_norm_groups=8,
-        ),
-        inference=InferenceConfig(num_inference_steps=2, inversion_steps=5, inversion_lr=0.05),
-        train=TrainConfig(lr=1e-3, max_steps=2, output_dir="outputs/diffportrait3d/train-tiny"),
-    )
+    """The shipped tiny CPU configuration ``configs/run/tiny.yaml`` (64-px views, 4 views per batch, 2 DDIM steps)."""
+    return _shipped("tiny")
 
 
 def sd15_config() -> DiffPortrait3DConfig:
-    """The paper's SD1.5 configuration (``configs/sd15.yaml``), components from a saved pipeline folder."""
-    return DiffPortrait3DConfig(source="pretrained", device="auto")
+    """The shipped paper configuration ``configs/run/sd15.yaml`` (SD1.5 at 512 px, components from a saved pipeline
+    folder, EG3D 3D-aware noise)."""
+    return _shipped("sd15")
