@@ -11,7 +11,7 @@ pipeline's generator ``manual_seed(999)``. Weights are random (cost does not dep
 
 Setups (CPU, fp32, ``XP_BENCH_THREADS`` torch threads, default 2):
 
-- ``tiny``: 64-px frames, UNet (32, 64), VAE (8, 8, 8, 8), 2 temporal heads (``configs/tiny.yaml``);
+- ``tiny``: 64-px frames, UNet (32, 64), VAE (8, 8, 8, 8), 2 temporal heads (``x_portrait/configs/run/tiny.yaml``);
 - ``mid``: 128-px frames, UNet (64, 128, 256) with 2 layers per level and 8 heads, cross-attention width 256, VAE
   (32, 64, 64, 64), SD's hint encoder (16, 32, 96, 256), 8 temporal heads.
 

@@ -41,33 +41,50 @@ def test_animate_from_a_frame_folder(tmp_path, capsys) -> None:
     (tmp_path / "frames").mkdir()
     for i in range(3):
         _png(tmp_path / "frames" / f"{i:03d}.png", i + 1)
-    out = tmp_path / "out.gif"
+    out = tmp_path / "out"
     no_faces = ["inference.align_driving=false", "inference.local_patches=false"]
-    args = [
-        "animate",
-        "--source",
-        str(tmp_path / "face.png"),
-        "--driving",
-        str(tmp_path / "frames"),
-        "--out",
-        str(out),
-    ]
+    args = ["animate", "--image", str(tmp_path / "face.png"), "--driving", str(tmp_path / "frames"), "--out", str(out)]
     assert main([*args, "--metrics", "--set", *no_faces]) == 0
-    frames, _ = read_video(out)
+    frames, _ = read_video(out / "animation.gif")
     assert frames.shape == (3, RESOLUTION, RESOLUTION, 3)
     assert '"psnr"' in capsys.readouterr().out
+    assert "psnr" in json.loads((out / "metrics.json").read_text())
     (tmp_path / "empty").mkdir()
-    empty = [
-        "animate",
-        "--source",
-        str(tmp_path / "face.png"),
-        "--driving",
-        str(tmp_path / "empty"),
-        "--out",
-        str(out),
-    ]
+    empty = ["animate", "--image", str(tmp_path / "face.png"), "--driving", str(tmp_path / "empty"), "--out", str(out)]
     assert main([*empty, "--set", *no_faces]) == 2
-    assert "--driving folder" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "--driving folder" in err and "Traceback" not in err and len(err.strip().splitlines()) == 1
+
+
+def test_animate_from_another_directory_with_repeated_set(tmp_path, monkeypatch) -> None:
+    _png(tmp_path / "face.png", 0)
+    _png(tmp_path / "drive.png", 1)
+    monkeypatch.chdir(tmp_path)
+    argv = ["animate", "--config", "tiny", "--image", "face.png", "--driving", "drive.png", "--out", "out"]
+    argv += ["--set", "inference.align_driving=false", "--set", "inference.local_patches=false", "inference.seed=3"]
+    assert main([*argv, "--format", "gif"]) == 0
+    assert read_video(tmp_path / "out" / "animation.gif")[0].shape == (1, RESOLUTION, RESOLUTION, 3)
+
+
+def test_user_errors_exit_2_with_one_line(tmp_path, capsys) -> None:
+    _png(tmp_path / "face.png", 0)
+    base = ["animate", "--image", str(tmp_path / "face.png"), "--out", str(tmp_path / "o")]
+    cases = [
+        ([*base, "--driving", str(tmp_path / "missing.mp4")], "missing.mp4"),
+        ([*base, "--driving", str(tmp_path / "face.png"), "--set", "inference.window=3"], "inference.window"),
+        ([*base, "--driving", str(tmp_path / "face.png"), "--set", "train.stage=video"], "train.stage"),
+        (["train", "--config", "nope", "--out", str(tmp_path / "r")], "--config nope"),
+    ]
+    for argv, named in cases:
+        assert main(argv) == 2, argv
+        err = capsys.readouterr().err
+        assert named in err and "Traceback" not in err and len(err.strip().splitlines()) == 1, err
+
+
+def test_stage_and_print_config(capsys) -> None:
+    assert main(["train", "--stage", "temporal", "--set", "train.lr=0.5", "--out", "unused", "--print-config"]) == 0
+    printed = capsys.readouterr().out
+    assert "stage: temporal" in printed and "lr: 0.5" in printed
 
 
 @pytest.mark.filterwarnings("ignore::FutureWarning")
@@ -80,9 +97,11 @@ def test_train_command_writes_a_loadable_pipeline(tmp_path) -> None:
         rows.append({"source": f"source{i}.png", "target": f"target{i}.png", "landmarks": f"landmarks{i}.npy"})
     manifest = tmp_path / "pairs.jsonl"
     manifest.write_text("".join(json.dumps(row) + "\n" for row in rows))
-    overrides = [f"train.manifest={manifest}", f"train.output_dir={tmp_path / 'run'}", "train.max_steps=2"]
-    overrides += ["train.log_every_n_steps=1"]
-    assert main(["train", "--config", "tiny", "--set", *overrides]) == 0
+    overrides = [f"train.manifest={manifest}", "train.max_steps=2", "train.log_every_n_steps=1"]
+    assert (
+        main(["train", "--config", "tiny", "--stage", "image", "--set", *overrides, "--out", str(tmp_path / "run")])
+        == 0
+    )
     pipeline = XPortraitPipeline.from_pretrained(tmp_path / "run" / "pipeline")
     assert pipeline.config.patch_size == 16
     assert (tmp_path / "run" / "config.yaml").is_file()

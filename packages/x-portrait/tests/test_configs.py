@@ -6,11 +6,15 @@ from pathlib import Path
 
 import pytest
 
+from genblocks.cli import load_command_config
 from genblocks.config import ConfigError, load_config
-from x_portrait.cli import load_cli_config
 from x_portrait.config import ModelConfig, TrainConfig, XPortraitConfig, sd15_config, tiny_config
 
-CONFIGS = Path(__file__).resolve().parents[1] / "configs"
+CONFIGS = Path(__file__).resolve().parents[1] / "src" / "x_portrait" / "configs" / "run"
+
+
+def load_cli_config(name: str, overrides: list[str]) -> XPortraitConfig:
+    return load_command_config(XPortraitConfig, "x_portrait", "run", name, overrides)[0]
 
 
 def test_yaml_files_equal_the_built_in_configs() -> None:

@@ -1,20 +1,30 @@
 """x-portrait: expressive portrait animation with hierarchical motion attention (Xie et al., SIGGRAPH 2024).
 
 arXiv 2403.15931; upstream bytedance/X-Portrait (inference only). This package runs it on diffusers and adds training.
+
+Public names are imported lazily (a module-level ``__getattr__``), so ``x-portrait --help`` imports no model code.
 """
 
-from x_portrait.config import XPortraitConfig
-from x_portrait.modeling_x_portrait import XPortraitComponents, XPortraitModel, XPortraitMotionModules
-from x_portrait.pipeline_x_portrait import XPortraitPipeline, XPortraitPipelineOutput
+from __future__ import annotations
+
+import importlib
+from typing import Any
 
 __version__ = "0.1.0"
 
-__all__ = [
-    "XPortraitComponents",
-    "XPortraitConfig",
-    "XPortraitModel",
-    "XPortraitMotionModules",
-    "XPortraitPipeline",
-    "XPortraitPipelineOutput",
-    "__version__",
-]
+_EXPORTS = {
+    "XPortraitConfig": "x_portrait.config",
+    "XPortraitComponents": "x_portrait.modeling_x_portrait",
+    "XPortraitModel": "x_portrait.modeling_x_portrait",
+    "XPortraitMotionModules": "x_portrait.modeling_x_portrait",
+    "XPortraitPipeline": "x_portrait.pipeline_x_portrait",
+    "XPortraitPipelineOutput": "x_portrait.pipeline_x_portrait",
+}
+
+__all__ = ["__version__", *sorted(_EXPORTS)]
+
+
+def __getattr__(name: str) -> Any:
+    if name in _EXPORTS:
+        return getattr(importlib.import_module(_EXPORTS[name]), name)
+    raise AttributeError(f"module 'x_portrait' has no attribute {name!r}")

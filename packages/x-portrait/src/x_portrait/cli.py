@@ -1,17 +1,21 @@
-"""The ``x-portrait`` command line: ``animate``, ``train``, ``convert``, ``demo`` and ``smoke``.
+"""The ``x-portrait`` command line: ``animate``, ``train``, ``convert``, ``demo`` and ``smoke``, in the one convention
+of :mod:`genblocks.cli`.
 
 ::
 
-    x-portrait animate --source face.png --driving clip.mp4 --out out.mp4 --pretrained checkpoints/x-portrait
-    x-portrait animate --source face.png --driving frames/ --out out.gif --config configs/tiny.yaml
-    x-portrait train --config configs/tiny.yaml --set train.manifest=data/pairs.jsonl train.max_steps=100
+    x-portrait animate --image face.png --driving clip.mp4 --config sd15 --pretrained checkpoints/x-portrait --out out/
+    x-portrait animate --image face.png --driving frames/ --out out/                    # tiny random model
+    x-portrait train --config tiny --stage temporal --set train.manifest=data/clips.jsonl train.max_steps=100 --out runs/xp
     x-portrait convert --checkpoint model_state-415001.th --base stable-diffusion-v1-5 --out checkpoints/x-portrait
     x-portrait demo --out outputs/x-portrait/demo
     x-portrait smoke
 
-``--config`` takes a YAML file or a built-in name (``tiny``: random 64-px model; ``sd15``: the paper's settings), and
-``--set key=value`` overrides any field (``inference.num_inference_steps=2``). The work lives in the library
-(:mod:`x_portrait.pipeline_x_portrait`, :mod:`x_portrait.training`, :mod:`x_portrait.convert_x_portrait_original`,
+Configs ship inside the package in ``x_portrait/configs/run/`` (``tiny``: random 64-px model; ``sd15``: the paper's
+settings), shared by ``animate``, ``train`` and ``convert``; ``--set key=value`` overrides any field
+(``inference.num_inference_steps=2``). Files in ``--out``: ``animate`` writes ``animation.gif`` (``--format mp4``:
+``animation.mp4``) and, with ``--metrics``, ``metrics.json``; ``train`` uses it as the run folder (the trained pipeline in
+``pipeline/``); ``convert`` writes an ``XPortraitPipeline`` folder with ``conversion_report.json``. The work lives in the
+library (:mod:`x_portrait.pipeline_x_portrait`, :mod:`x_portrait.training`, :mod:`x_portrait.convert_x_portrait_original`,
 :mod:`x_portrait.demo`).
 """
 
@@ -19,76 +23,44 @@ from __future__ import annotations
 
 import argparse
 import json
-import logging
 import sys
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from x_portrait.config import XPortraitConfig, sd15_config, tiny_config
+from genblocks.cli import Command, CommandLine
+from genblocks.errors import InputError
 
-__all__ = ["build_parser", "load_cli_config", "main", "read_driving"]
+if TYPE_CHECKING:
+    from x_portrait.config import XPortraitConfig
 
+__all__ = ["command_line", "main", "read_driving"]
+
+SCHEMA = "x_portrait.config:XPortraitConfig"
 _IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp")
 _VIDEO_SUFFIXES = (".gif", ".mp4", ".mov", ".avi", ".mkv", ".webm")
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """The argument parser of ``x-portrait`` (exposed for documentation and tests)."""
-    parser = argparse.ArgumentParser(
-        prog="x-portrait", description="X-Portrait portrait animation (arXiv 2403.15931) on diffusers."
-    )
-    parser.add_argument("-v", "--verbose", action="store_true", help="log progress at INFO level")
-    commands = parser.add_subparsers(dest="command", required=True, metavar="{animate,train,convert,demo,smoke}")
-
-    def add_config(sub: argparse.ArgumentParser, default: str) -> None:
-        sub.add_argument("--config", default=default, help=f"YAML file, or 'tiny' / 'sd15' (default: {default})")
-        sub.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="config overrides")
-
-    animate = commands.add_parser("animate", help="animate a source portrait with a driving video")
-    animate.add_argument("--source", type=Path, required=True, help="source portrait image")
-    animate.add_argument("--driving", type=Path, required=True, help="video (.mp4, .gif, ...), frame folder or image")
-    animate.add_argument("--out", type=Path, required=True, help="output .mp4 or .gif")
-    animate.add_argument("--pretrained", default=None, help="XPortraitPipeline folder (sets components.source)")
-    animate.add_argument("--metrics", action="store_true", help="print self-reenactment metrics against the driving")
-    add_config(animate, "tiny")
-
-    train = commands.add_parser("train", help="run one training stage (train.stage) from a manifest")
-    add_config(train, "tiny")
-
-    convert = commands.add_parser("convert", help="official model_state-*.th -> XPortraitPipeline folder")
-    convert.add_argument("--checkpoint", type=Path, required=True, help="official .th (or .safetensors) file")
-    convert.add_argument("--base", type=Path, required=True, help="diffusers SD1.5 folder (vae, text encoder, ...)")
-    convert.add_argument("--out", type=Path, required=True, help="output pipeline folder")
-    convert.add_argument("--strict", action="store_true", help="exit 1 unless every key matched")
-    add_config(convert, "sd15")
-
-    demo = commands.add_parser("demo", help="animate skimage's astronaut with synthetic motion (tiny model)")
-    demo.add_argument("--out", type=Path, default=Path("outputs/x-portrait/demo"), help="output folder")
-    demo.add_argument("--frames", type=int, default=8, help="driving frames")
-    demo.add_argument("--train-steps", type=int, default=0, help="stage-1 steps on the demo frames first")
-    demo.add_argument("--seed", type=int, default=0)
-    demo.add_argument("--no-face", action="store_true", help="do not use dlib (no alignment or local patches)")
-
-    commands.add_parser("smoke", help="run the self-check (exit status 0 on success)")
-    return parser
+def _animate_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--image", type=Path, required=True, help="source portrait image")
+    parser.add_argument("--driving", type=Path, required=True, help="video (.mp4, .gif, ...), frame folder or image")
+    parser.add_argument("--pretrained", default=None, help="XPortraitPipeline folder (sets components.source)")
+    parser.add_argument("--format", choices=("gif", "mp4"), default="gif", help="animation file in --out")
+    parser.add_argument("--metrics", action="store_true", help="self-reenactment metrics against the driving frames")
 
 
-def load_cli_config(config: str, overrides: Sequence[str] = ()) -> XPortraitConfig:
-    """A config from a YAML path or a built-in name (``tiny``, ``sd15``) plus ``key=value`` overrides."""
-    from omegaconf import OmegaConf
+def _convert_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--checkpoint", type=Path, required=True, help="official .th (or .safetensors) file")
+    parser.add_argument("--base", type=Path, required=True, help="diffusers SD1.5 folder (vae, text encoder, ...)")
+    parser.add_argument("--strict", action="store_true", help="exit 1 unless every key matched")
 
-    from genblocks.config import ConfigError, load_config, merge_config
 
-    builtins = {"tiny": tiny_config, "sd15": sd15_config}
-    if config not in builtins:
-        return load_config(XPortraitConfig, config, overrides)
-    bad = [item for item in overrides if "=" not in item or item.startswith("=")]
-    if bad:
-        raise ConfigError(f"command line: overrides must look like key.sub=value, got {bad}")
-    sources = [(f"built-in '{config}' config", OmegaConf.structured(builtins[config]()))]
-    if overrides:
-        sources.append(("command line", OmegaConf.from_dotlist(list(overrides))))
-    return merge_config(XPortraitConfig, *sources)
+def _demo_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--frames", type=int, default=8, help="driving frames")
+    parser.add_argument("--train-steps", type=int, default=0, help="stage-1 steps on the demo frames first")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--no-face", action="store_true", help="do not use dlib (no alignment or local patches)")
 
 
 def read_driving(path: Path, max_frames: int | None = None) -> tuple[list, float | None]:
@@ -114,7 +86,7 @@ def read_driving(path: Path, max_frames: int | None = None) -> tuple[list, float
     return frames, fps
 
 
-def _animate(args: argparse.Namespace) -> int:
+def _animate(args: argparse.Namespace, config: XPortraitConfig) -> int:
     import torch
 
     from genblocks.media import read_image, write_video
@@ -122,27 +94,20 @@ def _animate(args: argparse.Namespace) -> int:
     from x_portrait.pipeline_x_portrait import load_pipeline
     from x_portrait.preprocessing import load_face_analyzer
 
-    overrides = list(args.set)
     if args.pretrained is not None:
-        overrides += ["components.source=pretrained", f"components.pretrained={args.pretrained}"]
-    config = load_cli_config(args.config, overrides)
-    if args.out.suffix.lower() not in (".gif", ".mp4"):
-        print(f"x-portrait animate: --out must end in .gif or .mp4, got {args.out}", file=sys.stderr)
-        return 2
+        components = replace(config.components, source="pretrained", pretrained=str(args.pretrained))
+        config = replace(config, components=components)
     inference = config.inference
-    source = read_image(args.source)
+    source = read_image(args.image)
     frames, fps = read_driving(args.driving, inference.max_frames)
     analyzer = None
     if inference.align_driving or inference.local_patches:
         try:
             analyzer = load_face_analyzer()
         except ImportError as error:
-            print(
-                f"x-portrait animate: {error}\nOr run without faces: --set inference.align_driving=false "
-                "inference.local_patches=false",
-                file=sys.stderr,
-            )
-            return 2
+            raise InputError(
+                f"{error}; or run without faces: --set inference.align_driving=false inference.local_patches=false"
+            ) from None
     if config.components.source == "random":
         print("x-portrait animate: components.source=random: untrained weights, the output is noise", file=sys.stderr)
     pipe = load_pipeline(config)
@@ -168,30 +133,33 @@ def _animate(args: argparse.Namespace) -> int:
         output_type="pt",
     )
     rate = inference.fps or fps or 8.0
-    write_video(args.out, output.frames * 2 - 1, fps=rate)
-    print(f"wrote {len(output.frames)} frames ({output.frames.shape[-1]} px, {rate:g} fps) to {args.out}")
+    video = args.out / f"animation.{args.format}"
+    write_video(video, output.frames * 2 - 1, fps=rate)
+    print(f"wrote {len(output.frames)} frames ({output.frames.shape[-1]} px, {rate:g} fps) to {video}")
     if args.metrics:
         metrics = evaluate_animation(output.frames, output.driving_frames, source=None, analyzer=None)
+        (args.out / "metrics.json").write_text(json.dumps(metrics.to_dict(), indent=2) + "\n")
         print(json.dumps(metrics.to_dict(), indent=2))
     return 0
 
 
-def _train(args: argparse.Namespace) -> int:
+def _train(args: argparse.Namespace, config: XPortraitConfig) -> int:
     from x_portrait.pipeline_x_portrait import load_components
     from x_portrait.training import train
 
-    config = load_cli_config(args.config, args.set)
+    if args.resume:
+        raise InputError("--resume: x-portrait training resumes once it runs on genblocks.training.fit")
+    config = replace(config, train=replace(config.train, output_dir=str(args.out)))
     components = load_components(config, pretrained=config.train.init_from)
     folder = train(config, components)
     print(f"trained stage {config.train.stage!r} for {config.train.max_steps} steps; pipeline: {folder}")
     return 0
 
 
-def _convert(args: argparse.Namespace) -> int:
+def _convert(args: argparse.Namespace, config: XPortraitConfig) -> int:
     from x_portrait.convert_x_portrait_original import convert_x_portrait_checkpoint, save_converted_pipeline
     from x_portrait.modeling_x_portrait import build_base_components
 
-    config = load_cli_config(args.config, args.set)
     components = build_base_components(args.base, config.model, load_unet_weights=False)
     report = convert_x_portrait_checkpoint(args.checkpoint, components)
     folder = save_converted_pipeline(
@@ -202,7 +170,7 @@ def _convert(args: argparse.Namespace) -> int:
     return 1 if args.strict and not report.is_exact else 0
 
 
-def _demo(args: argparse.Namespace) -> int:
+def _demo(args: argparse.Namespace, config: None) -> int:
     from x_portrait.demo import DemoConfig, run_demo
 
     config = DemoConfig(
@@ -217,20 +185,58 @@ def _demo(args: argparse.Namespace) -> int:
     return 0
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of the ``x-portrait`` script; returns the exit status."""
-    args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(message)s")
-    if args.command == "smoke":
-        from x_portrait.smoke import main as smoke_main
+def _smoke(args: argparse.Namespace, config: None) -> int:
+    from x_portrait.smoke import main as smoke_main
 
-        return smoke_main()
-    handlers = {"animate": _animate, "train": _train, "convert": _convert, "demo": _demo}
-    try:
-        return handlers[args.command](args)
-    except (ValueError, FileNotFoundError) as error:
-        print(f"x-portrait {args.command}: {error}", file=sys.stderr)
-        return 2
+    return smoke_main()
+
+
+command_line = CommandLine(
+    prog="x-portrait",
+    package="x_portrait",
+    description="X-Portrait portrait animation (arXiv 2403.15931) on diffusers.",
+    commands=(
+        Command(
+            "animate",
+            "animate a portrait (--image) with a driving video (--driving); animation.gif in --out",
+            _animate,
+            schema=SCHEMA,
+            config_group="run",
+            arguments=_animate_arguments,
+        ),
+        Command(
+            "train",
+            "run one training stage from a manifest; --out is the run folder",
+            _train,
+            schema=SCHEMA,
+            config_group="run",
+            stages=("image", "temporal"),
+            resume=True,
+        ),
+        Command(
+            "convert",
+            "official model_state-*.th -> XPortraitPipeline folder in --out",
+            _convert,
+            schema=SCHEMA,
+            config_group="run",
+            default_config="sd15",
+            arguments=_convert_arguments,
+            out=None,
+        ),
+        Command(
+            "demo",
+            "animate scikit-image's astronaut with synthetic motion (tiny model)",
+            _demo,
+            arguments=_demo_arguments,
+        ),
+        Command("smoke", "run the self-check (exit status 0 on success)", _smoke, out=False),
+    ),
+)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``x-portrait`` script; returns the exit status (2 for bad input)."""
+    return command_line.main(argv)
 
 
 if __name__ == "__main__":

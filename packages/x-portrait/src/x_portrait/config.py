@@ -1,5 +1,6 @@
 """The configuration schema of x-portrait: frozen dataclasses that ``genblocks.config.load_config`` fills from
-``configs/*.yaml`` plus dotted command-line overrides (``inference.num_inference_steps=2``).
+the YAML files shipped in ``x_portrait/configs/run/`` (``tiny``, ``sd15``: the one source of truth) plus
+dotted command-line overrides (``inference.num_inference_steps=2``).
 
 Values the spec marks [unverified] (X-Portrait spec §8) are fields with documented defaults: the stage split
 (``train.stage``), optimiser and learning rate (``train.lr``), condition dropout (``train.cond_drop_*``), the
@@ -256,7 +257,7 @@ class TrainConfig:
 
 @dataclass(frozen=True)
 class XPortraitConfig:
-    """Everything one ``x-portrait`` command reads: ``configs/tiny.yaml`` and ``configs/sd15.yaml`` fill it."""
+    """Everything one ``x-portrait`` command reads: ``configs/run/tiny.yaml`` and ``configs/run/sd15.yaml`` fill it."""
 
     model: ModelConfig = field(default_factory=ModelConfig)
     components: ComponentsConfig = field(default_factory=ComponentsConfig)
@@ -265,34 +266,21 @@ class XPortraitConfig:
     train: TrainConfig = field(default_factory=TrainConfig)
 
 
+def _shipped(name: str) -> XPortraitConfig:
+    """The config ``configs/run/<name>.yaml`` shipped inside the package (the one source of truth)."""
+    from genblocks.cli import resolve_config
+    from genblocks.config import load_config
+
+    return load_config(XPortraitConfig, resolve_config("x_portrait", "run", name))
+
+
 def tiny_config() -> XPortraitConfig:
-    """The tiny CPU configuration (``configs/tiny.yaml``): 64-px frames, 16-px patches, random (32, 64) UNet, 2 DDIM
-    steps, windows of 4 with overlap 2. The demo, smoke check and tests use it."""
-    return XPortraitConfig(
-        model=ModelConfig(
-            resolution=64,
-            patch_size=16,
-            controlnet_embedding_channels=(8, 8, 16, 16),
-            temporal_heads=2,
-            temporal_max_len=8,
-            temporal_norm_groups=8,
-        ),
-        components=ComponentsConfig(source="random", device="cpu"),
-        random=RandomComponentsConfig(),
-        inference=InferenceConfig(num_inference_steps=2, window_size=4, window_overlap=2, vae_chunk_size=4, fps=8.0),
-        train=TrainConfig(max_steps=2, num_frames=2, lr=1e-4, output_dir="outputs/x-portrait/train-tiny"),
-    )
+    """The shipped tiny CPU configuration ``configs/run/tiny.yaml``: 64-px frames, 16-px patches, random (32, 64)
+    UNet, 2 DDIM steps, windows of 4 with overlap 2. The demo, smoke check and tests use it."""
+    return _shipped("tiny")
 
 
 def sd15_config() -> XPortraitConfig:
-    """The paper's settings on SD1.5 (``configs/sd15.yaml``): 512-px frames, 128-px patches, 30 DDIM steps, CFG 5,
+    """The shipped paper settings ``configs/run/sd15.yaml``: 512-px frames, 128-px patches, 30 DDIM steps, CFG 5,
     windows of 16 with overlap 4, VAE chunks of 16, seed 999; weights from a converted pipeline folder."""
-    return XPortraitConfig(
-        components=ComponentsConfig(source="pretrained", pretrained="checkpoints/x-portrait", dtype="float16"),
-        train=TrainConfig(
-            max_steps=415_000,
-            precision="bf16-mixed",
-            gradient_checkpointing=True,
-            output_dir="outputs/x-portrait/train-sd15",
-        ),
-    )
+    return _shipped("sd15")

@@ -4,7 +4,7 @@ The source is a square crop around the astronaut's face (``skimage.data.astronau
 found with the dlib face analyser when installed, else a fixed crop). The driving frames are the same portrait under
 small, smooth head motions (rotation, translation, zoom) taken from the full photograph, so their landmarks are known
 exactly (the source's, carried through each motion): a self-reenactment, where the driving frames are also the ground
-truth of the image metrics. The pipeline runs the tiny configuration (``configs/tiny.yaml``) with seeded random
+truth of the image metrics. The pipeline runs the tiny configuration (``x_portrait/configs/run/tiny.yaml``) with seeded random
 weights, optionally after a few training steps on these frames (``--train-steps``): the output shows the whole path
 (alignment, patches, reference bank, ControlNets, windows, CFG, chunked decoding) and its cost, not a trained model's
 quality; convert the official checkpoint (``x-portrait convert``) for that.
