@@ -84,9 +84,7 @@ def test_stage2_needs_view_modules() -> None:
 )
 def test_cli_train_on_synthetic_views(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     out = tmp_path / "train"
-    code = main(
-        ["train", "--config", "tiny", "--set", "train.stage=2", "train.max_steps=1", f"train.output_dir={out}"]
-    )
+    code = main(["train", "--config", "tiny", "--stage", "2", "--set", "train.max_steps=1", "--out", str(out)])
     assert code == 0
     result = json.loads(capsys.readouterr().out)
     assert result["stage"] == 2 and (out / "pipeline" / "model_index.json").is_file()
@@ -113,7 +111,7 @@ def test_cli_train_on_a_manifest(tmp_path: Path, capsys: pytest.CaptureFixture[s
     manifest = tmp_path / "views.jsonl"
     manifest.write_text("\n".join(json.dumps(r) for r in rows))
     out = tmp_path / "train"
-    args = ["train", "--manifest", str(manifest), "--set", "train.max_steps=1", f"train.output_dir={out}"]
+    args = ["train", "--manifest", str(manifest), "--set", "train.max_steps=1", "--out", str(out)]
     assert main(args) == 0
     assert json.loads(capsys.readouterr().out)["stage"] == 1
     assert (out / "pipeline" / "model_index.json").is_file()
