@@ -13,9 +13,8 @@ from PIL import Image
 
 from id_patch.cli import main, parse_positions
 
-CONFIGS = Path(__file__).resolve().parents[1] / "configs"
-TINY = str(CONFIGS / "tiny.yaml")
-TRAIN_TINY = str(CONFIGS / "train_tiny.yaml")
+TINY = "tiny"
+TRAIN_TINY = "tiny"
 
 
 @pytest.fixture(autouse=True)
@@ -60,7 +59,7 @@ def test_parse_positions() -> None:
 
 def test_generate_writes_image_condition_and_summary(tmp_path: Path, astronaut: dict[str, Any]) -> None:
     out = tmp_path / "gen"
-    args = ["generate", "--config", TINY, "--set", "face.backend=tiny", "--faces", str(astronaut["face"])]
+    args = ["generate", "--config", TINY, "--set", "face.backend=tiny", "--image", str(astronaut["face"])]
     code = main([*args, str(astronaut["mirror"]), "--positions", "44,22", "16,30", "--out", str(out)])
     assert code == 0
     summary = json.loads((out / "summary.json").read_text())
@@ -80,15 +79,16 @@ def test_generate_bad_input_names_the_subject(
     tmp_path: Path, astronaut: dict[str, Any], capsys: pytest.CaptureFixture
 ) -> None:
     base = ["generate", "--config", TINY, "--set", "face.backend=tiny", "--out", str(tmp_path)]
-    faces = ["--faces", str(astronaut["face"]), str(astronaut["mirror"])]
+    faces = ["--image", str(astronaut["face"]), str(astronaut["mirror"])]
     assert main([*base, *faces, "--positions", "10,10", "20,20", "30,30"]) == 2
     assert "3 face positions" in capsys.readouterr().err
     assert main([*base, *faces, "--positions", "10,10", "70,20"]) == 2
     assert "subject 1: position (70.0, 20.0)" in capsys.readouterr().err
     assert main([*base, *faces, "--positions", "10,10", "x,20"]) == 2
     assert "--positions entry 1" in capsys.readouterr().err
-    assert main([*base, "--faces", str(tmp_path / "none.png"), "--positions", "10,10"]) == 2
-    assert "subject 0: face image" in capsys.readouterr().err
+    assert main([*base, "--image", str(tmp_path / "none.png"), "--positions", "10,10"]) == 2
+    err = capsys.readouterr().err
+    assert "subject 0: face image" in err and "none.png" in err and "Traceback" not in err
     assert main([*base, *faces, "--set", "sampling.steps=3"]) == 2
     assert "unknown config key 'sampling.steps'" in capsys.readouterr().err
 
@@ -97,7 +97,7 @@ def test_generate_bad_input_names_the_subject(
 def test_generate_with_dlib_rejects_a_faceless_subject(
     tmp_path: Path, astronaut: dict[str, Any], capsys: pytest.CaptureFixture
 ) -> None:
-    faces = ["--faces", str(astronaut["face"]), str(astronaut["dir"] / "blank.png")]
+    faces = ["--image", str(astronaut["face"]), str(astronaut["dir"] / "blank.png")]
     code = main(["generate", "--config", TINY, *faces, "--positions", "16,20", "48,20", "--out", str(tmp_path)])
     assert code == 2
     assert "No face found in subject 1" in capsys.readouterr().err
@@ -115,10 +115,41 @@ def test_train_runs_and_exports(tmp_path: Path) -> None:
     assert (out / "config.yaml").read_text().count("max_steps: 3") == 1
 
 
+def test_train_refuses_a_used_run_folder_and_resumes_it(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    out = tmp_path / "run"
+    settings = ["--set", "train.progress_bar=false", "data.synthetic_images=2", "train.checkpoint_every_n_steps=1"]
+    assert main(["train", "--out", str(out), *settings, "--set", "train.max_steps=2"]) == 0
+    assert main(["train", "--out", str(out), *settings, "--set", "train.max_steps=3"]) == 2
+    assert "pass --resume" in capsys.readouterr().err
+    assert main(["train", "--out", str(out), *settings, "--set", "train.max_steps=3", "--resume"]) == 0
+    assert json.loads((out / "summary.json").read_text())["steps"] == 3
+    assert main(["train", "--out", str(tmp_path / "fresh"), "--resume"]) == 2
+    assert "last.ckpt not found" in capsys.readouterr().err
+
+
+def test_generate_from_another_directory_with_repeated_set(
+    tmp_path: Path, astronaut: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    argv = ["generate", "--config", "tiny", "--image", str(astronaut["face"]), "--out", "gen"]
+    argv += ["--set", "face.backend=tiny", "--set", "sampling.seed=7", "sampling.num_inference_steps=1"]
+    assert main(argv) == 0
+    summary = json.loads((tmp_path / "gen" / "summary.json").read_text())
+    assert summary["sampling"]["seed"] == 7 and summary["sampling"]["num_inference_steps"] == 1
+
+
+def test_print_config_resolves_per_command(capsys: pytest.CaptureFixture) -> None:
+    assert main(["train", "--config", "tiny", "--out", "unused", "--print-config"]) == 0
+    train_yaml = capsys.readouterr().out
+    assert main(["generate", "--config", "tiny", "--image", "x.png", "--print-config"]) == 0
+    generate_yaml = capsys.readouterr().out
+    assert "max_steps" in train_yaml and "max_steps" not in generate_yaml and "sampling:" in generate_yaml
+
+
 @needs_dlib
 def test_eval_on_a_real_two_person_photo(tmp_path: Path, astronaut: dict[str, Any]) -> None:
     # the group photo holds the face at x in [0, 162) and its mirror at [162, 324); dlib puts the noses at x 86, 237
-    base = ["eval", "--config", TINY, "--images", str(astronaut["group"]), "--faces", str(astronaut["face"])]
+    base = ["eval", "--config", TINY, "--images", str(astronaut["group"]), "--image", str(astronaut["face"])]
     assert main([*base, str(astronaut["mirror"]), "--positions", "86,87", "237,87", "--out", str(tmp_path / "a")]) == 0
     report = json.loads((tmp_path / "a" / "eval.json").read_text())
     assert report["accuracy"] == 1.0 and report["detection_rate"] == 1.0 and report["resemblance"] > 0.99
@@ -129,7 +160,7 @@ def test_eval_on_a_real_two_person_photo(tmp_path: Path, astronaut: dict[str, An
 
 @needs_dlib
 def test_eval_generates_and_times(tmp_path: Path, astronaut: dict[str, Any]) -> None:
-    faces = ["--faces", str(astronaut["face"]), str(astronaut["mirror"])]
+    faces = ["--image", str(astronaut["face"]), str(astronaut["mirror"])]
     args = ["eval", "--config", TINY, *faces, "--positions", "16,20", "48,20", "--num-images", "2"]
     assert main([*args, "--out", str(tmp_path)]) == 0
     report = json.loads((tmp_path / "eval.json").read_text())
@@ -150,12 +181,12 @@ def test_convert_round_trip(tmp_path: Path) -> None:
     torch.save(to_official_state_dict(pipe.id_projector), release / "id-patch.bin")
     pipe.controlnet.save_pretrained(release / "ControlNetModel")
     out = tmp_path / "converted"
-    assert main(["convert", "--release", str(release), "--output", str(out), "--any-shape"]) == 0
+    assert main(["convert", "--checkpoint", str(release), "--out", str(out), "--any-shape"]) == 0
     projector = IDPatchProjector.from_pretrained(out / "id_projector")
     for a, b in zip(pipe.id_projector.state_dict().values(), projector.state_dict().values(), strict=True):
         assert torch.equal(a, b)
     assert (out / "controlnet" / "diffusion_pytorch_model.safetensors").is_file()
-    assert main(["convert", "--release", str(release), "--output", str(out)]) == 2  # tiny sizes are not the paper's
+    assert main(["convert", "--checkpoint", str(release), "--out", str(out)]) == 2  # tiny sizes are not the paper's
 
 
 def test_demo_writes_group_and_condition(tmp_path: Path) -> None:

@@ -152,7 +152,7 @@ def test_release_files_convert_and_controlnet_loads_as_is(release, tmp_path) -> 
     assert all(report.is_exact for report in conversion.reports.values())
     _outputs_equal(IDPatchProjector.from_pretrained(tmp_path / "id_projector"), pipe.id_projector)
     assert (tmp_path / "controlnet" / "diffusion_pytorch_model.safetensors").is_file()
-    assert cli_main(["convert", "--release", str(folder), "--output", str(tmp_path / "cli"), "--any-shape"]) == 0
+    assert cli_main(["convert", "--checkpoint", str(folder), "--out", str(tmp_path / "cli"), "--any-shape"]) == 0
     _outputs_equal(IDPatchProjector.from_pretrained(tmp_path / "cli" / "id_projector"), pipe.id_projector)
 
 

@@ -3,11 +3,28 @@
 Each face embedding becomes an ID patch drawn into the ControlNet condition image at that person's position and ID
 tokens appended to the text context of an SDXL + ControlNet pipeline. Upstream bytedance/ID-Patch ships inference only;
 this package runs it on diffusers without TensorFlow and adds training and evaluation.
+
+Public names are imported lazily (a module-level ``__getattr__``), so ``id-patch --help`` imports no model code.
 """
 
-from id_patch.modeling_id_patch import IDPatchConfig, IDPatchProjector
-from id_patch.pipeline_id_patch import IDPatchPipeline, IDPatchPipelineOutput
+from __future__ import annotations
+
+import importlib
+from typing import Any
 
 __version__ = "0.1.0"
 
-__all__ = ["IDPatchConfig", "IDPatchPipeline", "IDPatchPipelineOutput", "IDPatchProjector", "__version__"]
+_EXPORTS = {
+    "IDPatchConfig": "id_patch.modeling_id_patch",
+    "IDPatchProjector": "id_patch.modeling_id_patch",
+    "IDPatchPipeline": "id_patch.pipeline_id_patch",
+    "IDPatchPipelineOutput": "id_patch.pipeline_id_patch",
+}
+
+__all__ = ["__version__", *sorted(_EXPORTS)]
+
+
+def __getattr__(name: str) -> Any:
+    if name in _EXPORTS:
+        return getattr(importlib.import_module(_EXPORTS[name]), name)
+    raise AttributeError(f"module 'id_patch' has no attribute {name!r}")

@@ -1,16 +1,20 @@
-"""The ``id-patch`` command line: ``generate``, ``train``, ``eval``, ``convert``, ``demo`` and ``smoke``.
+"""The ``id-patch`` command line: ``generate``, ``train``, ``eval``, ``convert``, ``demo`` and ``smoke``, in the one
+convention of :mod:`genblocks.cli`.
 
 ::
 
-    id-patch generate --config configs/tiny.yaml --faces a.png b.png --positions 20,22 44,22 --out outputs/gen
-    id-patch train --config configs/train_tiny.yaml --set train.max_steps=20
-    id-patch eval --config configs/tiny.yaml --faces a.png b.png --positions 20,22 44,22 --num-images 4 --out out/eval
-    id-patch convert --release models/ID-Patch --output models/id-patch-converted
+    id-patch generate --config tiny --image a.png b.png --positions 20,22 44,22 --out outputs/gen
+    id-patch generate --config sdxl --image a.png b.png --set sampling.guidance_scale=5.5 --out outputs/gen
+    id-patch train --config tiny --set train.max_steps=20 --out runs/id-patch
+    id-patch train --config tiny --resume --out runs/id-patch
+    id-patch eval --config tiny --image a.png b.png --positions 20,22 44,22 --num-images 4 --out out/eval
+    id-patch convert --checkpoint models/ID-Patch --out models/id-patch-converted
     id-patch demo --out outputs/id-patch/demo
     id-patch smoke
 
-Every command takes ``--set key.sub=value`` overrides of its YAML config (``genblocks.config``). The script stays thin:
-the work lives in :mod:`id_patch.config` (generation), :mod:`id_patch.training`, :mod:`id_patch.evaluation`,
+Configs ship inside the package: ``id_patch/configs/generate/`` (``tiny``, ``sdxl``: `id_patch.config.GenerateConfig`,
+also read by ``eval``) and ``id_patch/configs/train/`` (``tiny``, ``sdxl``: `id_patch.training.TrainConfig`). The script
+stays thin: the work lives in :mod:`id_patch.config` (generation), :mod:`id_patch.training`, :mod:`id_patch.evaluation`,
 :mod:`id_patch.convert_id_patch_original`, :mod:`id_patch.demo` and :mod:`id_patch.smoke`.
 """
 
@@ -18,13 +22,15 @@ from __future__ import annotations
 
 import argparse
 import json
-import logging
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-__all__ = ["build_parser", "main", "parse_positions"]
+from genblocks.cli import Command, CommandLine
+from genblocks.errors import InputError
+
+__all__ = ["command_line", "main", "parse_positions"]
 
 
 def parse_positions(values: Sequence[str]) -> list[tuple[float, float]]:
@@ -37,72 +43,8 @@ def parse_positions(values: Sequence[str]) -> list[tuple[float, float]]:
                 raise ValueError
             positions.append((float(parts[0]), float(parts[1])))
         except ValueError:
-            raise ValueError(f"--positions entry {index} ({value!r}): expected 'x,y' in pixels, e.g. 20,22") from None
+            raise InputError(f"--positions entry {index} ({value!r}): expected 'x,y' in pixels, e.g. 20,22") from None
     return positions
-
-
-def build_parser() -> argparse.ArgumentParser:
-    """The argument parser of ``id-patch`` (exposed for documentation and tests)."""
-    parser = argparse.ArgumentParser(prog="id-patch", description="ID-Patch group-photo personalisation (2411.13632).")
-    parser.add_argument("-v", "--verbose", action="store_true", help="log progress at INFO level")
-    commands = parser.add_subparsers(dest="command", required=True, metavar="{generate,train,eval,convert,demo,smoke}")
-
-    def config_args(sub: argparse.ArgumentParser, default: str) -> None:
-        sub.add_argument("--config", type=Path, default=Path(default), help=f"YAML config (default {default})")
-        sub.add_argument(
-            "--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE", help="config override"
-        )
-
-    def subject_args(sub: argparse.ArgumentParser, required: bool) -> None:
-        sub.add_argument("--faces", type=Path, nargs="+", required=required, help="one image per subject")
-        sub.add_argument(
-            "--positions",
-            nargs="+",
-            metavar="X,Y",
-            help="one face position per subject in pixels of the output (default: evenly spaced, 35%% from the top)",
-        )
-        sub.add_argument("--keypoints", type=Path, help="(F, 17, 2|3) COCO-17 keypoints .npy instead of --positions")
-        sub.add_argument("--prompt", help="text prompt (overrides the config's)")
-
-    generate = commands.add_parser("generate", help="one image of the subjects at the positions")
-    config_args(generate, "configs/tiny.yaml")
-    subject_args(generate, required=True)
-    generate.add_argument("--out", type=Path, help="output folder (default: the config's out_dir)")
-
-    train = commands.add_parser("train", help="train ControlNet + patch/token projections (Lightning)")
-    config_args(train, "configs/train_tiny.yaml")
-    train.add_argument("--out", type=Path, help="run folder (default: the config's out_dir)")
-
-    evaluate = commands.add_parser("eval", help="resemblance, ID-position accuracy and time over generated images")
-    config_args(evaluate, "configs/tiny.yaml")
-    subject_args(evaluate, required=True)
-    evaluate.add_argument("--num-images", type=int, default=4, help="images to generate (seeds seed, seed+1, ...)")
-    evaluate.add_argument("--images", type=Path, nargs="+", help="evaluate these images instead of generating")
-    evaluate.add_argument(
-        "--evaluator", choices=("dlib", "arcface"), default="dlib", help="face detector + embedding of the metrics"
-    )
-    evaluate.add_argument("--arcface-weights", type=Path, help="IR-SE-50 checkpoint for --evaluator arcface")
-    evaluate.add_argument("--max-distance", type=float, help="pixels beyond which a face is not at a position")
-    evaluate.add_argument("--identity-matching", choices=("hungarian", "argmax"), default="hungarian")
-    evaluate.add_argument("--out", type=Path, help="output folder (default: <config out_dir>/eval)")
-
-    convert = commands.add_parser("convert", help="official id-patch.bin + ControlNetModel/ -> our format")
-    convert.add_argument("--release", type=Path, required=True, help="folder with id-patch.bin and ControlNetModel/")
-    convert.add_argument("--output", type=Path, required=True, help="where to write id_projector/ and controlnet/")
-    convert.add_argument("--dim-head", type=int, default=64, help="resampler width per head (resampler checkpoints)")
-    convert.add_argument("--any-shape", action="store_true", help="do not require the paper's 16x2048 / 3x64x64")
-
-    demo = commands.add_parser("demo", help="tiny-config group image from real faces (skimage astronaut)")
-    demo.add_argument("--out", type=Path, default=Path("outputs/id-patch/demo"), help="output folder")
-
-    commands.add_parser("smoke", help="run the self-check (exit status 0 on success)")
-    return parser
-
-
-def _load(schema: type, args: argparse.Namespace) -> Any:
-    from genblocks.config import load_config
-
-    return load_config(schema, args.config, args.overrides)
 
 
 def _subjects(args: argparse.Namespace, height: int, width: int) -> dict[str, Any]:
@@ -111,13 +53,13 @@ def _subjects(args: argparse.Namespace, height: int, width: int) -> dict[str, An
     from PIL import Image
 
     faces = []
-    for index, path in enumerate(args.faces):
+    for index, path in enumerate(args.image):
         if not path.is_file():
-            raise ValueError(f"subject {index}: face image {path} not found")
+            raise InputError(f"subject {index}: face image {path} not found (--image)")
         with Image.open(path) as image:
             faces.append(image.convert("RGB"))
     if args.keypoints is not None and args.positions:
-        raise ValueError("pass --positions or --keypoints, not both")
+        raise InputError("pass --positions or --keypoints, not both")
     if args.keypoints is not None:
         return {"face_images": faces, "keypoints": np.load(args.keypoints, allow_pickle=False)}
     if args.positions:
@@ -132,16 +74,15 @@ def _size(config: Any, pipe: Any) -> tuple[int, int]:
     return config.sampling.height or default, config.sampling.width or default
 
 
-def _run_generate(args: argparse.Namespace) -> int:
+def _run_generate(args: argparse.Namespace, config: Any) -> int:
     import time
 
-    from id_patch.config import GenerateConfig, build_face_encoder, build_pipeline, generate
+    from id_patch.config import build_face_encoder, build_pipeline, generate
     from id_patch.demo import side_by_side
 
-    config = _load(GenerateConfig, args)
     if args.prompt is not None:
         config.prompt = args.prompt
-    out = args.out or Path(config.out_dir)
+    out = args.out
     pipe = build_pipeline(config.model)
     encoder = build_face_encoder(config.face, pipe.id_projector.config.face_dim, device=config.model.device)
     height, width = _size(config, pipe)
@@ -156,7 +97,7 @@ def _run_generate(args: argparse.Namespace) -> int:
     side_by_side([image, condition]).save(out / "image_and_condition.png")
     summary = {
         "prompt": config.prompt,
-        "faces": [str(p) for p in args.faces],
+        "faces": [str(p) for p in args.image],
         "positions": subjects.get("face_locations"),
         "keypoints": None if args.keypoints is None else str(args.keypoints),
         "seconds": seconds,
@@ -167,16 +108,21 @@ def _run_generate(args: argparse.Namespace) -> int:
         "files": ["image.png", "condition.png", "image_and_condition.png"],
     }
     (out / "summary.json").write_text(json.dumps(summary, indent=2, default=str), encoding="utf-8")
-    print(f"generated {len(args.faces)} subject(s) in {seconds:.2f} s: {out / 'image_and_condition.png'}")
+    print(f"generated {len(args.image)} subject(s) in {seconds:.2f} s: {out / 'image_and_condition.png'}")
     return 0
 
 
-def _run_train(args: argparse.Namespace) -> int:
-    from id_patch.training import TrainConfig, train
+def _run_train(args: argparse.Namespace, config: Any) -> int:
+    from id_patch.training import train
 
-    config = _load(TrainConfig, args)
-    if args.out is not None:
-        config.out_dir = str(args.out)
+    config.out_dir = str(args.out)
+    last = args.out / "checkpoints" / "last.ckpt"
+    if args.resume:
+        if not last.is_file():
+            raise InputError(f"--resume: {last} not found (expected the run folder of an earlier id-patch train)")
+        config.resume = str(last)
+    elif last.is_file():
+        raise InputError(f"--out {args.out}: holds a run (checkpoints/last.ckpt); pass --resume or another --out")
     summary = train(config)
     out = Path(config.out_dir)
     (out / "summary.json").write_text(json.dumps(summary, indent=2), encoding="utf-8")
@@ -193,26 +139,25 @@ def _evaluator(args: argparse.Namespace) -> Any:
 
     if args.evaluator == "arcface":
         if args.arcface_weights is None:
-            raise ValueError("--evaluator arcface needs --arcface-weights (a local IR-SE-50 checkpoint)")
+            raise InputError("--evaluator arcface needs --arcface-weights (a local IR-SE-50 checkpoint)")
         section = FaceSection(backend="arcface", arcface_weights=str(args.arcface_weights))
         return build_face_encoder(section, 512)
     return build_face_encoder(FaceSection(backend="dlib"), 128)
 
 
-def _run_eval(args: argparse.Namespace) -> int:
+def _run_eval(args: argparse.Namespace, config: Any) -> int:
     from dataclasses import replace
 
     import numpy as np
     from PIL import Image
 
     from id_patch.condition import order_subjects
-    from id_patch.config import GenerateConfig, build_face_encoder, build_pipeline, generate
+    from id_patch.config import build_face_encoder, build_pipeline, generate
     from id_patch.evaluation import association_accuracy, summarize, timed
 
-    config = _load(GenerateConfig, args)
     if args.prompt is not None:
         config.prompt = args.prompt
-    out = args.out or Path(config.out_dir) / "eval"
+    out = args.out
     out.mkdir(parents=True, exist_ok=True)
     evaluator = _evaluator(args)
     pipe = build_pipeline(config.model)
@@ -271,19 +216,19 @@ def _run_eval(args: argparse.Namespace) -> int:
     return 0
 
 
-def _run_convert(args: argparse.Namespace) -> int:
+def _run_convert(args: argparse.Namespace, config: None) -> int:
     from id_patch.convert_id_patch_original import convert_release
 
-    conversion = convert_release(args.release, args.output, args.dim_head, expect_paper_shapes=not args.any_shape)
+    conversion = convert_release(args.checkpoint, args.out, args.dim_head, expect_paper_shapes=not args.any_shape)
     print(f"projection: {conversion.projector.id_patch_config}")
     for name, report in conversion.reports.items():
         status = "exact" if report.is_exact else f"unexpected {report.unexpected_keys}, missing {report.missing_keys}"
         print(f"{name:<12} {status}")
-    print(f"written: {args.output / 'id_projector'} and {args.output / 'controlnet'}")
+    print(f"written: {args.out / 'id_projector'} and {args.out / 'controlnet'}")
     return 0
 
 
-def _run_demo(args: argparse.Namespace) -> int:
+def _run_demo(args: argparse.Namespace, config: None) -> int:
     from id_patch.demo import run_demo
 
     summary = run_demo(args.out)
@@ -297,33 +242,88 @@ def _run_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def _run_smoke(args: argparse.Namespace, config: None) -> int:
+    from id_patch.smoke import main as smoke_main
+
+    return smoke_main()
+
+
+def _subject_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--image", type=Path, nargs="+", required=True, help="one face image per subject")
+    parser.add_argument(
+        "--positions",
+        nargs="+",
+        metavar="X,Y",
+        help="one face position per subject in pixels of the output (default: evenly spaced, 35%% from the top)",
+    )
+    parser.add_argument("--keypoints", type=Path, help="(F, 17, 2|3) COCO-17 keypoints .npy instead of --positions")
+    parser.add_argument("--prompt", help="text prompt (overrides the config's)")
+
+
+def _eval_arguments(parser: argparse.ArgumentParser) -> None:
+    _subject_arguments(parser)
+    parser.add_argument("--num-images", type=int, default=4, help="images to generate (seeds seed, seed+1, ...)")
+    parser.add_argument("--images", type=Path, nargs="+", help="evaluate these images instead of generating")
+    parser.add_argument(
+        "--evaluator", choices=("dlib", "arcface"), default="dlib", help="face detector + embedding of the metrics"
+    )
+    parser.add_argument("--arcface-weights", type=Path, help="IR-SE-50 checkpoint for --evaluator arcface")
+    parser.add_argument("--max-distance", type=float, help="pixels beyond which a face is not at a position")
+    parser.add_argument("--identity-matching", choices=("hungarian", "argmax"), default="hungarian")
+
+
+def _convert_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--checkpoint", type=Path, required=True, help="the release folder with id-patch.bin and ControlNetModel/"
+    )
+    parser.add_argument("--dim-head", type=int, default=64, help="resampler width per head (resampler checkpoints)")
+    parser.add_argument("--any-shape", action="store_true", help="do not require the paper's 16x2048 / 3x64x64")
+
+
+command_line = CommandLine(
+    prog="id-patch",
+    package="id_patch",
+    description="ID-Patch group-photo personalisation (arXiv 2411.13632).",
+    commands=(
+        Command(
+            "generate",
+            "one image of the subjects at the positions: image.png, condition.png, image_and_condition.png",
+            _run_generate,
+            schema="id_patch.config:GenerateConfig",
+            arguments=_subject_arguments,
+        ),
+        Command(
+            "train",
+            "train ControlNet + patch/token projections (Lightning); --out is the run folder",
+            _run_train,
+            schema="id_patch.training:TrainConfig",
+            resume=True,
+        ),
+        Command(
+            "eval",
+            "resemblance, ID-position accuracy and time over generated images: eval.json",
+            _run_eval,
+            schema="id_patch.config:GenerateConfig",
+            config_group="generate",
+            arguments=_eval_arguments,
+        ),
+        Command(
+            "convert",
+            "official id-patch.bin + ControlNetModel/ -> id_projector/ and controlnet/ in --out",
+            _run_convert,
+            arguments=_convert_arguments,
+            out=None,
+        ),
+        Command("demo", "tiny-config group image from real faces (skimage astronaut)", _run_demo),
+        Command("smoke", "run the self-check (exit status 0 on success)", _run_smoke, out=False),
+    ),
+)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of ``id-patch``.
-
-    Args:
-        argv: Arguments without the program name; ``None`` reads ``sys.argv[1:]``.
-
-    Returns:
-        The process exit status: 0 on success, 2 for bad input (the message names it), 1 for a failed smoke check.
-    """
-    args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(message)s")
-    if args.command == "smoke":
-        from id_patch.smoke import main as smoke_main
-
-        return smoke_main()
-    runners = {
-        "generate": _run_generate,
-        "train": _run_train,
-        "eval": _run_eval,
-        "convert": _run_convert,
-        "demo": _run_demo,
-    }
-    try:
-        return runners[args.command](args)
-    except (ValueError, FileNotFoundError, ImportError) as error:
-        print(f"id-patch {args.command}: {error}", file=sys.stderr)
-        return 2
+    """Entry point of ``id-patch``; returns the exit status: 0 on success, 2 for bad input (the message names it),
+    1 for a failed smoke check."""
+    return command_line.main(argv)
 
 
 if __name__ == "__main__":

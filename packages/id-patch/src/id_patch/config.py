@@ -1,6 +1,6 @@
-"""The generation configuration (``configs/tiny.yaml``, ``configs/sdxl.yaml``) and what it builds.
+"""The generation configuration (shipped ``configs/generate/tiny.yaml`` and ``sdxl.yaml``) and what it builds.
 
-Load with ``genblocks.config.load_config(GenerateConfig, "configs/sdxl.yaml", ["sampling.seed=7"])``; then
+Load with ``genblocks.cli.load_command_config(GenerateConfig, "id_patch", "generate", "sdxl", ["sampling.seed=7"])``; then
 `build_pipeline`, `build_face_encoder` and `generate` do the rest, so a command line stays thin. The spec's
 [unverified] values are fields here with the paper's defaults (spec id-patch §5, §8): Euler from the base model, 50
 steps, CFG 5.0 (5.5 in upstream's demo), ControlNet scale 0.8, ID-injection ratio 0.8, seed 1234;

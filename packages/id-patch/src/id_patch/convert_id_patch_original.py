@@ -21,7 +21,7 @@ read with ``torch.load(weights_only=True)`` (the official file is a plain dict o
 
 Command line::
 
-    id-patch convert --release models/ID-Patch --output converted/
+    id-patch convert --checkpoint models/ID-Patch --out converted/
 """
 
 from __future__ import annotations

@@ -82,19 +82,10 @@ def side_by_side(images: list[Image.Image], scale: int = 1, gap: int = 4) -> Ima
 
 
 def tiny_generate_config() -> GenerateConfig:
-    """``configs/tiny.yaml`` of the source tree, or (installed wheel, no configs folder) the same values."""
-    from genblocks.config import load_config, merge_config
+    """The shipped ``configs/generate/tiny.yaml`` (the one source of truth, also inside an installed wheel)."""
+    from genblocks.cli import load_command_config
 
-    path = Path(__file__).resolve().parents[2] / "configs" / "tiny.yaml"
-    if path.is_file():
-        return load_config(GenerateConfig, path)
-    tiny = {
-        "model": {"base": "tiny"},
-        "face": {"backend": "dlib"},
-        "sampling": {"num_inference_steps": 2, "id_injection_ratio": 0.5, "height": 64, "width": 64},
-        "negative_prompt": "",
-    }
-    return merge_config(GenerateConfig, ("tiny defaults", tiny))
+    return load_command_config(GenerateConfig, "id_patch", "generate", "tiny")[0]
 
 
 def run_demo(out_dir: str | Path) -> dict[str, Any]:
@@ -155,7 +146,7 @@ def run_demo(out_dir: str | Path) -> dict[str, Any]:
         "face_encoder": encoder_note,
         "positions": [list(p) for p in DEMO_POSITIONS],
         "model": (
-            "tiny random-weight SDXL + ControlNet + ID projector (configs/tiny.yaml, spec §9): the image is "
+            "tiny random-weight SDXL + ControlNet + ID projector (configs/generate/tiny.yaml, spec §9): the image is "
             "noise-like; the condition image shows the two stick-figure poses and the ID patches at the positions"
         ),
         "prompt": config.prompt,

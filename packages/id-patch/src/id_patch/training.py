@@ -23,9 +23,9 @@ encoders are rebuilt from the base model, so an SDXL checkpoint is ControlNet-si
 Example::
 
     from id_patch.training import TrainConfig, train
-    from genblocks.config import load_config
+    from genblocks.cli import load_command_config
 
-    config = load_config(TrainConfig, "configs/train_tiny.yaml", ["train.max_steps=10"])
+    config, _ = load_command_config(TrainConfig, "id_patch", "train", "tiny", ["train.max_steps=10"])
     train(config)
 """
 
@@ -283,7 +283,7 @@ class IDPatchTrainingModule(DiffusionTrainingModule):
         return int(batch["face_embeds"].shape[0]) if "face_embeds" in batch else super()._batch_size(batch)
 
 
-# --------------------------------------------------------------------------- configuration (configs/train_*.yaml)
+# --------------------------------------------------------------------------- configuration (configs/train/*.yaml)
 @dataclass
 class ModelSection:
     """Where the components come from.
