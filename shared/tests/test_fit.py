@@ -131,6 +131,8 @@ def test_a_used_folder_is_refused_without_resume_or_overwrite(tmp_path: Path) ->
     assert result.global_step == 3 and [s for s, _ in result.run.step_checkpoints()] == [2, 3]
     with pytest.raises(InputError, match=r"--resume: .*last\.ckpt not found"):
         RunFolder.open(tmp_path / "empty", resume=True)
+    (tmp_path / "fresh" / "data").mkdir(parents=True)  # a synthetic manifest written before fit() is not a run
+    assert RunFolder.open(tmp_path / "fresh").root == tmp_path / "fresh"
 
 
 def test_resume_continues_a_finished_run_to_more_steps(tmp_path: Path) -> None:
@@ -211,3 +213,24 @@ def test_atomic_write_leaves_no_temporary_on_success(tmp_path: Path) -> None:
     target = tmp_path / "a" / "file.bin"
     atomic_write(target, lambda handle: handle.write(b"abc"))
     assert target.read_bytes() == b"abc" and os.listdir(target.parent) == ["file.bin"]
+
+
+class ValidatedRegressor(Regressor):
+    """Validation score = minus the step count at which it runs (so the first validation is the best)."""
+
+    def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
+        self.log("val/score", -float(self.global_step))
+
+
+class ValidatedData(PointsData):
+    def val_dataloader(self) -> DataLoader:
+        return DataLoader(Points(), batch_size=7)
+
+
+def test_validation_every_n_steps_keeps_the_best_checkpoint(tmp_path: Path) -> None:
+    L.seed_everything(0, verbose=False)
+    config = small_config(max_steps=6, val_every_n_steps=2)
+    result = fit(ValidatedRegressor(), ValidatedData(), config, tmp_path / "run", monitor="val/score")
+    assert result.best_score == -2.0  # validations at steps 2, 4, 6: the first is the best by construction
+    assert torch.load(result.best_checkpoint, weights_only=True)["global_step"] == 2
+    assert [step for step, name, _ in read_metrics(result.run.metrics) if name == "val/score"][:1] == [2]

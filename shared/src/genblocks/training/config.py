@@ -86,6 +86,8 @@ class TrainConfig:
         checkpoint_every_n_steps: Steps between checkpoints (``checkpoints/step-<N>.ckpt`` and ``last.ckpt``); the last
             step is always checkpointed.
         keep_last: How many ``step-<N>.ckpt`` files to keep (older ones are deleted; ``last.ckpt`` always stays).
+        val_every_n_steps: Steps between validation runs (``None``: once, at the end of training); a run with a
+            ``monitor`` metric keeps ``checkpoints/best.ckpt`` at its best validation.
         seed: Seed of the run: global RNGs at the start and the data order.
         progress_bar: Show Lightning's progress bar.
         optimizer: The optimizer by name and its hyper-parameters.
@@ -102,6 +104,7 @@ class TrainConfig:
     log_every_n_steps: int = 10
     checkpoint_every_n_steps: int = 500
     keep_last: int = 2
+    val_every_n_steps: int | None = None
     seed: int = 0
     progress_bar: bool = True
     optimizer: OptimizerConfig = field(default_factory=OptimizerConfig)
@@ -117,6 +120,8 @@ class TrainConfig:
             "keep_last",
         ):
             _positive_int(f"train.{name}", getattr(self, name))
+        if self.val_every_n_steps is not None:
+            _positive_int("train.val_every_n_steps", self.val_every_n_steps)
         if self.gradient_clip_val is not None and self.gradient_clip_val <= 0:
             raise InputError(
                 f"train.gradient_clip_val: expected a positive number or null, got {self.gradient_clip_val}"

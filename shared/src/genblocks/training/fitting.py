@@ -344,12 +344,15 @@ class _RunCallback(Callback):
         lines = ["step,metric,value"] + [f"{step},{name},{value!r}" for step, name, value in rows]
         atomic_write(self.run.metrics, lambda handle: handle.write(("\n".join(lines) + "\n").encode()))
 
-    def _append_metrics(self, trainer: L.Trainer) -> None:
+    def _append_metrics(self, trainer: L.Trainer, validation: bool = False) -> None:
+        """Append the scalar metrics to ``metrics.csv``: training ones after a step, ``val*`` ones after validation."""
         step = trainer.global_step
         values = {
             name: float(value)
             for name, value in trainer.callback_metrics.items()
-            if isinstance(value, torch.Tensor | float | int) and torch.as_tensor(value).numel() == 1
+            if isinstance(value, torch.Tensor | float | int)
+            and torch.as_tensor(value).numel() == 1
+            and name.startswith("val") == validation
         }
         if not values:
             return
@@ -359,7 +362,8 @@ class _RunCallback(Callback):
                 handle.write("step,metric,value\n")
             for name in sorted(values):
                 handle.write(f"{step},{name},{values[name]!r}\n")
-        self.last_logged_step = step
+        if not validation:
+            self.last_logged_step = step
 
     def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, *args: Any) -> None:
         self.position.consumed += 1
@@ -388,7 +392,11 @@ class _RunCallback(Callback):
         trainer.strategy.barrier("genblocks-checkpoint")
 
     def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        if self.monitor is None or trainer.sanity_checking:
+        if trainer.sanity_checking:
+            return
+        if trainer.is_global_zero:
+            self._append_metrics(trainer, validation=True)
+        if self.monitor is None:
             return
         value = trainer.callback_metrics.get(self.monitor)
         if value is None:
@@ -489,6 +497,9 @@ def fit(
         accumulate_grad_batches=train_config.accumulate_grad_batches,
         gradient_clip_val=train_config.gradient_clip_val,
         log_every_n_steps=train_config.log_every_n_steps,
+        val_check_interval=_val_interval(train_config),
+        check_val_every_n_epoch=None if train_config.val_every_n_steps else 1,
+        num_sanity_val_steps=0,
         enable_checkpointing=False,
         enable_progress_bar=train_config.progress_bar,
         enable_model_summary=False,
@@ -513,6 +524,13 @@ def fit(
         best_score=run_callback.best_score,
         trained=trained,
     )
+
+
+def _val_interval(train_config: TrainConfig) -> int | float:
+    """Lightning's ``val_check_interval`` in training batches (the whole run is one epoch: 1.0 is its end)."""
+    if train_config.val_every_n_steps is None:
+        return 1.0
+    return train_config.val_every_n_steps * train_config.accumulate_grad_batches
 
 
 def _mapping_yaml(mapping: dict[str, Any]) -> str:

@@ -161,7 +161,7 @@ class RunFolder:
                 files are left alone.
 
         Raises:
-            InputError: A used folder without ``resume`` or ``overwrite``; ``resume`` without a last checkpoint; both
+            InputError: A used folder (anything but ``data/``) without ``resume`` or ``overwrite``; ``resume`` without a last checkpoint; both
                 flags at once.
         """
         folder = cls(Path(root))
@@ -173,7 +173,8 @@ class RunFolder:
             return folder
         if folder.root.exists() and not folder.root.is_dir():
             raise InputError(f"--out {folder.root}: is a file, expected a run folder")
-        used = sorted(p.name for p in folder.root.iterdir()) if folder.root.is_dir() else []
+        # data/ alone is not a run: a train command may write its synthetic manifest there before fit() opens it.
+        used = sorted(p.name for p in folder.root.iterdir() if p.name != "data") if folder.root.is_dir() else []
         if used and not overwrite:
             raise InputError(
                 f"--out {folder.root}: the folder is not empty ({', '.join(used[:5])}{', ...' if len(used) > 5 else ''});"
