@@ -234,3 +234,35 @@ def test_validation_every_n_steps_keeps_the_best_checkpoint(tmp_path: Path) -> N
     assert result.best_score == -2.0  # validations at steps 2, 4, 6: the first is the best by construction
     assert torch.load(result.best_checkpoint, weights_only=True)["global_step"] == 2
     assert [step for step, name, _ in read_metrics(result.run.metrics) if name == "val/score"][:1] == [2]
+
+
+class Grouped(torch.utils.data.Sampler):
+    """Batches of equal parity, reshuffled from seed + epoch (a package's own batch sampler)."""
+
+    def __init__(self) -> None:
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __iter__(self):
+        order = torch.randperm(7, generator=torch.Generator().manual_seed(self.epoch)).tolist()
+        evens, odds = [i for i in order if i % 2 == 0], [i for i in order if i % 2]
+        yield from (evens[:2], evens[2:], odds[:2], odds[2:])
+
+    def __len__(self) -> int:
+        return 4
+
+
+def test_a_package_batch_sampler_is_replayed_dealt_and_skipped() -> None:
+    from genblocks.training.fitting import SkippingBatchSampler
+
+    full = list(SkippingBatchSampler(Grouped(), 10, DataPosition()))
+    first_pass, second = Grouped(), Grouped()
+    second.set_epoch(1)
+    assert len(full) == 10 and full[:4] == list(first_pass) and full[4:8] == list(second)
+    assert all(len({i % 2 for i in batch}) == 1 for batch in full)  # the grouping is kept
+    resumed = list(SkippingBatchSampler(Grouped(), 10, DataPosition(consumed=6)))
+    assert resumed == full[6:]
+    ranks = [list(SkippingBatchSampler(Grouped(), 5, DataPosition(), rank=r, world_size=2)) for r in (0, 1)]
+    assert ranks[0] == full[0:10:2] and ranks[1] == full[1:10:2]

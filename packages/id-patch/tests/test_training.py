@@ -6,7 +6,6 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import lightning as L
 import pytest
 import torch
 
@@ -152,39 +151,39 @@ def test_coap_optimizer_from_config() -> None:
     assert trained == {id(p) for p in (*module.controlnet.parameters(), *module.id_projector.parameters())}
 
 
-def _trainer(steps: int, root: Path, callbacks: list[L.Callback]) -> L.Trainer:
-    return L.Trainer(
-        accelerator="cpu",
-        max_steps=steps,
-        logger=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        default_root_dir=root,
-        callbacks=callbacks,
-    )
+def build(out_dir: Path) -> dict:
+    """fit() arguments of the kill/resume test: the tiny config on 5 synthetic photos, batch 2, ID/text dropout, EMA."""
+    from genblocks.cli import load_command_config
+    from id_patch.training import build_fit_arguments
+
+    overrides = [
+        "data.synthetic_images=5",
+        "train.max_steps=6",
+        "train.checkpoint_every_n_steps=2",
+        "train.log_every_n_steps=1",
+        "train.progress_bar=false",
+        "train.id_drop_prob=0.5",
+        "train.text_drop_prob=0.5",
+        "train.ema_decay=0.9",
+        "train.seed=5",
+    ]
+    config, _ = load_command_config(TrainConfig, "id_patch", "train", "tiny", overrides)
+    return build_fit_arguments(config, out_dir)
 
 
-def test_resume_from_slim_checkpoint_is_exact(tmp_path: Path) -> None:
-    def run(steps: int, folder: str, ckpt: Path | None = None) -> IDPatchTrainingModule:
-        module = _module(id_drop_prob=0.5, text_drop_prob=0.5, seed=5, ema_decay=0.9)
-        data = _data(tmp_path, faces=(1, 2), num_images=4, batch_size=1)
-        checkpoint = L.pytorch.callbacks.ModelCheckpoint(dirpath=tmp_path / folder, save_last=True)
-        _trainer(steps, tmp_path / folder, [checkpoint]).fit(module, datamodule=data, ckpt_path=ckpt)
-        return module
+def test_kill_mid_epoch_then_resume_from_slim_checkpoint_is_exact(tmp_path: Path) -> None:
+    from genblocks.testing.resume import assert_kill_resume_exact
 
-    full = run(6, "full")
-    run(4, "first")  # 4 steps = one epoch of 4 single-sample batches
-    last = tmp_path / "first" / "last.ckpt"
-    state = torch.load(last, weights_only=True)
-    assert not any(k.startswith(("unet.", "vae.", "text_encoder")) for k in state["state_dict"])
-    assert any(k.startswith("controlnet.") for k in state["state_dict"])
-    assert any(k.startswith("id_projector.prompt_proj.") for k in state["state_dict"])
-    resumed = run(6, "resumed", last)
-    for (name, a), b in zip(full.state_dict().items(), resumed.state_dict().values(), strict=True):
-        assert torch.equal(a, b), name
+    # step 4 at batch 2 over 5 photos is 8 samples in: mid-way through the second pass
+    result = assert_kill_resume_exact(f"{Path(__file__).resolve()}:build", tmp_path, kill_after=4)
+    full, resumed = result["uninterrupted"], result["resumed"]
     for a, b in zip(full.ema.shadow_params, resumed.ema.shadow_params, strict=True):
         assert torch.equal(a, b)
     assert torch.equal(full.generator.get_state(), resumed.generator.get_state())
+    state = torch.load(result["killed_run"] / "checkpoints" / "last.ckpt", weights_only=True)
+    assert not any(k.startswith(("unet.", "vae.", "text_encoder")) for k in state["state_dict"])
+    assert any(k.startswith("controlnet.") for k in state["state_dict"])
+    assert any(k.startswith("id_projector.prompt_proj.") for k in state["state_dict"])
 
 
 def test_save_trained_round_trip(tmp_path: Path) -> None:

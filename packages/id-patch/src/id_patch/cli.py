@@ -115,23 +115,17 @@ def _run_generate(args: argparse.Namespace, config: Any) -> int:
 def _run_train(args: argparse.Namespace, config: Any) -> int:
     from id_patch.training import train
 
-    config.out_dir = str(args.out)
-    last = args.out / "checkpoints" / "last.ckpt"
-    if args.resume:
-        if not last.is_file():
-            raise InputError(f"--resume: {last} not found (expected the run folder of an earlier id-patch train)")
-        config.resume = str(last)
-    elif last.is_file():
-        raise InputError(f"--out {args.out}: holds a run (checkpoints/last.ckpt); pass --resume or another --out")
-    summary = train(config)
-    out = Path(config.out_dir)
-    (out / "summary.json").write_text(json.dumps(summary, indent=2), encoding="utf-8")
+    summary = train(config, args.out, resume=args.resume, overwrite=args.overwrite)
     print(f"{'steps':<12} {summary['steps']}")
     print(f"{'first loss':<12} {summary['first_loss']:.4f}")
     print(f"{'last loss':<12} {summary['last_loss']:.4f}")
     print(f"checkpoint: {summary['checkpoint']}")
     print(f"trained controlnet + id_projector: {summary['trained']}")
     return 0
+
+
+def _train_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--overwrite", action="store_true", help="start again in a used run folder")
 
 
 def _evaluator(args: argparse.Namespace) -> Any:
@@ -297,6 +291,7 @@ command_line = CommandLine(
             "train ControlNet + patch/token projections (Lightning); --out is the run folder",
             _run_train,
             schema="id_patch.training:TrainConfig",
+            arguments=_train_arguments,
             resume=True,
         ),
         Command(

@@ -49,6 +49,7 @@ from diffusers import (
 from transformers import CLIPTextModel, CLIPTextModelWithProjection, CLIPTokenizer
 
 from genblocks.training import DiffusionTrainingModule, OptimizerConfig
+from genblocks.training.config import TrainConfig as SharedTrainConfig
 from id_patch.condition import render_condition
 from id_patch.data import IDPatchDataModule, write_synthetic_manifest
 from id_patch.modeling_id_patch import IDPatchConfig, IDPatchProjector
@@ -61,6 +62,7 @@ __all__ = [
     "TrainConfig",
     "TrainSection",
     "build_data_module",
+    "build_fit_arguments",
     "build_training_module",
     "train",
 ]
@@ -335,8 +337,10 @@ class DataSection:
 
 
 @dataclass
-class TrainSection:
-    """The training recipe (spec §4, all [unverified]).
+class TrainSection(SharedTrainConfig):
+    """The training recipe (spec §4, all [unverified]): genblocks' shared ``train.`` keys (``max_steps``, ``precision``,
+    ``devices``, ``strategy``, ``optimizer``, ``checkpoint_every_n_steps``, ... see
+    :class:`genblocks.training.TrainConfig`) plus ID-Patch's own.
 
     Args:
         optimizer: ``genblocks.training.OptimizerConfig``: ``name`` ``adamw`` (default) or ``coap_adamw`` / ...;
@@ -344,36 +348,18 @@ class TrainSection:
         id_drop_prob: ID-token dropout probability.
         text_drop_prob: Caption dropout probability.
         conditioning_scale: ControlNet residual scale during training.
-        max_steps: Optimizer steps.
-        precision: Lightning precision (``32-true``, ``bf16-mixed``, ``16-mixed``).
-        accumulate_grad_batches: Gradient accumulation.
-        gradient_clip_val: Gradient-norm clipping (``None``: off).
         gradient_checkpointing: Checkpoint activations in the UNet and the ControlNet.
         ema_decay: EMA of the trained weights (``None``: off).
-        checkpoint_every_n_steps: Steps between checkpoints (``last.ckpt`` is always kept).
-        log_every_n_steps: Logging interval.
-        accelerator: Lightning accelerator (``auto``, ``cpu``, ``gpu``).
-        devices: Lightning devices (``auto`` or a count).
-        seed: Seed of the run (split, shuffles, noise, dropout).
-        progress_bar: Show Lightning's progress bar.
     """
 
     optimizer: OptimizerConfig = field(default_factory=lambda: OptimizerConfig(lr=1e-5, weight_decay=0.0))
+    max_steps: int = 10000
+    gradient_clip_val: float | None = 1.0
     id_drop_prob: float = 0.1
     text_drop_prob: float = 0.05
     conditioning_scale: float = 1.0
-    max_steps: int = 10000
-    precision: str = "32-true"
-    accumulate_grad_batches: int = 1
-    gradient_clip_val: float | None = 1.0
     gradient_checkpointing: bool = False
     ema_decay: float | None = None
-    checkpoint_every_n_steps: int = 500
-    log_every_n_steps: int = 10
-    accelerator: str = "auto"
-    devices: str = "auto"
-    seed: int = 0
-    progress_bar: bool = True
 
 
 @dataclass
@@ -384,15 +370,11 @@ class TrainConfig:
         model: Components.
         data: Manifest and loader.
         train: Recipe and trainer settings.
-        out_dir: Run folder: ``checkpoints/``, ``trained/`` (controlnet + id_projector), ``config.yaml``.
-        resume: A Lightning checkpoint to resume from (``None``: fresh start).
     """
 
     model: ModelSection = field(default_factory=ModelSection)
     data: DataSection = field(default_factory=DataSection)
     train: TrainSection = field(default_factory=TrainSection)
-    out_dir: str = "outputs/id-patch/train"
-    resume: str | None = None
 
 
 def _load_components(model: ModelSection) -> dict[str, Any]:
@@ -451,14 +433,16 @@ def build_training_module(config: TrainConfig) -> IDPatchTrainingModule:
     )
 
 
-def build_data_module(config: TrainConfig, face_dim: int, face_anchor: str = "nose") -> IDPatchDataModule:
-    """The data module of a config (writes the synthetic manifest first when ``data.synthetic``)."""
+def build_data_module(
+    config: TrainConfig, face_dim: int, run_dir: str | Path, face_anchor: str = "nose"
+) -> IDPatchDataModule:
+    """The data module of a config (writes the synthetic manifest into ``run_dir/data`` first when ``data.synthetic``)."""
     data = config.data
     manifest = data.manifest
     if data.synthetic and not manifest:
         manifest = str(
             write_synthetic_manifest(
-                Path(config.out_dir) / "data",
+                Path(run_dir) / "data",
                 num_images=data.synthetic_images,
                 resolution=data.resolution,
                 face_dim=face_dim,
@@ -481,69 +465,61 @@ def build_data_module(config: TrainConfig, face_dim: int, face_anchor: str = "no
     )
 
 
-def train(config: TrainConfig, callbacks: list[L.Callback] | None = None) -> dict[str, Any]:
-    """Run ``trainer.fit`` for a config and export the trained parts.
-
-    Args:
-        config: The run.
-        callbacks: Extra Lightning callbacks.
-
-    Returns:
-        A summary: ``steps``, ``first_loss`` / ``last_loss`` (``train/loss`` at the first and last logged steps),
-        ``checkpoint`` (``last.ckpt``) and ``trained`` (the exported folder).
-    """
-    from genblocks.config import config_to_yaml
-
-    out_dir = Path(config.out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    (out_dir / "config.yaml").write_text(config_to_yaml(config), encoding="utf-8")
+def build_fit_arguments(config: TrainConfig, run_dir: str | Path) -> dict[str, Any]:
+    """The :func:`genblocks.training.fit` arguments of a config: the seeded module, the data module (synthetic manifest
+    under ``run_dir/data`` when asked) and the shared training settings."""
     L.seed_everything(config.train.seed, workers=True, verbose=False)
     module = build_training_module(config)
     projector_config = module.id_projector.config
-    data = build_data_module(config, projector_config.face_dim, projector_config.face_anchor)
-    checkpoint = L.pytorch.callbacks.ModelCheckpoint(
-        dirpath=out_dir / "checkpoints", every_n_train_steps=config.train.checkpoint_every_n_steps, save_last=True
+    data = build_data_module(config, projector_config.face_dim, run_dir, projector_config.face_anchor)
+    return {"module": module, "datamodule": data, "train_config": config.train}
+
+
+def train(
+    config: TrainConfig,
+    out_dir: str | Path,
+    resume: bool = False,
+    overwrite: bool = False,
+    callbacks: list[L.Callback] | None = None,
+) -> dict[str, Any]:
+    """Train through :func:`genblocks.training.fit` in the run folder ``out_dir`` and export the trained parts.
+
+    Args:
+        config: The run.
+        out_dir: The run folder (``config.yaml``, ``checkpoints/``, ``metrics.csv``, ``loss.png``, ``trained/``
+            with ``controlnet/`` and ``id_projector/``, ``summary.json``).
+        resume: Continue from ``out_dir/checkpoints/last.ckpt``.
+        overwrite: Start again in a used folder.
+        callbacks: Extra Lightning callbacks.
+
+    Returns:
+        A summary: ``steps``, ``first_loss`` / ``last_loss`` / ``losses`` (``train/loss`` of every logged step, the
+        resumed run's included), ``checkpoint`` (``last.ckpt``) and ``trained`` (the exported folder).
+    """
+    import json
+
+    from genblocks.training import RunFolder, fit
+    from genblocks.training.fitting import read_metrics
+
+    run = RunFolder.open(out_dir, resume=resume, overwrite=overwrite)
+    arguments = build_fit_arguments(config, run.root)
+    result = fit(
+        out_dir=run,
+        resume=resume,
+        config=config,
+        save_trained=lambda module, folder: module.save_trained(folder),
+        callbacks=callbacks or (),
+        **arguments,
     )
-    losses = _LossRecorder()
-    recipe = config.train
-    devices: int | str = int(recipe.devices) if recipe.devices.isdigit() else recipe.devices
-    trainer = L.Trainer(
-        accelerator=recipe.accelerator,
-        devices=devices,
-        max_steps=recipe.max_steps,
-        precision=recipe.precision,
-        accumulate_grad_batches=recipe.accumulate_grad_batches,
-        gradient_clip_val=recipe.gradient_clip_val,
-        log_every_n_steps=recipe.log_every_n_steps,
-        default_root_dir=out_dir,
-        callbacks=[checkpoint, losses, *(callbacks or [])],
-        enable_progress_bar=recipe.progress_bar,
-        enable_model_summary=False,
-        logger=L.pytorch.loggers.CSVLogger(out_dir, name="logs"),
-        num_sanity_val_steps=0,
-    )
-    trainer.fit(module, datamodule=data, ckpt_path=config.resume)
-    trained = module.save_trained(out_dir / "trained")
-    return {
-        "steps": int(trainer.global_step),
-        "first_loss": losses.values[0] if losses.values else math.nan,
-        "last_loss": losses.values[-1] if losses.values else math.nan,
-        "losses": losses.values,
-        "checkpoint": str(out_dir / "checkpoints" / "last.ckpt"),
-        "trained": str(trained),
+    losses = [value for _, name, value in read_metrics(run.metrics) if name == "train/loss"]
+    summary = {
+        "steps": int(result.global_step),
+        "first_loss": losses[0] if losses else math.nan,
+        "last_loss": losses[-1] if losses else math.nan,
+        "losses": losses,
+        "checkpoint": str(result.last_checkpoint),
+        "trained": str(result.trained),
         "optimizer": asdict(config.train.optimizer)["name"],
     }
-
-
-class _LossRecorder(L.Callback):
-    """Keeps the training loss of every step (for the run summary)."""
-
-    def __init__(self) -> None:
-        self.values: list[float] = []
-
-    def on_train_batch_end(
-        self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any, batch_idx: int
-    ) -> None:
-        loss = outputs["loss"] if isinstance(outputs, dict) else outputs
-        if isinstance(loss, torch.Tensor):
-            self.values.append(float(loss.detach()))
+    (run.root / "summary.json").write_text(json.dumps(summary, indent=2), encoding="utf-8")
+    return summary

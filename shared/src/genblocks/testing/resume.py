@@ -65,8 +65,11 @@ def assert_kill_resume_exact(spec: str, tmp_path: Path, kill_after: int, timeout
     """
     straight = run_built(spec, tmp_path / "straight")
     killed = tmp_path / "killed"
+    # The same torch thread count as this process: CPU reductions split over another number of threads round
+    # differently, and the comparison is bit for bit.
     code = (
-        "import sys; from pathlib import Path; from genblocks.testing.resume import run_built; "
+        f"import torch; torch.set_num_threads({torch.get_num_threads()}); "
+        "from pathlib import Path; from genblocks.testing.resume import run_built; "
         f"run_built({spec!r}, Path({str(killed)!r}), kill_after={kill_after})"
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=timeout)

@@ -2,11 +2,13 @@
 
 It owns the Lightning ``Trainer``, the run folder (:mod:`genblocks.training.run_folder`), and exact resume:
 
-- **Data position.** The training data loader's sampler is replaced by a step-indexed one: the whole run is one pass
-  over a stream of seeded permutations of the dataset, global batch ``g`` holds stream items ``[g*B*W, (g+1)*B*W)``
+- **Data position.** A plain training loader (shuffled or sequential) gets a step-indexed sampler: the whole run is one
+  pass over a stream of seeded permutations of the dataset, global batch ``g`` holds stream items ``[g*B*W, (g+1)*B*W)``
   (``B`` the per-device batch, ``W`` the world size) and rank ``r`` takes its slice ``[r*B, (r+1)*B)`` of it. The
   number of batches consumed is saved in every checkpoint (through Lightning's resumable-loader interface), so a run
-  resumed mid-epoch sees exactly the batches the uninterrupted run would have seen.
+  resumed mid-epoch sees exactly the batches the uninterrupted run would have seen. A loader with its own batch sampler
+  (batches grouped by a key, say) keeps it, replayed pass after pass and skipped to the position on resume
+  (:class:`SkippingBatchSampler`).
 - **RNG states.** torch (CPU and CUDA), numpy and Python's ``random`` states are saved with each checkpoint and restored
   before the first resumed step; modules that own a generator save it themselves.
 - **Safe writes.** Checkpoints are written in the run folder itself, fsynced and renamed
@@ -35,7 +37,7 @@ import numpy as np
 import torch
 from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.plugins.io import TorchCheckpointIO
-from torch.utils.data import DataLoader, IterableDataset, Sampler
+from torch.utils.data import BatchSampler, DataLoader, IterableDataset, RandomSampler, Sampler, SequentialSampler
 
 from genblocks.training.config import TrainConfig
 from genblocks.training.run_folder import RunFolder, atomic_link, atomic_write
@@ -44,6 +46,7 @@ __all__ = [
     "AtomicCheckpointIO",
     "DataPosition",
     "FitResult",
+    "SkippingBatchSampler",
     "StepBatchSampler",
     "fit",
     "plot_losses",
@@ -131,6 +134,57 @@ class StepBatchSampler(Sampler[list[int]]):
             yield self.batch(step)
 
 
+class SkippingBatchSampler(Sampler[list[int]]):
+    """Makes a package's own batch sampler (e.g. batches grouped by a key) resumable at any batch.
+
+    It replays the inner sampler pass after pass (calling its ``set_epoch(pass)`` when it has one, so its order must
+    depend only on its seed and the pass), deals the resulting stream of batches round-robin to the ranks (batch ``g``
+    goes to rank ``g % world_size``) and, on resume, skips the batches this rank already consumed: only indices are
+    skipped, no sample is loaded.
+
+    Args:
+        inner: The package's batch sampler.
+        total_batches: Batches of the whole run on this rank.
+        position: Batches already consumed; read at each ``iter()``.
+        rank: This process's rank.
+        world_size: Number of processes.
+    """
+
+    def __init__(
+        self, inner: Any, total_batches: int, position: DataPosition, rank: int = 0, world_size: int = 1
+    ) -> None:
+        self.inner = inner
+        self.total_batches = total_batches
+        self.position = position
+        self.rank = rank
+        self.world_size = world_size
+
+    def __len__(self) -> int:
+        return self.total_batches
+
+    def _stream(self) -> Iterator[list[int]]:
+        for epoch in range(self.total_batches * self.world_size + 1):
+            if hasattr(self.inner, "set_epoch"):
+                self.inner.set_epoch(epoch)
+            empty = True
+            for batch in self.inner:
+                empty = False
+                yield list(batch)
+            if empty:
+                raise ValueError("the training batch sampler yields no batch (is the dataset empty?)")
+
+    def __iter__(self) -> Iterator[list[int]]:
+        step = 0
+        for index, batch in enumerate(self._stream()):
+            if index % self.world_size != self.rank:
+                continue
+            if step >= self.position.consumed:
+                yield batch
+            step += 1
+            if step >= self.total_batches:
+                return
+
+
 class _ResumableLoader(DataLoader):
     """A DataLoader whose state (batches consumed) Lightning saves in checkpoints and restores on resume."""
 
@@ -167,20 +221,20 @@ class _StepIndexedData(L.LightningDataModule):
         if not isinstance(original, DataLoader) or isinstance(original.dataset, IterableDataset):
             raise TypeError("fit(): the data module's train_dataloader must be a DataLoader over a map-style dataset")
         batch_size = original.batch_size or getattr(original.batch_sampler, "batch_size", None)
-        if not batch_size:
-            raise TypeError("fit(): the training DataLoader must have a batch_size")
         trainer = self.trainer
         rank, world = (trainer.global_rank, trainer.world_size) if trainer is not None else (0, 1)
         config = self.train_config
-        sampler = StepBatchSampler(
-            len(original.dataset),
-            batch_size,
-            config.max_steps * config.accumulate_grad_batches,
-            config.seed,
-            self.position,
-            rank,
-            world,
+        total = config.max_steps * config.accumulate_grad_batches
+        plain = type(original.batch_sampler) is BatchSampler and type(original.sampler) in (
+            RandomSampler,
+            SequentialSampler,
         )
+        if plain:
+            sampler: Sampler[list[int]] = StepBatchSampler(
+                len(original.dataset), batch_size, total, config.seed, self.position, rank, world
+            )
+        else:
+            sampler = SkippingBatchSampler(original.batch_sampler, total, self.position, rank, world)
         loader = _ResumableLoader(
             original.dataset,
             batch_sampler=sampler,
