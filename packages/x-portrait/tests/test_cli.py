@@ -82,7 +82,8 @@ def test_user_errors_exit_2_with_one_line(tmp_path, capsys) -> None:
 
 
 def test_stage_and_print_config(capsys) -> None:
-    assert main(["train", "--stage", "temporal", "--set", "train.lr=0.5", "--out", "unused", "--print-config"]) == 0
+    argv = ["train", "--stage", "temporal", "--set", "train.optimizer.lr=0.5", "--out", "unused", "--print-config"]
+    assert main(argv) == 0
     printed = capsys.readouterr().out
     assert "stage: temporal" in printed and "lr: 0.5" in printed
 
@@ -102,7 +103,7 @@ def test_train_command_writes_a_loadable_pipeline(tmp_path) -> None:
         main(["train", "--config", "tiny", "--stage", "image", "--set", *overrides, "--out", str(tmp_path / "run")])
         == 0
     )
-    pipeline = XPortraitPipeline.from_pretrained(tmp_path / "run" / "pipeline")
+    pipeline = XPortraitPipeline.from_pretrained(tmp_path / "run" / "trained")
     assert pipeline.config.patch_size == 16
     assert (tmp_path / "run" / "config.yaml").is_file()
 
@@ -132,3 +133,16 @@ def test_convert_command_round_trip(tmp_path) -> None:
     ):
         assert torch.equal(a, b)
     assert json.loads((out / "conversion_report.json").read_text())["is_exact"] is True
+
+
+@pytest.mark.filterwarnings("ignore::FutureWarning")
+def test_tiny_train_needs_no_data_and_writes_the_run_folder(tmp_path, monkeypatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    assert main(["train", "--config", "tiny", "--out", "run", "--set", "train.progress_bar=false"]) == 0
+    run = tmp_path / "run"
+    for name in ("config.yaml", "metrics.csv", "loss.png", "checkpoints/last.ckpt", "trained/model_index.json"):
+        assert (run / name).is_file(), name
+    assert (run / "data" / "manifest.jsonl").is_file()
+    assert main(["train", "--config", "tiny", "--out", "run"]) == 2  # a used folder without --resume
+    assert main(["train", "--config", "tiny", "--out", "run", "--resume", "--set", "train.max_steps=3"]) == 0
+    assert torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)["global_step"] == 3

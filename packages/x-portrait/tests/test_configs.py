@@ -31,7 +31,7 @@ def test_sd15_config_holds_the_paper_values() -> None:
     assert (inference.num_inference_steps, inference.guidance_scale, inference.eta) == (30, 5.0, 0.0)
     assert (inference.window_size, inference.window_overlap, inference.vae_chunk_size) == (16, 4, 16)
     assert (inference.start_timestep, inference.seed) == (999, 999)
-    assert (config.train.lr, config.train.aug_scale, config.train.num_frames) == (1e-5, (0.8, 1.2), 16)
+    assert (config.train.optimizer.lr, config.train.aug_scale, config.train.num_frames) == (1e-5, (0.8, 1.2), 16)
 
 
 def test_overrides_and_bad_values_name_the_key() -> None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import lightning as L
 import numpy as np
 import pytest
@@ -105,3 +107,32 @@ def test_control_images_are_reenacted_scaled_and_patched() -> None:
 def test_stage_temporal_needs_motion_modules() -> None:
     with pytest.raises(ValueError, match="motion_modules"):
         XPortraitTrainingModule(tiny_components(with_motion_modules=False), stage="temporal", patch_size=PATCH)
+
+
+def build(out_dir: Path) -> dict:
+    """fit() arguments of the kill/resume test: the tiny config, stage image, 5 synthetic pairs, batch 2, dropout on."""
+    from genblocks.cli import load_command_config
+    from x_portrait.config import XPortraitConfig
+    from x_portrait.training import build_datamodule, build_training_module
+
+    overrides = [
+        "train.max_steps=5",
+        "train.checkpoint_every_n_steps=2",
+        "train.batch_size=2",
+        "train.synthetic_rows=5",
+    ]
+    overrides += ["train.progress_bar=false", "train.seed=3", "train.ema_decay=0.9"]
+    config, _ = load_command_config(XPortraitConfig, "x_portrait", "run", "tiny", overrides)
+    L.seed_everything(3, verbose=False)
+    module = build_training_module(config, tiny_components(seed=0))
+    return {"module": module, "datamodule": build_datamodule(config, out_dir), "train_config": config.train}
+
+
+@pytest.mark.filterwarnings("ignore::FutureWarning")
+def test_kill_mid_epoch_then_resume_is_exact(tmp_path: Path) -> None:
+    from genblocks.testing.resume import assert_kill_resume_exact
+
+    # step 4 at batch 2 over 5 pairs: 8 samples in, mid-way through the second pass
+    result = assert_kill_resume_exact(f"{Path(__file__).resolve()}:build", tmp_path, kill_after=4)
+    for a, b in zip(result["uninterrupted"].ema.shadow_params, result["resumed"].ema.shadow_params, strict=True):
+        assert torch.equal(a, b)

@@ -14,7 +14,7 @@ Configs ship inside the package in ``x_portrait/configs/run/`` (``tiny``: random
 settings), shared by ``animate``, ``train`` and ``convert``; ``--set key=value`` overrides any field
 (``inference.num_inference_steps=2``). Files in ``--out``: ``animate`` writes ``animation.gif`` (``--format mp4``:
 ``animation.mp4``) and, with ``--metrics``, ``metrics.json``; ``train`` uses it as the run folder (the trained pipeline in
-``pipeline/``); ``convert`` writes an ``XPortraitPipeline`` folder with ``conversion_report.json``. The work lives in the
+``trained/``); ``convert`` writes an ``XPortraitPipeline`` folder with ``conversion_report.json``. The work lives in the
 library (:mod:`x_portrait.pipeline_x_portrait`, :mod:`x_portrait.training`, :mod:`x_portrait.convert_x_portrait_original`,
 :mod:`x_portrait.demo`).
 """
@@ -147,13 +147,14 @@ def _train(args: argparse.Namespace, config: XPortraitConfig) -> int:
     from x_portrait.pipeline_x_portrait import load_components
     from x_portrait.training import train
 
-    if args.resume:
-        raise InputError("--resume: x-portrait training resumes once it runs on genblocks.training.fit")
-    config = replace(config, train=replace(config.train, output_dir=str(args.out)))
     components = load_components(config, pretrained=config.train.init_from)
-    folder = train(config, components)
+    folder = train(config, components, args.out, resume=args.resume, overwrite=args.overwrite)
     print(f"trained stage {config.train.stage!r} for {config.train.max_steps} steps; pipeline: {folder}")
     return 0
+
+
+def _train_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--overwrite", action="store_true", help="start again in a used run folder")
 
 
 def _convert(args: argparse.Namespace, config: XPortraitConfig) -> int:
@@ -210,6 +211,7 @@ command_line = CommandLine(
             _train,
             schema=SCHEMA,
             config_group="run",
+            arguments=_train_arguments,
             stages=("image", "temporal"),
             resume=True,
         ),

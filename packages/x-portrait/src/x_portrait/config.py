@@ -3,7 +3,7 @@ the YAML files shipped in ``x_portrait/configs/run/`` (``tiny``, ``sd15``: the o
 dotted command-line overrides (``inference.num_inference_steps=2``).
 
 Values the spec marks [unverified] (X-Portrait spec §8) are fields with documented defaults: the stage split
-(``train.stage``), optimiser and learning rate (``train.lr``), condition dropout (``train.cond_drop_*``), the
+(``train.stage``), optimiser and learning rate (``train.optimizer.lr``), condition dropout (``train.cond_drop_*``), the
 scale-augmentation range (``train.aug_scale``) and the cross-identity source (``train.reenactor``).
 """
 
@@ -13,6 +13,8 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from genblocks.tiny import RandomComponentsConfig
+from genblocks.training.config import OptimizerConfig
+from genblocks.training.config import TrainConfig as SharedTrainConfig
 
 __all__ = [
     "ComponentsConfig",
@@ -175,28 +177,29 @@ class InferenceConfig:
             raise ValueError(f"inference.guidance_scale must be >= 0, got {self.guidance_scale}")
 
 
-@dataclass(frozen=True)
-class TrainConfig:
-    """Two-stage training (X-Portrait spec §4; everything here beyond the loss and schedule is [unverified]).
+@dataclass
+class TrainConfig(SharedTrainConfig):
+    """Two-stage training (X-Portrait spec §4; everything here beyond the loss and schedule is [unverified]): genblocks'
+    shared ``train.`` keys (``max_steps``, ``precision``, ``devices``, ``strategy``, ``accumulate_grad_batches``,
+    ``optimizer.{name,lr,weight_decay,...}``, ``checkpoint_every_n_steps``, ``seed``, ... see
+    :class:`genblocks.training.TrainConfig`) plus X-Portrait's own.
 
     Args:
         stage: ``"image"``: train the reference UNet and both ControlNets on image pairs; ``"temporal"``: train only
-            the zero-initialised temporal modules on clips, everything else frozen.
+            the zero-initialised temporal modules on clips, everything else frozen (``train --stage``).
         manifest: Training manifest (CSV or JSONL). Columns: ``source`` (image), ``target`` (image, stage
             ``image``) or ``frames`` (list of images, stage ``temporal``), optional ``landmarks`` (68-point
             landmarks of the target(s), JSON or ``.npy``, in the pixel coordinates of the images after their resize
             and centre crop to ``model.resolution``: store square images at that resolution to keep them simple).
             Clips longer than ``num_frames`` are cut at a random start; all rows must have landmarks or none.
+            ``None``: a synthetic manifest is written into the run folder's ``data/`` (a smoke run, not training).
+        synthetic_rows: Rows of that synthetic manifest.
         val_fraction: Fraction of the manifest's rows held out for validation (0: none).
         init_from: ``XPortraitPipeline`` folder to start from (a stage-1 output for stage 2); ``None`` uses
             ``components``.
-        output_dir: Where checkpoints and the final pipeline folder go.
-        max_steps: Optimiser steps.
         batch_size: Samples (pairs or clips) per step.
         num_frames: Frames per clip in stage ``temporal`` (16 upstream).
-        lr: AdamW learning rate [unverified].
-        weight_decay: AdamW weight decay.
-        optimizer: ``genblocks.training.OptimizerConfig.name`` (``adamw``, ``adamw8bit``, ``coap_adamw``, ...).
+        optimizer: The optimizer by name (AdamW lr 1e-5 [unverified] by default).
         cond_drop_ref: Probability of replacing a sample's source image by zeros (null reference) [unverified].
         cond_drop_motion: Probability of zeroing a sample's motion hint [unverified].
         cond_drop_local: Probability of zeroing a sample's local hint [unverified].
@@ -208,24 +211,17 @@ class TrainConfig:
         warp_translation: Largest translation of the ``"warp"`` reenactor, as a fraction of the frame side.
         ema_decay: EMA decay of the trained weights (``None``: no EMA).
         gradient_checkpointing: Checkpoint the UNets' activations.
-        precision: Lightning precision (``"32-true"``, ``"bf16-mixed"``, ``"16-mixed"``).
-        accumulate_grad_batches: Micro-batches per optimiser step.
         num_workers: Data-loader workers.
-        log_every_n_steps: Lightning logging interval.
-        seed: Seed of timesteps, noise, dropout and augmentation draws.
     """
 
     stage: Literal["image", "temporal"] = "image"
     manifest: str | None = None
+    synthetic_rows: int = 4
     val_fraction: float = 0.0
     init_from: str | None = None
-    output_dir: str = "outputs/x-portrait/train"
-    max_steps: int = 1000
     batch_size: int = 1
     num_frames: int = 16
-    lr: float = 1e-5
-    weight_decay: float = 1e-2
-    optimizer: str = "adamw"
+    optimizer: OptimizerConfig = field(default_factory=lambda: OptimizerConfig(lr=1e-5))
     cond_drop_ref: float = 0.1
     cond_drop_motion: float = 0.1
     cond_drop_local: float = 0.1
@@ -235,17 +231,13 @@ class TrainConfig:
     warp_translation: float = 0.05
     ema_decay: float | None = None
     gradient_checkpointing: bool = False
-    precision: str = "32-true"
-    accumulate_grad_batches: int = 1
     num_workers: int = 0
-    log_every_n_steps: int = 10
-    seed: int = 0
 
     def __post_init__(self) -> None:
-        _positive("train.max_steps", self.max_steps)
+        super().__post_init__()
         _positive("train.batch_size", self.batch_size)
         _positive("train.num_frames", self.num_frames)
-        _positive("train.lr", self.lr)
+        _positive("train.synthetic_rows", self.synthetic_rows)
         for name in ("cond_drop_ref", "cond_drop_motion", "cond_drop_local"):
             value = getattr(self, name)
             if not 0.0 <= value <= 1.0:

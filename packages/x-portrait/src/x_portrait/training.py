@@ -26,7 +26,6 @@ import lightning as L
 import numpy as np
 import torch
 
-from genblocks.config import config_to_yaml
 from genblocks.diffusion import encode_clip_prompt
 from genblocks.diffusion.reference_attention import FusionBlocks
 from genblocks.training import ColumnSpec, DiffusionTrainingModule, ManifestDataModule, OptimizerConfig
@@ -310,17 +309,74 @@ class XPortraitTrainingModule(DiffusionTrainingModule):
         return eps.view(batch_size, num_frames, channels, height, width).transpose(1, 2)
 
 
-def build_datamodule(config: XPortraitConfig) -> ManifestDataModule:
-    """The manifest data module of ``config.train`` (columns ``source``, ``target`` or ``frames``, ``landmarks``)."""
+def write_synthetic_manifest(
+    folder: str | Path, stage: str, resolution: int, rows: int = 4, num_frames: int = 2, seed: int = 0
+) -> Path:
+    """A tiny synthetic training set (smoke runs of ``--config tiny`` with no data, tests): smooth random colour
+    fields as ``source`` / ``target`` images (stage ``image``) or ``frames`` clips (stage ``temporal``), no landmarks.
+
+    Args:
+        folder: Where the images and ``manifest.jsonl`` go (created).
+        stage: ``"image"`` or ``"temporal"``.
+        resolution: Image side in pixels.
+        rows: Manifest rows.
+        num_frames: Frames per clip (stage ``temporal``).
+        seed: Seed of the images.
+
+    Returns:
+        The manifest path.
+    """
+    import json
+
+    import numpy as np
+    from PIL import Image
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+
+    def image(name: str) -> str:
+        coarse = rng.integers(0, 256, (4, 4, 3), dtype=np.uint8)
+        Image.fromarray(coarse).resize((resolution, resolution), Image.Resampling.BICUBIC).save(folder / name)
+        return name
+
+    lines = []
+    for row in range(rows):
+        entry: dict[str, Any] = {"source": image(f"source_{row}.png")}
+        if stage == "image":
+            entry["target"] = image(f"target_{row}.png")
+        else:
+            entry["frames"] = [image(f"frame_{row}_{f}.png") for f in range(num_frames)]
+        lines.append(json.dumps(entry))
+    manifest = folder / "manifest.jsonl"
+    manifest.write_text("\n".join(lines) + "\n")
+    return manifest
+
+
+def build_datamodule(config: XPortraitConfig, run_dir: str | Path | None = None) -> ManifestDataModule:
+    """The manifest data module of ``config.train`` (columns ``source``, ``target`` or ``frames``, ``landmarks``);
+    without a manifest, a synthetic one is written into ``run_dir/data``."""
     train = config.train
-    if train.manifest is None:
-        raise ValueError(
-            "train.manifest must name a CSV or JSONL manifest (columns: source, target|frames, landmarks)"
+    manifest = train.manifest
+    if manifest is None:
+        if run_dir is None:
+            raise ValueError(
+                "train.manifest must name a CSV or JSONL manifest (columns: source, target|frames, landmarks)"
+            )
+        manifest = str(
+            write_synthetic_manifest(
+                Path(run_dir) / "data",
+                train.stage,
+                config.model.resolution,
+                rows=train.synthetic_rows,
+                num_frames=train.num_frames,
+                seed=train.seed,
+            )
         )
     target = ColumnSpec("target", "image") if train.stage == "image" else ColumnSpec("frames", "frames")
     columns = [ColumnSpec("source", "image"), target, ColumnSpec("landmarks", "keypoints", optional=True)]
     return ManifestDataModule(
-        train.manifest,
+        manifest,
         columns,
         resolution=config.model.resolution,
         batch_size=train.batch_size,
@@ -330,26 +386,15 @@ def build_datamodule(config: XPortraitConfig) -> ManifestDataModule:
     )
 
 
-def train(
-    config: XPortraitConfig, components: XPortraitComponents, datamodule: L.LightningDataModule | None = None
-) -> Path:
-    """Run one training stage from ``config`` and write the result as an ``XPortraitPipeline`` folder.
-
-    Args:
-        config (`XPortraitConfig`): ``train`` holds the stage and optimisation settings, ``model`` the patch geometry.
-        components (`XPortraitComponents`): The models to train (in place).
-        datamodule (`L.LightningDataModule`, *optional*): Defaults to :func:`build_datamodule`.
-
-    Returns:
-        `Path`: ``<train.output_dir>/pipeline``, loadable with ``XPortraitPipeline.from_pretrained``.
-    """
+def build_training_module(config: XPortraitConfig, components: XPortraitComponents) -> XPortraitTrainingModule:
+    """The training module of one stage of ``config.train`` around ``components`` (trained in place)."""
     settings = config.train
     reenactor: Reenactor = (
         WarpReenactor(settings.warp_rotation, settings.warp_translation)
         if settings.reenactor == "warp"
         else IdentityReenactor()
     )
-    module = XPortraitTrainingModule(
+    return XPortraitTrainingModule(
         components,
         stage=settings.stage,
         patch_size=config.model.patch_size,
@@ -361,27 +406,17 @@ def train(
         cond_drop_ref=settings.cond_drop_ref,
         cond_drop_motion=settings.cond_drop_motion,
         cond_drop_local=settings.cond_drop_local,
-        optimizer=OptimizerConfig(name=settings.optimizer, lr=settings.lr, weight_decay=settings.weight_decay),
+        optimizer=settings.optimizer,
         ema_decay=settings.ema_decay,
         gradient_checkpointing=settings.gradient_checkpointing,
         seed=settings.seed,
     )
-    output = Path(settings.output_dir)
-    output.mkdir(parents=True, exist_ok=True)
-    (output / "config.yaml").write_text(config_to_yaml(config))
-    trainer = L.Trainer(
-        max_steps=settings.max_steps,
-        precision=settings.precision,  # type: ignore[arg-type]
-        accumulate_grad_batches=settings.accumulate_grad_batches,
-        log_every_n_steps=settings.log_every_n_steps,
-        default_root_dir=str(output),
-        logger=L.pytorch.loggers.CSVLogger(str(output), name="logs"),
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        num_sanity_val_steps=0,
-        limit_val_batches=1.0 if settings.val_fraction > 0 else 0,
-    )
-    trainer.fit(module, datamodule=datamodule if datamodule is not None else build_datamodule(config))
+
+
+def save_trained_pipeline(
+    module: XPortraitTrainingModule, components: XPortraitComponents, config: XPortraitConfig, folder: str | Path
+) -> Path:
+    """Write the trained ``components`` (EMA weights when the EMA is on) as an ``XPortraitPipeline`` folder."""
     if module.ema is not None:
         module.ema.copy_to(module.trainable_parameters())
     pipeline = XPortraitPipeline(
@@ -390,10 +425,50 @@ def train(
         landmark_scale=config.model.landmark_scale,
         fusion_blocks=config.model.fusion_blocks,
     )
-    target = output / "pipeline"
-    pipeline.save_pretrained(target, safe_serialization=True)
-    logger.info("trained %s stage for %d steps; pipeline written to %s", settings.stage, trainer.global_step, target)
-    return target
+    pipeline.save_pretrained(folder, safe_serialization=True)
+    return Path(folder)
+
+
+def train(
+    config: XPortraitConfig,
+    components: XPortraitComponents,
+    out_dir: str | Path,
+    resume: bool = False,
+    overwrite: bool = False,
+    datamodule: L.LightningDataModule | None = None,
+) -> Path:
+    """Run one training stage through :func:`genblocks.training.fit` in the run folder ``out_dir``.
+
+    Args:
+        config (`XPortraitConfig`): ``train`` holds the stage and optimisation settings, ``model`` the patch geometry.
+        components (`XPortraitComponents`): The models to train (in place).
+        out_dir: The run folder (``config.yaml``, ``checkpoints/``, ``metrics.csv``, ``loss.png``, ``trained/``).
+        resume: Continue from ``out_dir/checkpoints/last.ckpt``.
+        overwrite: Start again in a used folder.
+        datamodule (`L.LightningDataModule`, *optional*): Defaults to :func:`build_datamodule` (a synthetic manifest
+            in ``out_dir/data`` when ``train.manifest`` is unset).
+
+    Returns:
+        `Path`: ``out_dir/trained``, loadable with ``XPortraitPipeline.from_pretrained``.
+    """
+    from genblocks.training import RunFolder, fit
+
+    run = RunFolder.open(out_dir, resume=resume, overwrite=overwrite)
+    module = build_training_module(config, components)
+    data = datamodule if datamodule is not None else build_datamodule(config, run.root)
+    result = fit(
+        module,
+        data,
+        config.train,
+        run,
+        resume,
+        config=config,
+        save_trained=lambda trained, folder: save_trained_pipeline(trained, components, config, folder),
+    )
+    logger.info(
+        "trained %s stage for %d steps; pipeline in %s", config.train.stage, result.global_step, result.trained
+    )
+    return run.trained
 
 
 def loss_on_fixed_draws(

@@ -39,6 +39,9 @@ class KillAfterCheckpoint(L.Callback):
 def load_builder(spec: str) -> Any:
     """``"path/to/file.py:function"`` -> the function (test files are not importable by module name)."""
     path, _, name = spec.rpartition(":")
+    folder = str(Path(path).parent)
+    if folder not in sys.path:
+        sys.path.insert(0, folder)  # the test's own helper modules (conftest-level imports) resolve as under pytest
     module_spec = importlib.util.spec_from_file_location(f"_builder_{abs(hash(path))}", path)
     module = importlib.util.module_from_spec(module_spec)
     module_spec.loader.exec_module(module)
