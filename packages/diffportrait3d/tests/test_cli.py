@@ -67,7 +67,7 @@ def test_set_is_repeatable_and_print_config(capsys: pytest.CaptureFixture[str]) 
         "--stage",
         "2",
         "--set",
-        "train.lr=0.5",
+        "train.optimizer.lr=0.5",
         "seed=4",
         "--set",
         "model.view_heads=4",

@@ -84,10 +84,23 @@ def test_stage2_needs_view_modules() -> None:
 )
 def test_cli_train_on_synthetic_views(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     out = tmp_path / "train"
-    code = main(["train", "--config", "tiny", "--stage", "2", "--set", "train.max_steps=1", "--out", str(out)])
+    code = main(
+        [
+            "train",
+            "--config",
+            "tiny",
+            "--stage",
+            "2",
+            "--set",
+            "train.max_steps=1",
+            "train.progress_bar=false",
+            "--out",
+            str(out),
+        ]
+    )
     assert code == 0
     result = json.loads(capsys.readouterr().out)
-    assert result["stage"] == 2 and (out / "pipeline" / "model_index.json").is_file()
+    assert result["stage"] == 2 and (out / "trained" / "model_index.json").is_file()
 
 
 @pytest.mark.filterwarnings(
@@ -111,7 +124,51 @@ def test_cli_train_on_a_manifest(tmp_path: Path, capsys: pytest.CaptureFixture[s
     manifest = tmp_path / "views.jsonl"
     manifest.write_text("\n".join(json.dumps(r) for r in rows))
     out = tmp_path / "train"
-    args = ["train", "--manifest", str(manifest), "--set", "train.max_steps=1", "--out", str(out)]
+    args = [
+        "train",
+        "--manifest",
+        str(manifest),
+        "--set",
+        "train.max_steps=1",
+        "train.progress_bar=false",
+        "--out",
+        str(out),
+    ]
     assert main(args) == 0
     assert json.loads(capsys.readouterr().out)["stage"] == 1
-    assert (out / "pipeline" / "model_index.json").is_file()
+    assert (out / "trained" / "model_index.json").is_file()
+
+
+def build(out_dir: Path) -> dict:
+    """fit() arguments of the kill/resume test: tiny config, stage 1, 5 synthetic EG3D subjects, batch 2."""
+    from dataclasses import replace
+
+    from diffportrait3d.training import SyntheticViewData, build_components, build_training_module
+
+    config = tiny_config()
+    settings = replace(
+        config.train, max_steps=5, checkpoint_every_n_steps=2, batch_size=2, synthetic_samples=5, progress_bar=False
+    )
+    config = replace(config, train=settings)
+    L.seed_everything(0, verbose=False)
+    module = build_training_module(config, build_components(config))
+    return {"module": module, "datamodule": SyntheticViewData(config), "train_config": config.train}
+
+
+def test_kill_mid_epoch_then_resume_is_exact(tmp_path: Path) -> None:
+    from genblocks.testing.resume import assert_kill_resume_exact
+
+    # step 4 at batch 2 over 5 subjects: 8 samples in, mid-way through the second pass
+    assert_kill_resume_exact(f"{Path(__file__).resolve()}:build", tmp_path, kill_after=4)
+
+
+def test_train_refuses_a_used_folder_and_resumes(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "run"
+    assert main(["train", "--config", "tiny", "--out", str(out), "--set", "train.progress_bar=false"]) == 0
+    capsys.readouterr()
+    for name in ("config.yaml", "metrics.csv", "loss.png", "checkpoints/last.ckpt", "trained/model_index.json"):
+        assert (out / name).is_file(), name
+    assert main(["train", "--config", "tiny", "--out", str(out)]) == 2
+    assert "--resume" in capsys.readouterr().err
+    assert main(["train", "--config", "tiny", "--out", str(out), "--resume", "--set", "train.max_steps=3"]) == 0
+    assert torch.load(out / "checkpoints" / "last.ckpt", weights_only=True)["global_step"] == 3

@@ -50,6 +50,7 @@ def _render_arguments(parser: argparse.ArgumentParser) -> None:
 
 def _train_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--manifest", type=Path, default=None, help="JSON-lines manifest (default: synthetic data)")
+    parser.add_argument("--overwrite", action="store_true", help="start again in a used run folder")
 
 
 def _convert_arguments(parser: argparse.ArgumentParser) -> None:
@@ -116,10 +117,7 @@ def _render(args: argparse.Namespace, config: DiffPortrait3DConfig) -> int:
 def _train(args: argparse.Namespace, config: DiffPortrait3DConfig) -> int:
     from diffportrait3d.training import train_from_config
 
-    if args.resume:
-        raise InputError("--resume: diffportrait3d training resumes once it runs on genblocks.training.fit")
-    config = replace(config, train=replace(config.train, output_dir=str(args.out)))
-    result = train_from_config(config, manifest=args.manifest)
+    result = train_from_config(config, args.out, manifest=args.manifest, resume=args.resume, overwrite=args.overwrite)
     print(json.dumps(result, indent=2, default=str))
     return 0
 

@@ -3,7 +3,7 @@ the YAML files shipped in ``diffportrait3d/configs/run/`` (``tiny``, ``sd15``: t
 dotted overrides (``inference.num_inference_steps=2``).
 
 Values the DiffPortrait3D spec marks [unverified] (§8) are fields with documented defaults: the training stage
-(``train.stage``), the learning rate (``train.lr``), condition dropout (``train.cond_drop``), whether the middle
+(``train.stage``), the learning rate (``train.optimizer.lr``), condition dropout (``train.cond_drop``), whether the middle
 cross-view module runs only in the unconditional pass (``model.mid_module_in_uncond_only``) and the noise prior
 (``inference.noise_prior``).
 """
@@ -14,6 +14,8 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from genblocks.tiny import RandomComponentsConfig
+from genblocks.training.config import OptimizerConfig
+from genblocks.training.config import TrainConfig as SharedTrainConfig
 
 __all__ = [
     "DiffPortrait3DConfig",
@@ -89,25 +91,33 @@ class InferenceConfig:
     fps: float = 8.0
 
 
-@dataclass(frozen=True)
-class TrainConfig:
-    """Training settings (beyond the authors; all [unverified], spec §4).
+@dataclass
+class TrainConfig(SharedTrainConfig):
+    """Training settings (beyond the authors; all [unverified], spec §4): genblocks' shared ``train.`` keys
+    (``max_steps``, ``precision``, ``devices``, ``strategy``, ``optimizer.{name,lr,...}``, ``checkpoint_every_n_steps``,
+    ``seed``, ... see :class:`genblocks.training.TrainConfig`) plus DiffPortrait3D's own.
 
     Args:
-        stage: 1 trains the reference UNet and view ControlNet on pairs; 2 trains the cross-view modules only.
-        lr: AdamW learning rate.
+        stage: 1 trains the reference UNet and view ControlNet on pairs; 2 trains the cross-view modules only
+            (``train --stage``).
+        optimizer: The optimizer by name (AdamW, lr 1e-5 by default).
         cond_drop: Probability of dropping each condition (reference, view hint) in a training sample.
-        max_steps: Optimiser steps.
         batch_size: Samples (stage 1) or view sequences (stage 2) per step.
-        output_dir: Where checkpoints go.
+        synthetic_samples: Subjects rendered by tiny EG3D generators when no manifest is given (a smoke run).
     """
 
     stage: int = 1
-    lr: float = 1e-5
+    optimizer: OptimizerConfig = field(default_factory=lambda: OptimizerConfig(lr=1e-5))
     cond_drop: float = 0.1
-    max_steps: int = 1000
     batch_size: int = 1
-    output_dir: str = "outputs/diffportrait3d/train"
+    synthetic_samples: int = 8
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.stage not in (1, 2):
+            raise ValueError(f"train.stage must be 1 or 2, got {self.stage}")
+        if not 0.0 <= self.cond_drop <= 1.0:
+            raise ValueError(f"train.cond_drop must be a probability in [0, 1], got {self.cond_drop}")
 
 
 @dataclass(frozen=True)

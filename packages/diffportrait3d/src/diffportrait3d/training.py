@@ -37,15 +37,17 @@ from diffportrait3d.modeling_diffportrait3d import (
 )
 from diffportrait3d.noise3d import EG3DConditionRenderer
 from diffportrait3d.pipeline_diffportrait3d import DiffPortrait3DPipeline, load_pipeline
-from genblocks.config import config_to_yaml
 from genblocks.diffusion import encode_clip_prompt
 from genblocks.gan.triplane import TriPlaneGenerator
 from genblocks.training import ColumnSpec, DiffusionTrainingModule, ManifestDataModule, OptimizerConfig
 
 __all__ = [
     "DiffPortrait3DTrainingModule",
+    "SyntheticViewData",
     "SyntheticViewDataset",
+    "build_components",
     "build_datamodule",
+    "build_training_module",
     "loss_on_fixed_draws",
     "train",
     "train_from_config",
@@ -212,74 +214,108 @@ def build_datamodule(manifest: str | os.PathLike, config: DiffPortrait3DConfig) 
     )
 
 
-def train(
-    config: DiffPortrait3DConfig,
-    components: DiffPortrait3DComponents,
-    data: L.LightningDataModule | DataLoader,
-) -> Path:
-    """Run stage ``config.train.stage`` and write the result as a ``DiffPortrait3DPipeline`` folder.
+class SyntheticViewData(L.LightningDataModule):
+    """:class:`SyntheticViewDataset` from two tiny EG3D generators (seeds 0 and 1) as a data module."""
 
-    Returns:
-        `Path`: ``<train.output_dir>/pipeline``.
-    """
-    settings = config.train
-    module = DiffPortrait3DTrainingModule(
-        components,
-        stage=settings.stage,
-        num_views=config.model.views_per_batch,
-        cond_drop=settings.cond_drop,
-        optimizer=OptimizerConfig(lr=settings.lr),
-        seed=config.seed,
-    )
-    output = Path(settings.output_dir)
-    output.mkdir(parents=True, exist_ok=True)
-    (output / "config.yaml").write_text(config_to_yaml(config))
-    trainer = L.Trainer(
-        max_steps=settings.max_steps,
-        default_root_dir=str(output),
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        num_sanity_val_steps=0,
-        limit_val_batches=0,
-    )
-    if isinstance(data, DataLoader):
-        trainer.fit(module, train_dataloaders=data)
-    else:
-        trainer.fit(module, datamodule=data)
-    pipeline = DiffPortrait3DPipeline(**components.as_dict(), views_per_batch=config.model.views_per_batch)
-    target = output / "pipeline"
-    pipeline.save_pretrained(target, safe_serialization=True)
-    logger.info("trained stage %d for %d steps; pipeline written to %s", settings.stage, trainer.global_step, target)
-    return target
+    def __init__(self, config: DiffPortrait3DConfig) -> None:
+        super().__init__()
+        self.config = config
 
+    def train_dataloader(self) -> DataLoader:
+        from diffportrait3d.noise3d import tiny_eg3d
 
-def train_from_config(config: DiffPortrait3DConfig, manifest: str | os.PathLike | None = None) -> dict[str, object]:
-    """``diffportrait3d train``: components from ``config`` (random or a pipeline folder), data from ``manifest`` or
-    synthetic EG3D renders (tiny generators), one stage. Returns the output folder and the stage."""
-    from diffportrait3d.noise3d import tiny_eg3d
-
-    if config.source == "pretrained":
-        pipe = load_pipeline(config)
-        components = DiffPortrait3DComponents(
-            **{name: getattr(pipe, name) for name in DiffPortrait3DComponents.__dataclass_fields__}
-        )
-    else:
-        components = build_random_components(config.model, config.random, seed=config.seed)
-    if manifest is not None:
-        data: L.LightningDataModule | DataLoader = build_datamodule(manifest, config)
-    else:
+        config = self.config
         dataset = SyntheticViewDataset(
             tiny_eg3d(seed=0),
             tiny_eg3d(seed=1),
-            length=max(config.train.max_steps, 1) * config.train.batch_size,
+            length=config.train.synthetic_samples,
             num_views=config.model.views_per_batch,
             resolution=config.model.resolution,
             seed=config.seed,
         )
-        data = DataLoader(dataset, batch_size=config.train.batch_size)
-    folder = train(config, components, data)
+        return DataLoader(dataset, batch_size=config.train.batch_size, shuffle=True)
+
+
+def build_training_module(
+    config: DiffPortrait3DConfig, components: DiffPortrait3DComponents
+) -> DiffPortrait3DTrainingModule:
+    """The module of stage ``config.train.stage`` around ``components`` (trained in place)."""
+    settings = config.train
+    return DiffPortrait3DTrainingModule(
+        components,
+        stage=settings.stage,
+        num_views=config.model.views_per_batch,
+        cond_drop=settings.cond_drop,
+        optimizer=settings.optimizer,
+        seed=settings.seed,
+    )
+
+
+def train(
+    config: DiffPortrait3DConfig,
+    components: DiffPortrait3DComponents,
+    out_dir: str | os.PathLike,
+    data: L.LightningDataModule | None = None,
+    resume: bool = False,
+    overwrite: bool = False,
+) -> Path:
+    """Run stage ``config.train.stage`` through :func:`genblocks.training.fit` in the run folder ``out_dir``.
+
+    Args:
+        config: The run.
+        components: The models (trained in place).
+        out_dir: The run folder (``config.yaml``, ``checkpoints/``, ``metrics.csv``, ``loss.png``, ``trained/``).
+        data: The data module; ``None``: synthetic EG3D renders (:class:`SyntheticViewData`).
+        resume: Continue from ``out_dir/checkpoints/last.ckpt``.
+        overwrite: Start again in a used folder.
+
+    Returns:
+        `Path`: ``out_dir/trained``, a ``DiffPortrait3DPipeline`` folder.
+    """
+    from genblocks.training import RunFolder, fit
+
+    run = RunFolder.open(out_dir, resume=resume, overwrite=overwrite)
+    module = build_training_module(config, components)
+
+    def save(trained: L.LightningModule, folder: Path) -> None:
+        pipeline = DiffPortrait3DPipeline(**components.as_dict(), views_per_batch=config.model.views_per_batch)
+        pipeline.save_pretrained(folder, safe_serialization=True)
+
+    result = fit(
+        module,
+        data if data is not None else SyntheticViewData(config),
+        config.train,
+        run,
+        resume,
+        config=config,
+        save_trained=save,
+    )
+    logger.info("trained stage %d for %d steps; pipeline in %s", config.train.stage, result.global_step, run.trained)
+    return run.trained
+
+
+def build_components(config: DiffPortrait3DConfig) -> DiffPortrait3DComponents:
+    """The components a run starts from: a saved pipeline folder (``source=pretrained``) or seeded random ones."""
+    if config.source == "pretrained":
+        pipe = load_pipeline(config)
+        return DiffPortrait3DComponents(
+            **{name: getattr(pipe, name) for name in DiffPortrait3DComponents.__dataclass_fields__}
+        )
+    return build_random_components(config.model, config.random, seed=config.seed)
+
+
+def train_from_config(
+    config: DiffPortrait3DConfig,
+    out_dir: str | os.PathLike,
+    manifest: str | os.PathLike | None = None,
+    resume: bool = False,
+    overwrite: bool = False,
+) -> dict[str, object]:
+    """``diffportrait3d train``: components from ``config`` (random or a pipeline folder), data from ``manifest`` or
+    synthetic EG3D renders (tiny generators), one stage. Returns the trained folder, the stage and the steps."""
+    components = build_components(config)
+    data = build_datamodule(manifest, config) if manifest is not None else None
+    folder = train(config, components, out_dir, data, resume=resume, overwrite=overwrite)
     return {"stage": config.train.stage, "pipeline": str(folder), "steps": config.train.max_steps}
 
 
