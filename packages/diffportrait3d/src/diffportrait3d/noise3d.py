@@ -14,24 +14,22 @@ TriPlaneNet, EG3D). This module implements the plain EG3D variant on ``genblocks
 Condition images (a *different* subject at the target view, the view ControlNet's hint) come from
 :class:`EG3DConditionRenderer`: a fixed random sample of the same kind of generator, rendered at the cameras.
 
-**Using your own EG3D weights.** Export the generator's state dict from an official pickle in the EG3D repo's
-environment (``G = legacy.load_network_pkl(f)["G_ema"]; torch.save(G.state_dict(), "eg3d_G.pt")``), convert its keys
-with ``genblocks.gan.convert`` if needed, and load it with :func:`load_eg3d` (``torch.load(weights_only=True)`` or
-safetensors; pickles are never unpickled).
+**Using your own EG3D weights.** :func:`load_eg3d` (from :mod:`genblocks.gan.eg3d`) reads the authors'
+``network-snapshot.pkl`` directly through a restricted unpickler that never runs its embedded code
+(``G_ema`` by default), or a state dict (``torch.load(weights_only=True)`` / safetensors).
 """
 
 from __future__ import annotations
 
 import logging
-import os
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 
 from diffportrait3d.cameras import cameras_at, check_cameras
+from genblocks.gan.eg3d import TINY_EG3D, load_eg3d, tiny_eg3d
 from genblocks.gan.triplane import TriPlaneGenerator
 
 __all__ = [
@@ -46,57 +44,6 @@ __all__ = [
 ]
 
 logger = logging.getLogger(__name__)
-
-TINY_EG3D: dict[str, Any] = {
-    "z_dim": 32,
-    "w_dim": 32,
-    "img_resolution": 32,
-    "backbone_resolution": 32,
-    "plane_channels": 8,
-    "channel_base": 256,
-    "channel_max": 32,
-    "decoder_hidden_features": 16,
-    "decoder_output_features": 8,
-    "num_samples": 8,
-    "num_importance": 8,
-    "neural_rendering_resolution": 16,
-    "superresolution": "hybrid2x",
-    "sr_channels": (16, 8),
-    "plane_projection": "xy_yz_xz",
-}
-"""A tiny EG3D (32-px backbone, 16-px rendering, 32-px output) for tests, the demo and benchmarks."""
-
-
-def tiny_eg3d(seed: int = 0) -> TriPlaneGenerator:
-    """A seeded random tiny EG3D generator (:data:`TINY_EG3D`), in eval mode."""
-    torch.manual_seed(seed)
-    return TriPlaneGenerator(**TINY_EG3D).eval()
-
-
-def load_eg3d(path: str | os.PathLike, generator: TriPlaneGenerator | None = None) -> TriPlaneGenerator:
-    """Load EG3D generator weights (a state dict in ``.safetensors`` or a ``torch.save`` file) into ``generator``.
-
-    Args:
-        path (`str` or `os.PathLike`): The state dict; ``.pt``/``.pth`` files are read with ``weights_only=True``.
-        generator (`TriPlaneGenerator`, *optional*): The architecture; defaults to EG3D's FFHQ 512 generator.
-
-    Returns:
-        `TriPlaneGenerator`: ``generator`` with the weights, in eval mode.
-    """
-    path = Path(path)
-    if not path.is_file():
-        raise ValueError(f"EG3D weights {path} not found")
-    if path.suffix == ".safetensors":
-        from safetensors.torch import load_file
-
-        state_dict = load_file(str(path))
-    else:
-        state_dict = torch.load(path, map_location="cpu", weights_only=True)
-        if isinstance(state_dict, dict) and "state_dict" in state_dict:
-            state_dict = state_dict["state_dict"]
-    generator = generator if generator is not None else TriPlaneGenerator()
-    generator.load_state_dict(state_dict)
-    return generator.eval()
 
 
 @dataclass
