@@ -10,6 +10,7 @@ import torch
 import torch.nn.functional as F
 
 from genblocks.gan.dual_discriminator import DualDiscriminator
+from genblocks.gan.eg3d import TINY_EG3D
 from genblocks.gan.triplane import (
     OSGDecoder,
     TriPlaneGenerator,
@@ -25,23 +26,7 @@ from genblocks.render3d.cameras import LookAtCameraSampler
 Z_DIM = W_DIM = 32
 
 
-TINY_CONFIG = {
-    "z_dim": Z_DIM,
-    "w_dim": W_DIM,
-    "img_resolution": 32,
-    "backbone_resolution": 32,
-    "plane_channels": 8,
-    "channel_base": 256,
-    "channel_max": 32,
-    "decoder_hidden_features": 16,
-    "decoder_output_features": 8,
-    "num_samples": 8,
-    "num_importance": 8,
-    "neural_rendering_resolution": 16,
-    "superresolution": "hybrid2x",
-    "sr_channels": (16, 8),
-    "plane_projection": "xy_yz_xz",
-}
+TINY_CONFIG = TINY_EG3D
 
 
 def tiny_generator(**overrides) -> TriPlaneGenerator:

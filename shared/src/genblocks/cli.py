@@ -46,6 +46,7 @@ __all__ = [
     "available_configs",
     "load_command_config",
     "resolve_config",
+    "smoke_command",
 ]
 
 Handler = Callable[[argparse.Namespace, Any], "int | None"]
@@ -159,6 +160,16 @@ def load_command_config(
 
     path = resolve_config(package, group, config)
     return load_config(schema, path, list(overrides)), path
+
+
+def smoke_command(package: str) -> Command:
+    """The ``smoke`` command every package has: runs ``<package>.smoke.main()`` (exit status 0 when every check
+    passed), imported only when the command runs."""
+
+    def run(args: argparse.Namespace, config: None) -> int:
+        return int(importlib.import_module(f"{package}.smoke").main())
+
+    return Command("smoke", "run the self-check of an installed package (exit status 0 on success)", run, out=False)
 
 
 class _Formatter(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefaultsHelpFormatter):

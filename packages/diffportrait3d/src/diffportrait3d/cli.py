@@ -26,7 +26,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from genblocks.cli import Command, CommandLine
+from genblocks.cli import Command, CommandLine, smoke_command
 from genblocks.errors import InputError
 
 if TYPE_CHECKING:
@@ -139,12 +139,6 @@ def _demo(args: argparse.Namespace, config: None) -> int:
     return 0
 
 
-def _smoke(args: argparse.Namespace, config: None) -> int:
-    from diffportrait3d.smoke import main as smoke_main
-
-    return smoke_main()
-
-
 command_line = CommandLine(
     prog="diffportrait3d",
     package="diffportrait3d",
@@ -181,7 +175,7 @@ command_line = CommandLine(
             _demo,
             arguments=_demo_arguments,
         ),
-        Command("smoke", "tiny end-to-end self check", _smoke, out=False),
+        smoke_command("diffportrait3d"),
     ),
 )
 

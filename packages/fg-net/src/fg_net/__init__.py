@@ -9,8 +9,7 @@ Public names are imported lazily (a module-level ``__getattr__``), so ``fg-net -
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from genblocks.lazy import lazy_exports
 
 __version__ = "0.1.0"
 
@@ -43,8 +42,4 @@ _EXPORTS = {
 
 __all__ = ["__version__", *sorted(_EXPORTS)]
 
-
-def __getattr__(name: str) -> Any:
-    if name in _EXPORTS:
-        return getattr(importlib.import_module(_EXPORTS[name]), name)
-    raise AttributeError(f"module 'fg_net' has no attribute {name!r}")
+__getattr__ = lazy_exports(__name__, _EXPORTS)

@@ -28,7 +28,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from genblocks.cli import Command, CommandLine
+from genblocks.cli import Command, CommandLine, smoke_command
 from genblocks.errors import InputError
 
 if TYPE_CHECKING:
@@ -190,12 +190,6 @@ def _demo(args: argparse.Namespace, config: None) -> int:
     return 0
 
 
-def _smoke(args: argparse.Namespace, config: None) -> int:
-    from fg_net.smoke import main as smoke_main
-
-    return smoke_main()
-
-
 command_line = CommandLine(
     prog="fg-net",
     package="fg_net",
@@ -239,7 +233,7 @@ command_line = CommandLine(
         Command(
             "demo", "predict on scikit-image's astronaut with a tiny random model", _demo, arguments=_demo_arguments
         ),
-        Command("smoke", "run the self-check (exit status 0 on success)", _smoke, out=False),
+        smoke_command("fg_net"),
     ),
 )
 

@@ -29,7 +29,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from genblocks.cli import Command, CommandLine
+from genblocks.cli import Command, CommandLine, smoke_command
 from genblocks.errors import InputError
 
 if TYPE_CHECKING:
@@ -186,12 +186,6 @@ def _demo(args: argparse.Namespace, config: None) -> int:
     return 0
 
 
-def _smoke(args: argparse.Namespace, config: None) -> int:
-    from x_portrait.smoke import main as smoke_main
-
-    return smoke_main()
-
-
 command_line = CommandLine(
     prog="x-portrait",
     package="x_portrait",
@@ -231,7 +225,7 @@ command_line = CommandLine(
             _demo,
             arguments=_demo_arguments,
         ),
-        Command("smoke", "run the self-check (exit status 0 on success)", _smoke, out=False),
+        smoke_command("x_portrait"),
     ),
 )
 
