@@ -191,3 +191,34 @@ def test_renderer_rejects_bad_fields_and_options():
         ImportanceRenderer(2.0, 3.0, num_samples=3, num_importance=2)
     with pytest.raises(ValueError, match="ray_directions must match"):
         ImportanceRenderer(2.0, 3.2, 4, 4)(sphere_field, origins, directions[:, :4])
+
+
+def sdf_sphere_field(points: torch.Tensor, directions: torch.Tensor) -> dict[str, torch.Tensor]:
+    """The sphere as a signed distance (negative inside) in ``sigma``, for the ``"sdf"`` density."""
+    distance = points.norm(dim=-1, keepdim=True)
+    return {"sigma": distance - RADIUS, "features": COLOR.to(points).expand(*points.shape[:-1], 3)}
+
+
+def test_sdf_density_formula_surface_and_learnable_beta():
+    marcher = MipRayMarcher2("sdf", sdf_beta=0.05)
+    signed = torch.tensor([-0.2, -0.01, 0.0, 0.03, 0.5])
+    expected = torch.sigmoid(-signed / 0.05) / 0.05
+    torch.testing.assert_close(marcher.density(signed), expected)
+    assert float(marcher.density(torch.tensor(0.0))) == pytest.approx(0.5 / 0.05)  # half the peak at the surface
+
+    origins, directions = frontal_rays()
+    renderer = ImportanceRenderer(
+        ray_start=2.0, ray_end=3.2, num_samples=48, num_importance=48, density_activation="sdf", sdf_beta=0.005
+    ).eval()
+    out = renderer(sdf_sphere_field, origins, directions)
+    distance = distance_to_centre(origins, directions)[0]
+    inside, outside = distance < 0.9 * RADIUS, distance > 1.1 * RADIUS
+    assert float(out.opacity[0, inside, 0].min()) > 0.99 and float(out.opacity[0, outside, 0].max()) < 0.01
+    centre = (RESOLUTION // 2) * RESOLUTION + RESOLUTION // 2
+    assert abs(float(out.depth[0, centre, 0]) - (CAMERA_DISTANCE - RADIUS)) < 0.02
+    # beta is a parameter: a loss on the render reaches it
+    beta = renderer.ray_marcher.sdf_beta
+    out.opacity.sum().backward()
+    assert beta.grad is not None and float(beta.grad.abs()) > 0
+    with pytest.raises(ValueError, match="sdf_beta must be positive"):
+        MipRayMarcher2("sdf", sdf_beta=0.0)

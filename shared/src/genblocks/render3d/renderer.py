@@ -204,22 +204,40 @@ class MipRayMarcher2(nn.Module):
     """EG3D's compositor over interval midpoints (module docstring).
 
     Args:
-        density_activation (`"softplus"` or `"none"`, defaults to `"softplus"`): ``softplus(σ − 1)`` as in EG3D, or
-            take σ as already non-negative (e.g. a density derived from an SDF).
+        density_activation (`"softplus"`, `"none"` or `"sdf"`, defaults to `"softplus"`): ``softplus(σ − 1)`` as in
+            EG3D; ``"none"`` takes σ as already non-negative; ``"sdf"`` reads the field's ``"sigma"`` as a signed
+            distance ``s`` (negative inside) and uses the density ``sigmoid(−s / β) / β`` with a learnable ``β``
+            (StyleSDF / OmniAvatar): the surface sharpens as ``β`` shrinks.
         white_background (`bool`, defaults to `False`): add ``1 − Σw`` to the features before the ×2 − 1 mapping.
+        sdf_beta (`float`, defaults to 0.1): initial ``β`` of ``"sdf"`` (a parameter, kept above 1e-4).
     """
 
     def __init__(
-        self, density_activation: Literal["softplus", "none"] = "softplus", white_background: bool = False
+        self,
+        density_activation: Literal["softplus", "none", "sdf"] = "softplus",
+        white_background: bool = False,
+        sdf_beta: float = 0.1,
     ) -> None:
         super().__init__()
-        if density_activation not in ("softplus", "none"):
-            raise ValueError(f"density_activation must be 'softplus' or 'none', got {density_activation!r}")
+        if density_activation not in ("softplus", "none", "sdf"):
+            raise ValueError(f"density_activation must be 'softplus', 'none' or 'sdf', got {density_activation!r}")
+        if sdf_beta <= 0:
+            raise ValueError(f"sdf_beta must be positive, got {sdf_beta}")
         self.density_activation = density_activation
         self.white_background = white_background
+        self.sdf_beta = nn.Parameter(torch.tensor(float(sdf_beta))) if density_activation == "sdf" else None
 
     def extra_repr(self) -> str:
         return f"density_activation={self.density_activation!r}, white_background={self.white_background}"
+
+    def density(self, raw: Tensor) -> Tensor:
+        """Non-negative density from the field's raw ``"sigma"`` (any shape), per ``density_activation``."""
+        if self.density_activation == "softplus":
+            return F.softplus(raw - 1.0)
+        if self.density_activation == "sdf":
+            beta = self.sdf_beta.clamp_min(1e-4)
+            return torch.sigmoid(-raw / beta) / beta
+        return raw
 
     def forward(self, features: Tensor, densities: Tensor, depths: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         """Composite S samples per ray.
@@ -243,8 +261,7 @@ class MipRayMarcher2(nn.Module):
         features_mid = 0.5 * (features[:, :, :-1] + features[:, :, 1:])
         densities_mid = 0.5 * (densities[:, :, :-1] + densities[:, :, 1:])
         depths_mid = 0.5 * (depths[:, :, :-1] + depths[:, :, 1:])
-        if self.density_activation == "softplus":
-            densities_mid = F.softplus(densities_mid - 1.0)
+        densities_mid = self.density(densities_mid)
         alpha = 1.0 - torch.exp(-densities_mid * deltas)
         transmittance = torch.cumprod(torch.cat([torch.ones_like(alpha[:, :, :1]), 1.0 - alpha + 1e-10], dim=2), dim=2)
         weights = alpha * transmittance[:, :, :-1]
@@ -266,9 +283,10 @@ class ImportanceRenderer(nn.Module):
         num_samples (`int`, defaults to 48): stratified samples per ray (EG3D ``depth_resolution``).
         num_importance (`int`, defaults to 48): importance samples per ray (``depth_resolution_importance``); 0
             renders the stratified pass only.
-        density_activation (`"softplus"` or `"none"`, defaults to `"softplus"`): see `MipRayMarcher2`.
+        density_activation (`"softplus"`, `"none"` or `"sdf"`, defaults to `"softplus"`): see `MipRayMarcher2`.
         density_noise (`float`, defaults to 0): std of Gaussian noise added to σ in training mode (EG3D option).
         white_background (`bool`, defaults to `False`): see `MipRayMarcher2`.
+        sdf_beta (`float`, defaults to 0.1): initial learnable ``β`` of the ``"sdf"`` density.
 
     Training mode jitters the stratified depths and draws random importance quantiles; eval mode is deterministic.
     """
@@ -279,9 +297,10 @@ class ImportanceRenderer(nn.Module):
         ray_end: float = 3.3,
         num_samples: int = 48,
         num_importance: int = 48,
-        density_activation: Literal["softplus", "none"] = "softplus",
+        density_activation: Literal["softplus", "none", "sdf"] = "softplus",
         density_noise: float = 0.0,
         white_background: bool = False,
+        sdf_beta: float = 0.1,
     ) -> None:
         super().__init__()
         if not ray_start < ray_end:
@@ -297,7 +316,7 @@ class ImportanceRenderer(nn.Module):
         self.num_samples = num_samples
         self.num_importance = num_importance
         self.density_noise = density_noise
-        self.ray_marcher = MipRayMarcher2(density_activation, white_background)
+        self.ray_marcher = MipRayMarcher2(density_activation, white_background, sdf_beta)
 
     def extra_repr(self) -> str:
         return (
