@@ -1,4 +1,5 @@
-"""Tests for genblocks.media: PNG / GIF / MP4 round trips, tensor conversions and the grid helper."""
+"""Tests for genblocks.media: PNG / GIF / MP4 round trips, tensor conversions, the grid, labelled strips, grids and
+video frames (layout arithmetic, exact panel placement, drawn text) and heat-map overlays."""
 
 from __future__ import annotations
 
@@ -8,7 +9,21 @@ import numpy as np
 import pytest
 import torch
 
-from genblocks.media import make_grid, read_image, read_video, to_tensor, to_uint8, write_image, write_video
+from genblocks.errors import InputError
+from genblocks.media import (
+    heat_overlay,
+    label_frames,
+    make_grid,
+    make_labelled_grid,
+    make_strip,
+    read_image,
+    read_video,
+    read_video_meta,
+    to_tensor,
+    to_uint8,
+    write_image,
+    write_video,
+)
 
 
 def _frames(count: int = 4, size: int = 16) -> np.ndarray:
@@ -43,6 +58,14 @@ def test_gif_round_trip(tmp_path) -> None:
     read, fps = read_video(path)
     assert read.shape == frames.shape and fps == pytest.approx(10.0)
     np.testing.assert_array_equal(read, frames)
+    meta = read_video_meta(path)
+    assert (meta.num_frames, meta.width, meta.height, meta.has_audio) == (4, 16, 16, False)
+    assert meta.fps == pytest.approx(10.0) and meta.duration == pytest.approx(0.4)
+    truncated = tmp_path / "truncated.gif"
+    truncated.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+    for bad in (truncated, tmp_path / "missing.gif"):
+        with pytest.raises(InputError, match=str(bad.name)):
+            read_video(bad)
 
 
 @pytest.mark.skipif(importlib.util.find_spec("imageio_ffmpeg") is None, reason="needs imageio-ffmpeg")
@@ -53,6 +76,9 @@ def test_mp4_written_and_read(tmp_path) -> None:
     read, fps = read_video(path)
     assert read.shape == frames.shape and fps == pytest.approx(12.0)
     assert np.abs(read.astype(int) - frames.astype(int)).mean() < 4
+    meta = read_video_meta(path)
+    assert (meta.fps, meta.num_frames, meta.width, meta.height, meta.has_audio) == (12.0, 6, 48, 32, False)
+    assert meta.duration == pytest.approx(0.5)
 
 
 def test_grid() -> None:
@@ -72,3 +98,113 @@ def test_bad_inputs() -> None:
         write_video("clip.avi", _frames())
     with pytest.raises(ValueError, match="frames"):
         write_image("x.png", _frames())
+
+
+def _is_ink(region: np.ndarray) -> bool:
+    """Whether a region of a white figure holds drawn (dark) pixels."""
+    return bool((region.min(axis=-1) < 128).any())
+
+
+def test_strip_layout_and_exact_panels() -> None:
+    rng = np.random.default_rng(1)
+    square = rng.integers(0, 256, (64, 64, 3), dtype=np.uint8)
+    small = rng.integers(0, 256, (32, 48, 3), dtype=np.uint8)  # enlarged 2x: nearest neighbour, exact
+    grey = rng.integers(0, 256, (64, 40), dtype=np.uint8)
+    panels = [square, small, to_tensor(grey[..., None].repeat(3, axis=-1))]
+    strip = make_strip(panels, ["source", "driving", "output"], height=64, spacing=4)
+    widths, lefts = [64, 96, 40], [0, 68, 168]
+    assert strip.dtype == np.uint8 and strip.shape[1] == sum(widths) + 2 * 4 == 208
+    bar = strip.shape[0] - 64
+    assert bar > 0
+    np.testing.assert_array_equal(strip[:64, 0:64], square)
+    np.testing.assert_array_equal(strip[:64, 68:164], small.repeat(2, axis=0).repeat(2, axis=1))
+    np.testing.assert_array_equal(strip[:64, 168:208], grey[..., None].repeat(3, axis=-1))
+    assert (strip[:64, 64:68] == 255).all() and (strip[:64, 164:168] == 255).all()  # white spacing
+    for left, width in zip(lefts, widths):
+        assert _is_ink(strip[64:, left : left + width])  # each caption was drawn under its panel
+
+    assert make_strip(panels, None, height=64).shape == (64, 208, 3)  # no captions, no bar
+    np.testing.assert_array_equal(make_strip([square], None), square)  # default height: the tallest panel
+    one, two, three = (make_strip([square], ["\n".join("x" * n)], height=64).shape[0] - 64 for n in (1, 2, 3))
+    assert 0 < one < two < three and two - one == three - two  # bar = lines · line height + padding
+
+    titled = make_strip(panels, ["source", "driving", "output"], title="X-Portrait", height=64)
+    top = titled.shape[0] - strip.shape[0]
+    assert top > 0 and _is_ink(titled[:top])
+    np.testing.assert_array_equal(titled[top:], strip)
+
+    wrapped = make_strip([square], ["a caption far too long for a sixty-four pixel panel"], height=64)
+    assert wrapped.shape[0] - 64 > one  # wrapped onto several lines, not cut
+    with pytest.raises(InputError, match="one caption per panel"):
+        make_strip(panels, ["only one"])
+    with pytest.raises(InputError, match="empty"):
+        make_strip([], [])
+
+
+def test_labelled_grid() -> None:
+    rng = np.random.default_rng(2)
+    a, b, c = (rng.integers(0, 256, (32, 32, 3), dtype=np.uint8) for _ in range(3))
+    plain = make_labelled_grid([[a, b, c], [c]], spacing=2)
+    assert plain.shape == (32 + 2 + 32, 3 * 32 + 2 * 2, 3)
+    np.testing.assert_array_equal(plain[:32, 34:66], b)
+    np.testing.assert_array_equal(plain[34:, :32], c)
+    assert (plain[34:, 32:] == 255).all()  # the short row is padded with white
+
+    grid = make_labelled_grid([[a, b], [c, a]], [["1", "2"], ["3", "4"]], row_labels=["ours", "baseline"], title="t")
+    row = make_strip([a, b], ["1", "2"])
+    assert grid.shape[1] > row.shape[1] and grid.shape[0] > 2 * row.shape[0]
+    label = grid.shape[1] - row.shape[1]
+    bottom = grid[-row.shape[0] :]
+    np.testing.assert_array_equal(bottom[:32, label : label + 32], c)
+    assert _is_ink(bottom[:32, :label])  # the row label
+    with pytest.raises(InputError, match="row_labels"):
+        make_labelled_grid([[a]], row_labels=["x", "y"])
+
+
+def test_label_frames_side_by_side() -> None:
+    rng = np.random.default_rng(3)
+    video = rng.integers(0, 256, (5, 32, 32, 3), dtype=np.uint8)
+    still = rng.integers(0, 256, (32, 24, 3), dtype=np.uint8)
+    frames = label_frames([still, to_tensor(video)], ["reference", "generated"], title="demo")
+    strip = make_strip([still, video[0]], ["reference", "generated"], title="demo")
+    assert frames.shape == (5, *strip.shape)
+    np.testing.assert_array_equal(frames[0], strip)
+    top = strip.shape[0] - make_strip([still, video[0]], ["reference", "generated"]).shape[0]  # the title bar
+    for index in range(5):
+        np.testing.assert_array_equal(frames[index, top : top + 32, :24], still)
+        np.testing.assert_array_equal(frames[index, top : top + 32, 28:60], video[index])
+    single = label_frames(video, "generated")
+    assert single.shape[0] == 5 and single.shape[2] == 32
+    with pytest.raises(InputError, match="differ in length"):
+        label_frames([video, video[:3]], ["a", "b"])
+
+
+def test_heat_overlay() -> None:
+    import matplotlib
+
+    image = np.full((32, 48, 3), 128, np.uint8)
+    heat = np.zeros((32, 48), np.float32)
+    heat[10, 30] = 3.0
+    overlay = heat_overlay(image, heat, alpha=0.5, colormap="jet")
+    hottest = np.round(np.array(matplotlib.colormaps["jet"](1.0)[:3]) * 255)
+    coldest = np.round(np.array(matplotlib.colormaps["jet"](0.0)[:3]) * 255)
+    np.testing.assert_array_equal(overlay[10, 30], np.round(0.5 * 128 + 0.5 * hottest))
+    np.testing.assert_array_equal(overlay[0, 0], np.round(0.5 * 128 + 0.5 * coldest))
+    warmth = overlay[..., 0].astype(int) - overlay[..., 2].astype(int)  # jet: red is hot, blue is cold
+    assert np.unravel_index(warmth.argmax(), warmth.shape) == (10, 30)
+
+    coarse = np.zeros((8, 12), np.float32)
+    coarse[2, 7] = 1.0  # one heat cell covers 4 x 4 image pixels: rows 8-11, columns 28-31
+    warmth = heat_overlay(image, torch.from_numpy(coarse)[None]).astype(int)
+    row, col = np.unravel_index((warmth[..., 0] - warmth[..., 2]).argmax(), warmth.shape[:2])
+    assert 8 <= row <= 11 and 28 <= col <= 31
+
+    np.testing.assert_array_equal(heat_overlay(image, heat, alpha=0.0), image)
+    np.testing.assert_array_equal(heat_overlay(to_tensor(image), heat, alpha=0.0), image)
+    assert (heat_overlay(image, heat, alpha=1.0)[0, 0] == coldest).all()
+    with pytest.raises(InputError, match="alpha"):
+        heat_overlay(image, heat, alpha=1.5)
+    with pytest.raises(InputError, match="colormap"):
+        heat_overlay(image, heat, colormap="no-such-map")
+    with pytest.raises(InputError, match="2-D"):
+        heat_overlay(image, np.zeros((2, 3, 4)))
