@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
+from typing import ClassVar
 
 import pytest
 import torch
@@ -9,6 +10,7 @@ import torch
 from diffportrait3d.cameras import orbit_cameras, yaw_sweep_cameras
 from diffportrait3d.config import tiny_config
 from diffportrait3d.pipeline_diffportrait3d import DiffPortrait3DPipeline, load_pipeline
+from genblocks.testing.pipelines import PipelineTesterMixin
 
 
 def _pipe() -> DiffPortrait3DPipeline:
@@ -131,3 +133,21 @@ def test_zero_init_permuting_views_permutes_outputs() -> None:
     inputs["condition_images"] = inputs["condition_images"][order]
     permuted = pipe(**inputs, latents=latents[order], generator=torch.Generator().manual_seed(5)).images
     torch.testing.assert_close(permuted, out[order], atol=1e-4, rtol=1e-4)
+
+
+class TestDiffPortrait3DPipelineContract(PipelineTesterMixin):
+    """genblocks' pipeline contract: save/load, dtype and device moves, determinism, progress, pinned slice."""
+
+    pipeline_class = DiffPortrait3DPipeline
+    output_field = "images"
+    expected_slice: ClassVar[list[list[float]]] = [
+        [0.5889, 0.5321, 0.5350],
+        [0.4984, 0.3904, 0.3992],
+        [0.5099, 0.4011, 0.4494],
+    ]
+
+    def get_pipeline(self) -> DiffPortrait3DPipeline:
+        return _pipe()
+
+    def get_inputs(self, seed: int = 0) -> dict:
+        return {**_inputs(views=2), "generator": torch.Generator().manual_seed(seed)}

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+from typing import ClassVar
 
 import numpy as np
 import pytest
@@ -12,6 +13,7 @@ from xp_testing import RESOLUTION, face_landmarks, tiny_components, tiny_pipelin
 from genblocks.diffusion import q_sample_start, vae_decode_chunked, vae_encode
 from genblocks.diffusion.sampling import set_ldm_timesteps
 from genblocks.faces import Face, FaceAnalyzer
+from genblocks.testing.pipelines import PipelineTesterMixin
 from x_portrait.pipeline_x_portrait import XPortraitPipeline
 
 STEPS = 2
@@ -149,3 +151,32 @@ def test_bad_input_raises_value_errors_naming_the_input() -> None:
         pipe(source, driving, align_driving=False, local_patches=False, window_size=2, window_overlap=2, **fast)
     with pytest.raises(ValueError, match="driving_landmarks"):
         pipe(source, driving, align_driving=False, driving_landmarks=np.zeros((2, 68, 2)), **fast)
+
+
+class TestXPortraitPipelineContract(PipelineTesterMixin):
+    """genblocks' pipeline contract: save/load, dtype and device moves, determinism, progress, pinned slice."""
+
+    pipeline_class = XPortraitPipeline
+    output_field = "frames"
+    expected_slice: ClassVar[list[list[float]]] = [
+        [0.5918, 0.5338, 0.5360],
+        [0.5009, 0.3925, 0.4006],
+        [0.5115, 0.4026, 0.4507],
+    ]
+
+    def get_pipeline(self) -> XPortraitPipeline:
+        return tiny_pipeline()
+
+    def get_inputs(self, seed: int = 0) -> dict:
+        source, driving, source_lm, driving_lm = tiny_video(3)
+        return {
+            "source_image": source,
+            "driving_frames": driving,
+            "source_landmarks": source_lm,
+            "driving_landmarks": driving_lm,
+            "num_inference_steps": STEPS,
+            "window_size": 4,
+            "window_overlap": 2,
+            "generator": torch.Generator().manual_seed(seed),
+            "output_type": "pt",
+        }
