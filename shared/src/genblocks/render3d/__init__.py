@@ -1,6 +1,7 @@
 """Differentiable volume rendering for 3-D-aware GANs (EG3D, arXiv 2112.07945), in plain PyTorch.
 
-Modules: `cameras` (LookAt camera sampler, intrinsics, the 25-d EG3D camera label), `rays` (pinhole ray sampler) and
+Modules: `cameras` (LookAt camera sampler, intrinsics, the 25-d EG3D camera label), `pose` (the camera of a face
+from its landmarks), `rays` (pinhole ray sampler) and
 `renderer` (stratified + importance sampling and the MipRayMarcher2 compositor over any density/feature field). The
 renderer knows nothing about tri-planes: the field is a callable, so EG3D's planes, OmniAvatar's feature volumes and
 canonical-space warps plug in without copies (spec genblocks §3 "render3d").
@@ -18,6 +19,7 @@ from genblocks.render3d.cameras import (
     orbit_cam2world,
     split_camera_label,
 )
+from genblocks.render3d.pose import estimate_camera
 from genblocks.render3d.rays import (
     pixel_centers,
     sample_rays,
@@ -44,6 +46,7 @@ __all__ = [
     "PointWarp",
     "RenderOutput",
     "camera_label",
+    "estimate_camera",
     "intrinsics_matrix",
     "look_at",
     "normalize_intrinsics",
