@@ -29,6 +29,7 @@ def test_recovers_the_pose_of_synthetic_landmarks(yaw: float, pitch: float, roll
     assert abs(found_yaw - yaw) < math.radians(1.0) and abs(found_pitch - pitch) < math.radians(1.0)
     cam2world, intrinsics = split_camera_label(camera[None])
     assert camera.shape == (25,) and abs(float(cam2world[0, :3, 3].norm()) - 2.7) < 1e-4
+    assert abs(float(intrinsics[0, 0, 0]) - 4.2647) < 1e-4  # the FFHQ focal length
     # the camera looks at the FFHQ pivot
     forward = cam2world[0, :3, 2]
     to_pivot = torch.tensor([0.0, 0.0, 0.2]) - cam2world[0, :3, 3]
