@@ -29,9 +29,10 @@ test-%: setup  ## one package's tests alone, e.g. make test-coap-optim
 	@test -d packages/$* || { echo "no package packages/$* (known: $(PACKAGES))"; exit 2; }
 	$(UV) run --frozen --package $* pytest packages/$* $(PYTEST_ARGS)
 
-lint: setup  ## ruff check + ruff format --check
+lint: setup  ## ruff check + ruff format --check + mypy held to its committed baseline (tests/typecheck.py)
 	$(UV) run --frozen ruff check .
 	$(UV) run --frozen ruff format --check .
+	$(UV) run --frozen python tests/typecheck.py
 
 format: setup  ## apply ruff's fixes and formatting
 	$(UV) run --frozen ruff check --fix .

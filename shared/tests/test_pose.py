@@ -23,7 +23,9 @@ def synthetic_landmarks(yaw: float, pitch: float, roll: float = 0.0, scale: floa
     return landmarks
 
 
-@pytest.mark.parametrize(("yaw", "pitch", "roll"), [(0.0, 0.0, 0.0), (0.4, -0.1, 0.0), (-0.7, 0.25, 0.2), (0.9, 0.3, -0.3)])
+@pytest.mark.parametrize(
+    ("yaw", "pitch", "roll"), [(0.0, 0.0, 0.0), (0.4, -0.1, 0.0), (-0.7, 0.25, 0.2), (0.9, 0.3, -0.3)]
+)
 def test_recovers_the_pose_of_synthetic_landmarks(yaw: float, pitch: float, roll: float) -> None:
     camera, found_yaw, found_pitch = estimate_camera(synthetic_landmarks(yaw, pitch, roll))
     assert abs(found_yaw - yaw) < math.radians(1.0) and abs(found_pitch - pitch) < math.radians(1.0)

@@ -122,5 +122,7 @@ def estimate_camera(
         yaw_range = (best[0] - yaw_step, best[0] + yaw_step)
         pitch_range = (best[1] - pitch_step, best[1] + pitch_step)
     yaw, pitch = best
-    cam2world = orbit_cam2world(torch.tensor([yaw + math.pi / 2]), torch.tensor([pitch + math.pi / 2]), rig.radius, rig.pivot)
+    cam2world = orbit_cam2world(
+        torch.tensor([yaw + math.pi / 2]), torch.tensor([pitch + math.pi / 2]), rig.radius, rig.pivot
+    )
     return camera_label(cam2world, intrinsics_matrix(rig.focal))[0], yaw, pitch
