@@ -9,13 +9,12 @@ Public names are imported lazily (a module-level ``__getattr__``), so ``id-patch
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from genblocks.lazy import lazy_exports
 
 __version__ = "0.1.0"
 
 _EXPORTS = {
-    "IDPatchConfig": "id_patch.modeling_id_patch",
+    "IDPatchConfig": "id_patch.config",
     "IDPatchProjector": "id_patch.modeling_id_patch",
     "IDPatchPipeline": "id_patch.pipeline_id_patch",
     "IDPatchPipelineOutput": "id_patch.pipeline_id_patch",
@@ -23,8 +22,4 @@ _EXPORTS = {
 
 __all__ = ["__version__", *sorted(_EXPORTS)]
 
-
-def __getattr__(name: str) -> Any:
-    if name in _EXPORTS:
-        return getattr(importlib.import_module(_EXPORTS[name]), name)
-    raise AttributeError(f"module 'id_patch' has no attribute {name!r}")
+__getattr__ = lazy_exports(__name__, _EXPORTS)

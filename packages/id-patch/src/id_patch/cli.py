@@ -8,14 +8,23 @@ convention of :mod:`genblocks.cli`.
     id-patch train --config tiny --set train.max_steps=20 --out runs/id-patch
     id-patch train --config tiny --resume --out runs/id-patch
     id-patch eval --config tiny --image a.png b.png --positions 20,22 44,22 --num-images 4 --out out/eval
+    id-patch eval --config tiny --generated group.png --image a.png b.png --positions 86,87 237,87 --out out/eval
     id-patch convert --checkpoint models/ID-Patch --out models/id-patch-converted
-    id-patch demo --out outputs/id-patch/demo
+    id-patch demo --config tiny --out outputs/id-patch/demo
     id-patch smoke
 
+Files written into ``--out``: ``generate``: ``image.png``, ``condition.png``, ``image_and_condition.png``,
+``summary.json``; ``train`` (the run folder): ``config.yaml``, ``checkpoints/last.ckpt``, ``metrics.csv``,
+``loss.png``, ``trained/controlnet/``, ``trained/id_projector/``, ``summary.json``; ``eval``: ``eval.json`` and
+``image_000.png``, ... (the generated images); ``convert``: ``id_projector/`` and ``controlnet/``; ``demo``:
+``group.png``, ``condition.png``, ``group_and_condition_x4.png``, ``subject_0.png``, ``subject_1.png``,
+``subjects.png``, ``summary.json``.
+
 Configs ship inside the package: ``id_patch/configs/generate/`` (``tiny``, ``sdxl``: `id_patch.config.GenerateConfig`,
-also read by ``eval``) and ``id_patch/configs/train/`` (``tiny``, ``sdxl``: `id_patch.training.TrainConfig`). The script
-stays thin: the work lives in :mod:`id_patch.config` (generation), :mod:`id_patch.training`, :mod:`id_patch.evaluation`,
-:mod:`id_patch.convert_id_patch_original`, :mod:`id_patch.demo` and :mod:`id_patch.smoke`.
+also read by ``eval`` and ``demo``) and ``id_patch/configs/train/`` (``tiny``, ``sdxl``: `id_patch.config.TrainConfig`);
+``--print-config`` shows the merged one. The script stays thin: the work lives in :mod:`id_patch.config` (generation),
+:mod:`id_patch.training`, :mod:`id_patch.evaluation`, :mod:`id_patch.convert_id_patch_original`, :mod:`id_patch.demo`
+and :mod:`id_patch.smoke`.
 """
 
 from __future__ import annotations
@@ -27,7 +36,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from genblocks.cli import Command, CommandLine
+from genblocks.cli import Command, CommandLine, smoke_command
 from genblocks.errors import InputError
 
 __all__ = ["command_line", "main", "parse_positions"]
@@ -47,19 +56,30 @@ def parse_positions(values: Sequence[str]) -> list[tuple[float, float]]:
     return positions
 
 
+def _check_inputs(args: argparse.Namespace) -> None:
+    """Refuse missing input files of ``generate`` / ``eval`` before any model is built, naming the file."""
+    for index, path in enumerate(args.image):
+        if not path.is_file():
+            raise InputError(f"subject {index}: face image {path} not found (--image)")
+    if args.keypoints is not None and args.positions:
+        raise InputError("pass --positions or --keypoints, not both")
+    if args.keypoints is not None and not args.keypoints.is_file():
+        raise InputError(f"--keypoints {args.keypoints}: file not found (expected an (F, 17, 2|3) .npy)")
+    for path in getattr(args, "generated", None) or ():
+        if not path.is_file():
+            raise InputError(f"--generated {path}: image not found")
+
+
 def _subjects(args: argparse.Namespace, height: int, width: int) -> dict[str, Any]:
-    """Face images, positions or keypoints of ``generate`` / ``eval`` as pipeline keyword arguments."""
+    """Face images, positions or keypoints of ``generate`` / ``eval`` (checked by `_check_inputs`) as pipeline keyword
+    arguments."""
     import numpy as np
     from PIL import Image
 
     faces = []
-    for index, path in enumerate(args.image):
-        if not path.is_file():
-            raise InputError(f"subject {index}: face image {path} not found (--image)")
+    for path in args.image:
         with Image.open(path) as image:
             faces.append(image.convert("RGB"))
-    if args.keypoints is not None and args.positions:
-        raise InputError("pass --positions or --keypoints, not both")
     if args.keypoints is not None:
         return {"face_images": faces, "keypoints": np.load(args.keypoints, allow_pickle=False)}
     if args.positions:
@@ -80,6 +100,7 @@ def _run_generate(args: argparse.Namespace, config: Any) -> int:
     from id_patch.config import build_face_encoder, build_pipeline, generate
     from id_patch.demo import side_by_side
 
+    _check_inputs(args)
     if args.prompt is not None:
         config.prompt = args.prompt
     out = args.out
@@ -149,6 +170,7 @@ def _run_eval(args: argparse.Namespace, config: Any) -> int:
     from id_patch.config import build_face_encoder, build_pipeline, generate
     from id_patch.evaluation import association_accuracy, summarize, timed
 
+    _check_inputs(args)
     if args.prompt is not None:
         config.prompt = args.prompt
     out = args.out
@@ -166,8 +188,8 @@ def _run_eval(args: argparse.Namespace, config: Any) -> int:
         targets = np.asarray(subjects["face_locations"], dtype=np.float64)
     references = evaluator.encode_subjects(subjects["face_images"]).embeds
     images, seconds = [], []
-    if args.images:
-        images = [Image.open(path).convert("RGB") for path in args.images]
+    if args.generated:
+        images = [Image.open(path).convert("RGB") for path in args.generated]
     else:
         encoder = build_face_encoder(config.face, pipe.id_projector.config.face_dim, device=config.model.device)
         for index in range(args.num_images):
@@ -222,10 +244,10 @@ def _run_convert(args: argparse.Namespace, config: None) -> int:
     return 0
 
 
-def _run_demo(args: argparse.Namespace, config: None) -> int:
+def _run_demo(args: argparse.Namespace, config: Any) -> int:
     from id_patch.demo import run_demo
 
-    summary = run_demo(args.out)
+    summary = run_demo(args.out, config)
     headline = summary["headline"]
     print(f"{len(summary['files'])} files in {args.out}: {', '.join(summary['files'])}")
     print(f"subjects: {summary['subjects']}")
@@ -234,12 +256,6 @@ def _run_demo(args: argparse.Namespace, config: None) -> int:
         f"{headline['seconds_per_image']:.2f} s, subject cosine {headline['subject_cosine']:.3f}"
     )
     return 0
-
-
-def _run_smoke(args: argparse.Namespace, config: None) -> int:
-    from id_patch.smoke import main as smoke_main
-
-    return smoke_main()
 
 
 def _subject_arguments(parser: argparse.ArgumentParser) -> None:
@@ -257,7 +273,9 @@ def _subject_arguments(parser: argparse.ArgumentParser) -> None:
 def _eval_arguments(parser: argparse.ArgumentParser) -> None:
     _subject_arguments(parser)
     parser.add_argument("--num-images", type=int, default=4, help="images to generate (seeds seed, seed+1, ...)")
-    parser.add_argument("--images", type=Path, nargs="+", help="evaluate these images instead of generating")
+    parser.add_argument(
+        "--generated", type=Path, nargs="+", help="score these generated images instead of generating (--num-images)"
+    )
     parser.add_argument(
         "--evaluator", choices=("dlib", "arcface"), default="dlib", help="face detector + embedding of the metrics"
     )
@@ -281,22 +299,25 @@ command_line = CommandLine(
     commands=(
         Command(
             "generate",
-            "one image of the subjects at the positions: image.png, condition.png, image_and_condition.png",
+            "one image of the subjects at the positions; writes image.png, condition.png, image_and_condition.png"
+            " and summary.json into --out",
             _run_generate,
             schema="id_patch.config:GenerateConfig",
             arguments=_subject_arguments,
         ),
         Command(
             "train",
-            "train ControlNet + patch/token projections (Lightning); --out is the run folder",
+            "train ControlNet + patch/token projections; --out is the run folder: config.yaml, checkpoints/last.ckpt,"
+            " metrics.csv, loss.png, trained/{controlnet,id_projector}/, summary.json",
             _run_train,
-            schema="id_patch.training:TrainConfig",
+            schema="id_patch.config:TrainConfig",
             arguments=_train_arguments,
             resume=True,
         ),
         Command(
             "eval",
-            "resemblance, ID-position accuracy and time over generated images: eval.json",
+            "resemblance, ID-position accuracy and time over generated images; writes eval.json and the generated"
+            " image_000.png, ... into --out",
             _run_eval,
             schema="id_patch.config:GenerateConfig",
             config_group="generate",
@@ -309,8 +330,15 @@ command_line = CommandLine(
             arguments=_convert_arguments,
             out=None,
         ),
-        Command("demo", "tiny-config group image from real faces (skimage astronaut)", _run_demo),
-        Command("smoke", "run the self-check (exit status 0 on success)", _run_smoke, out=False),
+        Command(
+            "demo",
+            "group image from real faces (skimage astronaut) on a generate config; writes group.png, condition.png,"
+            " group_and_condition_x4.png, subject_0.png, subject_1.png, subjects.png and summary.json into --out",
+            _run_demo,
+            schema="id_patch.config:GenerateConfig",
+            config_group="generate",
+        ),
+        smoke_command("id_patch"),
     ),
 )
 

@@ -1,40 +1,61 @@
-"""The generation configuration (shipped ``configs/generate/tiny.yaml`` and ``sdxl.yaml``) and what it builds.
+"""The configuration schemas of id-patch and the generation builders.
+
+- `GenerateConfig` (sections `PipelineSection`, `FaceSection`, `SamplingSection`): ``generate``, ``eval`` and ``demo``,
+  shipped as ``configs/generate/tiny.yaml`` and ``sdxl.yaml``;
+- `TrainConfig` (sections `ModelSection`, `DataSection`, `TrainSection`): ``train``, shipped as
+  ``configs/train/tiny.yaml`` and ``sdxl.yaml``;
+- `IDPatchConfig`: the sizes and [unverified] choices of the ID projector (a section of both).
 
 Load with ``genblocks.cli.load_command_config(GenerateConfig, "id_patch", "generate", "sdxl", ["sampling.seed=7"])``; then
 `build_pipeline`, `build_face_encoder` and `generate` do the rest, so a command line stays thin. The spec's
 [unverified] values are fields here with the paper's defaults (spec id-patch §5, §8): Euler from the base model, 50
 steps, CFG 5.0 (5.5 in upstream's demo), ControlNet scale 0.8, ID-injection ratio 0.8, seed 1234;
 ``model.id_patch.{proj_type, num_tokens, patch_size, cond_clamp, face_anchor}`` and ``face.channel_order``.
-Heavy modules are imported inside the builders.
+This module imports only the standard library and genblocks' training config at load time (no torch, diffusers or
+lightning), so loading and printing a config is cheap; the builders import their heavy modules when called.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import dataclasses
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
-import numpy as np
-import torch
-
-from id_patch.modeling_id_patch import IDPatchConfig
+from genblocks.training.config import OptimizerConfig
+from genblocks.training.config import TrainConfig as SharedTrainConfig
 
 if TYPE_CHECKING:
+    import numpy as np
+    import torch
+
     from id_patch.condition import ImageLike
     from id_patch.pipeline_id_patch import IDPatchPipeline, IDPatchPipelineOutput
     from id_patch.preprocessing import FaceEncoder
 
 __all__ = [
+    "FACE_ANCHORS",
+    "PROJ_TYPES",
+    "DataSection",
     "FaceSection",
     "GenerateConfig",
+    "IDPatchConfig",
+    "ModelSection",
     "PipelineSection",
     "SamplingSection",
+    "TrainConfig",
+    "TrainSection",
     "build_face_encoder",
     "build_pipeline",
     "generate",
 ]
 
-DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+PROJ_TYPES = ("faceid_mlp", "resampler")
+"""The two projection architectures of spec §3: IP-Adapter FaceID MLP and IP-Adapter Plus Perceiver resampler."""
+FACE_ANCHORS = ("nose", "bbox_center")
+"""Where a subject's patch is centred: the nose keypoint (upstream) or the centre of the face box."""
+DTYPE_NAMES = ("float32", "float16", "bfloat16")
+"""The values of ``model.dtype`` (torch dtype names)."""
 FACE_BACKENDS = ("dlib", "arcface", "tiny")
 UPSTREAM_NEGATIVE_PROMPT = (
     "nude, worst quality, low quality, normal quality, nsfw, abstract, glitch, deformed, mutated, ugly, disfigured, "
@@ -43,6 +64,97 @@ UPSTREAM_NEGATIVE_PROMPT = (
 """The negative prompt of upstream's ``demo.py``."""
 
 
+@dataclass
+class IDPatchConfig:
+    """Sizes and the [unverified] choices of ID-Patch (spec §3, §8); the defaults are the paper's SDXL setting.
+
+    A plain (non-frozen) dataclass so that `genblocks.config.load_config` can use it as a schema section.
+
+    Args:
+        face_dim (`int`, defaults to 512): width of the face embedding (ArcFace IR-SE-50: 512).
+        num_tokens (`int`, defaults to 16): ID tokens per face from ``prompt_proj`` [unverified: ``proj.num_tokens``].
+        token_dim (`int`, defaults to 2048): width of an ID token, the UNet's cross-attention width (SDXL: 2048).
+        patch_size (`int`, defaults to 64): side in pixels of the square ID patch at generation resolution
+            [unverified]; even, so the patch centres on a pixel as upstream (``round(loc ∓ patch_size // 2)``).
+        proj_type (`str`, defaults to `"faceid_mlp"`): ``"faceid_mlp"`` or ``"resampler"`` [unverified:
+            ``proj.type``; auto-detected by the converter].
+        mlp_mult (`int`, defaults to 1): hidden width of the FaceID MLP is ``face_dim * mlp_mult``.
+        resampler_hidden_dim (`int`, defaults to 1280): width of the resampler's latent queries.
+        resampler_depth (`int`, defaults to 4): resampler blocks (diffusers' converter assumes 4).
+        resampler_heads (`int`, defaults to 20): attention heads of the resampler.
+        resampler_dim_head (`int`, defaults to 64): width per head (diffusers' converter assumes 64).
+        resampler_ff_mult (`int`, defaults to 4): feed-forward expansion of the resampler blocks.
+        cond_clamp (`bool`, defaults to `False`): clamp the condition image (pose + patches) to [0, 1]; upstream does
+            not [unverified: ``cond.clamp``].
+        face_anchor (`str`, defaults to `"nose"`): ``"nose"`` (COCO keypoint 0, upstream) or ``"bbox_center"``
+            [unverified: ``face_anchor``].
+    """
+
+    face_dim: int = 512
+    num_tokens: int = 16
+    token_dim: int = 2048
+    patch_size: int = 64
+    proj_type: str = "faceid_mlp"
+    mlp_mult: int = 1
+    resampler_hidden_dim: int = 1280
+    resampler_depth: int = 4
+    resampler_heads: int = 20
+    resampler_dim_head: int = 64
+    resampler_ff_mult: int = 4
+    cond_clamp: bool = False
+    face_anchor: str = "nose"
+
+    def __post_init__(self) -> None:
+        if self.proj_type not in PROJ_TYPES:
+            raise ValueError(f"IDPatchConfig.proj_type must be one of {PROJ_TYPES}, got {self.proj_type!r}.")
+        if self.face_anchor not in FACE_ANCHORS:
+            raise ValueError(f"IDPatchConfig.face_anchor must be one of {FACE_ANCHORS}, got {self.face_anchor!r}.")
+        positive = (
+            "face_dim",
+            "num_tokens",
+            "token_dim",
+            "patch_size",
+            "mlp_mult",
+            "resampler_hidden_dim",
+            "resampler_depth",
+            "resampler_heads",
+            "resampler_dim_head",
+            "resampler_ff_mult",
+        )
+        for name in positive:
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise ValueError(f"IDPatchConfig.{name} must be a positive int, got {value!r}.")
+        if self.patch_size % 2:
+            raise ValueError(
+                f"IDPatchConfig.patch_size must be even (patches centre on a pixel), got {self.patch_size}."
+            )
+
+    def to_dict(self) -> dict[str, Any]:
+        """The fields as a JSON-friendly dict."""
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> IDPatchConfig:
+        """Build from a mapping; keys starting with ``_`` (diffusers' ``_class_name``, ...) are ignored.
+
+        Args:
+            data (`Mapping[str, Any]`): field name -> value.
+
+        Returns:
+            `IDPatchConfig`: the config.
+
+        Raises:
+            `ValueError`: for a key that is not a field, naming it and the known fields.
+        """
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(k for k in data if k not in known and not str(k).startswith("_"))
+        if unknown:
+            raise ValueError(f"Unknown IDPatchConfig key(s) {unknown}; known keys are {sorted(known)}.")
+        return cls(**{k: v for k, v in data.items() if k in known})
+
+
+# --------------------------------------------------------------------------- generation (configs/generate/*.yaml)
 @dataclass
 class PipelineSection:
     """Where the pipeline's parts come from (later fields override earlier ones).
@@ -123,7 +235,7 @@ class SamplingSection:
 
 @dataclass
 class GenerateConfig:
-    """``id-patch generate --config ...``.
+    """``id-patch generate --config ...`` (and ``eval``, ``demo``): ``configs/generate/<name>.yaml``.
 
     Args:
         model (`PipelineSection`): the pipeline's parts.
@@ -131,7 +243,6 @@ class GenerateConfig:
         sampling (`SamplingSection`): the call's settings.
         prompt (`str`): the text.
         negative_prompt (`str`): the negative text (upstream demo's by default; ``""`` for none).
-        out_dir (`str`): where a command line writes its outputs.
     """
 
     model: PipelineSection = field(default_factory=PipelineSection)
@@ -139,13 +250,106 @@ class GenerateConfig:
     sampling: SamplingSection = field(default_factory=SamplingSection)
     prompt: str = "a group photo of friends smiling at the camera"
     negative_prompt: str = UPSTREAM_NEGATIVE_PROMPT
-    out_dir: str = "outputs/id-patch/generate"
+
+
+# --------------------------------------------------------------------------- training (configs/train/*.yaml)
+@dataclass
+class ModelSection:
+    """Where the components come from.
+
+    Args:
+        base: ``"tiny"`` (seeded tiny SDXL parts, :mod:`id_patch.testing`) or a local diffusers SDXL folder
+            (``unet/``, ``vae/``, ``text_encoder(_2)/``, ``tokenizer(_2)/``, ``scheduler/``).
+        controlnet: A diffusers ControlNet folder to start from (e.g. the official ``ControlNetModel/``); ``None``:
+            ``ControlNetModel.from_unet(unet, conditioning_channels=3)``.
+        id_projector: An :class:`IDPatchProjector` folder to start from; ``None``: a random one from ``id_patch``.
+        id_patch: Sizes of a new ID projector (``token_dim`` must be the UNet's context width: 2048 for SDXL). With
+            ``base="tiny"`` the sizes are spec §9's (``id_patch.testing``) and only ``proj_type`` applies;
+            ``cond_clamp`` and ``face_anchor`` always apply (also to a loaded projector).
+        frozen_dtype: dtype of the frozen UNet, VAE and text encoders: ``float32``, ``float16`` or ``bfloat16``.
+        seed: Seed of new (random) components.
+    """
+
+    base: str = "tiny"
+    controlnet: str | None = None
+    id_projector: str | None = None
+    id_patch: IDPatchConfig = field(default_factory=IDPatchConfig)
+    frozen_dtype: str = "float32"
+    seed: int = 0
+
+
+@dataclass
+class DataSection:
+    """The training manifest (:mod:`id_patch.data`).
+
+    Args:
+        manifest: ``.jsonl`` / ``.csv`` manifest; empty with ``synthetic`` to write a synthetic one.
+        synthetic: Write a tiny synthetic manifest under ``<out_dir>/data`` (tests, demo, smoke runs).
+        synthetic_images: Rows of the synthetic manifest.
+        resolution: Training image size (spec §4: 1024 buckets [unverified]; one square size here).
+        batch_size: Samples per batch (spec §4: 8 [unverified]).
+        val_fraction: Rows held out for validation.
+        num_workers: DataLoader workers.
+        max_faces: Most faces per photo (spec §4: 1-4).
+    """
+
+    manifest: str = ""
+    synthetic: bool = False
+    synthetic_images: int = 4
+    resolution: int = 1024
+    batch_size: int = 8
+    val_fraction: float = 0.0
+    num_workers: int = 0
+    max_faces: int = 4
+
+
+@dataclass
+class TrainSection(SharedTrainConfig):
+    """The training recipe (spec §4, all [unverified]): genblocks' shared ``train.`` keys (``max_steps``, ``precision``,
+    ``devices``, ``strategy``, ``optimizer``, ``checkpoint_every_n_steps``, ... see
+    :class:`genblocks.training.TrainConfig`) plus ID-Patch's own.
+
+    Args:
+        optimizer: ``genblocks.training.OptimizerConfig``: ``name`` ``adamw`` (default) or ``coap_adamw`` / ...;
+            lr 1e-5.
+        id_drop_prob: ID-token dropout probability.
+        text_drop_prob: Caption dropout probability.
+        conditioning_scale: ControlNet residual scale during training.
+        gradient_checkpointing: Checkpoint activations in the UNet and the ControlNet.
+        ema_decay: EMA of the trained weights (``None``: off).
+    """
+
+    optimizer: OptimizerConfig = field(default_factory=lambda: OptimizerConfig(lr=1e-5, weight_decay=0.0))
+    max_steps: int = 10000
+    gradient_clip_val: float | None = 1.0
+    id_drop_prob: float = 0.1
+    text_drop_prob: float = 0.05
+    conditioning_scale: float = 1.0
+    gradient_checkpointing: bool = False
+    ema_decay: float | None = None
+
+
+@dataclass
+class TrainConfig:
+    """``id-patch train --config ...``: model, data and recipe.
+
+    Args:
+        model: Components.
+        data: Manifest and loader.
+        train: Recipe and trainer settings.
+    """
+
+    model: ModelSection = field(default_factory=ModelSection)
+    data: DataSection = field(default_factory=DataSection)
+    train: TrainSection = field(default_factory=TrainSection)
 
 
 def _dtype(name: str) -> torch.dtype:
-    if name not in DTYPES:
-        raise ValueError(f"model.dtype must be one of {sorted(DTYPES)}, got {name!r}.")
-    return DTYPES[name]
+    import torch
+
+    if name not in DTYPE_NAMES:
+        raise ValueError(f"model.dtype must be one of {sorted(DTYPE_NAMES)}, got {name!r}.")
+    return getattr(torch, name)
 
 
 def build_pipeline(model: PipelineSection) -> IDPatchPipeline:
@@ -157,6 +361,7 @@ def build_pipeline(model: PipelineSection) -> IDPatchPipeline:
     Returns:
         `IDPatchPipeline`: progress bar disabled.
     """
+    import torch
     from diffusers import ControlNetModel, EulerDiscreteScheduler, UNet2DConditionModel
 
     from id_patch.convert_id_patch_original import convert_official, load_official_controlnet
@@ -250,6 +455,8 @@ def generate(
     Returns:
         `IDPatchPipelineOutput`: PIL images and condition images.
     """
+    import torch
+
     sampling = config.sampling
     generator = torch.Generator(device=pipe._execution_device).manual_seed(sampling.seed)
     return pipe(

@@ -7,13 +7,17 @@ embedded by the tiny config's face encoder (dlib 128-d mapped to the tiny projec
 encoder when dlib is not installed), placed at two positions of a 64-px image with two stick-figure poses, and rendered
 by the tiny ``IDPatchPipeline``. The tiny model has random weights, so the generated image is noise-like: the demo shows
 the mechanics (real faces -> embeddings -> ID patches at the chosen positions + ID tokens), not image quality. The
-outputs are written at 4x (nearest neighbour) next to the 64-px originals so they can be looked at.
+outputs are written at 4x (nearest neighbour) next to the 64-px originals so they can be looked at. Another generate
+config (``id-patch demo --config sdxl``) runs the same scene at its own size, the positions scaled from 64 px.
+
+Files written into the output folder: ``group.png``, ``condition.png``, ``group_and_condition_x4.png``,
+``subject_0.png``, ``subject_1.png``, ``subjects.png`` and ``summary.json``.
 
 Example::
 
     from id_patch.demo import run_demo
 
-    summary = run_demo("outputs/id-patch/demo")
+    summary = run_demo("outputs/id-patch/demo")  # the shipped configs/generate/tiny.yaml
 """
 
 from __future__ import annotations
@@ -34,8 +38,10 @@ __all__ = ["DEMO_POSITIONS", "astronaut_subjects", "run_demo", "side_by_side", "
 
 logger = logging.getLogger(__name__)
 
+DEMO_SIZE = 64
+"""Side of the tiny config's image, in which `DEMO_POSITIONS` are given."""
 DEMO_POSITIONS = ((20.0, 22.0), (44.0, 22.0))
-"""Nose positions (x, y) of the two subjects in the 64-px demo image."""
+"""Nose positions (x, y) of the two subjects in the 64-px demo image (scaled to other sizes)."""
 
 
 def astronaut_subjects() -> tuple[list[np.ndarray], str]:
@@ -88,11 +94,12 @@ def tiny_generate_config() -> GenerateConfig:
     return load_command_config(GenerateConfig, "id_patch", "generate", "tiny")[0]
 
 
-def run_demo(out_dir: str | Path) -> dict[str, Any]:
+def run_demo(out_dir: str | Path, config: GenerateConfig | None = None) -> dict[str, Any]:
     """Generate the demo group image and write it, its condition image, the subject crops and ``summary.json``.
 
     Args:
         out_dir: Output folder (created).
+        config: A generate config; ``None``: the shipped ``configs/generate/tiny.yaml``.
 
     Returns:
         The summary (also written to ``out_dir/summary.json``), with a ``headline`` mapping.
@@ -104,9 +111,14 @@ def run_demo(out_dir: str | Path) -> dict[str, Any]:
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    config = tiny_generate_config()
+    if config is None:
+        config = tiny_generate_config()
     faces, how = astronaut_subjects()
     pipe = build_pipeline(config.model)
+    default_size = pipe.unet.config.sample_size * pipe.vae_scale_factor
+    height, width = config.sampling.height or default_size, config.sampling.width or default_size
+    scale_x, scale_y = width / DEMO_SIZE, height / DEMO_SIZE
+    positions = [(x * scale_x, y * scale_y) for x, y in DEMO_POSITIONS]
     face_dim = pipe.id_projector.config.face_dim
     try:
         encoder = build_face_encoder(config.face, face_dim)
@@ -115,11 +127,11 @@ def run_demo(out_dir: str | Path) -> dict[str, Any]:
         logger.warning("face backend %r unavailable (%s); using the random tiny encoder", config.face.backend, error)
         encoder = build_face_encoder(replace(config.face, backend="tiny"), face_dim)
         encoder_note = f"random tiny face encoder ({config.face.backend} unavailable: {error})"
-    size = config.sampling.height or 64
-    keypoints = np.stack([coco_keypoints_for_person(nose, size / 16) for nose in DEMO_POSITIONS])
+    keypoints = np.stack([coco_keypoints_for_person(nose, min(height, width) / 16) for nose in positions])
     embeds = encoder.encode_subjects(faces).embeds
     start = time.perf_counter()
-    output = generate(pipe, config, face_embeds=embeds, keypoints=keypoints)
+    run_config = replace(config, sampling=replace(config.sampling, height=height, width=width))
+    output = generate(pipe, run_config, face_embeds=embeds, keypoints=keypoints)
     seconds = time.perf_counter() - start
     image, condition = output.images[0], output.condition_images[0]
     image.save(out / "group.png")
@@ -144,10 +156,13 @@ def run_demo(out_dir: str | Path) -> dict[str, Any]:
             "so the two subjects are near-duplicates, not two identities"
         ),
         "face_encoder": encoder_note,
-        "positions": [list(p) for p in DEMO_POSITIONS],
+        "positions": [list(p) for p in positions],
+        "size": [height, width],
         "model": (
             "tiny random-weight SDXL + ControlNet + ID projector (configs/generate/tiny.yaml, spec §9): the image is "
             "noise-like; the condition image shows the two stick-figure poses and the ID patches at the positions"
+            if config.model.base == "tiny" and config.model.pipeline is None
+            else f"base {config.model.base}, pipeline {config.model.pipeline}, release {config.model.official_release}"
         ),
         "prompt": config.prompt,
         "sampling": vars(config.sampling),

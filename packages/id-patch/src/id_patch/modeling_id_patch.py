@@ -14,18 +14,16 @@ Which IP-Adapter projection the release uses is not documented (spec §8), so bo
 - ``"resampler"``: diffusers' ``IPAdapterPlusImageProjection`` (IP-Adapter Plus ``Resampler``), with 3 / ``num_tokens``
   learned queries.
 
-Only the glue is written here: the config, the reshapes to patches and to the B × (F·tokens) × dim context, the
-negative (zero-embedding) tokens and a safetensors save format with one file per projection.
+Only the glue is written here: the reshapes to patches and to the B × (F·tokens) × dim context, the negative
+(zero-embedding) tokens and a safetensors save format with one file per projection. The sizes, `IDPatchConfig`, live in
+:mod:`id_patch.config` (no torch there, so loading a YAML config stays cheap) and are re-exported here.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import logging
 import os
-from collections.abc import Mapping
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -35,6 +33,8 @@ from diffusers.configuration_utils import register_to_config
 from diffusers.models.embeddings import IPAdapterFaceIDImageProjection, IPAdapterPlusImageProjection
 from safetensors.torch import load_file, save_file
 from torch import nn
+
+from id_patch.config import FACE_ANCHORS, PROJ_TYPES, IDPatchConfig
 
 __all__ = [
     "FACE_ANCHORS",
@@ -48,106 +48,12 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-PROJ_TYPES = ("faceid_mlp", "resampler")
-"""The two projection architectures of spec §3: IP-Adapter FaceID MLP and IP-Adapter Plus Perceiver resampler."""
-FACE_ANCHORS = ("nose", "bbox_center")
-"""Where a subject's patch is centred: the nose keypoint (upstream) or the centre of the face box."""
 PATCH_CHANNELS = 3
 """An ID patch is an RGB image added to the 3-channel ControlNet condition."""
 
 PATCH_WEIGHTS_NAME = "patch_proj.safetensors"
 PROMPT_WEIGHTS_NAME = "prompt_proj.safetensors"
 CONFIG_NAME = "config.json"
-
-
-@dataclass
-class IDPatchConfig:
-    """Sizes and the [unverified] choices of ID-Patch (spec §3, §8); the defaults are the paper's SDXL setting.
-
-    A plain (non-frozen) dataclass so that `genblocks.config.load_config` can use it as a schema section.
-
-    Args:
-        face_dim (`int`, defaults to 512): width of the face embedding (ArcFace IR-SE-50: 512).
-        num_tokens (`int`, defaults to 16): ID tokens per face from ``prompt_proj`` [unverified: ``proj.num_tokens``].
-        token_dim (`int`, defaults to 2048): width of an ID token, the UNet's cross-attention width (SDXL: 2048).
-        patch_size (`int`, defaults to 64): side in pixels of the square ID patch at generation resolution
-            [unverified]; even, so the patch centres on a pixel as upstream (``round(loc ∓ patch_size // 2)``).
-        proj_type (`str`, defaults to `"faceid_mlp"`): ``"faceid_mlp"`` or ``"resampler"`` [unverified:
-            ``proj.type``; auto-detected by the converter].
-        mlp_mult (`int`, defaults to 1): hidden width of the FaceID MLP is ``face_dim * mlp_mult``.
-        resampler_hidden_dim (`int`, defaults to 1280): width of the resampler's latent queries.
-        resampler_depth (`int`, defaults to 4): resampler blocks (diffusers' converter assumes 4).
-        resampler_heads (`int`, defaults to 20): attention heads of the resampler.
-        resampler_dim_head (`int`, defaults to 64): width per head (diffusers' converter assumes 64).
-        resampler_ff_mult (`int`, defaults to 4): feed-forward expansion of the resampler blocks.
-        cond_clamp (`bool`, defaults to `False`): clamp the condition image (pose + patches) to [0, 1]; upstream does
-            not [unverified: ``cond.clamp``].
-        face_anchor (`str`, defaults to `"nose"`): ``"nose"`` (COCO keypoint 0, upstream) or ``"bbox_center"``
-            [unverified: ``face_anchor``].
-    """
-
-    face_dim: int = 512
-    num_tokens: int = 16
-    token_dim: int = 2048
-    patch_size: int = 64
-    proj_type: str = "faceid_mlp"
-    mlp_mult: int = 1
-    resampler_hidden_dim: int = 1280
-    resampler_depth: int = 4
-    resampler_heads: int = 20
-    resampler_dim_head: int = 64
-    resampler_ff_mult: int = 4
-    cond_clamp: bool = False
-    face_anchor: str = "nose"
-
-    def __post_init__(self) -> None:
-        if self.proj_type not in PROJ_TYPES:
-            raise ValueError(f"IDPatchConfig.proj_type must be one of {PROJ_TYPES}, got {self.proj_type!r}.")
-        if self.face_anchor not in FACE_ANCHORS:
-            raise ValueError(f"IDPatchConfig.face_anchor must be one of {FACE_ANCHORS}, got {self.face_anchor!r}.")
-        positive = (
-            "face_dim",
-            "num_tokens",
-            "token_dim",
-            "patch_size",
-            "mlp_mult",
-            "resampler_hidden_dim",
-            "resampler_depth",
-            "resampler_heads",
-            "resampler_dim_head",
-            "resampler_ff_mult",
-        )
-        for name in positive:
-            value = getattr(self, name)
-            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-                raise ValueError(f"IDPatchConfig.{name} must be a positive int, got {value!r}.")
-        if self.patch_size % 2:
-            raise ValueError(
-                f"IDPatchConfig.patch_size must be even (patches centre on a pixel), got {self.patch_size}."
-            )
-
-    def to_dict(self) -> dict[str, Any]:
-        """The fields as a JSON-friendly dict."""
-        return dataclasses.asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> IDPatchConfig:
-        """Build from a mapping; keys starting with ``_`` (diffusers' ``_class_name``, ...) are ignored.
-
-        Args:
-            data (`Mapping[str, Any]`): field name -> value.
-
-        Returns:
-            `IDPatchConfig`: the config.
-
-        Raises:
-            `ValueError`: for a key that is not a field, naming it and the known fields.
-        """
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(k for k in data if k not in known and not str(k).startswith("_"))
-        if unknown:
-            raise ValueError(f"Unknown IDPatchConfig key(s) {unknown}; known keys are {sorted(known)}.")
-        return cls(**{k: v for k, v in data.items() if k in known})
 
 
 def build_projection(config: IDPatchConfig, num_queries: int, output_dim: int) -> nn.Module:

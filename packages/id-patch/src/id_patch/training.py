@@ -22,18 +22,22 @@ encoders are rebuilt from the base model, so an SDXL checkpoint is ControlNet-si
 
 Example::
 
-    from id_patch.training import TrainConfig, train
     from genblocks.cli import load_command_config
+    from id_patch.config import TrainConfig
+    from id_patch.training import train
 
     config, _ = load_command_config(TrainConfig, "id_patch", "train", "tiny", ["train.max_steps=10"])
-    train(config)
+    train(config, "runs/id-patch-tiny")
+
+The schema (`TrainConfig` and its sections) lives in :mod:`id_patch.config`, which loads without torch, and is
+re-exported here.
 """
 
 from __future__ import annotations
 
 import logging
 import math
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -49,10 +53,10 @@ from diffusers import (
 from transformers import CLIPTextModel, CLIPTextModelWithProjection, CLIPTokenizer
 
 from genblocks.training import DiffusionTrainingModule, OptimizerConfig
-from genblocks.training.config import TrainConfig as SharedTrainConfig
 from id_patch.condition import render_condition
+from id_patch.config import DataSection, ModelSection, TrainConfig, TrainSection
 from id_patch.data import IDPatchDataModule, write_synthetic_manifest
-from id_patch.modeling_id_patch import IDPatchConfig, IDPatchProjector
+from id_patch.modeling_id_patch import IDPatchProjector
 from id_patch.pipeline_id_patch import IDPatchPipeline
 
 __all__ = [
@@ -283,98 +287,6 @@ class IDPatchTrainingModule(DiffusionTrainingModule):
 
     def _batch_size(self, batch: dict[str, Any]) -> int:
         return int(batch["face_embeds"].shape[0]) if "face_embeds" in batch else super()._batch_size(batch)
-
-
-# --------------------------------------------------------------------------- configuration (configs/train/*.yaml)
-@dataclass
-class ModelSection:
-    """Where the components come from.
-
-    Args:
-        base: ``"tiny"`` (seeded tiny SDXL parts, :mod:`id_patch.testing`) or a local diffusers SDXL folder
-            (``unet/``, ``vae/``, ``text_encoder(_2)/``, ``tokenizer(_2)/``, ``scheduler/``).
-        controlnet: A diffusers ControlNet folder to start from (e.g. the official ``ControlNetModel/``); ``None``:
-            ``ControlNetModel.from_unet(unet, conditioning_channels=3)``.
-        id_projector: An :class:`IDPatchProjector` folder to start from; ``None``: a random one from ``id_patch``.
-        id_patch: Sizes of a new ID projector (``token_dim`` must be the UNet's context width: 2048 for SDXL). With
-            ``base="tiny"`` the sizes are spec §9's (``id_patch.testing``) and only ``proj_type`` applies;
-            ``cond_clamp`` and ``face_anchor`` always apply (also to a loaded projector).
-        frozen_dtype: dtype of the frozen UNet, VAE and text encoders: ``float32``, ``float16`` or ``bfloat16``.
-        seed: Seed of new (random) components.
-    """
-
-    base: str = "tiny"
-    controlnet: str | None = None
-    id_projector: str | None = None
-    id_patch: IDPatchConfig = field(default_factory=IDPatchConfig)
-    frozen_dtype: str = "float32"
-    seed: int = 0
-
-
-@dataclass
-class DataSection:
-    """The training manifest (:mod:`id_patch.data`).
-
-    Args:
-        manifest: ``.jsonl`` / ``.csv`` manifest; empty with ``synthetic`` to write a synthetic one.
-        synthetic: Write a tiny synthetic manifest under ``<out_dir>/data`` (tests, demo, smoke runs).
-        synthetic_images: Rows of the synthetic manifest.
-        resolution: Training image size (spec §4: 1024 buckets [unverified]; one square size here).
-        batch_size: Samples per batch (spec §4: 8 [unverified]).
-        val_fraction: Rows held out for validation.
-        num_workers: DataLoader workers.
-        max_faces: Most faces per photo (spec §4: 1-4).
-    """
-
-    manifest: str = ""
-    synthetic: bool = False
-    synthetic_images: int = 4
-    resolution: int = 1024
-    batch_size: int = 8
-    val_fraction: float = 0.0
-    num_workers: int = 0
-    max_faces: int = 4
-
-
-@dataclass
-class TrainSection(SharedTrainConfig):
-    """The training recipe (spec §4, all [unverified]): genblocks' shared ``train.`` keys (``max_steps``, ``precision``,
-    ``devices``, ``strategy``, ``optimizer``, ``checkpoint_every_n_steps``, ... see
-    :class:`genblocks.training.TrainConfig`) plus ID-Patch's own.
-
-    Args:
-        optimizer: ``genblocks.training.OptimizerConfig``: ``name`` ``adamw`` (default) or ``coap_adamw`` / ...;
-            lr 1e-5.
-        id_drop_prob: ID-token dropout probability.
-        text_drop_prob: Caption dropout probability.
-        conditioning_scale: ControlNet residual scale during training.
-        gradient_checkpointing: Checkpoint activations in the UNet and the ControlNet.
-        ema_decay: EMA of the trained weights (``None``: off).
-    """
-
-    optimizer: OptimizerConfig = field(default_factory=lambda: OptimizerConfig(lr=1e-5, weight_decay=0.0))
-    max_steps: int = 10000
-    gradient_clip_val: float | None = 1.0
-    id_drop_prob: float = 0.1
-    text_drop_prob: float = 0.05
-    conditioning_scale: float = 1.0
-    gradient_checkpointing: bool = False
-    ema_decay: float | None = None
-
-
-@dataclass
-class TrainConfig:
-    """``id-patch train --config ...``: model, data and recipe.
-
-    Args:
-        model: Components.
-        data: Manifest and loader.
-        train: Recipe and trainer settings.
-    """
-
-    model: ModelSection = field(default_factory=ModelSection)
-    data: DataSection = field(default_factory=DataSection)
-    train: TrainSection = field(default_factory=TrainSection)
 
 
 def _load_components(model: ModelSection) -> dict[str, Any]:
