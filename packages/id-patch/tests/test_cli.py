@@ -3,18 +3,31 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
 import torch
+import yaml
 from PIL import Image
 
+import id_patch
 from id_patch.cli import main, parse_positions
 
 TINY = "tiny"
 TRAIN_TINY = "tiny"
+CONFIGS = Path(id_patch.__file__).resolve().parent / "configs"
+DEMO_FILES = [
+    "group.png",
+    "condition.png",
+    "group_and_condition_x4.png",
+    "subject_0.png",
+    "subject_1.png",
+    "subjects.png",
+]
 
 
 @pytest.fixture(autouse=True)
@@ -90,7 +103,36 @@ def test_generate_bad_input_names_the_subject(
     err = capsys.readouterr().err
     assert "subject 0: face image" in err and "none.png" in err and "Traceback" not in err
     assert main([*base, *faces, "--set", "sampling.steps=3"]) == 2
-    assert "unknown config key 'sampling.steps'" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "unknown config key 'sampling.steps'; nearest valid keys: sampling.seed" in err
+    assert len(err.strip().splitlines()) == 1 and err.startswith("id-patch generate: error:")
+
+
+def test_missing_inputs_exit_2_naming_the_file_before_any_model(
+    tmp_path: Path, astronaut: dict[str, Any], capsys: pytest.CaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import id_patch.config
+
+    def no_model(*args: Any, **kwargs: Any) -> None:
+        raise AssertionError("a model was built before the inputs were checked")
+
+    monkeypatch.setattr(id_patch.config, "build_pipeline", no_model)
+    face = ["--image", str(astronaut["face"])]
+    cases = [
+        (
+            ["generate", "--image", str(astronaut["face"]), str(tmp_path / "bob.png")],
+            "subject 1: face image",
+            "bob.png",
+        ),
+        (["generate", *face, "--keypoints", str(tmp_path / "poses.npy")], "--keypoints", "poses.npy"),
+        (["eval", *face, "--generated", str(astronaut["group"]), str(tmp_path / "g1.png")], "--generated", "g1.png"),
+    ]
+    for argv, flag, name in cases:
+        assert main([*argv, "--out", str(tmp_path / "out")]) == 2
+        err = capsys.readouterr().err
+        assert flag in err and str(tmp_path / name) in err and "Traceback" not in err, err
+        assert len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "out").exists()
 
 
 @needs_dlib
@@ -101,6 +143,16 @@ def test_generate_with_dlib_rejects_a_faceless_subject(
     code = main(["generate", "--config", TINY, *faces, "--positions", "16,20", "48,20", "--out", str(tmp_path)])
     assert code == 2
     assert "No face found in subject 1" in capsys.readouterr().err
+
+
+def test_train_unknown_key_names_the_nearest(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    assert main(["train", "--out", str(tmp_path / "run"), "--set", "train.max_step=3"]) == 2
+    err = capsys.readouterr().err
+    assert err.strip().splitlines() == [
+        "id-patch train: error: command line: unknown config key 'train.max_step'; "
+        "nearest valid keys: train.max_steps, train.ema_decay, train.seed"
+    ]
+    assert not (tmp_path / "run").exists()
 
 
 def test_train_runs_and_exports(tmp_path: Path) -> None:
@@ -136,20 +188,49 @@ def test_generate_from_another_directory_with_repeated_set(
     assert main(argv) == 0
     summary = json.loads((tmp_path / "gen" / "summary.json").read_text())
     assert summary["sampling"]["seed"] == 7 and summary["sampling"]["num_inference_steps"] == 1
+    assert summary["files"] == ["image.png", "condition.png", "image_and_condition.png"]
+    for name in [*summary["files"], "summary.json"]:
+        assert (tmp_path / "gen" / name).is_file(), name
+    assert Image.open(tmp_path / "gen" / "image.png").size == (64, 64)
 
 
 def test_print_config_resolves_per_command(capsys: pytest.CaptureFixture) -> None:
-    assert main(["train", "--config", "tiny", "--out", "unused", "--print-config"]) == 0
-    train_yaml = capsys.readouterr().out
+    argv = ["train", "--config", "tiny", "--set", "train.max_steps=7", "train.optimizer.lr=0.5", "--print-config"]
+    assert main(argv) == 0
+    train = yaml.safe_load(capsys.readouterr().out)
+    assert (train["train"]["max_steps"], train["train"]["optimizer"]["lr"], train["data"]["resolution"]) == (
+        7,
+        0.5,
+        64,
+    )
     assert main(["generate", "--config", "tiny", "--image", "x.png", "--print-config"]) == 0
-    generate_yaml = capsys.readouterr().out
-    assert "max_steps" in train_yaml and "max_steps" not in generate_yaml and "sampling:" in generate_yaml
+    generate = yaml.safe_load(capsys.readouterr().out)
+    assert (generate["sampling"]["num_inference_steps"], generate["sampling"]["height"]) == (2, 64)
+    assert "train" not in generate and "out_dir" not in generate
+    assert main(["eval", "--config", "sdxl", "--image", "x.png", "--print-config"]) == 0
+    sdxl = yaml.safe_load(capsys.readouterr().out)
+    assert (sdxl["sampling"]["num_inference_steps"], sdxl["sampling"]["guidance_scale"]) == (50, 5.0)
+    assert main(["demo", "--config", "tiny", "--set", "sampling.seed=3", "--print-config"]) == 0
+    assert yaml.safe_load(capsys.readouterr().out) == {**generate, "sampling": {**generate["sampling"], "seed": 3}}
+
+
+def test_configs_load_without_torch() -> None:
+    code = """
+import json, sys
+from id_patch.cli import main
+for argv in (["train", "--print-config"], ["generate", "--config", "sdxl", "--image", "x.png", "--print-config"]):
+    assert main(argv) == 0
+print(json.dumps(sorted({m.split(".")[0] for m in sys.modules})))
+"""
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    loaded = set(json.loads(result.stdout.strip().splitlines()[-1]))
+    assert not loaded & {"torch", "diffusers", "transformers", "lightning"}, sorted(loaded)
 
 
 @needs_dlib
 def test_eval_on_a_real_two_person_photo(tmp_path: Path, astronaut: dict[str, Any]) -> None:
     # the group photo holds the face at x in [0, 162) and its mirror at [162, 324); dlib puts the noses at x 86, 237
-    base = ["eval", "--config", TINY, "--images", str(astronaut["group"]), "--image", str(astronaut["face"])]
+    base = ["eval", "--config", TINY, "--generated", str(astronaut["group"]), "--image", str(astronaut["face"])]
     assert main([*base, str(astronaut["mirror"]), "--positions", "86,87", "237,87", "--out", str(tmp_path / "a")]) == 0
     report = json.loads((tmp_path / "a" / "eval.json").read_text())
     assert report["accuracy"] == 1.0 and report["detection_rate"] == 1.0 and report["resemblance"] > 0.99
@@ -189,16 +270,31 @@ def test_convert_round_trip(tmp_path: Path) -> None:
     assert main(["convert", "--checkpoint", str(release), "--out", str(out)]) == 2  # tiny sizes are not the paper's
 
 
-def test_demo_writes_group_and_condition(tmp_path: Path) -> None:
+def test_demo_writes_group_and_condition(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     pytest.importorskip("skimage")
-    assert main(["demo", "--out", str(tmp_path)]) == 0
-    summary = json.loads((tmp_path / "summary.json").read_text())
+    monkeypatch.chdir(tmp_path)
+    assert main(["demo", "--config", "tiny", "--out", "demo"]) == 0
+    out = tmp_path / "demo"
+    summary = json.loads((out / "summary.json").read_text())
     assert summary["headline"]["subjects"] == 2 and summary["headline"]["context_tokens"] == 16 + 2 * 2
     assert "mirrored" in summary["subjects"]
-    for name in summary["files"]:
-        assert (tmp_path / name).is_file(), name
-    condition = np.asarray(Image.open(tmp_path / "condition.png"))
+    assert summary["files"] == DEMO_FILES and sorted(p.name for p in out.iterdir()) == sorted(
+        [*DEMO_FILES, "summary.json"]
+    )
+    assert summary["positions"] == [[20.0, 22.0], [44.0, 22.0]] and summary["size"] == [64, 64]
+    condition = np.asarray(Image.open(out / "condition.png"))
     assert condition.shape == (64, 64, 3) and condition.max() > 0
+    assert Image.open(out / "group_and_condition_x4.png").size == (64 * 4 * 2 + 4, 64 * 4)
+
+
+def test_demo_default_config_is_the_shipped_yaml() -> None:
+    from genblocks.config import load_config
+    from id_patch.config import GenerateConfig
+    from id_patch.demo import tiny_generate_config
+
+    config = tiny_generate_config()
+    assert config == load_config(GenerateConfig, CONFIGS / "generate" / "tiny.yaml")
+    assert (config.sampling.num_inference_steps, config.sampling.height, config.model.base) == (2, 64, "tiny")
 
 
 def test_smoke() -> None:
