@@ -140,3 +140,19 @@ def test_smoke_module() -> None:
     from genblocks.smoke import main
 
     assert main() == 0
+
+
+@dataclass
+class Sampling:
+    num_inference_steps: int = 50
+    seed: int = 0
+
+
+@dataclass
+class Generate:
+    sampling: Sampling = field(default_factory=Sampling)
+
+
+def test_nearest_keys_prefer_a_key_containing_the_typed_word() -> None:
+    with pytest.raises(ConfigError, match=r"nearest valid keys: sampling\.num_inference_steps"):
+        load_config(Generate, None, ["sampling.steps=3"])

@@ -137,6 +137,21 @@ def test_masked_and_region_weighted_mse_by_hand() -> None:
     torch.testing.assert_close(module.compute_loss(batch), x0_kept.mean())
 
 
+def test_video_masks_at_full_resolution() -> None:
+    g = torch.Generator().manual_seed(2)
+    pred, target = torch.randn(2, 4, 3, 8, 8, generator=g), torch.randn(2, 4, 3, 8, 8, generator=g)
+    mask = (torch.rand(2, 1, 3, 8, 8, generator=g) > 0.5).float()
+    se = (pred - target) ** 2
+    kept = se.permute(0, 2, 3, 4, 1)[mask[:, 0].bool()]  # (N_kept, 4): each frame masked by its own map
+    torch.testing.assert_close(weighted_mse(pred, target, mask), kept.mean())
+    # the masks at the image resolution (x2) are area-downsampled per frame, the frame axis kept
+    big = mask.repeat_interleave(2, dim=3).repeat_interleave(2, dim=4)
+    torch.testing.assert_close(weighted_mse(pred, target, big), kept.mean())
+    torch.testing.assert_close(weighted_mse(pred, target, big[:, 0]), kept.mean())
+    with pytest.raises(ValueError, match=r"\(B, 1, F, H, W\)"):
+        weighted_mse(pred, target, torch.ones(2, 8, 8))
+
+
 def test_condition_dropout_rate_seeded_and_never_at_zero() -> None:
     n = 4000
     batch = {"ctx": torch.ones(n, 3, 2), "ref": torch.ones(n, 5), "prompt": ["a cat"] * n, "keep": torch.ones(n)}

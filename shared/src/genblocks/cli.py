@@ -172,8 +172,15 @@ def smoke_command(package: str) -> Command:
     return Command("smoke", "run the self-check of an installed package (exit status 0 on success)", run, out=False)
 
 
-class _Formatter(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefaultsHelpFormatter):
-    pass
+class _Formatter(argparse.RawDescriptionHelpFormatter):
+    """Keeps descriptions as written; shows a flag's default only when it has a meaningful one."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        help_text = action.help or ""
+        default = action.default
+        if "%(default)" in help_text or "default" in help_text or default in (None, False, argparse.SUPPRESS, []):
+            return help_text
+        return f"{help_text} (default: %(default)s)"
 
 
 @dataclass

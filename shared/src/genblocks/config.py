@@ -66,6 +66,10 @@ def _nearest_keys(schema: type, full_key: str) -> list[str]:
     close = difflib.get_close_matches(full_key, keys, n=3, cutoff=0.6)
     leaf = full_key.rsplit(".", 1)[-1]
     by_leaf = {key.rsplit(".", 1)[-1]: key for key in keys}
+    # a leaf that contains the typed word (``steps`` -> ``num_inference_steps``) is a better guess than a look-alike
+    within = [key for name, key in by_leaf.items() if len(leaf) >= 4 and leaf in name]
+    within.sort(key=lambda key: (key.rsplit(".", 1)[0] != full_key.rsplit(".", 1)[0], key))
+    close = within + close
     close += [by_leaf[name] for name in difflib.get_close_matches(leaf, list(by_leaf), n=3, cutoff=0.7)]
     return list(dict.fromkeys(close))[:3]
 

@@ -48,10 +48,11 @@ def weighted_mse(
     """Mean squared error with an optional per-pixel weight map (a 0/1 mask or region weights).
 
     Args:
-        prediction: (B, C, H, W) (or any shape) model output.
+        prediction: (B, C, H, W) or (B, C, F, H, W) model output.
         target: Same shape as ``prediction``.
-        weight: ``None`` or a map broadcastable to ``prediction`` after spatial resizing, e.g. (B, 1, H', W') or
-            (B, H', W'); resized to (H, W) with ``area`` interpolation when its size differs.
+        weight: ``None`` or a map broadcastable to ``prediction`` after spatial resizing: (B, 1, H', W') or (B, H', W')
+            for (B, C, H, W) predictions; (B, 1, F, H', W') or (B, F, H', W') full-resolution masks for (B, C, F, H, W)
+            video predictions; resized to the prediction's (H, W) (and F) with ``area`` interpolation.
         reduction: ``"weighted_mean"``: ``sum(w * (p - t)^2) / sum(w)`` with ``w`` broadcast to the full shape (a
             masked MSE averages over the kept pixels only); ``"mean"``: ``mean(w * (p - t)^2)``.
 
@@ -64,13 +65,15 @@ def weighted_mse(
     weight = weight.to(device=squared.device, dtype=torch.float32)
     if weight.ndim == squared.ndim - 1:
         weight = weight.unsqueeze(1)
-    if weight.ndim != squared.ndim:
+    if weight.ndim != squared.ndim or weight.ndim not in (4, 5):
         raise ValueError(
-            f"weighted_mse: weight must have shape (B, 1, H, W) or (B, H, W) for a {tuple(squared.shape)} "
-            f"prediction, got {tuple(weight.shape)}"
+            f"weighted_mse: weight must have shape (B, 1, H, W) / (B, H, W) for an image prediction or "
+            f"(B, 1, F, H, W) / (B, F, H, W) for a video one, got {tuple(weight.shape)} for a {tuple(squared.shape)} "
+            "prediction"
         )
-    if weight.shape[-2:] != squared.shape[-2:]:
-        weight = F.interpolate(weight, size=squared.shape[-2:], mode="area")
+    if weight.shape[2:] != squared.shape[2:]:
+        # area resizing of each frame's map (F is kept when it matches: area over an unchanged axis is the identity)
+        weight = F.interpolate(weight, size=squared.shape[2:], mode="area")
     weight = weight.expand_as(squared)
     if reduction == "mean":
         return (weight * squared).mean()
