@@ -185,3 +185,35 @@ def test_sharded_parameters_are_rejected_when_projected() -> None:
         assert torch.allclose(sharded.full_tensor(), reference.detach(), atol=1e-6)
     finally:
         dist.destroy_process_group()
+
+
+def test_a_nan_gradient_element_skips_the_projected_step_instead_of_poisoning_the_row(caplog) -> None:
+    import logging
+
+    import torch
+    from torch import nn
+
+    from coap_optim import CoapAdamW
+
+    torch.manual_seed(0)
+    layer = nn.Linear(32, 16, bias=False)
+    optimizer = CoapAdamW([layer.weight], lr=1e-2, rank=4)
+    layer.weight.grad = torch.randn(16, 32)
+    optimizer.step()
+    before = layer.weight.detach().clone()
+    moments = {k: v.clone() for k, v in optimizer.state[layer.weight].items()}
+    layer.weight.grad = torch.randn(16, 32)
+    layer.weight.grad[3, 5] = float("nan")
+    with caplog.at_level(logging.WARNING):
+        optimizer.step()
+    assert "non-finite gradient" in caplog.text
+    assert torch.equal(layer.weight, before) and torch.isfinite(layer.weight).all()
+    for key, value in optimizer.state[layer.weight].items():
+        assert torch.equal(value, moments[key]), key
+    layer.weight.grad = torch.randn(16, 32)
+    optimizer.step()  # the next finite gradient trains again
+    assert torch.isfinite(layer.weight).all() and not torch.equal(layer.weight, before)
+    strict = CoapAdamW([nn.Parameter(torch.randn(16, 32))], lr=1e-2, rank=4, nonfinite_grad="raise")
+    strict.param_groups[0]["params"][0].grad = torch.full((16, 32), float("inf"))
+    with pytest.raises(FloatingPointError, match="non-finite gradient"):
+        strict.step()

@@ -105,7 +105,7 @@ class CoapAdafactor(CoapOptimizer):
         weight_decay (`float`, *optional*, defaults to 0.0): Weight decay ``W <- W - lr * wd * W`` (before the update).
         scale_parameter (`bool`, *optional*, defaults to `False`): Multiply ``lr`` by ``max(eps[1], RMS(W))``.
         rank, rank_ratio, update_interval, reproject_factor, scale, restore_state, projection, proj_lr, proj_clip,
-        proj_sgd_steps, reorthonormalize, seed, per_layer_seed, rank_ratio_conv, min_conv_numel, impl:
+        proj_sgd_steps, reorthonormalize, seed, per_layer_seed, rank_ratio_conv, min_conv_numel, impl, nonfinite_grad:
             Projection options as in :class:`coap_optim.CoapAdamW` (``impl`` is accepted for symmetry; Adafactor uses
             torch ops only).
 
@@ -141,6 +141,7 @@ class CoapAdafactor(CoapOptimizer):
         rank_ratio_conv: float | None = None,
         min_conv_numel: int = 9216,
         impl: Literal["auto", "triton", "torch"] = "auto",
+        nonfinite_grad: Literal["skip", "raise"] = "skip",
     ) -> None:
         defaults = {
             "lr": lr,
@@ -167,6 +168,7 @@ class CoapAdafactor(CoapOptimizer):
                 rank_ratio_conv=rank_ratio_conv,
                 min_conv_numel=min_conv_numel,
                 impl=impl,
+                nonfinite_grad=nonfinite_grad,
             ),
         }
         super().__init__(params, defaults)

@@ -161,6 +161,8 @@ class CoapAdamW(CoapOptimizer):
             plain.
         min_conv_numel (`int`, *optional*, defaults to 9216): 4-D tensors with at most this many elements stay plain.
         impl (`str`, *optional*, defaults to `"auto"`): Kernel backend (``"auto"``, ``"triton"``, ``"torch"``).
+        nonfinite_grad (`str`, *optional*, defaults to `"skip"`): A projected parameter with an inf/NaN gradient
+            skips its step with a warning (``"skip"``) or raises ``FloatingPointError`` (``"raise"``).
 
     Raises:
         `ValueError`: for an invalid option (the message names it), a complex parameter, or an FSDP-sharded parameter
@@ -193,6 +195,7 @@ class CoapAdamW(CoapOptimizer):
         rank_ratio_conv: float | None = None,
         min_conv_numel: int = 9216,
         impl: Literal["auto", "triton", "torch"] = "auto",
+        nonfinite_grad: Literal["skip", "raise"] = "skip",
     ) -> None:
         defaults = {
             "lr": lr,
@@ -218,6 +221,7 @@ class CoapAdamW(CoapOptimizer):
                 rank_ratio_conv=rank_ratio_conv,
                 min_conv_numel=min_conv_numel,
                 impl=impl,
+                nonfinite_grad=nonfinite_grad,
             ),
         }
         super().__init__(params, {**defaults, **self._extra_defaults()})

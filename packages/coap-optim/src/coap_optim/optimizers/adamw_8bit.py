@@ -52,7 +52,7 @@ class CoapAdamW8bit(CoapAdamW):
     Args:
         params, lr, betas, eps, weight_decay, rank, rank_ratio, update_interval, reproject_factor, scale,
         restore_state, projection, correct_bias, convention, proj_lr, proj_clip, proj_sgd_steps, reorthonormalize,
-        seed, per_layer_seed, rank_ratio_conv, min_conv_numel, impl: As in :class:`CoapAdamW`.
+        seed, per_layer_seed, rank_ratio_conv, min_conv_numel, impl, nonfinite_grad: As in :class:`CoapAdamW`.
         block_size (`int`, *optional*, defaults to 4096): Values per quantisation block (the official code uses
             bitsandbytes' default, 4096).
         min_8bit_size (`int`, *optional*, defaults to 4096): Plain tensors with fewer elements keep fp32 moments.
@@ -89,6 +89,7 @@ class CoapAdamW8bit(CoapAdamW):
         rank_ratio_conv: float | None = None,
         min_conv_numel: int = 9216,
         impl: Literal["auto", "triton", "torch"] = "auto",
+        nonfinite_grad: Literal["skip", "raise"] = "skip",
         block_size: int = 4096,
         min_8bit_size: int = 4096,
     ) -> None:
@@ -119,6 +120,7 @@ class CoapAdamW8bit(CoapAdamW):
             rank_ratio_conv=rank_ratio_conv,
             min_conv_numel=min_conv_numel,
             impl=impl,
+            nonfinite_grad=nonfinite_grad,
         )
 
     def _extra_defaults(self) -> dict[str, Any]:

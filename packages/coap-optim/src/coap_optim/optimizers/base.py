@@ -22,9 +22,10 @@ Differences from the official code, on purpose:
 * the optimizer state holds tensors only (``step``, ``P`` or ``P0``/``P1``, the moments), so a state dict loads with
   ``torch.load(weights_only=True)``; the projection configuration lives as scalars in ``param_groups``;
 * moments and ``P`` are fp32 whatever the parameter dtype (the official code keeps them in the gradient dtype);
-* a non-finite gradient (or first moment) never reaches ``P``: the initial projection treats non-finite entries as
-  zeros, and refresh / re-projection / SVD / HOOI keep the previous ``P`` (warning once per optimizer). The moment
-  and weight updates themselves follow ``torch.optim.AdamW`` and propagate non-finite values;
+* a projected parameter whose gradient holds inf or NaN skips its step with a warning (weights, moments and ``P``
+  unchanged; group option ``nonfinite_grad="raise"`` raises instead): one bad element would otherwise turn a whole
+  row of the weight into NaN for good through the projection. Plain-route tensors follow ``torch.optim.AdamW`` and
+  propagate non-finite values; a non-finite first moment never reaches ``P`` (refresh / re-projection keep it);
 * FSDP-sharded parameters (DTensor, FlatParameter) are rejected when a projection is configured for them, because the
   projection needs the full gradient on every rank.
 """
@@ -90,6 +91,7 @@ def projection_defaults(
     rank_ratio_conv: float | None,
     min_conv_numel: int,
     impl: str,
+    nonfinite_grad: str = "skip",
 ) -> dict[str, Any]:
     """The per-group projection options shared by every COAP optimizer, as a defaults dict.
 
@@ -124,6 +126,7 @@ def projection_defaults(
         "rank_ratio_conv": rank_ratio_conv,
         "min_conv_numel": min_conv_numel,
         "impl": impl,
+        "nonfinite_grad": nonfinite_grad,
     }
 
 
@@ -236,6 +239,10 @@ def _sharding_kind(param: Tensor) -> str | None:
     return None
 
 
+NONFINITE_GRAD = ("skip", "raise")
+"""What a projected parameter does with a gradient holding inf or NaN: skip its step (warn) or raise."""
+
+
 def _all_finite(*tensors: Tensor | None) -> bool:
     """Whether every entry is finite, judged by the sum: any inf or NaN entry makes it non-finite.
 
@@ -344,6 +351,7 @@ class CoapOptimizer(torch.optim.Optimizer):
         check_bool(options, "per_layer_seed", where)
         check_int(options, "min_conv_numel", where, minimum=0)
         check_choice(options, "impl", where, IMPLS)
+        check_choice(options, "nonfinite_grad", where, NONFINITE_GRAD)
         if options["projection"] == "random" and options["rank_ratio_conv"] is not None:
             raise ValueError(
                 f"Invalid projection='random' with rank_ratio_conv={options['rank_ratio_conv']!r}{where}: the Flora "
@@ -779,6 +787,17 @@ class CoapOptimizer(torch.optim.Optimizer):
         position: int,
         param_index: int,
     ) -> None:
+        if not _all_finite(grad):
+            label = self._param_label(group, position, group_index)
+            if group.get("nonfinite_grad", "skip") == "raise":
+                raise FloatingPointError(f"{type(self).__name__}: non-finite gradient for {label}")
+            logger.warning(
+                "%s: non-finite gradient for %s; its step is skipped (weights, moments and P unchanged; "
+                "nonfinite_grad='raise' raises instead)",
+                type(self).__name__,
+                label,
+            )
+            return
         if "step" not in state:
             state["step"] = torch.zeros((), dtype=torch.int64)
         factors = self._schedule_projection(
