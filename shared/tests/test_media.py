@@ -4,10 +4,12 @@ video frames (layout arithmetic, exact panel placement, drawn text) and heat-map
 from __future__ import annotations
 
 import importlib.util
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from PIL import Image
 
 from genblocks.errors import InputError
 from genblocks.media import (
@@ -208,3 +210,55 @@ def test_heat_overlay() -> None:
         heat_overlay(image, heat, colormap="no-such-map")
     with pytest.raises(InputError, match="2-D"):
         heat_overlay(image, np.zeros((2, 3, 4)))
+
+
+def test_read_image_scales_16_bit_grayscale_instead_of_clipping(tmp_path: Path) -> None:
+    from genblocks.media import read_image
+
+    ramp = (np.linspace(0, 65535, 64 * 64).reshape(64, 64)).astype(np.uint16)
+    path = tmp_path / "portrait16.png"
+    Image.fromarray(ramp).save(path)
+    assert Image.open(path).mode.startswith("I")
+    rgb = read_image(path)
+    assert rgb.shape == (64, 64, 3) and (rgb[..., 0] == rgb[..., 1]).all()
+    assert rgb.min() == 0 and rgb.max() == 255
+    assert (rgb[..., 0] == 255).mean() < 0.01  # was 99.6 % saturated when clipped
+    np.testing.assert_allclose(rgb[..., 0].astype(float), ramp / 65535 * 255, atol=0.6)
+
+
+def test_read_image_composites_transparency_on_white_and_applies_exif(tmp_path: Path) -> None:
+    from genblocks.media import read_image
+
+    rgba = np.zeros((8, 8, 4), np.uint8)
+    rgba[..., 0] = 200
+    rgba[:4, :, 3] = 255  # top half opaque red, bottom half transparent
+    Image.fromarray(rgba).save(tmp_path / "alpha.png")
+    rgb = read_image(tmp_path / "alpha.png")
+    assert (rgb[:4] == [200, 0, 0]).all() and (rgb[4:] == 255).all()
+
+    wide = np.zeros((10, 20, 3), np.uint8)
+    wide[:, :10] = 255  # left half white
+    exif = Image.Exif()
+    exif[0x0112] = 6  # orientation: rotate 90 degrees clockwise to view
+    Image.fromarray(wide).save(tmp_path / "rotated.jpg", exif=exif, quality=100)
+    shown = read_image(tmp_path / "rotated.jpg")
+    assert shown.shape == (20, 10, 3) and shown[:8].mean() > 200 and shown[12:].mean() < 50
+
+
+def test_read_image_refuses_huge_and_broken_files(tmp_path: Path) -> None:
+    from genblocks.errors import InputError
+    from genblocks.media import read_image
+
+    Image.new("RGB", (300, 300)).save(tmp_path / "big.png")
+    with pytest.raises(InputError, match=r"big\.png: 300x300 .* limit"):
+        read_image(tmp_path / "big.png", max_pixels=50_000)
+    assert read_image(tmp_path / "big.png").shape == (300, 300, 3)
+    (tmp_path / "notes.png").write_text("not an image")
+    with pytest.raises(InputError, match=r"notes\.png: not a readable image"):
+        read_image(tmp_path / "notes.png")
+    full = (tmp_path / "big.png").read_bytes()
+    (tmp_path / "cut.png").write_bytes(full[: len(full) // 3])
+    with pytest.raises(InputError, match=r"cut\.png"):
+        read_image(tmp_path / "cut.png")
+    with pytest.raises(FileNotFoundError, match="file not found"):
+        read_image(tmp_path / "missing.png")

@@ -26,12 +26,13 @@ from types import ModuleType
 
 import numpy as np
 import torch
-from PIL import Image, ImageDraw, ImageFont, ImageSequence, UnidentifiedImageError
+from PIL import Image, ImageDraw, ImageFont, ImageOps, ImageSequence, UnidentifiedImageError
 
 from genblocks.audio import AAC_SAMPLE_RATES, _fit_length, _run_ffmpeg, _write_wav_pcm16, read_audio
 from genblocks.errors import InputError
 
 __all__ = [
+    "MAX_IMAGE_PIXELS",
     "VideoMeta",
     "heat_overlay",
     "label_frames",
@@ -98,21 +99,67 @@ def to_tensor(frames: np.ndarray, value_range: tuple[float, float] = (-1.0, 1.0)
     return tensor * (high - low) + low
 
 
-def read_image(path: str | Path, mode: str = "RGB") -> np.ndarray:
-    """Read an image file.
+MAX_IMAGE_PIXELS = 64_000_000
+"""The default pixel limit of :func:`read_image` (64 Mpx): larger images are refused before they are decoded."""
+
+
+def _to_eight_bit(image: Image.Image) -> Image.Image:
+    """16-bit and float grayscale (modes I;16*, I, F) scaled to 8 bits by their type's range, not clipped."""
+    if image.mode.startswith("I;16"):
+        array = np.asarray(image, dtype=np.float64) / 65535.0
+    elif image.mode == "I":
+        array = np.asarray(image, dtype=np.float64)
+        array = array / 65535.0 if array.max(initial=0) > 255 else array / 255.0
+    elif image.mode == "F":
+        array = np.asarray(image, dtype=np.float64)
+        array = array if array.max(initial=0) <= 1.0 else array / 255.0
+    else:
+        return image
+    return Image.fromarray(np.round(np.clip(array, 0.0, 1.0) * 255.0).astype(np.uint8), mode="L")
+
+
+def read_image(path: str | Path, mode: str = "RGB", max_pixels: int | None = MAX_IMAGE_PIXELS) -> np.ndarray:
+    """Read an image file as a person sees it.
+
+    EXIF orientation is applied; 16-bit (and 32-bit integer or float) grayscale is scaled to 8 bits by its range
+    rather than clipped; transparent images (RGBA, LA, palette with transparency) are composited on white before an
+    RGB conversion; grayscale becomes RGB by repetition.
 
     Args:
         path (`str` or `Path`): PNG, JPEG or any format Pillow reads.
         mode (`str`, defaults to `"RGB"`): Pillow mode to convert to (``"RGB"``, ``"RGBA"``, ``"L"``).
+        max_pixels (`int`, *optional*, defaults to 64 Mpx): refuse larger images before decoding them (``None``: no
+            limit); a 10000 x 10000 photo would otherwise take gigabytes downstream.
 
     Returns:
         `np.ndarray`: uint8 of shape (H, W, C) (or (H, W) for ``"L"``).
+
+    Raises:
+        FileNotFoundError: the file is missing.
+        InputError: the file is not an image, is truncated, or is larger than ``max_pixels``.
     """
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"Image not found: {path}")
-    with Image.open(path) as image:
-        return np.asarray(image.convert(mode)).copy()
+        raise FileNotFoundError(f"image {path}: file not found")
+    try:
+        with Image.open(path) as image:
+            width, height = image.size
+            if max_pixels is not None and width * height > max_pixels:
+                raise InputError(
+                    f"image {path}: {width}x{height} is {width * height / 1e6:.0f} Mpx, more than the limit of "
+                    f"{max_pixels / 1e6:.0f} Mpx (downscale it, or raise max_pixels)"
+                )
+            image = ImageOps.exif_transpose(image)
+            image = _to_eight_bit(image)
+            if mode == "RGB" and (image.mode in ("RGBA", "LA", "PA") or "transparency" in image.info):
+                rgba = image.convert("RGBA")
+                white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+                image = Image.alpha_composite(white, rgba)
+            return np.asarray(image.convert(mode)).copy()
+    except InputError:
+        raise
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as error:
+        raise InputError(f"image {path}: not a readable image ({error})") from None
 
 
 def write_image(
