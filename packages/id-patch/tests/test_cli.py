@@ -299,3 +299,23 @@ def test_demo_default_config_is_the_shipped_yaml() -> None:
 
 def test_smoke() -> None:
     assert main(["smoke"]) == 0
+
+
+def test_an_empty_negative_prompt_is_encoded_as_the_empty_string(
+    tmp_path: Path, astronaut: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The authors' pipeline encodes "" (no zero embeddings): through generate() and the CLI."""
+    from id_patch.pipeline_id_patch import IDPatchPipeline
+
+    seen: list[Any] = []
+    original = IDPatchPipeline.encode_prompt
+
+    def recording(self: Any, *args: Any, **kwargs: Any) -> Any:
+        if kwargs.get("negative_prompt_embeds") is None:  # the call that encodes text (the parent gets embeddings)
+            seen.append(kwargs.get("negative_prompt", args[5] if len(args) > 5 else None))
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(IDPatchPipeline, "encode_prompt", recording)
+    argv = ["generate", "--config", "tiny", "--set", "face.backend=tiny", "--out", str(tmp_path)]  # tiny: negative ""
+    assert main([*argv, "--image", str(astronaut["face"])]) == 0
+    assert seen and all(value == "" for value in seen), seen

@@ -472,7 +472,7 @@ def generate(
         width=sampling.width,
         num_inference_steps=sampling.num_inference_steps,
         guidance_scale=sampling.guidance_scale,
-        negative_prompt=config.negative_prompt or None,
+        negative_prompt=config.negative_prompt,  # "" is encoded as the empty string, as the authors do (not zeros)
         controlnet_conditioning_scale=sampling.controlnet_conditioning_scale,
         generator=generator,
         output_type="pil",
