@@ -244,3 +244,20 @@ def test_clean_split_read_and_save(ldm_checkpoint, tmp_path):
 
 class _Opaque:
     """An object torch.load(weights_only=True) refuses."""
+
+
+def test_pipeline_report_ignores_scheduler_buffers_and_refuses_a_foreign_file() -> None:
+    from genblocks.diffusion.checkpoints import ConversionReport, PipelineConversionReport
+    from genblocks.errors import InputError
+
+    report = PipelineConversionReport.from_unclaimed(["betas", "alphas_cumprod", "cond_stage_model.extra"])
+    assert report.ignored_keys == ["alphas_cumprod", "betas"] and report.unclaimed_keys == ["cond_stage_model.extra"]
+    report.components["unet"] = ConversionReport(unexpected_keys=["foo"], loaded_keys=0)
+    with pytest.raises(InputError, match=r"ckpt\.th matches nothing"):
+        report.check_matches("ckpt.th")
+    report.components["unet"] = ConversionReport(loaded_keys=12)
+    report.check_matches("ckpt.th")  # something loaded: a partial match is reported, not refused
+    assert report.loaded_keys == 12 and report.to_dict()["loaded_keys"] == 12
+    assert not report.is_exact  # the unclaimed key
+    report.unclaimed_keys.clear()
+    assert report.is_exact and "unet: 12 loaded" in report.summary()

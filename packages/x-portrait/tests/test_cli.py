@@ -123,6 +123,8 @@ def test_convert_command_round_trip(tmp_path) -> None:
     }
     state |= {f"pose_control_model.{k}": v for k, v in controlnet_to_ldm(source.motion_controlnet).items()}
     state |= {f"local_pose_control_model.{k}": v for k, v in controlnet_to_ldm(source.local_controlnet).items()}
+    # a complete training checkpoint also holds the DDPM schedule: ignored, so --strict still passes
+    state |= {"betas": torch.linspace(0.00085, 0.012, 1000), "alphas_cumprod": torch.rand(1000)}
     torch.save(state, tmp_path / "model_state.th")
     out = tmp_path / "converted"
     args = ["convert", "--checkpoint", str(tmp_path / "model_state.th"), "--base", str(tmp_path / "base")]
@@ -132,7 +134,31 @@ def test_convert_command_round_trip(tmp_path) -> None:
         loaded.motion_modules.state_dict().values(), source.motion_modules.state_dict().values(), strict=True
     ):
         assert torch.equal(a, b)
-    assert json.loads((out / "conversion_report.json").read_text())["is_exact"] is True
+    report = json.loads((out / "conversion_report.json").read_text())
+    assert report["is_exact"] is True and {"betas", "alphas_cumprod"} <= set(report["ignored_keys"])
+
+
+def test_convert_refuses_a_checkpoint_that_matches_nothing(tmp_path, capsys) -> None:
+    source = tiny_components(seed=3)
+    for name in ("unet", "vae", "text_encoder", "tokenizer"):
+        getattr(source, name).save_pretrained(tmp_path / "base" / name)
+    torch.save({"encoder.layer.0.weight": torch.randn(4, 4)}, tmp_path / "other.pth")
+    out = tmp_path / "converted"
+    args = [
+        "convert",
+        "--checkpoint",
+        str(tmp_path / "other.pth"),
+        "--base",
+        str(tmp_path / "base"),
+        "--out",
+        str(out),
+    ]
+    capsys.readouterr()  # the progress of saving the base above
+    assert main([*args, "--config", "tiny"]) == 2
+    err = capsys.readouterr().err
+    last = err.strip().splitlines()[-1]  # (loading the base shows its progress bar first)
+    assert last.startswith("x-portrait convert: error:") and "matches nothing" in last and "other.pth" in last
+    assert "Traceback" not in err and not out.exists()  # nothing written
 
 
 @pytest.mark.filterwarnings("ignore::FutureWarning")

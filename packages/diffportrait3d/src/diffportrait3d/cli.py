@@ -57,6 +57,9 @@ def _convert_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--checkpoint", type=Path, required=True, help="official .th (or .safetensors) file")
     parser.add_argument("--base", type=Path, required=True, help="diffusers SD1.5 folder (vae, text encoder, ...)")
     parser.add_argument("--trust-pickle", action="store_true", help="allow full unpickling of the .th file")
+    parser.add_argument(
+        "--strict", action="store_true", help="exit 1 unless every key matched (scheduler buffers are ignored)"
+    )
 
 
 def _demo_arguments(parser: argparse.ArgumentParser) -> None:
@@ -127,7 +130,7 @@ def _convert(args: argparse.Namespace, config: None) -> int:
 
     report = convert_checkpoint(args.checkpoint, args.base, args.out, trust_pickle=args.trust_pickle)
     print(json.dumps(report, indent=2, default=str))
-    return 0
+    return 1 if args.strict and not report["is_exact"] else 0
 
 
 def _demo(args: argparse.Namespace, config: None) -> int:

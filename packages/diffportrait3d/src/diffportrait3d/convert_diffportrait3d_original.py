@@ -25,7 +25,6 @@ import json
 import logging
 import os
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import torch
@@ -38,6 +37,7 @@ from genblocks.diffusion.checkpoints import (
     LDM_UNET_PREFIX,
     LDM_VAE_PREFIX,
     ConversionReport,
+    PipelineConversionReport,
     clean_state_dict,
     load_ldm_component,
     load_ldm_motion_modules,
@@ -68,42 +68,24 @@ DIFFPORTRAIT3D_PREFIXES: dict[str, str] = {
 """Component name -> top-level prefix in the official checkpoint."""
 
 
-@dataclass
-class DiffPortrait3DConversionReport:
-    """What did and did not load.
+class DiffPortrait3DConversionReport(PipelineConversionReport):
+    """What did and did not load (genblocks' :class:`~genblocks.diffusion.checkpoints.PipelineConversionReport`).
 
-    Attributes:
-        components (`dict[str, ConversionReport]`): Per component: model keys missing, checkpoint keys not loaded,
-            shape mismatches.
-        view_modules (`ConversionReport`): The same for the cross-view modules.
-        ignored_keys (`list[str]`): Keys known to be unused (the reference UNet's ``input_hint_block``; its
-            ``conv_norm_out`` / ``conv_out`` when the checkpoint lacks them).
-        unclaimed_keys (`list[str]`): Checkpoint keys under none of :data:`DIFFPORTRAIT3D_PREFIXES`.
+    The temporal modules are the cross-view modules (:attr:`view_modules`). Ignored keys: the reference UNet's
+    ``input_hint_block`` (and its ``conv_norm_out`` / ``conv_out`` when the checkpoint lacks them) and the DDPM schedule
+    buffers of a complete checkpoint.
     """
 
-    components: dict[str, ConversionReport] = field(default_factory=dict)
-    view_modules: ConversionReport = field(default_factory=ConversionReport)
-    ignored_keys: list[str] = field(default_factory=list)
-    unclaimed_keys: list[str] = field(default_factory=list)
+    temporal_name = "view_modules"
 
     @property
-    def is_exact(self) -> bool:
-        """Every model key loaded and every checkpoint key used (ignored keys aside)."""
-        return (
-            not self.unclaimed_keys
-            and self.view_modules.is_exact
-            and all(report.is_exact for report in self.components.values())
-        )
+    def view_modules(self) -> ConversionReport:
+        """The cross-view modules' report."""
+        return self.temporal
 
-    def to_dict(self) -> dict[str, object]:
-        """JSON-ready view."""
-        return {
-            "is_exact": self.is_exact,
-            "components": {name: asdict(report) for name, report in self.components.items()},
-            "view_modules": asdict(self.view_modules),
-            "ignored_keys": self.ignored_keys,
-            "unclaimed_keys": self.unclaimed_keys,
-        }
+    @view_modules.setter
+    def view_modules(self, report: ConversionReport) -> None:
+        self.temporal = report
 
 
 def convert_diffportrait3d_state_dict(
@@ -121,7 +103,7 @@ def convert_diffportrait3d_state_dict(
     """
     state = clean_state_dict(checkpoint)
     groups, rest = split_by_prefix(state, DIFFPORTRAIT3D_PREFIXES.values())
-    report = DiffPortrait3DConversionReport(unclaimed_keys=sorted(rest))
+    report = DiffPortrait3DConversionReport.from_unclaimed(rest)
 
     unet_state = groups[LDM_UNET_PREFIX]
     motion_state, unet_only = split_ldm_motion_keys(unet_state)
@@ -182,9 +164,14 @@ def convert_checkpoint(
     trust_pickle: bool = False,
 ) -> dict[str, object]:
     """``diffportrait3d convert``: build SD1.5 components from ``base_model``, load the official checkpoint and save
-    the pipeline folder. Returns the report as a dict."""
+    the pipeline folder. Returns the report as a dict.
+
+    Raises:
+        InputError: the checkpoint filled no model key (nothing is written).
+    """
     config = config if config is not None else ModelConfig()
     components = build_base_components(base_model, config)
     report = convert_diffportrait3d_checkpoint(checkpoint, components, trust_pickle=trust_pickle)
+    report.check_matches(checkpoint)  # a random or foreign file: nothing is written
     save_converted_pipeline(components, report, output_dir, views_per_batch=config.views_per_batch)
     return report.to_dict()

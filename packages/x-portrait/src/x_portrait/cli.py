@@ -53,7 +53,9 @@ def _animate_arguments(parser: argparse.ArgumentParser) -> None:
 def _convert_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--checkpoint", type=Path, required=True, help="official .th (or .safetensors) file")
     parser.add_argument("--base", type=Path, required=True, help="diffusers SD1.5 folder (vae, text encoder, ...)")
-    parser.add_argument("--strict", action="store_true", help="exit 1 unless every key matched")
+    parser.add_argument(
+        "--strict", action="store_true", help="exit 1 unless every key matched (scheduler buffers are ignored)"
+    )
 
 
 def _demo_arguments(parser: argparse.ArgumentParser) -> None:
@@ -163,6 +165,7 @@ def _convert(args: argparse.Namespace, config: XPortraitConfig) -> int:
 
     components = build_base_components(args.base, config.model, load_unet_weights=False)
     report = convert_x_portrait_checkpoint(args.checkpoint, components)
+    report.check_matches(args.checkpoint)  # a random or foreign file: exit 2, nothing written
     folder = save_converted_pipeline(
         components, report, args.out, patch_size=config.model.patch_size, landmark_scale=config.model.landmark_scale
     )

@@ -33,7 +33,6 @@ import json
 import logging
 import os
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import torch
@@ -43,6 +42,7 @@ from genblocks.diffusion.checkpoints import (
     LDM_UNET_PREFIX,
     LDM_VAE_PREFIX,
     ConversionReport,
+    PipelineConversionReport,
     clean_state_dict,
     load_ldm_component,
     load_ldm_motion_modules,
@@ -75,62 +75,25 @@ X_PORTRAIT_PREFIXES: dict[str, str] = {
 """Component name -> top-level prefix in the official checkpoint."""
 
 
-@dataclass
-class XPortraitConversionReport:
-    """What did and did not load.
+class XPortraitConversionReport(PipelineConversionReport):
+    """What did and did not load (genblocks' :class:`~genblocks.diffusion.checkpoints.PipelineConversionReport`).
 
-    Attributes:
-        components (`dict[str, ConversionReport]`): Per component (``unet``, ``reference_unet``,
-            ``motion_controlnet``, ``local_controlnet``, and ``vae`` / ``text_encoder`` when the checkpoint has them):
-            model keys missing from the checkpoint, checkpoint keys not loaded, shape mismatches.
-        motion_modules (`ConversionReport`): The same for the temporal modules (checkpoint keys in LDM names with the
-            ``model.diffusion_model.`` prefix, model keys in ours).
-        ignored_keys (`list[str]`): Keys known to be unused: the appearance UNet's ``input_hint_block`` (checkpoint)
-            and the reference UNet's ``conv_norm_out`` / ``conv_out`` (model; upstream's appearance UNet has no
-            ``out``).
-        unclaimed_keys (`list[str]`): Checkpoint keys under none of `X_PORTRAIT_PREFIXES`.
+    Components: ``unet``, ``reference_unet``, ``motion_controlnet``, ``local_controlnet``, and ``vae`` /
+    ``text_encoder`` when the checkpoint has them; the temporal modules are :attr:`motion_modules`. Ignored keys: the
+    appearance UNet's ``input_hint_block`` (checkpoint), the reference UNet's ``conv_norm_out`` / ``conv_out`` (model;
+    upstream's appearance UNet has no ``out``) and the DDPM schedule buffers of a complete checkpoint.
     """
 
-    components: dict[str, ConversionReport] = field(default_factory=dict)
-    motion_modules: ConversionReport = field(default_factory=ConversionReport)
-    ignored_keys: list[str] = field(default_factory=list)
-    unclaimed_keys: list[str] = field(default_factory=list)
+    temporal_name = "motion_modules"
 
     @property
-    def is_exact(self) -> bool:
-        """Every model key loaded and every checkpoint key used (ignored keys aside)."""
-        return (
-            not self.unclaimed_keys
-            and self.motion_modules.is_exact
-            and all(report.is_exact for report in self.components.values())
-        )
+    def motion_modules(self) -> ConversionReport:
+        """The temporal modules' report."""
+        return self.temporal
 
-    def unmatched_count(self) -> int:
-        """Missing + unexpected + mismatched keys over all components, plus unclaimed keys."""
-        reports = [*self.components.values(), self.motion_modules]
-        per_report = sum(len(r.missing_keys) + len(r.unexpected_keys) + len(r.mismatched_keys) for r in reports)
-        return per_report + len(self.unclaimed_keys)
-
-    def to_dict(self) -> dict[str, object]:
-        """JSON-ready view."""
-        return {
-            "is_exact": self.is_exact,
-            "components": {name: asdict(report) for name, report in self.components.items()},
-            "motion_modules": asdict(self.motion_modules),
-            "ignored_keys": self.ignored_keys,
-            "unclaimed_keys": self.unclaimed_keys,
-        }
-
-    def summary(self) -> str:
-        """One line per component: missing / unexpected / mismatched counts."""
-        lines = []
-        for name, report in [*self.components.items(), ("motion_modules", self.motion_modules)]:
-            lines.append(
-                f"{name}: {len(report.missing_keys)} missing, {len(report.unexpected_keys)} unexpected, "
-                f"{len(report.mismatched_keys)} mismatched"
-            )
-        lines.append(f"ignored: {len(self.ignored_keys)}, unclaimed: {len(self.unclaimed_keys)}")
-        return "\n".join(lines)
+    @motion_modules.setter
+    def motion_modules(self, report: ConversionReport) -> None:
+        self.temporal = report
 
 
 def convert_x_portrait_state_dict(
@@ -150,7 +113,7 @@ def convert_x_portrait_state_dict(
     """
     state = clean_state_dict(checkpoint)
     groups, rest = split_by_prefix(state, X_PORTRAIT_PREFIXES.values())
-    report = XPortraitConversionReport(unclaimed_keys=sorted(rest))
+    report = XPortraitConversionReport.from_unclaimed(rest)
 
     unet_state = groups[LDM_UNET_PREFIX]
     motion_state, unet_only = split_ldm_motion_keys(unet_state)

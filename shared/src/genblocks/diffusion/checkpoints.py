@@ -22,7 +22,7 @@ import os
 import pickle
 import re
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -42,13 +42,16 @@ from torch import nn
 from transformers import CLIPTextModel, PreTrainedModel
 
 from genblocks.diffusion.temporal import TemporalModuleSet, convert_ldm_motion_state_dict
+from genblocks.errors import InputError
 
 __all__ = [
+    "LDM_SCHEDULER_KEYS",
     "LDM_TEXT_ENCODER_PREFIX",
     "LDM_UNET_PREFIX",
     "LDM_VAE_PREFIX",
     "ConversionReport",
     "LdmCheckpointReport",
+    "PipelineConversionReport",
     "clean_state_dict",
     "convert_ldm_component",
     "load_ldm_checkpoint",
@@ -83,11 +86,13 @@ class ConversionReport:
         unexpected_keys (`list[str]`): checkpoint keys (LDM names, without the component prefix) that were not loaded:
             no converter rule maps them (e.g. motion modules) or the model has no such parameter.
         mismatched_keys (`list[str]`): ``"ldm_key -> model_key: checkpoint (shape) vs model (shape)"``; not loaded.
+        loaded_keys (`int`): model keys the checkpoint filled.
     """
 
     missing_keys: list[str] = field(default_factory=list)
     unexpected_keys: list[str] = field(default_factory=list)
     mismatched_keys: list[str] = field(default_factory=list)
+    loaded_keys: int = 0
 
     @property
     def is_exact(self) -> bool:
@@ -111,6 +116,111 @@ class LdmCheckpointReport:
     def is_exact(self) -> bool:
         """True when every component loaded exactly and no key was left unclaimed."""
         return not self.unclaimed_keys and all(r.is_exact for r in self.components.values())
+
+
+LDM_SCHEDULER_KEYS = frozenset(
+    {
+        "betas",
+        "alphas_cumprod",
+        "alphas_cumprod_prev",
+        "sqrt_alphas_cumprod",
+        "sqrt_one_minus_alphas_cumprod",
+        "log_one_minus_alphas_cumprod",
+        "sqrt_recip_alphas_cumprod",
+        "sqrt_recipm1_alphas_cumprod",
+        "posterior_variance",
+        "posterior_log_variance_clipped",
+        "posterior_mean_coef1",
+        "posterior_mean_coef2",
+        "logvar",
+    }
+)
+"""Top-level buffers of a complete LDM training checkpoint (the DDPM schedule): recomputed by diffusers' scheduler,
+so a converter ignores them instead of calling them unclaimed."""
+
+
+@dataclass
+class PipelineConversionReport:
+    """What an official single-file checkpoint of a reference-UNet paper (X-Portrait, DiffPortrait3D, ...) did and did
+    not load, per component, plus its temporal (motion or cross-view) modules.
+
+    Attributes:
+        components (`dict[str, ConversionReport]`): per component (``unet``, ``reference_unet``, ControlNets, ...).
+        temporal (`ConversionReport`): the temporal modules (LDM names with the ``model.diffusion_model.`` prefix).
+        ignored_keys (`list[str]`): keys known to be unused (scheduler buffers, upstream quirks).
+        unclaimed_keys (`list[str]`): checkpoint keys under none of the paper's prefixes.
+    """
+
+    components: dict[str, ConversionReport] = field(default_factory=dict)
+    temporal: ConversionReport = field(default_factory=ConversionReport)
+    ignored_keys: list[str] = field(default_factory=list)
+    unclaimed_keys: list[str] = field(default_factory=list)
+    temporal_name = "temporal_modules"
+
+    @classmethod
+    def from_unclaimed(cls, keys: Iterable[str]) -> PipelineConversionReport:
+        """A report whose unclaimed keys are ``keys`` less the LDM scheduler buffers (those go to ``ignored_keys``)."""
+        keys = sorted(keys)
+        return cls(
+            ignored_keys=[k for k in keys if k in LDM_SCHEDULER_KEYS],
+            unclaimed_keys=[k for k in keys if k not in LDM_SCHEDULER_KEYS],
+        )
+
+    @property
+    def reports(self) -> dict[str, ConversionReport]:
+        """Every report by name, the temporal modules under :attr:`temporal_name`."""
+        return {**self.components, self.temporal_name: self.temporal}
+
+    @property
+    def is_exact(self) -> bool:
+        """Every model key loaded and every checkpoint key used (ignored keys aside)."""
+        return not self.unclaimed_keys and all(report.is_exact for report in self.reports.values())
+
+    @property
+    def loaded_keys(self) -> int:
+        """Model keys filled from the checkpoint, over all components."""
+        return sum(report.loaded_keys for report in self.reports.values())
+
+    def unmatched_count(self) -> int:
+        """Missing + unexpected + mismatched keys over all components, plus unclaimed keys."""
+        per_report = sum(
+            len(r.missing_keys) + len(r.unexpected_keys) + len(r.mismatched_keys) for r in self.reports.values()
+        )
+        return per_report + len(self.unclaimed_keys)
+
+    def check_matches(self, source: str | os.PathLike) -> None:
+        """Refuse a checkpoint that filled nothing (a random state dict, another paper's file): nothing is written.
+
+        Raises:
+            InputError: no model key was loaded; the message names ``source`` and a few of its keys.
+        """
+        if self.loaded_keys == 0:
+            keys = [*self.unclaimed_keys, *(k for r in self.reports.values() for k in r.unexpected_keys)]
+            raise InputError(
+                f"checkpoint {source} matches nothing of this model ({len(keys)} keys, e.g. {keys[:3]}): "
+                "not an official checkpoint of this paper"
+            )
+
+    def to_dict(self) -> dict[str, object]:
+        """JSON-ready view."""
+        return {
+            "is_exact": self.is_exact,
+            "loaded_keys": self.loaded_keys,
+            "components": {name: asdict(report) for name, report in self.components.items()},
+            self.temporal_name: asdict(self.temporal),
+            "ignored_keys": self.ignored_keys,
+            "unclaimed_keys": self.unclaimed_keys,
+        }
+
+    def summary(self) -> str:
+        """One line per component: loaded / missing / unexpected / mismatched counts."""
+        lines = [
+            f"{name}: {report.loaded_keys} loaded, {len(report.missing_keys)} missing, "
+            f"{len(report.unexpected_keys)} unexpected, {len(report.mismatched_keys)} mismatched"
+            for name, report in self.reports.items()
+        ]
+        lines.append(f"ignored: {len(self.ignored_keys)}, unclaimed: {len(self.unclaimed_keys)}")
+        return "\n".join(lines)
 
 
 def clean_state_dict(checkpoint: Mapping[str, Any]) -> dict[str, torch.Tensor]:
@@ -293,6 +403,7 @@ def convert_ldm_component(
         used.add(ldm_key)
     report.missing_keys = sorted(k for k in targets if k not in matched and k not in mismatched)
     report.unexpected_keys = sorted(k for k in source if k not in used)
+    report.loaded_keys = len(matched)
     return matched, report
 
 
@@ -367,6 +478,7 @@ def load_ldm_motion_modules(
         else:
             loadable[key] = value
     report.missing_keys = sorted(key for key in expected if key not in loadable and key not in converted)
+    report.loaded_keys = len(loadable)
     modules.load_state_dict(loadable, strict=False)
     return report
 
