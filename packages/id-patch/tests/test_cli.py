@@ -319,3 +319,31 @@ def test_an_empty_negative_prompt_is_encoded_as_the_empty_string(
     argv = ["generate", "--config", "tiny", "--set", "face.backend=tiny", "--out", str(tmp_path)]  # tiny: negative ""
     assert main([*argv, "--image", str(astronaut["face"])]) == 0
     assert seen and all(value == "" for value in seen), seen
+
+
+@pytest.mark.parametrize(
+    ("override", "named"),
+    [
+        ("sampling.num_inference_steps=0", "sampling.num_inference_steps"),  # was a ZeroDivisionError
+        ("sampling.num_inference_steps=-2", "sampling.num_inference_steps"),  # ran silently
+        ("sampling.height=60", "multiple of 8"),
+        ("sampling.width=-64", "sampling.width"),
+        ("sampling.id_injection_ratio=2", "sampling.id_injection_ratio"),
+    ],
+)
+def test_bad_sampling_values_exit_2_naming_the_key(
+    tmp_path: Path, astronaut: dict[str, Any], capsys: pytest.CaptureFixture, override: str, named: str
+) -> None:
+    argv = [
+        "generate",
+        "--image",
+        str(astronaut["face"]),
+        "--set",
+        "face.backend=tiny",
+        override,
+        "--out",
+        str(tmp_path),
+    ]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert named in err and "Traceback" not in err and len(err.strip().splitlines()) == 1

@@ -232,6 +232,27 @@ class SamplingSection:
     height: int | None = None
     width: int | None = None
 
+    def __post_init__(self) -> None:
+        from genblocks.errors import InputError
+
+        if self.num_inference_steps < 1:
+            raise InputError(
+                f"sampling.num_inference_steps: expected a positive number of steps, got {self.num_inference_steps}"
+            )
+        if self.guidance_scale < 0 or self.controlnet_conditioning_scale < 0:
+            raise InputError(
+                "sampling.guidance_scale and sampling.controlnet_conditioning_scale: expected non-negative scales, got "
+                f"{self.guidance_scale} and {self.controlnet_conditioning_scale}"
+            )
+        if not 0.0 <= self.id_injection_ratio <= 1.0:
+            raise InputError(
+                f"sampling.id_injection_ratio: expected a fraction in [0, 1], got {self.id_injection_ratio}"
+            )
+        for name in ("height", "width"):
+            value = getattr(self, name)
+            if value is not None and (value <= 0 or value % 8):
+                raise InputError(f"sampling.{name}: expected a positive multiple of 8 (the VAE's factor), got {value}")
+
 
 @dataclass
 class GenerateConfig:
