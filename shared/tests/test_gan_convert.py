@@ -292,3 +292,25 @@ def test_noise_free_generator_ignores_noise_keys() -> None:
         _randomised_discriminator(3), discriminator_to_rosinality(_randomised_discriminator(4))
     )
     assert sd.is_exact
+
+
+def test_loading_into_a_generator_on_the_meta_device() -> None:
+    """Checking a checkpoint's layout on a meta-device model (no memory) works, and real weights are assigned."""
+    torch.manual_seed(0)
+    source = StyleGAN2Generator(**TINY)  # type: ignore[arg-type]
+    state = generator_to_rosinality(source)
+    with torch.device("meta"):
+        layout_only = StyleGAN2Generator(**TINY)  # type: ignore[arg-type]
+        target = StyleGAN2Generator(**TINY)  # type: ignore[arg-type]
+    report = load_rosinality_generator(layout_only, {key: value.to("meta") for key, value in state.items()})
+    assert not report.mismatched_keys and not report.unexpected_keys
+    report = load_rosinality_generator(target, state)
+    assert not report.mismatched_keys
+    loaded = target.state_dict()
+    for key in report_loaded_keys(source, report):
+        assert torch.equal(loaded[key], source.state_dict()[key]), key
+
+
+def report_loaded_keys(model: torch.nn.Module, report: object) -> list[str]:
+    missing = set(getattr(report, "missing_keys", []))
+    return [key for key in model.state_dict() if key not in missing and not key.endswith("resample_filter")]
