@@ -222,3 +222,16 @@ def test_importing_the_cli_module_is_light() -> None:
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert result.stdout.strip() == ""
+
+
+def test_library_notices_are_silenced_unless_verbose(fake_package: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    import os
+
+    monkeypatch.delenv("TRANSFORMERS_VERBOSITY", raising=False)
+    cli = make_cli(fake_package, {})
+    assert cli.main(["demo", "-v"]) == 0
+    assert "TRANSFORMERS_VERBOSITY" not in os.environ
+    assert cli.main(["demo"]) == 0
+    assert os.environ["TRANSFORMERS_VERBOSITY"] == "error"
+    monkeypatch.setenv("DIFFUSERS_VERBOSITY", "info")  # a user's own setting is kept
+    assert cli.main(["demo"]) == 0 and os.environ["DIFFUSERS_VERBOSITY"] == "info"

@@ -31,9 +31,11 @@ from __future__ import annotations
 import argparse
 import importlib
 import logging
+import os
 import re
 import sys
 import traceback
+import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from importlib import resources
@@ -265,6 +267,8 @@ class CommandLine:
         args = parser.parse_args(argv)
         verbose = bool(getattr(args, "verbose", False))
         logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, format="%(levelname)s %(message)s")
+        if not verbose:
+            _quiet_libraries()
         command = self.command(args.command)
         try:
             config = self._config(command, args)
@@ -294,6 +298,18 @@ class CommandLine:
         config, path = load_command_config(schema, self.package, command.group, args.config, overrides)
         args.config_path = path
         return config
+
+
+_LIBRARY_VERBOSITY = {"TRANSFORMERS_VERBOSITY": "error", "DIFFUSERS_VERBOSITY": "error", "BITSANDBYTES_NOWELCOME": "1"}
+
+
+def _quiet_libraries() -> None:
+    """Silence notices the user did not cause (transformers' image-processor backend notes, diffusers' and
+    bitsandbytes' banners), unless the environment already sets them; ``-v`` keeps them."""
+    for name, value in _LIBRARY_VERBOSITY.items():
+        os.environ.setdefault(name, value)
+    warnings.filterwarnings("ignore", category=FutureWarning, module=r"(diffusers|transformers|torchvision)\..*")
+    warnings.filterwarnings("ignore", category=UserWarning, module=r"torchvision\..*")
 
 
 def _one_line(error: BaseException) -> str:
