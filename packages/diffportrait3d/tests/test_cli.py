@@ -37,6 +37,19 @@ def test_demo_writes_orbit_gif_and_summary(tmp_path: Path) -> None:
     assert summary["headline"]["views"] == 4
     assert summary["headline"]["inversion_loss_last"] < summary["headline"]["inversion_loss_first"]
     assert (tmp_path / "orbit.gif").stat().st_size > 0
+    from PIL import Image
+
+    strip = Image.open(tmp_path / "strip.png")
+    assert strip.height > 256 and strip.width > 4 * 256  # four labelled panels, larger than the 64-px views
+    readme = (tmp_path / "README.txt").read_text()
+    assert "weights are random" in readme and "3D-aware noise render" in readme
+    assert len(read_video_frames(tmp_path / "side_by_side.gif")) == 4
+
+
+def read_video_frames(path: Path) -> list:
+    from genblocks.media import read_video
+
+    return list(read_video(path)[0])
 
 
 def test_smoke() -> None:

@@ -29,6 +29,8 @@ def test_demo_writes_gifs_beside_source_and_driving_frames(tmp_path, capsys) -> 
     assert main(["demo", "--out", str(tmp_path), "--frames", "3", "--no-face"]) == 0
     names = {p.name for p in tmp_path.iterdir()}
     assert {"source.png", "driving.gif", "animation.gif", "side_by_side.gif", "summary.json"} <= names
+    assert {"strip.png", "README.txt"} <= names and "weights are random" in (tmp_path / "README.txt").read_text()
+    assert Image.open(tmp_path / "strip.png").height > 256
     summary = json.loads((tmp_path / "summary.json").read_text())
     assert summary["headline"]["frames"] == 3 and summary["headline"]["seconds_per_frame"] > 0
     frames, _ = read_video(tmp_path / "animation.gif")

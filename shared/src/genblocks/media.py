@@ -44,6 +44,7 @@ __all__ = [
     "read_video_meta",
     "to_tensor",
     "to_uint8",
+    "write_demo_card",
     "write_image",
     "write_video",
 ]
@@ -769,3 +770,51 @@ def _import_imageio_ffmpeg() -> ModuleType:
     except ImportError as error:
         raise ImportError(_VIDEO_HINT) from error
     return imageio_ffmpeg
+
+
+def write_demo_card(
+    out_dir: str | Path,
+    title: str,
+    panels: Sequence[Panel],
+    captions: Sequence[str],
+    notes: Sequence[str] = (),
+    height: int = 256,
+    value_range: tuple[float, float] = (-1.0, 1.0),
+) -> tuple[Path, Path]:
+    """The two files every ``<pkg> demo`` writes for a person: ``strip.png`` (the panels side by side at ``height``
+    pixels, a caption under each, ``title`` on top) and ``README.txt`` (that the weights are random, what each panel
+    shows, and ``notes``).
+
+    Args:
+        out_dir: The demo's output folder (created).
+        title: One line: what the demo runs.
+        panels: Images as :func:`make_strip` takes them (e.g. input | condition | output).
+        captions: One caption per panel; also listed in ``README.txt``.
+        notes: More lines for ``README.txt`` (other files in the folder, figures).
+        height: Panel height in pixels (small tiny-model outputs are enlarged, nearest-neighbour).
+        value_range: Range of float panels.
+
+    Returns:
+        ``(strip path, README path)``.
+    """
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    if len(panels) != len(captions):
+        raise ValueError(f"write_demo_card: {len(panels)} panels but {len(captions)} captions")
+    strip = write_image(
+        out / "strip.png", make_strip(panels, captions, title=title, height=height, value_range=value_range)
+    )
+    lines = [
+        title,
+        "",
+        "The weights are random (the tiny configuration, no download): the outputs show that every step of the",
+        "method runs end to end, not what a trained model produces.",
+        "",
+        "strip.png, left to right:",
+        *(f"  {index + 1}. {caption}" for index, caption in enumerate(captions)),
+    ]
+    if notes:
+        lines += ["", *notes]
+    readme = out / "README.txt"
+    readme.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return strip, readme

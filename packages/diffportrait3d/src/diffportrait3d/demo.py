@@ -18,7 +18,7 @@ from diffportrait3d.cameras import orbit_cameras
 from diffportrait3d.config import DiffPortrait3DConfig, tiny_config
 from diffportrait3d.noise3d import EG3DConditionRenderer, EG3DNoisePrior, tiny_eg3d
 from diffportrait3d.pipeline_diffportrait3d import load_pipeline
-from genblocks.media import write_video
+from genblocks.media import label_frames, write_demo_card, write_video
 
 __all__ = ["demo_portrait", "run_demo"]
 
@@ -62,6 +62,27 @@ def run_demo(out: Path, config: DiffPortrait3DConfig | None = None, num_views: i
     write_video(out / "orbit.gif", output.images, fps=fps, value_range=(0.0, 1.0))
     write_video(out / "conditions.gif", output.condition_images, fps=fps, value_range=(0.0, 1.0))
     write_video(out / "noise_renders.gif", noise_renders, fps=fps, value_range=(0.0, 1.0))
+    captions = ["input portrait", "condition (another subject, target view)", "3D-aware noise render", "output view"]
+    side_by_side = label_frames(
+        [portrait, output.condition_images, noise_renders, output.images],
+        captions,
+        title="DiffPortrait3D orbit (random weights)",
+        height=192,
+        value_range=(0.0, 1.0),
+    )
+    write_video(out / "side_by_side.gif", side_by_side, fps=fps)
+    middle = num_views // 2
+    write_demo_card(
+        out,
+        "DiffPortrait3D: the astronaut from a new view (tiny config, random weights)",
+        [portrait, output.condition_images[middle], noise_renders[middle], output.images[middle]],
+        captions,
+        notes=[
+            f"View {middle + 1} of {num_views} on the orbit. orbit.gif: every output view; conditions.gif and",
+            "noise_renders.gif: the condition images and EG3D renders behind them; side_by_side.gif: all four, labelled.",
+        ],
+        value_range=(0.0, 1.0),
+    )
     losses = prior.last_inversion.losses if prior.last_inversion is not None else []
     summary = {
         "headline": {
@@ -72,7 +93,7 @@ def run_demo(out: Path, config: DiffPortrait3DConfig | None = None, num_views: i
             "inversion_loss_last": losses[-1] if losses else None,
         },
         "config": asdict(config),
-        "files": ["orbit.gif", "conditions.gif", "noise_renders.gif"],
+        "files": ["orbit.gif", "conditions.gif", "noise_renders.gif", "side_by_side.gif", "strip.png", "README.txt"],
         "note": "tiny random-weight model: the orbit shows the pipeline, not a trained model's quality",
     }
     (out / "summary.json").write_text(json.dumps(summary, indent=2, default=str))

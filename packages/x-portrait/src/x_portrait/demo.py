@@ -9,7 +9,8 @@ weights, optionally after a few training steps on these frames (``--train-steps`
 (alignment, patches, reference bank, ControlNets, windows, CFG, chunked decoding) and its cost, not a trained model's
 quality; convert the official checkpoint (``x-portrait convert``) for that.
 
-Writes ``source.png``, ``driving.gif``, ``local_patches.gif``, ``animation.gif``, ``side_by_side.gif`` (animation,
+Writes ``strip.png`` and ``README.txt`` (a labelled still and what it shows), ``source.png``, ``driving.gif``,
+``local_patches.gif``, ``animation.gif``, ``side_by_side.gif`` (captioned: animation,
 driving, patches and source per frame, like upstream's output video) and ``summary.json``.
 """
 
@@ -29,7 +30,7 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader
 
 from genblocks.faces import FaceAnalyzer
-from genblocks.media import write_image, write_video
+from genblocks.media import label_frames, write_demo_card, write_image, write_video
 from genblocks.training import OptimizerConfig
 from x_portrait.config import XPortraitConfig, tiny_config
 from x_portrait.metrics import evaluate_animation
@@ -286,10 +287,27 @@ def run_demo(
     write_video(out / "driving.gif", _display(driving, scale), fps=fps)
     write_video(out / "local_patches.gif", _display(output.local_images, scale), fps=fps)
     write_video(out / "animation.gif", _display(frames, scale), fps=fps)
-    row = torch.cat(
-        [frames, output.driving_frames, output.local_images, source[None].expand_as(frames)], dim=-1
-    )  # upstream's layout: generated | driving | local | source
-    write_video(out / "side_by_side.gif", _display(row, scale), fps=fps)
+    captions = ["generated (random weights)", "driving frame", "local patches (eyes, mouth)", "source portrait"]
+    side_by_side = label_frames(  # upstream's layout: generated | driving | local | source, now captioned
+        [frames, output.driving_frames, output.local_images, source],
+        captions,
+        title="X-Portrait animation (tiny config, random weights)",
+        height=max(192, frames.shape[-1] * scale),
+        value_range=(0.0, 1.0),
+    )
+    write_video(out / "side_by_side.gif", side_by_side, fps=fps)
+    middle = len(frames) // 2
+    write_demo_card(
+        out,
+        "X-Portrait: the astronaut driven by synthetic motion (tiny config, random weights)",
+        [frames[middle], output.driving_frames[middle], output.local_images[middle], source],
+        captions,
+        notes=[
+            f"Frame {middle + 1} of {len(frames)}. animation.gif: the generated frames; driving.gif: the motion;",
+            "local_patches.gif: the local ControlNet's hint; side_by_side.gif: all four, labelled.",
+        ],
+        value_range=(0.0, 1.0),
+    )
     headline = {
         "frames": len(frames),
         "seconds_per_frame": seconds / len(frames),
