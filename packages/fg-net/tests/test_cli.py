@@ -125,6 +125,10 @@ def test_demo_writes_overlays_and_headline(tmp_path: Path, face_analyzer: Any, f
     for name in summary["files"]:
         assert (tmp_path / name).is_file(), name
     assert np.asarray(Image.open(tmp_path / "astronaut_heatmaps.png")).shape == (3 * 256, 4 * 256, 3)
+    strip = np.asarray(Image.open(tmp_path / "strip.png"))
+    assert strip.shape[0] > 256 and strip.shape[1] > 6 * 256  # six labelled panels
+    readme = (tmp_path / "README.txt").read_text()
+    assert "weights are random" in readme and "AU12 lip corner puller: target" in readme
 
 
 def test_shipped_configs_are_the_python_presets() -> None:

@@ -27,6 +27,8 @@ DEMO_FILES = [
     "subject_0.png",
     "subject_1.png",
     "subjects.png",
+    "strip.png",
+    "README.txt",
 ]
 
 

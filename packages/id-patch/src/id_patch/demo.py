@@ -32,6 +32,7 @@ import numpy as np
 import torch
 from PIL import Image
 
+from genblocks.media import write_demo_card
 from id_patch.config import GenerateConfig
 
 __all__ = ["DEMO_POSITIONS", "astronaut_subjects", "run_demo", "side_by_side", "tiny_generate_config"]
@@ -141,6 +142,16 @@ def run_demo(out_dir: str | Path, config: GenerateConfig | None = None) -> dict[
     for index, subject in enumerate(subject_images):
         subject.save(out / f"subject_{index}.png")
     side_by_side([im.resize((96, 96)) for im in subject_images]).save(out / "subjects.png")
+    write_demo_card(
+        out,
+        "ID-Patch: a group photo of two subjects at chosen positions (tiny config, random weights)",
+        [*(np.asarray(im) for im in subject_images), np.asarray(condition), np.asarray(image)],
+        [*(f"subject {i + 1}" for i in range(len(subject_images))), "condition: poses + ID patches", "generated"],
+        notes=[
+            f"Positions (x, y) of the subjects' faces: {[tuple(round(v) for v in p) for p in positions]}.",
+            "The condition image carries each subject's ID patch at its position; the ID tokens join the text.",
+        ],
+    )
     cosine = float(torch.nn.functional.cosine_similarity(embeds[0], embeds[1], dim=0))
     text_tokens = pipe.tokenizer.model_max_length
     summary = {
@@ -172,6 +183,8 @@ def run_demo(out_dir: str | Path, config: GenerateConfig | None = None) -> dict[
             "group_and_condition_x4.png",
             *[f"subject_{i}.png" for i in range(len(faces))],
             "subjects.png",
+            "strip.png",
+            "README.txt",
         ],
     }
     (out / "summary.json").write_text(json.dumps(summary, indent=2), encoding="utf-8")
