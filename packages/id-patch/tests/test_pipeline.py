@@ -7,12 +7,14 @@ from __future__ import annotations
 import json
 from collections.abc import Iterator
 from pathlib import Path
+from typing import ClassVar
 
 import numpy as np
 import pytest
 import torch
 
 from genblocks.config import load_config
+from genblocks.testing.pipelines import PipelineTesterMixin
 from id_patch.config import FaceSection, GenerateConfig, build_face_encoder, build_pipeline, generate
 from id_patch.pipeline_id_patch import IDPatchPipeline, IDPatchPipelineOutput, context_schedule
 from id_patch.testing import random_face_image, tiny_face_encoder, tiny_id_patch_pipeline
@@ -242,3 +244,30 @@ def test_tiny_config_builds_and_generates() -> None:
     assert np.array_equal(np.asarray(out.images[0]), np.asarray(again.images[0]))  # seeded from the config
     with pytest.raises(ValueError, match=r"face\.backend"):
         build_face_encoder(FaceSection(backend="mtcnn"), 16)
+
+
+class TestIDPatchPipelineContract(PipelineTesterMixin):
+    """genblocks' pipeline contract: save/load, dtype and device moves, determinism, progress and the step
+    callback, a pinned slice."""
+
+    pipeline_class = IDPatchPipeline
+    output_field = "images"
+    expected_slice: ClassVar[list[list[float]]] = [
+        [0.5308, 0.6128, 0.5856],
+        [0.5626, 0.6092, 0.5704],
+        [0.5532, 0.5242, 0.5452],
+    ]
+
+    def get_pipeline(self) -> IDPatchPipeline:
+        return tiny_id_patch_pipeline(seed=0)
+
+    def get_inputs(self, seed: int = 0) -> dict:
+        return {
+            "prompt": "two people",
+            "face_embeds": _faces(2),
+            "face_locations": LOCATIONS[:2],
+            "num_inference_steps": 2,
+            "id_injection_ratio": 0.5,
+            "generator": torch.Generator().manual_seed(seed),
+            "output_type": "pt",
+        }

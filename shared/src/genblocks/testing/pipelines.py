@@ -105,10 +105,31 @@ class PipelineTesterMixin:
         steps: list[Any] = []
         original = pipe.progress_bar
 
-        def counting(iterable: Any = None, total: Any = None) -> Any:
-            for item in original(iterable, total) if total is not None else original(iterable):
-                steps.append(item)
-                yield item
+        class CountingBar:
+            """diffusers' two progress-bar styles: ``for t in progress_bar(timesteps)`` and
+            ``with progress_bar(total=n) as bar: bar.update()``."""
+
+            def __init__(self, iterable: Any = None, total: Any = None) -> None:
+                self.bar = original(iterable) if iterable is not None else original(total=total)
+
+            def __iter__(self) -> Any:
+                for item in self.bar:
+                    steps.append(item)
+                    yield item
+
+            def __enter__(self) -> CountingBar:
+                self.bar.__enter__()
+                return self
+
+            def __exit__(self, *exc: Any) -> None:
+                self.bar.__exit__(*exc)
+
+            def update(self, n: int = 1) -> None:
+                steps.extend([None] * n)
+                self.bar.update(n)
+
+        def counting(iterable: Any = None, total: Any = None) -> CountingBar:
+            return CountingBar(iterable, total)
 
         pipe.progress_bar = counting
         self.run(pipe, inputs)
