@@ -150,13 +150,11 @@ def read_image(path: str | Path, mode: str = "RGB", max_pixels: int | None = MAX
                     f"image {path}: {width}x{height} is {width * height / 1e6:.0f} Mpx, more than the limit of "
                     f"{max_pixels / 1e6:.0f} Mpx (downscale it, or raise max_pixels)"
                 )
-            image = ImageOps.exif_transpose(image)
-            image = _to_eight_bit(image)
-            if mode == "RGB" and (image.mode in ("RGBA", "LA", "PA") or "transparency" in image.info):
-                rgba = image.convert("RGBA")
-                white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
-                image = Image.alpha_composite(white, rgba)
-            return np.asarray(image.convert(mode)).copy()
+            shown: Image.Image = _to_eight_bit(ImageOps.exif_transpose(image))
+            if mode == "RGB" and (shown.mode in ("RGBA", "LA", "PA") or "transparency" in shown.info):
+                rgba = shown.convert("RGBA")
+                shown = Image.alpha_composite(Image.new("RGBA", rgba.size, (255, 255, 255, 255)), rgba)
+            return np.asarray(shown.convert(mode)).copy()
     except InputError:
         raise
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as error:

@@ -58,6 +58,7 @@ def run_demo(out: Path, config: DiffPortrait3DConfig | None = None, num_views: i
         output_type="pt",
     )
     seconds = time.perf_counter() - start
+    assert not isinstance(output, tuple)  # return_dict=True
     fps = config.inference.fps
     write_video(out / "orbit.gif", output.images, fps=fps, value_range=(0.0, 1.0))
     write_video(out / "conditions.gif", output.condition_images, fps=fps, value_range=(0.0, 1.0))

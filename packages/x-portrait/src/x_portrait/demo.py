@@ -278,6 +278,7 @@ def run_demo(
         output_type="pt",
     )
     seconds = time.perf_counter() - start
+    assert not isinstance(output, tuple)  # return_dict=True
     frames = output.frames
 
     metrics = _face_metrics(frames, output.driving_frames, source, analyzer, size=256)

@@ -24,7 +24,7 @@ import re
 from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 import torch
 from diffusers import AutoencoderKL, ControlNetModel, UNet2DConditionModel
@@ -158,7 +158,7 @@ class PipelineConversionReport:
     temporal_name = "temporal_modules"
 
     @classmethod
-    def from_unclaimed(cls, keys: Iterable[str]) -> PipelineConversionReport:
+    def from_unclaimed(cls, keys: Iterable[str]) -> Self:
         """A report whose unclaimed keys are ``keys`` less the LDM scheduler buffers (those go to ``ignored_keys``)."""
         keys = sorted(keys)
         return cls(

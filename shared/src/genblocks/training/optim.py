@@ -25,7 +25,7 @@ def _trainable(params: ParamsLike) -> list[Any]:
     items = list(params)
     if items and isinstance(items[0], dict):
         return items
-    return [p for p in items if p.requires_grad]
+    return [p for p in items if getattr(p, "requires_grad", False)]
 
 
 def _coap_groups(params: ParamsLike, config: OptimizerConfig) -> list[Any]:
@@ -86,7 +86,7 @@ def build_optimizer(params: ParamsLike, config: OptimizerConfig) -> torch.optim.
             groups, lr=config.lr, betas=config.betas, eps=config.eps, weight_decay=config.weight_decay
         )
     # Settings left as None take coap-optim's own defaults (coap_optim.defaults), never a copy of them.
-    coap_common = {
+    coap_common: dict[str, Any] = {
         key: value
         for key, value in {
             "rank": config.rank,
