@@ -6,7 +6,9 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
+import yaml
 
 from diffportrait3d.cli import main
 from diffportrait3d.config import DiffPortrait3DConfig, sd15_config, tiny_config
@@ -31,25 +33,52 @@ def test_shipped_configs_are_the_presets() -> None:
     assert (more.model.views_per_batch, more.seed) == (2, 3)
 
 
-def test_demo_writes_orbit_gif_and_summary(tmp_path: Path) -> None:
-    assert main(["demo", "--out", str(tmp_path), "--views", "4"]) == 0
-    summary = json.loads((tmp_path / "summary.json").read_text())
-    assert summary["headline"]["views"] == 4
+DEMO_FILES = [
+    "README.txt",
+    "conditions.gif",
+    "noise_renders.gif",
+    "orbit.gif",
+    "side_by_side.gif",
+    "strip.png",
+    "summary.json",
+]
+
+
+def test_demo_writes_its_documented_files_from_another_directory(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    argv = ["demo", "--config", "tiny", "--out", "demo", "--views", "4", "--set", "inference.fps=5"]
+    assert main(argv) == 0
+    out = tmp_path / "demo"
+    assert sorted(p.name for p in out.iterdir()) == DEMO_FILES
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["headline"]["views"] == 4 and summary["config"]["inference"]["fps"] == 5.0
     assert summary["headline"]["inversion_loss_last"] < summary["headline"]["inversion_loss_first"]
-    assert (tmp_path / "orbit.gif").stat().st_size > 0
+    assert sorted(summary["files"]) == sorted(set(DEMO_FILES) - {"summary.json"})
     from PIL import Image
 
-    strip = Image.open(tmp_path / "strip.png")
+    strip = Image.open(out / "strip.png")
     assert strip.height > 256 and strip.width > 4 * 256  # four labelled panels, larger than the 64-px views
-    readme = (tmp_path / "README.txt").read_text()
+    readme = (out / "README.txt").read_text()
     assert "weights are random" in readme and "3D-aware noise render" in readme
-    assert len(read_video_frames(tmp_path / "side_by_side.gif")) == 4
+    frames, fps = read_video(out / "side_by_side.gif")
+    assert len(frames) == 4 and fps == pytest.approx(5.0, rel=0.05)
+    assert len(read_video(out / "orbit.gif")[0]) == 4
 
 
-def read_video_frames(path: Path) -> list:
-    from genblocks.media import read_video
+def test_demo_default_out_folder(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from diffportrait3d.cli import command_line
 
-    return list(read_video(path)[0])
+    monkeypatch.chdir(tmp_path)
+    args = command_line.build_parser().parse_args(["demo"])
+    assert args.out == Path("outputs/diffportrait3d/demo") and args.config == "tiny"
+
+
+def read_video(path: Path) -> tuple[np.ndarray, float]:
+    from genblocks.media import read_video as read
+
+    return read(path)
 
 
 def test_smoke() -> None:
@@ -70,8 +99,25 @@ def test_render_from_condition_folder_from_another_directory(tmp_path: Path, mon
     write_inputs(tmp_path)
     monkeypatch.chdir(tmp_path)
     argv = ["render", "--config", "tiny", "--image", "face.png", "--conditions", "cond", "--out", "views"]
-    assert main([*argv, "--set", "inference.num_inference_steps=1", "--set", "seed=2"]) == 0
-    assert sorted(p.name for p in (tmp_path / "views").iterdir()) == ["view_000.png", "view_001.png", "views.gif"]
+    assert main([*argv, "--set", "inference.num_inference_steps=1", "--set", "inference.fps=4", "seed=2"]) == 0
+    out = tmp_path / "views"
+    assert sorted(p.name for p in out.iterdir()) == ["view_000.png", "view_001.png", "views.gif"]
+    frames, fps = read_video(out / "views.gif")
+    assert frames.shape == (2, 64, 64, 3) and fps == pytest.approx(4.0, rel=0.05)  # --set inference.fps reached it
+
+
+def test_render_seed_from_set_changes_the_views(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from genblocks.media import read_image
+
+    write_inputs(tmp_path)
+    monkeypatch.chdir(tmp_path)
+    argv = ["render", "--image", "face.png", "--conditions", "cond", "--set", "inference.num_inference_steps=1"]
+    views = {}
+    for name, seed in (("a", 2), ("b", 2), ("c", 3)):
+        assert main([*argv, "--set", f"seed={seed}", "--out", name]) == 0
+        views[name] = read_image(tmp_path / name / "view_000.png").astype(np.int16)
+    assert np.abs(views["a"] - views["b"]).max() == 0
+    assert np.abs(views["a"] - views["c"]).max() > 0
 
 
 def test_set_is_repeatable_and_print_config(capsys: pytest.CaptureFixture[str]) -> None:
@@ -84,26 +130,45 @@ def test_set_is_repeatable_and_print_config(capsys: pytest.CaptureFixture[str]) 
         "seed=4",
         "--set",
         "model.view_heads=4",
+        "--set",
+        "seed=5",
         "--print-config",
     ]
     assert main([*argv, "--out", "unused"]) == 0
-    printed = capsys.readouterr().out
-    assert "stage: 2" in printed and "lr: 0.5" in printed and "seed: 4" in printed and "view_heads: 4" in printed
+    printed = yaml.safe_load(capsys.readouterr().out)
+    assert printed["train"]["stage"] == 2 and printed["train"]["optimizer"]["lr"] == 0.5
+    assert printed["seed"] == 5 and printed["model"]["view_heads"] == 4  # later --set wins
+    assert printed["model"]["resolution"] == 64 and printed["train"]["max_steps"] == 2  # the rest is tiny.yaml
+    assert not Path("unused").exists()
+
+
+def test_convert_reads_the_sd15_model_config(capsys: pytest.CaptureFixture[str]) -> None:
+    argv = ["convert", "--checkpoint", "x.th", "--base", "sd15", "--out", "unused", "--print-config"]
+    assert main([*argv, "--set", "model.views_per_batch=4"]) == 0
+    printed = yaml.safe_load(capsys.readouterr().out)
+    assert printed["model"]["resolution"] == 512 and printed["model"]["views_per_batch"] == 4
+    assert printed["model"]["controlnet_embedding_channels"] == [16, 32, 96, 256]
 
 
 def test_user_errors_exit_2_with_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     write_inputs(tmp_path)
+    face = str(tmp_path / "face.png")
     cases = [
         (["render", "--image", str(tmp_path / "nope.png"), "--out", str(tmp_path / "o")], "nope.png"),
-        (["render", "--image", str(tmp_path / "face.png"), "--set", "inference.num_steps=3"], "inference.num_steps"),
-        (
-            ["render", "--image", str(tmp_path / "face.png"), "--conditions", str(tmp_path / "face.png")],
-            "--conditions",
-        ),
+        (["render", "--image", face, "--eg3d", str(tmp_path / "g.pkl"), "--out", str(tmp_path / "o")], "g.pkl"),
+        (["render", "--image", face, "--set", "inference.num_steps=3"], "inference.num_steps"),
+        (["render", "--image", face, "--conditions", face], "--conditions"),
+        (["render", "--image", face, "--views", "0", "--out", str(tmp_path / "o")], "--views 0"),
         (["train", "--config", "huge", "--out", str(tmp_path / "r")], "--config huge"),
         (["train", "--set", "train.max_steps=many", "--out", str(tmp_path / "r")], "'many'"),
+        (["train", "--manifest", str(tmp_path / "views.jsonl"), "--out", str(tmp_path / "r")], "views.jsonl"),
+        (["convert", "--checkpoint", str(tmp_path / "m.th"), "--base", str(tmp_path), "--out", "o"], "m.th"),
+        (["convert", "--checkpoint", face, "--base", str(tmp_path / "sd"), "--out", "o"], "--base"),
+        (["demo", "--config", "sd15", "--out", str(tmp_path / "d")], "source='pretrained'"),
     ]
     for argv, named in cases:
         assert main(argv) == 2, argv
         err = capsys.readouterr().err
         assert named in err and "Traceback" not in err and len(err.strip().splitlines()) == 1, err
+        assert err.startswith(f"diffportrait3d {argv[0]}: error: "), err
+    assert not (tmp_path / "o").exists() and not (tmp_path / "r").exists() and not (tmp_path / "d").exists()

@@ -3,10 +3,13 @@ back exactly (key maps from genblocks.testing.ldm_layout)."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
+import pytest
 import torch
 
+from diffportrait3d.cli import main
 from diffportrait3d.config import tiny_config
 from diffportrait3d.convert_diffportrait3d_original import (
     convert_diffportrait3d_checkpoint,
@@ -101,3 +104,22 @@ def test_sd15_cross_view_key_map() -> None:
         "output_blocks_motion_module.5.1",
         "output_blocks_motion_module.8.1",
     ]
+
+
+def test_cli_convert_writes_the_pipeline_folder(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    source, state = _source()
+    base = tmp_path / "sd15"
+    for name in ("unet", "vae", "text_encoder", "tokenizer"):
+        getattr(source, name).save_pretrained(base / name)
+    torch.save({"state_dict": state}, tmp_path / "model_state.th")
+    out = tmp_path / "pipe"
+    argv = ["convert", "--config", "tiny", "--checkpoint", str(tmp_path / "model_state.th"), "--base", str(base)]
+    assert main([*argv, "--out", str(out), "--set", "model.views_per_batch=2", "--strict"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["is_exact"]
+    assert (out / "model_index.json").is_file()
+    assert json.loads((out / "conversion_report.json").read_text())["is_exact"]
+    loaded = DiffPortrait3DPipeline.from_pretrained(out)
+    assert loaded.config.views_per_batch == 2  # the --set reached the converter's model config
+    _same(loaded.view_controlnet, source.view_controlnet)
+    _same(loaded.view_modules, source.view_modules)

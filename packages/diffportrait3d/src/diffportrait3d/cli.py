@@ -3,26 +3,35 @@ convention of :mod:`genblocks.cli`.
 
 ::
 
-    diffportrait3d render --image face.png --out out/ --views 8 --path orbit --pretrained checkpoints/dp3d \
-        --eg3d eg3d_G.safetensors --set inference.noise_prior=eg3d
-    diffportrait3d render --image face.png --conditions cond/ --out out/                 # tiny random model
+    diffportrait3d convert --checkpoint model_state-540000-001.th --base stable-diffusion-v1-5 \
+        --out checkpoints/diffportrait3d
+    diffportrait3d render --config sd15 --image face.png --eg3d eg3d_G.safetensors --out out/ --views 8 --path orbit
+    diffportrait3d render --config tiny --image face.png --conditions cond/ --out out/      # tiny random model
     diffportrait3d train --config tiny --stage 2 --manifest data/views.jsonl --out runs/dp3d
-    diffportrait3d convert --checkpoint model_state-540000-001.th --base stable-diffusion-v1-5 --out checkpoints/dp3d
-    diffportrait3d demo --out outputs/diffportrait3d/demo
+    diffportrait3d train --config tiny --stage 2 --out runs/dp3d --resume --set train.max_steps=10
+    diffportrait3d demo --config tiny --out outputs/diffportrait3d/demo
     diffportrait3d smoke
 
-Configs ship inside the package in ``diffportrait3d/configs/run/`` (``tiny``, ``sd15``), shared by ``render`` and
-``train``; ``--set key=value`` overrides any field. ``render`` writes ``view_000.png``, ... and ``views.gif`` (or
-``views.mp4`` with ``--format mp4``) into ``--out``; ``train`` uses ``--out`` as its run folder; ``convert`` writes a
-``DiffPortrait3DPipeline`` folder there.
+Files written into ``--out``: ``render``: ``view_000.png``, ``view_001.png``, ... and ``views.gif`` (``views.mp4``
+with ``--format mp4``); ``train`` (the run folder): ``config.yaml``, ``checkpoints/last.ckpt``,
+``checkpoints/step-<N>.ckpt``, ``metrics.csv``, ``loss.png``, ``trained/`` (a ``DiffPortrait3DPipeline`` folder);
+``convert``: a ``DiffPortrait3DPipeline`` folder (``model_index.json``, one subfolder per component) and
+``conversion_report.json``; ``demo``: ``orbit.gif``, ``conditions.gif``, ``noise_renders.gif``, ``side_by_side.gif``,
+``strip.png``, ``README.txt``, ``summary.json``.
+
+Configs ship inside the package in ``diffportrait3d/configs/run/`` (``tiny``, ``sd15``), one schema
+(:class:`diffportrait3d.config.DiffPortrait3DConfig`) shared by ``render``, ``train``, ``convert`` (default ``sd15``:
+the model section of the converted pipeline) and ``demo``; ``--set key=value`` overrides any field and
+``--print-config`` shows the merged config. The work lives in :mod:`diffportrait3d.pipeline_diffportrait3d`,
+:mod:`diffportrait3d.training`, :mod:`diffportrait3d.convert_diffportrait3d_original` and :mod:`diffportrait3d.demo`.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import sys
 from collections.abc import Sequence
-from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -35,27 +44,53 @@ if TYPE_CHECKING:
 __all__ = ["command_line", "main"]
 
 SCHEMA = "diffportrait3d.config:DiffPortrait3DConfig"
+GROUP = "run"
 _IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp")
 
 
+def _require_file(path: Path | None, flag: str, expected: str) -> None:
+    """Refuse a missing input file before any model is built, naming the flag and the file."""
+    if path is not None and not path.is_file():
+        raise InputError(f"{flag} {path}: file not found (expected {expected})")
+
+
 def _render_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--image", type=Path, required=True, help="portrait image")
-    parser.add_argument("--conditions", type=Path, default=None, help="folder of condition images (one per view)")
-    parser.add_argument("--views", type=int, default=8, help="number of cameras on the path")
+    parser.add_argument(
+        "--image", type=Path, required=True, metavar="FILE", help="the portrait to render from new views"
+    )
+    parser.add_argument(
+        "--conditions",
+        type=Path,
+        default=None,
+        metavar="DIR",
+        help="folder of condition images, one per view (instead of cameras)",
+    )
+    parser.add_argument("--views", type=int, default=8, metavar="N", help="number of cameras on the path")
     parser.add_argument("--path", choices=("orbit", "yaw"), default="orbit", help="camera path")
-    parser.add_argument("--eg3d", type=Path, default=None, help="EG3D weights: state dict or network pickle")
-    parser.add_argument("--pretrained", default=None, help="DiffPortrait3DPipeline folder (sets source=pretrained)")
-    parser.add_argument("--format", choices=("gif", "mp4"), default="gif", help="video of the views in --out")
+    parser.add_argument(
+        "--eg3d",
+        type=Path,
+        default=None,
+        metavar="FILE",
+        help="EG3D weights (state dict or network pickle; default: tiny random)",
+    )
+    parser.add_argument("--format", choices=("gif", "mp4"), default="gif", help="views.gif or views.mp4 in --out")
 
 
 def _train_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--manifest", type=Path, default=None, help="JSON-lines manifest (default: synthetic data)")
+    parser.add_argument(
+        "--manifest", type=Path, default=None, metavar="FILE", help="JSON-lines manifest (default: synthetic data)"
+    )
     parser.add_argument("--overwrite", action="store_true", help="start again in a used run folder")
 
 
 def _convert_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--checkpoint", type=Path, required=True, help="official .th (or .safetensors) file")
-    parser.add_argument("--base", type=Path, required=True, help="diffusers SD1.5 folder (vae, text encoder, ...)")
+    parser.add_argument(
+        "--checkpoint", type=Path, required=True, metavar="FILE", help="official model_state-*.th (or .safetensors)"
+    )
+    parser.add_argument(
+        "--base", type=Path, required=True, metavar="DIR", help="diffusers SD1.5 folder (unet/, vae/, text_encoder/)"
+    )
     parser.add_argument("--trust-pickle", action="store_true", help="allow full unpickling of the .th file")
     parser.add_argument(
         "--strict", action="store_true", help="exit 1 unless every key matched (scheduler buffers are ignored)"
@@ -63,10 +98,26 @@ def _convert_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _demo_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--views", type=int, default=8, help="views on the orbit")
+    parser.add_argument("--views", type=int, default=8, metavar="N", help="views on the orbit")
+
+
+def _condition_files(folder: Path) -> list[Path]:
+    """The images of ``--conditions``, sorted by name."""
+    if not folder.is_dir():
+        raise InputError(f"--conditions {folder}: expected a folder of condition images")
+    files = sorted(p for p in folder.iterdir() if p.suffix.lower() in _IMAGE_SUFFIXES)
+    if not files:
+        raise InputError(f"--conditions {folder}: the folder holds no images ({', '.join(_IMAGE_SUFFIXES)})")
+    return files
 
 
 def _render(args: argparse.Namespace, config: DiffPortrait3DConfig) -> int:
+    _require_file(args.image, "--image", "a portrait image")
+    _require_file(args.eg3d, "--eg3d", "EG3D generator weights")
+    if args.views < 1:
+        raise InputError(f"--views {args.views}: expected at least 1 view")
+    condition_files = _condition_files(args.conditions) if args.conditions is not None else None
+
     import torch
 
     from diffportrait3d.cameras import orbit_cameras, yaw_sweep_cameras
@@ -74,23 +125,13 @@ def _render(args: argparse.Namespace, config: DiffPortrait3DConfig) -> int:
     from diffportrait3d.pipeline_diffportrait3d import load_pipeline
     from genblocks.media import read_image, write_image, write_video
 
-    if args.pretrained is not None:
-        config = replace(config, source="pretrained", pretrained=args.pretrained)
-    pipe = load_pipeline(config)
     portrait = torch.from_numpy(read_image(args.image)).permute(2, 0, 1).float() / 255
+    conditions = [read_image(p) for p in condition_files] if condition_files is not None else None
+    pipe = load_pipeline(config)
     eg3d = load_eg3d(args.eg3d) if args.eg3d is not None else tiny_eg3d()
-    cameras = orbit_cameras(args.views) if args.path == "orbit" else yaw_sweep_cameras(args.views)
-    conditions = None
-    if args.conditions is not None:
-        if not args.conditions.is_dir():
-            raise InputError(f"--conditions {args.conditions}: expected a folder of condition images")
-        files = sorted(p for p in args.conditions.iterdir() if p.suffix.lower() in _IMAGE_SUFFIXES)
-        if not files:
-            raise InputError(
-                f"--conditions {args.conditions}: the folder holds no images ({', '.join(_IMAGE_SUFFIXES)})"
-            )
-        conditions = [read_image(p) for p in files]
-        cameras = None
+    cameras = None
+    if conditions is None:
+        cameras = orbit_cameras(args.views) if args.path == "orbit" else yaw_sweep_cameras(args.views)
     noise_renders = None
     if config.inference.noise_prior == "eg3d" and cameras is not None:
         prior = EG3DNoisePrior(eg3d, config.inference.inversion_steps, config.inference.inversion_lr)
@@ -109,6 +150,7 @@ def _render(args: argparse.Namespace, config: DiffPortrait3DConfig) -> int:
         generator=torch.Generator().manual_seed(config.seed),
         output_type="pt",
     )
+    assert not isinstance(output, tuple)  # return_dict=True
     for index, view in enumerate(output.images):
         write_image(args.out / f"view_{index:03d}.png", view, value_range=(0.0, 1.0))
     video = args.out / f"views.{args.format}"
@@ -118,6 +160,7 @@ def _render(args: argparse.Namespace, config: DiffPortrait3DConfig) -> int:
 
 
 def _train(args: argparse.Namespace, config: DiffPortrait3DConfig) -> int:
+    _require_file(args.manifest, "--manifest", "a JSON-lines manifest")
     from diffportrait3d.training import train_from_config
 
     result = train_from_config(config, args.out, manifest=args.manifest, resume=args.resume, overwrite=args.overwrite)
@@ -125,57 +168,72 @@ def _train(args: argparse.Namespace, config: DiffPortrait3DConfig) -> int:
     return 0
 
 
-def _convert(args: argparse.Namespace, config: None) -> int:
+def _convert(args: argparse.Namespace, config: DiffPortrait3DConfig) -> int:
+    _require_file(args.checkpoint, "--checkpoint", "the official model_state-*.th")
+    if not (args.base / "unet").is_dir():
+        raise InputError(f"--base {args.base}: expected a diffusers SD1.5 folder with unet/, vae/, text_encoder/")
     from diffportrait3d.convert_diffportrait3d_original import convert_checkpoint
 
-    report = convert_checkpoint(args.checkpoint, args.base, args.out, trust_pickle=args.trust_pickle)
+    report = convert_checkpoint(
+        args.checkpoint, args.base, args.out, config=config.model, trust_pickle=args.trust_pickle
+    )
     print(json.dumps(report, indent=2, default=str))
     return 1 if args.strict and not report["is_exact"] else 0
 
 
-def _demo(args: argparse.Namespace, config: None) -> int:
+def _demo(args: argparse.Namespace, config: DiffPortrait3DConfig) -> int:
+    if args.views < 1:
+        raise InputError(f"--views {args.views}: expected at least 1 view")
     from diffportrait3d.demo import run_demo
 
-    summary = run_demo(args.out, num_views=args.views)
+    summary = run_demo(args.out, config, num_views=args.views)
     print(json.dumps(summary["headline"], indent=2))
-    print(f"wrote {args.out / 'orbit.gif'} and {args.out / 'summary.json'}")
+    print(f"wrote {', '.join(summary['files'])} and summary.json to {args.out}")
     return 0
 
 
 command_line = CommandLine(
     prog="diffportrait3d",
     package="diffportrait3d",
-    description="DiffPortrait3D portrait novel-view synthesis (arXiv 2312.13016).",
+    description="DiffPortrait3D portrait novel-view synthesis (arXiv 2312.13016). Configs: configs/run/ (tiny, sd15).",
     commands=(
         Command(
             "render",
-            "render a portrait from new views (PNGs + views.gif in --out)",
+            "render the portrait --image from new views: view_000.png, ... and views.gif (or views.mp4) in --out",
             _render,
             schema=SCHEMA,
-            config_group="run",
+            config_group=GROUP,
             arguments=_render_arguments,
         ),
         Command(
             "train",
-            "run one training stage from a manifest; --out is the run folder",
+            "train one stage (--stage 1: reference UNet + view ControlNet on pairs; --stage 2: cross-view modules on "
+            "view sequences); --out is the run folder (config.yaml, checkpoints/, metrics.csv, loss.png, trained/)",
             _train,
             schema=SCHEMA,
-            config_group="run",
+            config_group=GROUP,
             arguments=_train_arguments,
             stages=("1", "2"),
             resume=True,
         ),
         Command(
             "convert",
-            "official model_state-*.th -> DiffPortrait3DPipeline folder in --out",
+            "official --checkpoint model_state-*.th on the SD1.5 --base folder -> DiffPortrait3DPipeline folder in "
+            "--out (model_index.json, component subfolders, conversion_report.json)",
             _convert,
+            schema=SCHEMA,
+            config_group=GROUP,
+            default_config="sd15",
             arguments=_convert_arguments,
             out=None,
         ),
         Command(
             "demo",
-            "orbit GIF of scikit-image's astronaut with the tiny random model",
+            "orbit of scikit-image's astronaut with the tiny random model: orbit.gif, conditions.gif, "
+            "noise_renders.gif, side_by_side.gif, strip.png, README.txt, summary.json in --out",
             _demo,
+            schema=SCHEMA,
+            config_group=GROUP,
             arguments=_demo_arguments,
         ),
         smoke_command("diffportrait3d"),
@@ -189,6 +247,4 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    import sys
-
     sys.exit(main())

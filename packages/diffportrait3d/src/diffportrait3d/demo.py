@@ -1,4 +1,5 @@
-"""``diffportrait3d demo``: an orbit GIF of scikit-image's astronaut portrait with the tiny random configuration.
+"""``diffportrait3d demo``: an orbit GIF of scikit-image's astronaut portrait with a random-weight configuration
+(the shipped ``tiny`` by default).
 
 The model is random and untrained: the GIF shows the plumbing (reference bank, view ControlNet on EG3D condition
 renders, cross-view modules, 3D-aware noise from an EG3D inversion), not the paper's quality.
@@ -18,6 +19,7 @@ from diffportrait3d.cameras import orbit_cameras
 from diffportrait3d.config import DiffPortrait3DConfig, tiny_config
 from diffportrait3d.noise3d import EG3DConditionRenderer, EG3DNoisePrior, tiny_eg3d
 from diffportrait3d.pipeline_diffportrait3d import load_pipeline
+from genblocks.errors import InputError
 from genblocks.media import label_frames, write_demo_card, write_video
 
 __all__ = ["demo_portrait", "run_demo"]
@@ -34,8 +36,24 @@ def demo_portrait() -> np.ndarray:
 
 def run_demo(out: Path, config: DiffPortrait3DConfig | None = None, num_views: int = 8) -> dict:
     """Render an orbit of ``num_views`` views of the astronaut and write ``orbit.gif``, ``conditions.gif``,
-    ``noise_renders.gif`` and ``summary.json`` (with a ``"headline"``) under ``out``. Returns the summary."""
+    ``noise_renders.gif``, ``side_by_side.gif``, ``strip.png``, ``README.txt`` and ``summary.json`` (with a
+    ``"headline"``) under ``out``. Returns the summary.
+
+    Args:
+        out: The output folder (created).
+        config: A random-weight configuration (``source="random"``); defaults to the shipped ``tiny``.
+        num_views: Views on the orbit.
+
+    Raises:
+        InputError: ``config.source`` is not ``random`` (the demo's README says the weights are random; render a
+            pretrained pipeline with ``diffportrait3d render``).
+    """
     config = config if config is not None else tiny_config()
+    if config.source != "random":
+        raise InputError(
+            f"demo runs random weights (source=random), got source={config.source!r}: use `diffportrait3d render` "
+            "for a pretrained pipeline"
+        )
     out.mkdir(parents=True, exist_ok=True)
     pipe = load_pipeline(config)
     portrait = torch.from_numpy(demo_portrait()).permute(2, 0, 1).float() / 255
@@ -75,7 +93,7 @@ def run_demo(out: Path, config: DiffPortrait3DConfig | None = None, num_views: i
     middle = num_views // 2
     write_demo_card(
         out,
-        "DiffPortrait3D: the astronaut from a new view (tiny config, random weights)",
+        f"DiffPortrait3D: the astronaut from a new view ({config.model.resolution} px, random weights)",
         [portrait, output.condition_images[middle], noise_renders[middle], output.images[middle]],
         captions,
         notes=[
