@@ -7,6 +7,7 @@ import json
 import numpy as np
 import pytest
 import torch
+import yaml
 from PIL import Image
 from xp_testing import RESOLUTION, face_landmarks, randomize_motion_modules, tiny_components
 
@@ -25,17 +26,39 @@ def test_smoke_command() -> None:
     assert main(["smoke"]) == 0
 
 
-def test_demo_writes_gifs_beside_source_and_driving_frames(tmp_path, capsys) -> None:
-    assert main(["demo", "--out", str(tmp_path), "--frames", "3", "--no-face"]) == 0
-    names = {p.name for p in tmp_path.iterdir()}
-    assert {"source.png", "driving.gif", "animation.gif", "side_by_side.gif", "summary.json"} <= names
-    assert {"strip.png", "README.txt"} <= names and "weights are random" in (tmp_path / "README.txt").read_text()
-    assert Image.open(tmp_path / "strip.png").height > 256
-    summary = json.loads((tmp_path / "summary.json").read_text())
+DEMO_FILES = {
+    "strip.png",
+    "README.txt",
+    "source.png",
+    "driving.gif",
+    "local_patches.gif",
+    "animation.gif",
+    "side_by_side.gif",
+    "summary.json",
+}
+
+
+def test_demo_from_another_directory_writes_its_documented_files(tmp_path, monkeypatch, capsys) -> None:
+    monkeypatch.chdir(tmp_path)
+    argv = ["demo", "--config", "tiny", "--out", "demo", "--frames", "3", "--no-face"]
+    assert main([*argv, "--set", "inference.seed=5", "--set", "inference.num_inference_steps=1"]) == 0
+    out = tmp_path / "demo"
+    assert {p.name for p in out.iterdir()} == DEMO_FILES
+    assert "weights are random" in (out / "README.txt").read_text()
+    assert Image.open(out / "strip.png").height > 256
+    summary = json.loads((out / "summary.json").read_text())
     assert summary["headline"]["frames"] == 3 and summary["headline"]["seconds_per_frame"] > 0
-    frames, _ = read_video(tmp_path / "animation.gif")
+    assert summary["seeds"] == {"weights": 0, "noise": 5} and summary["resolution"] == RESOLUTION
+    frames, _ = read_video(out / "animation.gif")
     assert frames.shape == (3, 4 * RESOLUTION, 4 * RESOLUTION, 3)
     assert "seconds per frame" in capsys.readouterr().out
+
+
+def test_demo_refuses_trained_weights(tmp_path, capsys) -> None:
+    assert main(["demo", "--config", "sd15", "--out", str(tmp_path / "demo")]) == 2
+    err = capsys.readouterr().err
+    assert "components.source='pretrained'" in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "demo").exists()
 
 
 def test_animate_from_a_frame_folder(tmp_path, capsys) -> None:
@@ -60,19 +83,47 @@ def test_animate_from_a_frame_folder(tmp_path, capsys) -> None:
 
 def test_animate_from_another_directory_with_repeated_set(tmp_path, monkeypatch) -> None:
     _png(tmp_path / "face.png", 0)
-    _png(tmp_path / "drive.png", 1)
+    (tmp_path / "frames").mkdir()
+    for i in range(4):
+        _png(tmp_path / "frames" / f"{i:03d}.png", i + 1)
     monkeypatch.chdir(tmp_path)
-    argv = ["animate", "--config", "tiny", "--image", "face.png", "--driving", "drive.png", "--out", "out"]
+    argv = ["animate", "--config", "tiny", "--image", "face.png", "--driving", "frames", "--out", "out"]
     argv += ["--set", "inference.align_driving=false", "--set", "inference.local_patches=false", "inference.seed=3"]
+    argv += ["--set", "inference.max_frames=2", "inference.fps=4"]  # both reach the run: 2 of 4 frames, 4 fps
     assert main([*argv, "--format", "gif"]) == 0
-    assert read_video(tmp_path / "out" / "animation.gif")[0].shape == (1, RESOLUTION, RESOLUTION, 3)
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["animation.gif"]
+    frames, fps = read_video(tmp_path / "out" / "animation.gif")
+    assert frames.shape == (2, RESOLUTION, RESOLUTION, 3) and fps == pytest.approx(4.0)
+
+
+def test_repeated_set_and_stage_reach_the_printed_config(capsys) -> None:
+    argv = ["animate", "--image", "unused.png", "--driving", "unused.mp4", "--print-config"]
+    argv += ["--set", "inference.num_inference_steps=7", "model.motion_scale=0.5", "--set", "inference.best_frame=2"]
+    assert main(argv) == 0
+    printed = yaml.safe_load(capsys.readouterr().out)
+    assert printed["inference"]["num_inference_steps"] == 7 and printed["inference"]["best_frame"] == 2
+    assert printed["model"]["motion_scale"] == 0.5 and printed["model"]["resolution"] == RESOLUTION
+    assert (
+        main(["convert", "--config", "sd15", "--checkpoint", "u", "--base", "u", "--out", "u", "--print-config"]) == 0
+    )
+    printed = yaml.safe_load(capsys.readouterr().out)
+    assert (printed["model"]["resolution"], printed["inference"]["num_inference_steps"]) == (512, 30)
 
 
 def test_user_errors_exit_2_with_one_line(tmp_path, capsys) -> None:
     _png(tmp_path / "face.png", 0)
     base = ["animate", "--image", str(tmp_path / "face.png"), "--out", str(tmp_path / "o")]
     cases = [
-        ([*base, "--driving", str(tmp_path / "missing.mp4")], "missing.mp4"),
+        ([*base, "--driving", str(tmp_path / "missing.mp4")], "--driving " + str(tmp_path / "missing.mp4")),
+        (
+            ["animate", "--image", str(tmp_path / "nope.png"), "--driving", str(tmp_path / "face.png"), "--out", "o"],
+            "--image " + str(tmp_path / "nope.png"),
+        ),
+        (
+            ["convert", "--checkpoint", str(tmp_path / "m.th"), "--base", str(tmp_path), "--out", str(tmp_path / "c")],
+            "--checkpoint " + str(tmp_path / "m.th"),
+        ),
+        ([*base, "--driving", str(tmp_path / "face.png"), "--pretrained", "nowhere"], "--pretrained nowhere"),
         ([*base, "--driving", str(tmp_path / "face.png"), "--set", "inference.window=3"], "inference.window"),
         ([*base, "--driving", str(tmp_path / "face.png"), "--set", "train.stage=video"], "train.stage"),
         (["train", "--config", "nope", "--out", str(tmp_path / "r")], "--config nope"),
@@ -85,9 +136,12 @@ def test_user_errors_exit_2_with_one_line(tmp_path, capsys) -> None:
 
 def test_stage_and_print_config(capsys) -> None:
     argv = ["train", "--stage", "temporal", "--set", "train.optimizer.lr=0.5", "--out", "unused", "--print-config"]
-    assert main(argv) == 0
-    printed = capsys.readouterr().out
-    assert "stage: temporal" in printed and "lr: 0.5" in printed
+    assert main([*argv, "--set", "train.max_steps=9"]) == 0
+    train = yaml.safe_load(capsys.readouterr().out)["train"]
+    assert (train["stage"], train["optimizer"]["lr"], train["max_steps"]) == ("temporal", 0.5, 9)
+    assert main(["train", "--config", "sd15", "--print-config"]) == 0
+    train = yaml.safe_load(capsys.readouterr().out)["train"]
+    assert (train["stage"], train["max_steps"], train["optimizer"]["lr"]) == ("image", 415000, 1e-5)
 
 
 @pytest.mark.filterwarnings("ignore::FutureWarning")

@@ -7,14 +7,18 @@ of :mod:`genblocks.cli`.
     x-portrait animate --image face.png --driving frames/ --out out/                    # tiny random model
     x-portrait train --config tiny --stage temporal --set train.manifest=data/clips.jsonl train.max_steps=100 --out runs/xp
     x-portrait convert --checkpoint model_state-415001.th --base stable-diffusion-v1-5 --out checkpoints/x-portrait
-    x-portrait demo --out outputs/x-portrait/demo
+    x-portrait demo --config tiny --out outputs/x-portrait/demo
     x-portrait smoke
 
 Configs ship inside the package in ``x_portrait/configs/run/`` (``tiny``: random 64-px model; ``sd15``: the paper's
-settings), shared by ``animate``, ``train`` and ``convert``; ``--set key=value`` overrides any field
-(``inference.num_inference_steps=2``). Files in ``--out``: ``animate`` writes ``animation.gif`` (``--format mp4``:
-``animation.mp4``) and, with ``--metrics``, ``metrics.json``; ``train`` uses it as the run folder (the trained pipeline in
-``trained/``); ``convert`` writes an ``XPortraitPipeline`` folder with ``conversion_report.json``. The work lives in the
+settings), shared by ``animate``, ``train``, ``convert`` and ``demo`` (one schema, :class:`x_portrait.config.XPortraitConfig`);
+``--set key=value`` overrides any field (``inference.num_inference_steps=2``) and ``--print-config`` shows the merged
+config. Files in ``--out``: ``animate`` writes ``animation.gif`` (``--format mp4``: ``animation.mp4``) and, with
+``--metrics``, ``metrics.json``; ``train`` uses it as the run folder (``config.yaml``, ``checkpoints/``,
+``metrics.csv``, ``loss.png``, the trained pipeline in ``trained/``); ``convert`` writes an ``XPortraitPipeline`` folder
+(``model_index.json``, component sub-folders, ``conversion_report.json``); ``demo`` writes ``strip.png``,
+``README.txt``, ``source.png``, ``driving.gif``, ``local_patches.gif``, ``animation.gif``, ``side_by_side.gif`` and
+``summary.json``. The work lives in the
 library (:mod:`x_portrait.pipeline_x_portrait`, :mod:`x_portrait.training`, :mod:`x_portrait.convert_x_portrait_original`,
 :mod:`x_portrait.demo`).
 """
@@ -38,21 +42,46 @@ if TYPE_CHECKING:
 __all__ = ["command_line", "main", "read_driving"]
 
 SCHEMA = "x_portrait.config:XPortraitConfig"
+GROUP = "run"  # one schema, so animate, train, convert and demo share configs/run/
 _IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp")
 _VIDEO_SUFFIXES = (".gif", ".mp4", ".mov", ".avi", ".mkv", ".webm")
 
 
+def _require_file(path: Path, flag: str, expected: str) -> None:
+    """Refuse a missing input file before any model is built, naming the flag and the file."""
+    if not path.is_file():
+        raise InputError(f"{flag} {path}: file not found (expected {expected})")
+
+
+def _require_folder(path: Path, flag: str, expected: str) -> None:
+    """Refuse a missing input folder before any model is built, naming the flag and the folder."""
+    if not path.is_dir():
+        raise InputError(f"{flag} {path}: folder not found (expected {expected})")
+
+
 def _animate_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--image", type=Path, required=True, help="source portrait image")
-    parser.add_argument("--driving", type=Path, required=True, help="video (.mp4, .gif, ...), frame folder or image")
-    parser.add_argument("--pretrained", default=None, help="XPortraitPipeline folder (sets components.source)")
+    parser.add_argument("--image", type=Path, required=True, metavar="FILE", help="source portrait image")
+    parser.add_argument(
+        "--driving", type=Path, required=True, metavar="PATH", help="video (.mp4, .gif, ...), frame folder or image"
+    )
+    parser.add_argument(
+        "--pretrained",
+        type=Path,
+        default=None,
+        metavar="DIR",
+        help="XPortraitPipeline folder (same as --set components.source=pretrained components.pretrained=DIR)",
+    )
     parser.add_argument("--format", choices=("gif", "mp4"), default="gif", help="animation file in --out")
     parser.add_argument("--metrics", action="store_true", help="self-reenactment metrics against the driving frames")
 
 
 def _convert_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--checkpoint", type=Path, required=True, help="official .th (or .safetensors) file")
-    parser.add_argument("--base", type=Path, required=True, help="diffusers SD1.5 folder (vae, text encoder, ...)")
+    parser.add_argument(
+        "--checkpoint", type=Path, required=True, metavar="FILE", help="official .th (or .safetensors) file"
+    )
+    parser.add_argument(
+        "--base", type=Path, required=True, metavar="DIR", help="diffusers SD1.5 folder (vae, text encoder, ...)"
+    )
     parser.add_argument(
         "--strict", action="store_true", help="exit 1 unless every key matched (scheduler buffers are ignored)"
     )
@@ -61,7 +90,9 @@ def _convert_arguments(parser: argparse.ArgumentParser) -> None:
 def _demo_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--frames", type=int, default=8, help="driving frames")
     parser.add_argument("--train-steps", type=int, default=0, help="stage-1 steps on the demo frames first")
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--seed", type=int, default=None, help="seed of the weights and the noise (default: the config's seeds)"
+    )
     parser.add_argument("--no-face", action="store_true", help="do not use dlib (no alignment or local patches)")
 
 
@@ -89,6 +120,11 @@ def read_driving(path: Path, max_frames: int | None = None) -> tuple[list, float
 
 
 def _animate(args: argparse.Namespace, config: XPortraitConfig) -> int:
+    _require_file(args.image, "--image", "a portrait image")
+    if not args.driving.exists():
+        raise InputError(f"--driving {args.driving}: not found (expected a video, a folder of frames or an image)")
+    if args.pretrained is not None:
+        _require_folder(args.pretrained, "--pretrained", "an XPortraitPipeline folder from `x-portrait convert`")
     import torch
 
     from genblocks.media import read_image, write_video
@@ -160,6 +196,8 @@ def _train_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _convert(args: argparse.Namespace, config: XPortraitConfig) -> int:
+    _require_file(args.checkpoint, "--checkpoint", "the official model_state-*.th")
+    _require_folder(args.base, "--base", "a diffusers SD1.5 folder with unet/, vae/, text_encoder/, tokenizer/")
     from x_portrait.convert_x_portrait_original import convert_x_portrait_checkpoint, save_converted_pipeline
     from x_portrait.modeling_x_portrait import build_base_components
 
@@ -174,14 +212,18 @@ def _convert(args: argparse.Namespace, config: XPortraitConfig) -> int:
     return 1 if args.strict and not report.is_exact else 0
 
 
-def _demo(args: argparse.Namespace, config: None) -> int:
+def _demo(args: argparse.Namespace, config: XPortraitConfig) -> int:
+    if args.frames < 1:
+        raise InputError(f"--frames {args.frames}: expected at least 1 driving frame")
+    if args.train_steps < 0:
+        raise InputError(f"--train-steps {args.train_steps}: expected 0 or more steps")
     from x_portrait.demo import DemoConfig, run_demo
 
-    config = DemoConfig(
+    demo = DemoConfig(
         num_frames=args.frames, train_steps=args.train_steps, seed=args.seed, use_face_analyzer=not args.no_face
     )
-    result = run_demo(args.out, config)
-    print(f"{'frames':<20} {config.num_frames}")
+    result = run_demo(args.out, demo, config)
+    print(f"{'frames':<20} {demo.num_frames}")
     print(f"{'seconds per frame':<20} {result.seconds_per_frame:.3f}")
     for name, value in result.metrics.items():
         print(f"{name:<20} {'n/a' if value is None else f'{value:.4g}'}")
@@ -192,40 +234,51 @@ def _demo(args: argparse.Namespace, config: None) -> int:
 command_line = CommandLine(
     prog="x-portrait",
     package="x_portrait",
-    description="X-Portrait portrait animation (arXiv 2403.15931) on diffusers.",
+    description=(
+        "X-Portrait portrait animation (arXiv 2403.15931) on diffusers. Configs: x_portrait/configs/run/ (tiny, sd15), "
+        "shared by every command; --print-config shows the merged one."
+    ),
     commands=(
         Command(
             "animate",
-            "animate a portrait (--image) with a driving video (--driving); animation.gif in --out",
+            "animate a portrait (--image) with a driving video (--driving): animation.gif (--format mp4: "
+            "animation.mp4) and, with --metrics, metrics.json in --out",
             _animate,
             schema=SCHEMA,
-            config_group="run",
+            config_group=GROUP,
             arguments=_animate_arguments,
         ),
         Command(
             "train",
-            "run one training stage from a manifest; --out is the run folder",
+            "run one training stage (--stage image: reference UNet + ControlNets on pairs; --stage temporal: "
+            "temporal modules on clips); --out is the run folder (config.yaml, checkpoints/, metrics.csv, loss.png, "
+            "trained/)",
             _train,
             schema=SCHEMA,
-            config_group="run",
+            config_group=GROUP,
             arguments=_train_arguments,
             stages=("image", "temporal"),
             resume=True,
         ),
         Command(
             "convert",
-            "official model_state-*.th -> XPortraitPipeline folder in --out",
+            "official --checkpoint model_state-*.th on the SD1.5 --base folder -> XPortraitPipeline folder in --out "
+            "(model_index.json, component sub-folders, conversion_report.json)",
             _convert,
             schema=SCHEMA,
-            config_group="run",
+            config_group=GROUP,
             default_config="sd15",
             arguments=_convert_arguments,
             out=None,
         ),
         Command(
             "demo",
-            "animate scikit-image's astronaut with synthetic motion (tiny model)",
+            "animate scikit-image's astronaut with synthetic motion (random weights; --config tiny by default): "
+            "strip.png, README.txt, source.png, driving.gif, local_patches.gif, animation.gif, side_by_side.gif, "
+            "summary.json in --out",
             _demo,
+            schema=SCHEMA,
+            config_group=GROUP,
             arguments=_demo_arguments,
         ),
         smoke_command("x_portrait"),

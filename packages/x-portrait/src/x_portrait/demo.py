@@ -1,10 +1,12 @@
-"""``x-portrait demo``: animate scikit-image's astronaut portrait with synthetic driving frames, on the tiny config.
+"""``x-portrait demo``: animate scikit-image's astronaut portrait with synthetic driving frames, on a random-weight
+config (the shipped ``tiny`` by default).
 
 The source is a square crop around the astronaut's face (``skimage.data.astronaut()``, Eileen Collins, public domain;
 found with the dlib face analyser when installed, else a fixed crop). The driving frames are the same portrait under
 small, smooth head motions (rotation, translation, zoom) taken from the full photograph, so their landmarks are known
 exactly (the source's, carried through each motion): a self-reenactment, where the driving frames are also the ground
-truth of the image metrics. The pipeline runs the tiny configuration (``x_portrait/configs/run/tiny.yaml``) with seeded random
+truth of the image metrics. The pipeline runs a configuration with ``components.source: random`` (by default the
+shipped ``x_portrait/configs/run/tiny.yaml``; ``x-portrait demo --config NAME|PATH --set ...``) with seeded random
 weights, optionally after a few training steps on these frames (``--train-steps``): the output shows the whole path
 (alignment, patches, reference bank, ControlNets, windows, CFG, chunked decoding) and its cost, not a trained model's
 quality; convert the official checkpoint (``x-portrait convert``) for that.
@@ -29,6 +31,7 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader
 
+from genblocks.errors import InputError
 from genblocks.faces import FaceAnalyzer
 from genblocks.media import label_frames, write_demo_card, write_image, write_video
 from genblocks.training import OptimizerConfig
@@ -57,7 +60,8 @@ class DemoConfig:
         max_shift: Largest translation, as a fraction of the crop side.
         zoom: Largest relative zoom.
         train_steps: Stage-1 training steps on (source, driving frame) pairs before animating (0: random weights).
-        seed: Seed of the weights, start noise and window offsets.
+        seed: Seed of the weights, start noise and window offsets; ``None`` keeps the config's (``components.seed``
+            for the weights, ``inference.seed`` for the noise).
         display_scale: Nearest-neighbour upscaling of the written GIFs (the tiny model renders 64 px).
         use_face_analyzer: Use dlib (if installed) for the crop, alignment, local patches and face metrics.
     """
@@ -67,7 +71,7 @@ class DemoConfig:
     max_shift: float = 0.04
     zoom: float = 0.05
     train_steps: int = 0
-    seed: int = 0
+    seed: int | None = None
     display_scale: int = 4
     use_face_analyzer: bool = True
 
@@ -232,9 +236,30 @@ def _face_metrics(
 def run_demo(
     out_dir: str | Path, config: DemoConfig | None = None, model_config: XPortraitConfig | None = None
 ) -> DemoResult:
-    """Run the demo and write its files to ``out_dir``; see the module docstring."""
+    """Run the demo and write its files to ``out_dir``; see the module docstring.
+
+    Args:
+        out_dir: The output folder (created).
+        config: The demo's own settings (frames, motion, training steps, seed).
+        model_config: A random-weight configuration (``components.source: random``); ``None``: the shipped ``tiny``.
+
+    Raises:
+        InputError: ``model_config.components.source`` is not ``random`` (the demo's README says the weights are
+            random; animate your own portrait with trained weights through ``x-portrait animate``).
+    """
     config = config if config is not None else DemoConfig()
     settings = model_config if model_config is not None else tiny_config()
+    if settings.components.source != "random":
+        raise InputError(
+            f"demo runs random weights (components.source=random), got components.source="
+            f"{settings.components.source!r}: use `x-portrait animate` for trained weights"
+        )
+    if config.seed is not None:
+        settings = replace(
+            settings,
+            components=replace(settings.components, seed=config.seed),
+            inference=replace(settings.inference, seed=config.seed),
+        )
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     analyzer: FaceAnalyzer | None = None
@@ -249,7 +274,7 @@ def run_demo(
         photo, center, side, size, landmarks, config
     )
 
-    components = load_components(replace(settings, components=replace(settings.components, seed=config.seed)))
+    components = load_components(settings)
     train_seconds = 0.0
     if config.train_steps > 0:
         start = time.perf_counter()
@@ -269,12 +294,18 @@ def run_demo(
         driving_landmarks=driving_landmarks,
         align_driving=has_landmarks and inference.align_driving,
         local_patches=has_landmarks and inference.local_patches,
+        best_frame=inference.best_frame,
         num_inference_steps=inference.num_inference_steps,
         guidance_scale=inference.guidance_scale,
+        eta=inference.eta,
+        ldm_timesteps=inference.ldm_timesteps,
+        start_timestep=inference.start_timestep,
         window_size=inference.window_size,
         window_overlap=inference.window_overlap,
+        random_window_offset=inference.random_window_offset,
         vae_chunk_size=inference.vae_chunk_size,
-        generator=torch.Generator().manual_seed(config.seed),
+        controlnet_scales=(settings.model.motion_scale, settings.model.local_scale),
+        generator=torch.Generator().manual_seed(inference.seed),
         output_type="pt",
     )
     seconds = time.perf_counter() - start
@@ -292,7 +323,7 @@ def run_demo(
     side_by_side = label_frames(  # upstream's layout: generated | driving | local | source, now captioned
         [frames, output.driving_frames, output.local_images, source],
         captions,
-        title="X-Portrait animation (tiny config, random weights)",
+        title=f"X-Portrait animation ({size} px, random weights)",
         height=max(192, frames.shape[-1] * scale),
         value_range=(0.0, 1.0),
     )
@@ -300,7 +331,7 @@ def run_demo(
     middle = len(frames) // 2
     write_demo_card(
         out,
-        "X-Portrait: the astronaut driven by synthetic motion (tiny config, random weights)",
+        f"X-Portrait: the astronaut driven by synthetic motion ({size} px, random weights)",
         [frames[middle], output.driving_frames[middle], output.local_images[middle], source],
         captions,
         notes=[
@@ -319,6 +350,7 @@ def run_demo(
     summary = {
         "headline": headline,
         "demo": asdict(config),
+        "seeds": {"weights": settings.components.seed, "noise": inference.seed},
         "resolution": size,
         "best_frame": output.best_frame,
         "aligned": output.alignment is not None,
