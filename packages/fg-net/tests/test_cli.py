@@ -166,6 +166,38 @@ def test_predict_and_demo_work_from_another_directory(
     image = tmp_path / "aligned.png"
     Image.fromarray(np.random.default_rng(1).integers(0, 255, (256, 256, 3), dtype=np.uint8)).save(image)
     assert main(["predict", "--config", "tiny", "--image", str(image), "--aligned", "--out", "pred"]) == 0
-    assert (tmp_path / "pred" / "aligned_aus.json").is_file()
+    # the files `fg-net predict --help` and the README name, with the stem of --image
+    predicted = {"aligned_aligned.png", "aligned_heatmaps.png", "aligned_aus.json"}
+    predicted |= {f"aligned_AU{au}.png" for au in (1, 2, 6, 12)}
+    assert {p.name for p in (tmp_path / "pred").iterdir()} == predicted
+    assert np.asarray(Image.open(tmp_path / "pred" / "aligned_aligned.png")).shape == (256, 256, 3)
     assert main(["demo", "--out", "demo"]) == 0
-    assert (tmp_path / "demo" / "summary.json").is_file()
+    written = {p.name for p in (tmp_path / "demo").iterdir()}
+    documented = {"strip.png", "README.txt", "astronaut_heatmaps.png", "astronaut_targets.png", "summary.json"}
+    assert documented <= written
+    summary = json.loads((tmp_path / "demo" / "summary.json").read_text())
+    assert set(summary["files"]) | {"summary.json", "astronaut.png"} == written  # astronaut.png: the input
+
+
+def test_command_help_names_the_files_written_in_out() -> None:
+    parser = command_line.build_parser()
+    commands = next(action for action in parser._actions if action.dest == "command").choices
+    predict = commands["predict"].format_help()
+    assert all(name in predict for name in ("<stem>_heatmaps.png", "<stem>_AU<n>.png", "<stem>_aus.json"))
+    assert "config.json" in commands["convert"].format_help()
+    assert "scores.json" in commands["eval"].format_help()
+    assert "summary.json" in commands["demo"].format_help() and "strip.png" in commands["demo"].format_help()
+
+
+def test_repeated_set_reaches_predict(tmp_path: Path) -> None:
+    image = tmp_path / "face.png"
+    Image.fromarray(np.random.default_rng(2).integers(0, 255, (256, 256, 3), dtype=np.uint8)).save(image)
+    out = tmp_path / "out"
+    argv = ["predict", "--image", str(image), "--aligned", "--out", str(out)]
+    assert main([*argv, "--set", "model.aus=[1,2,6]", "--set", "model.aus=[1,12]", "training.seed=0"]) == 0
+    seed_0 = json.loads((out / "face_aus.json").read_text())["aus"]
+    assert set(seed_0) == {"AU1", "AU12"}  # the later --set wins
+    assert sorted(p.name for p in out.glob("face_AU*.png")) == ["face_AU1.png", "face_AU12.png"]
+    assert main([*argv, "--set", "model.aus=[1,12]", "--set", "training.seed=5"]) == 0  # the random weights' seed
+    seed_5 = json.loads((out / "face_aus.json").read_text())["aus"]
+    assert set(seed_5) == {"AU1", "AU12"} and seed_5["AU1"]["score"] != seed_0["AU1"]["score"]

@@ -197,7 +197,8 @@ command_line = CommandLine(
     commands=(
         Command(
             "predict",
-            "detect AUs in an image; print them and save heatmap overlays",
+            "detect AUs in an image; writes <stem>_aligned.png, <stem>_heatmaps.png, <stem>_AU<n>.png and"
+            " <stem>_aus.json in --out",
             _predict,
             schema=SCHEMA,
             config_group="run",
@@ -222,7 +223,8 @@ command_line = CommandLine(
         ),
         Command(
             "convert",
-            "convert the authors' model.pth into a safetensors folder (--config names its model: bp4d or disfa)",
+            "convert the authors' model.pth into --out: {encoder,generator,interpreter}.safetensors and config.json"
+            " (--config names its model: bp4d or disfa)",
             _convert,
             schema=SCHEMA,
             config_group="run",
@@ -231,7 +233,11 @@ command_line = CommandLine(
             out=None,
         ),
         Command(
-            "demo", "predict on scikit-image's astronaut with a tiny random model", _demo, arguments=_demo_arguments
+            "demo",
+            "predict on scikit-image's astronaut with a tiny random model; writes strip.png, README.txt,"
+            " astronaut_heatmaps.png, astronaut_targets.png and summary.json in --out",
+            _demo,
+            arguments=_demo_arguments,
         ),
         smoke_command("fg_net"),
     ),
