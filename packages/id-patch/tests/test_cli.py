@@ -106,7 +106,7 @@ def test_generate_bad_input_names_the_subject(
     assert "subject 0: face image" in err and "none.png" in err and "Traceback" not in err
     assert main([*base, *faces, "--set", "sampling.steps=3"]) == 2
     err = capsys.readouterr().err
-    assert "unknown config key 'sampling.steps'; nearest valid keys: sampling.seed" in err
+    assert "unknown config key 'sampling.steps'; nearest valid keys: sampling.num_inference_steps" in err
     assert len(err.strip().splitlines()) == 1 and err.startswith("id-patch generate: error:")
 
 
