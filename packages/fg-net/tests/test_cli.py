@@ -18,6 +18,7 @@ from fg_net.config import FGNetRunConfig, paper_config, tiny_config, tiny_run_co
 from fg_net.convert_fg_net_original import fg_net_to_original
 from fg_net.testing import tiny_fg_net
 from genblocks.cli import load_command_config
+from genblocks.config import load_config
 
 TINY = "tiny"
 
@@ -74,17 +75,44 @@ def test_train_then_eval_on_a_tiny_corpus(tmp_path: Path, capsys: pytest.Capture
     write_corpus(tmp_path / "data", rows_per_csv=16, size=64)
     common = ["--set", f"data.root={tmp_path / 'data'}", "data.val_fraction=0.34"]
     run_dir = tmp_path / "run"
-    code = main(["train", "--config", TINY, *common, "--set", "training.max_steps=4", "--out", str(run_dir)])
+    real_data = ["--set", "data.synthetic=false", "training.max_steps=4"]
+    code = main(["train", "--config", TINY, *common, *real_data, "--out", str(run_dir)])
     assert code == 0
     printed = capsys.readouterr().out
     assert "test F1 (fold 0)" in printed and "held-out training subjects" in printed
-    assert (run_dir / "best" / "config.json").is_file()
+    assert (run_dir / "trained" / "config.json").is_file() and not (run_dir / "data").exists()
     scores_path = tmp_path / "eval" / "scores.json"
-    code = main(["eval", "--checkpoint", str(run_dir / "best"), "--out", str(tmp_path / "eval"), *common])
+    code = main(["eval", "--checkpoint", str(run_dir / "trained"), "--out", str(tmp_path / "eval"), *common])
     assert code == 0
     assert "within-corpus BP4D, fold 0, 4 images" in capsys.readouterr().out
     scores = json.loads(scores_path.read_text())
     assert set(scores) == {"protocol", "fold", "AU1", "AU2", "AU6", "AU12", "avg"}
+
+
+def test_train_tiny_needs_no_dataset_refuses_a_used_folder_and_resumes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.chdir(tmp_path)  # --out is relative to the working directory, the config ships in the package
+    assert main(["train", "--config", "tiny", "--out", "D"]) == 0
+    run = tmp_path / "D"
+    for name in ("checkpoints/last.ckpt", "checkpoints/best.ckpt", "metrics.csv", "loss.png", "config.yaml"):
+        assert (run / name).is_file(), name
+    assert (run / "trained" / "config.json").is_file() and (run / "trained" / "interpreter.safetensors").is_file()
+    assert (run / "data" / "BP4D" / "labels" / "0" / "train.csv").is_file()  # the synthetic corpus
+    assert "run folder: D (4 steps" in capsys.readouterr().out
+    recorded = load_config(FGNetRunConfig, run / "config.yaml")
+    assert recorded.data.root == "D/data" and not recorded.data.synthetic  # where the corpus was written
+    assert recorded.training.optimizer.lr == 1e-3 and recorded.training.fit_config().max_steps == 4
+    # a used folder without --resume: exit 2, one line naming the way out
+    assert main(["train", "--config", "tiny", "--out", "D"]) == 2
+    err = capsys.readouterr().err
+    assert "not empty" in err and "--resume" in err and "--overwrite" in err and len(err.strip().splitlines()) == 1
+    assert main(["train", "--config", "tiny", "--out", "E", "--resume"]) == 2
+    assert "last.ckpt not found" in capsys.readouterr().err
+    # --resume continues from last.ckpt to a longer schedule
+    assert main(["train", "--config", "tiny", "--out", "D", "--resume", "--set", "training.epochs=3"]) == 0
+    assert "run folder: D (6 steps" in capsys.readouterr().out
+    assert torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)["global_step"] == 6
 
 
 def test_eval_cross_corpus(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -144,7 +172,15 @@ def test_shipped_configs_are_the_python_presets() -> None:
 
 
 def test_set_is_repeatable_and_print_config_shows_the_merge(capsys: pytest.CaptureFixture[str]) -> None:
-    argv = ["train", "--set", "training.lr=0.5", "data.fold=2", "--set", "training.max_steps=7", "--print-config"]
+    argv = [
+        "train",
+        "--set",
+        "training.optimizer.lr=0.5",
+        "data.fold=2",
+        "--set",
+        "training.max_steps=7",
+        "--print-config",
+    ]
     assert main(argv) == 0
     printed = capsys.readouterr().out
     assert "lr: 0.5" in printed and "fold: 2" in printed and "max_steps: 7" in printed

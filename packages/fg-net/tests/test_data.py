@@ -45,7 +45,7 @@ def test_read_fold_csv_and_sample(tmp_path: Path) -> None:
     torch.testing.assert_close(sample["heatmap"], expected)
     assert torch.equal(decode_heatmaps(sample["heatmap"]), sample["labels"])
     assert "heatmap" not in dataset.evaluation_view()[2]
-    assert dataset.subjects[:2] == ["F001", "F001"]
+    assert dataset.subjects[:2] == ["M001", "M001"]
 
 
 def test_errors_name_file_row_and_column(tmp_path: Path) -> None:
@@ -59,9 +59,9 @@ def test_errors_name_file_row_and_column(tmp_path: Path) -> None:
     bad_csv.write_text("\n".join(text) + "\n")
     with pytest.raises(ValueError, match=r"bad\.csv, line 3, column 'au24': expected a 0/1 label, got '2'"):
         read_fold_csv(bad_csv, (1, 24))
-    (tmp_path / "BP4D/aligned_images/F002/T1/00002.jpg").unlink()
+    (tmp_path / "BP4D/aligned_images/F002/T1/00002.png").unlink()
     with pytest.raises(
-        FileNotFoundError, match=r"train\.csv, row \d+ \(image_path 'BP4D/aligned_images/F002/T1/00002\.jpg'\)"
+        FileNotFoundError, match=r"train\.csv, row \d+ \(image_path 'BP4D/aligned_images/F002/T1/00002\.png'\)"
     ):
         AUFoldDataset(train_csv, tmp_path, AUS)
     with pytest.raises(FileNotFoundError, match="fold CSV not found"):

@@ -5,17 +5,21 @@ convention of :mod:`genblocks.cli`.
 
     fg-net predict --image face.jpg --out outputs/fg-net/predict                    # tiny random model (--config tiny)
     fg-net predict --image face.jpg --config bp4d --checkpoint checkpoints/fg-net-bp4d --out out/
+    fg-net train --config tiny --out runs/tiny                                      # synthetic corpus, no dataset
     fg-net train --config bp4d --set data.root=/data data.fold=1 data.subset=1000 --out runs/bp4d
+    fg-net train --config bp4d --set data.root=/data --out runs/bp4d --resume      # continue from last.ckpt
     fg-net train --config bp4d --protocol within --out runs/bp4d-3fold            # 3 folds, averaged F1
-    fg-net eval --config bp4d --checkpoint runs/bp4d/best --target-dataset DISFA --out runs/bp4d/eval
+    fg-net eval --config bp4d --checkpoint runs/bp4d/trained --target-dataset DISFA --out runs/bp4d/eval
     fg-net convert --checkpoint model.pth --config disfa --encoder-checkpoint encoder.pt --out checkpoints/fg-net-disfa
     fg-net demo --out outputs/fg-net/demo                                           # astronaut, tiny random model
     fg-net smoke
 
 Configs ship inside the package in ``fg_net/configs/run/`` (``tiny``, ``bp4d``, ``disfa``) on
 `fg_net.config.FGNetRunConfig`; ``predict``, ``train``, ``eval`` and ``convert`` share them. Files written in ``--out``:
-``predict``: ``<image stem>_heatmaps.png``, ``<stem>_AU<n>.png``, ``<stem>_aus.json``; ``train``: the run folder
-(``best/`` weights); ``eval``: ``scores.json``; ``convert``: the converted model folder (``config.json`` + safetensors).
+``predict``: ``<image stem>_heatmaps.png``, ``<stem>_AU<n>.png``, ``<stem>_aus.json``; ``train``: the run folder of
+`genblocks.training.fit` (``config.yaml``, ``checkpoints/{last,best,step-<N>}.ckpt``, ``metrics.csv``, ``loss.png``,
+``trained/`` = the best epoch's model, ``summary.json``; ``fold-<k>/`` per fold with ``--protocol within``);
+``eval``: ``scores.json``; ``convert``: the converted model folder (``config.json`` + safetensors).
 The work lives in the library modules.
 """
 
@@ -29,7 +33,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from genblocks.cli import Command, CommandLine, smoke_command
-from genblocks.errors import InputError
 
 if TYPE_CHECKING:
     from fg_net.config import FGNetRunConfig
@@ -53,6 +56,7 @@ def _predict_arguments(parser: argparse.ArgumentParser) -> None:
 def _train_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--protocol", choices=("fold", "within"), default="fold", help="one fold, or all 3 averaged")
     parser.add_argument("--progress", action="store_true", help="show Lightning's progress bar")
+    parser.add_argument("--overwrite", action="store_true", help="start again in a used run folder")
 
 
 def _eval_arguments(parser: argparse.ArgumentParser) -> None:
@@ -106,21 +110,24 @@ def _predict(args: argparse.Namespace, config: FGNetRunConfig) -> int:
 def _train(args: argparse.Namespace, config: FGNetRunConfig) -> int:
     from fg_net.training import run_within_corpus, train_fg_net
 
-    if args.resume:
-        raise InputError("--resume: fg-net training resumes once it runs on genblocks.training.fit (next release)")
-    run = dataclasses.replace(config, training=dataclasses.replace(config.training, output_dir=str(args.out)))
+    run = config
+    if args.progress:
+        run = dataclasses.replace(run, training=dataclasses.replace(run.training, progress_bar=True))
     if args.protocol == "within":
-        results, average = run_within_corpus(run)
-        for fold, result in enumerate(results):
-            print(f"fold {fold} test F1: {result.test_scores.table() if result.test_scores else 'n/a'}")
+        results, average = run_within_corpus(run, args.out, resume=args.resume, overwrite=args.overwrite)
+        for result in results:
+            scores = result.test_scores.table() if result.test_scores else "n/a"
+            print(f"{result.run_dir.name} test F1: {scores}")
         print(f"3-fold average test F1: {average.table()}")
+        print(f"runs: {args.out}/fold-<k>/ (trained/ = each fold's best epoch); summary: {args.out / 'summary.json'}")
         return 0
-    result = train_fg_net(run, enable_progress_bar=args.progress)
+    result = train_fg_net(run, args.out, resume=args.resume, overwrite=args.overwrite)
     selection = "test fold (select_on_test)" if run.training.select_on_test else "held-out training subjects"
     if result.val_scores is not None:
-        print(f"best epoch on {selection}: {result.val_scores.table()}")
+        print(f"best epoch (step {result.best_step}) on {selection}: {result.val_scores.table()}")
     if result.test_scores is not None:
         print(f"test F1 (fold {run.data.fold}): {result.test_scores.table()}")
+    print(f"run folder: {result.run_dir} ({result.steps} steps; checkpoints/last.ckpt, metrics.csv, loss.png)")
     print(f"model: {result.export_dir}")
     return 0
 

@@ -19,6 +19,7 @@ import math
 from dataclasses import dataclass, field
 
 from fg_net.heatmaps import BP4D_AUS, DATASET_AUS, check_aus
+from genblocks.training.config import OptimizerConfig, TrainConfig
 
 __all__ = [
     "DataConfig",
@@ -194,6 +195,11 @@ class DataConfig:
             ``TrainingConfig.select_on_test`` is off.
         split_seed (`int`, defaults to 0): seed of the subject hold-out.
         num_workers (`int`, defaults to 0): data-loader workers.
+        synthetic (`bool`, defaults to `False`): ``fg-net train`` writes a small synthetic corpus in the authors'
+            layout into the run folder's ``data/`` and trains on it, ignoring ``root``
+            (`fg_net.data.write_synthetic_corpus`: 6 subjects x 8 faces whose painted blobs show their AU labels; a
+            smoke run of the whole path, not training on faces). The tiny config sets it; the run's ``config.yaml``
+            records the written corpus as ``root`` (and ``synthetic: false``).
     """
 
     root: str = "data"
@@ -205,6 +211,7 @@ class DataConfig:
     val_fraction: float = 0.2
     split_seed: int = 0
     num_workers: int = 0
+    synthetic: bool = False
 
     def __post_init__(self) -> None:
         if self.dataset not in DATASET_AUS:
@@ -217,19 +224,37 @@ class DataConfig:
             raise ValueError(f"DataConfig.val_fraction must be in (0, 1), got {self.val_fraction}.")
 
 
+def _paper_optimizer() -> OptimizerConfig:
+    """The paper's optimiser: AdamW, lr 5e-5, weight decay 5e-4, default betas and eps (spec fg-net §4)."""
+    return OptimizerConfig(name="adamw", lr=5e-5, weight_decay=5e-4)
+
+
 @dataclass
-class TrainingConfig:
-    """Optimisation and model selection (spec fg-net §4).
+class TrainingConfig(TrainConfig):
+    """Optimisation and model selection (spec fg-net §4): genblocks' shared training keys
+    (:class:`genblocks.training.TrainConfig`: ``optimizer.{name,lr,weight_decay,...}``, ``gradient_clip_val``,
+    ``max_steps``, ``val_every_n_steps``, ``checkpoint_every_n_steps``, ``precision``, ``devices``, ``seed``, ...)
+    with the paper's defaults, plus FG-Net's own.
+
+    The schedule is counted in epochs of ``steps_per_epoch`` optimizer steps (upstream ``interval``): the run is
+    ``max_steps = epochs * steps_per_epoch`` steps and validation (the best epoch by ``val/f1``) runs after each epoch,
+    ``val_every_n_steps = steps_per_epoch``. Left ``null`` those two keys follow the epochs (`fit_config` fills them);
+    set, they win (``max_steps=4`` for a smoke run).
 
     Args:
-        lr (`float`, defaults to 5e-5): AdamW learning rate.
-        weight_decay (`float`, defaults to 5e-4): AdamW weight decay.
-        grad_clip_norm (`float`, defaults to 0.1): gradient-norm clip over all trained parameters.
+        optimizer (`OptimizerConfig`, defaults to AdamW lr 5e-5, weight decay 5e-4): the optimiser by name (built with
+            `genblocks.training.optim.build_optimizer`).
+        gradient_clip_val (`float`, defaults to 0.1): gradient-norm clip over all trained parameters.
+        seed (`int`, defaults to 0): global seed (and the order of the training batches).
+        max_steps (`int`, *optional*): optimizer steps of the run; `None`: ``epochs * steps_per_epoch``.
+        val_every_n_steps (`int`, *optional*): steps between validations; `None`: ``steps_per_epoch`` (after every
+            epoch; at most ``max_steps``).
+        checkpoint_every_n_steps (`int`, defaults to 500): steps between ``checkpoints/step-<N>.ckpt`` (one epoch).
+        progress_bar (`bool`, defaults to `False`): Lightning's progress bar (``fg-net train --progress``).
         batch_size (`int`, defaults to 16): training batch.
         eval_batch_size (`int`, defaults to 32): evaluation batch.
         epochs (`int`, defaults to 15): epochs.
         steps_per_epoch (`int`, defaults to 500): optimizer steps per epoch (upstream ``interval``).
-        seed (`int`, defaults to 0): global seed.
         train_encoder (`bool`, defaults to `True`): fine-tune the pSp encoder.
         train_generator (`bool`, defaults to `True`): fine-tune the StyleGAN2 synthesis network.
         train_mapping (`bool`, defaults to `True`): fine-tune the mapping MLP (only reached with re-mapping).
@@ -238,44 +263,61 @@ class TrainingConfig:
             it on held-out training subjects (``DataConfig.val_fraction``).
         au_weights (`tuple[float, ...]`, *optional*): per-AU loss weights; `None` averages the AUs' MSEs uniformly
             (upstream multiplies by a ``weights`` list defined only for GFT).
-        max_steps (`int`, *optional*): stop after this many optimizer steps (smoke runs); `None`: epochs x steps.
-        accelerator (`str`, defaults to `"auto"`): Lightning accelerator.
-        precision (`str`, defaults to `"32-true"`): Lightning precision.
-        output_dir (`str`, defaults to `"outputs/fg-net"`): checkpoints and logs.
+
+    The other keys (``precision``, ``accelerator``, ``devices``, ``num_nodes``, ``strategy``,
+    ``accumulate_grad_batches``, ``log_every_n_steps``, ``keep_last``) keep genblocks' defaults.
     """
 
-    lr: float = 5e-5
-    weight_decay: float = 5e-4
-    grad_clip_norm: float = 0.1
+    max_steps: int | None = None
+    gradient_clip_val: float | None = 0.1
+    checkpoint_every_n_steps: int = 500
+    val_every_n_steps: int | None = None
+    seed: int = 0
+    progress_bar: bool = False
+    optimizer: OptimizerConfig = field(default_factory=_paper_optimizer)
     batch_size: int = 16
     eval_batch_size: int = 32
     epochs: int = 15
     steps_per_epoch: int = 500
-    seed: int = 0
     train_encoder: bool = True
     train_generator: bool = True
     train_mapping: bool = True
     select_on_test: bool = False
     au_weights: tuple[float, ...] | None = None
-    max_steps: int | None = None
-    accelerator: str = "auto"
-    precision: str = "32-true"
-    output_dir: str = "outputs/fg-net"
 
     def __post_init__(self) -> None:
-        if self.lr <= 0:
-            raise ValueError(f"TrainingConfig.lr must be positive, got {self.lr}.")
-        if self.weight_decay < 0:
-            raise ValueError(f"TrainingConfig.weight_decay must be >= 0, got {self.weight_decay}.")
-        if self.grad_clip_norm <= 0:
-            raise ValueError(f"TrainingConfig.grad_clip_norm must be positive, got {self.grad_clip_norm}.")
         for name in ("batch_size", "eval_batch_size", "epochs", "steps_per_epoch"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"TrainingConfig.{name} must be >= 1, got {getattr(self, name)}.")
-        if self.max_steps is not None and self.max_steps < 1:
-            raise ValueError(f"TrainingConfig.max_steps must be >= 1 or null, got {self.max_steps}.")
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"training.{name}: expected a positive integer, got {value!r}")
+        if self.optimizer.weight_decay < 0:
+            raise ValueError(f"training.optimizer.weight_decay: expected >= 0, got {self.optimizer.weight_decay}")
         if self.au_weights is not None:
             self.au_weights = tuple(float(w) for w in self.au_weights)
+        # genblocks' checks (positive integers, clipping) on the schedule the run will use; the nulls stay nulls.
+        explicit = (self.max_steps, self.val_every_n_steps)
+        self.max_steps, self.val_every_n_steps = self.total_steps, self.validation_interval
+        try:
+            super().__post_init__()
+        finally:
+            self.max_steps, self.val_every_n_steps = explicit
+
+    @property
+    def total_steps(self) -> int:
+        """Optimizer steps of the run: ``max_steps``, or ``epochs * steps_per_epoch`` when it is `None`."""
+        return self.max_steps if self.max_steps is not None else self.epochs * self.steps_per_epoch
+
+    @property
+    def validation_interval(self) -> int:
+        """Steps between validations: ``val_every_n_steps``, or one epoch (at most the whole run) when `None`."""
+        if self.val_every_n_steps is not None:
+            return self.val_every_n_steps
+        total = self.total_steps
+        return min(self.steps_per_epoch, total) if isinstance(total, int) and total > 0 else self.steps_per_epoch
+
+    def fit_config(self) -> TrainingConfig:
+        """This config with ``max_steps`` and ``val_every_n_steps`` filled in: what `genblocks.training.fit` runs."""
+        return dataclasses.replace(self, max_steps=self.total_steps, val_every_n_steps=self.validation_interval)
 
 
 @dataclass

@@ -36,11 +36,26 @@ from torch.utils.data import DataLoader, Dataset, Subset
 
 from fg_net.config import FGNetRunConfig, LandmarkConfig
 from fg_net.evaluation import fold_csv_path
-from fg_net.heatmaps import au_heatmaps, check_aus
-from fg_net.preprocessing import align_face, build_face_analyzer, detect_landmarks, load_cached_landmarks
+from fg_net.heatmaps import DATASET_AUS, au_heatmaps, check_aus
+from fg_net.preprocessing import (
+    align_face,
+    build_face_analyzer,
+    cached_landmarks_path,
+    detect_landmarks,
+    load_cached_landmarks,
+)
 from genblocks.faces.analyzer import FaceAnalyzer
 
-__all__ = ["AUDataModule", "AUFoldDataset", "read_fold_csv", "split_by_subject", "subject_folds", "subject_id"]
+__all__ = [
+    "AUDataModule",
+    "AUFoldDataset",
+    "read_fold_csv",
+    "split_by_subject",
+    "subject_folds",
+    "subject_id",
+    "synthetic_subject_names",
+    "write_synthetic_corpus",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -171,6 +186,101 @@ def subject_folds(subjects: Sequence[str], folds: int = 3, seed: int = 0) -> lis
     for subject in order:
         min(parts, key=len).extend(rows[subject])
     return [sorted(part) for part in parts]
+
+
+CorpusTables = dict[int, dict[str, list[tuple[str, list[int]]]]]
+"""Per fold, the rows written to ``train.csv`` and ``test.csv``: ``(image_path, labels of every column)``."""
+
+
+def synthetic_subject_names(dataset: str, count: int) -> list[str]:
+    """Subject ids in the corpus' style: BP4D ``F001, M001, F002, ...``, DISFA ``SN001, SN002, ...``."""
+    if dataset == "DISFA":
+        return [f"SN{i + 1:03d}" for i in range(count)]
+    return [f"{'FM'[i % 2]}{i // 2 + 1:03d}" for i in range(count)]
+
+
+def write_synthetic_corpus(
+    root: str | Path,
+    dataset: str = "BP4D",
+    aus: Sequence[int] | None = None,
+    subjects: int = 6,
+    frames: int = 8,
+    image_size: int = 64,
+    train_rows: int | None = None,
+    test_rows: int | None = None,
+    seed: int = 0,
+) -> CorpusTables:
+    """Write a synthetic corpus in the authors' layout (see the module docstring) under ``root``, readable by
+    `AUFoldDataset` / `AUDataModule` with ``aligned=True``: a training smoke run with no dataset.
+
+    Every face is a sample of `fg_net.testing.synthetic_au_task` (a jittered reference landmark set, random labels,
+    one Gaussian blob per active AU painted at its landmark centres), saved as a PNG with its landmarks cached in the
+    authors' ``aligned_landmarks/.../*.npy``. The CSVs hold a label column for every AU of ``dataset``; the AUs not in
+    ``aus`` are not painted and labelled 0. Subject ``i`` is a test subject of fold ``i % 3``: the three folds are
+    subject-exclusive, each training on the other subjects.
+
+    Args:
+        root (`str` or `Path`): the data root (created).
+        dataset (`str`, defaults to `"BP4D"`): ``"BP4D"`` (paths ``BP4D/aligned_images/F001/T1/00001.png``) or
+            ``"DISFA"`` (``DISFA/aligned_images/SN001/00001.png``).
+        aus (`Sequence[int]`, *optional*): the AUs painted into the faces (a subset of the dataset's); `None`: all.
+        subjects (`int`, defaults to 6): subjects, at least 3.
+        frames (`int`, defaults to 8): faces per subject.
+        image_size (`int`, defaults to 64): side of the faces.
+        train_rows (`int`, *optional*): rows of each ``train.csv``, cycling over the fold's training faces; `None`:
+            each face once.
+        test_rows (`int`, *optional*): rows of each ``test.csv``, likewise.
+        seed (`int`, defaults to 0): seed of the faces, labels and landmarks.
+
+    Returns:
+        `CorpusTables`: the rows of every fold's CSVs.
+    """
+    from fg_net.testing import synthetic_au_task  # it imports the model
+
+    if dataset not in DATASET_AUS:
+        raise ValueError(f"`dataset` must be one of {sorted(DATASET_AUS)}, got {dataset!r}.")
+    if subjects < 3 or frames < 1:
+        raise ValueError(f"a 3-fold corpus needs >= 3 subjects and >= 1 frame, got {subjects} and {frames}.")
+    columns = DATASET_AUS[dataset]
+    painted = check_aus(aus if aus is not None else columns)
+    unknown = sorted(set(painted) - set(columns))
+    if unknown:
+        raise ValueError(f"`aus` {unknown} are not {dataset} AUs {list(columns)}.")
+    root = Path(root)
+    task = synthetic_au_task(subjects * frames, aus=painted, image_size=image_size, seed=seed)
+    names = synthetic_subject_names(dataset, subjects)
+    images: list[tuple[str, list[int]]] = []
+    for index in range(subjects * frames):
+        subject, frame = names[index // frames], index % frames + 1
+        task_folder = "T1/" if dataset == "BP4D" else ""
+        relative = f"{dataset}/aligned_images/{subject}/{task_folder}{frame:05d}.png"
+        path = root / relative
+        path.parent.mkdir(parents=True, exist_ok=True)
+        pixels = ((task.images[index].permute(1, 2, 0) + 1.0) * 127.5).round().clamp(0, 255).to(torch.uint8)
+        Image.fromarray(pixels.numpy()).save(path)
+        landmarks_path = cached_landmarks_path(path)
+        landmarks_path.parent.mkdir(parents=True, exist_ok=True)
+        np.save(landmarks_path, (task.landmarks[index] * (image_size / 256)).numpy().astype(np.float32))
+        labels = dict(zip(painted, task.labels[index].tolist(), strict=True))
+        images.append((relative, [int(labels.get(au, 0)) for au in columns]))
+    header = ",image_path," + ",".join(f"au{au}" for au in columns)
+    tables: CorpusTables = {}
+    for fold in range(3):
+        test_subjects = {names[i] for i in range(subjects) if i % 3 == fold}
+        pools = {
+            "train": [row for row in images if subject_id(row[0]) not in test_subjects],
+            "test": [row for row in images if subject_id(row[0]) in test_subjects],
+        }
+        folder = root / dataset / "labels" / str(fold)
+        folder.mkdir(parents=True, exist_ok=True)
+        tables[fold] = {}
+        for split, count in (("train", train_rows), ("test", test_rows)):
+            pool = pools[split]
+            rows = [pool[i % len(pool)] for i in range(count if count is not None else len(pool))]
+            lines = [header] + [f"{i},{p}," + ",".join(map(str, labels)) for i, (p, labels) in enumerate(rows)]
+            (folder / f"{split}.csv").write_text("\n".join(lines) + "\n", encoding="utf-8")
+            tables[fold][split] = rows
+    return tables
 
 
 def _read_rgb(path: Path) -> np.ndarray:
