@@ -33,6 +33,19 @@ def package_import_names() -> dict[str, str]:
     return found
 
 
+def convention_packages() -> dict[str, str]:
+    """The packages of :func:`package_import_names` whose ``cli.py`` is a ``genblocks.cli.CommandLine``."""
+    return {
+        name: import_name
+        for name, import_name in package_import_names().items()
+        if "CommandLine(" in _read(ROOT / "packages" / name / "src" / import_name / "cli.py")
+    }
+
+
+def _read(path: Path) -> str:
+    return path.read_text() if path.is_file() else ""
+
+
 def run_demo(package: str, import_name: str, out: Path) -> dict:
     """Run one package's demo in-process and return its row for the summary table."""
     start = time.perf_counter()

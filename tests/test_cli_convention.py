@@ -14,33 +14,18 @@ import importlib
 import json
 import subprocess
 import sys
-import tomllib
 from pathlib import Path
 
 import pytest
 
+from benchmarks.demo import convention_packages
 from genblocks.cli import CommandLine, available_configs
 
 ROOT = Path(__file__).resolve().parents[1]
 HEAVY = ("lightning", "diffusers", "transformers")
 
 
-def paper_packages() -> dict[str, str]:
-    """``{distribution: import name}`` of the packages whose command line is a genblocks CommandLine."""
-    found = {}
-    for folder in sorted((ROOT / "packages").iterdir()):
-        pyproject = folder / "pyproject.toml"
-        if not pyproject.is_file():
-            continue
-        name = tomllib.loads(pyproject.read_text())["project"]["name"]
-        import_name = name.replace("-", "_")
-        cli = folder / "src" / import_name / "cli.py"
-        if cli.is_file() and "CommandLine(" in cli.read_text():
-            found[name] = import_name
-    return found
-
-
-PACKAGES = paper_packages()
+PACKAGES = convention_packages()
 
 
 def command_line(import_name: str) -> CommandLine:

@@ -16,26 +16,13 @@ import statistics
 import subprocess
 import sys
 import time
-import tomllib
 from pathlib import Path
 from typing import Any
 
+from benchmarks.demo import convention_packages
+
 ROOT = Path(__file__).resolve().parents[2]
 COMMAND = "uv run --frozen python -m benchmarks --package cli"
-
-
-def packages() -> dict[str, str]:
-    """``{distribution: import name}`` of the packages whose CLI uses genblocks.cli."""
-    found = {}
-    for folder in sorted((ROOT / "packages").iterdir()):
-        pyproject = folder / "pyproject.toml"
-        if not pyproject.is_file():
-            continue
-        name = tomllib.loads(pyproject.read_text())["project"]["name"]
-        cli = folder / "src" / name.replace("-", "_") / "cli.py"
-        if cli.is_file() and "CommandLine(" in cli.read_text():
-            found[name] = name.replace("-", "_")
-    return found
 
 
 def wall_time(code: str, repeats: int) -> float:
@@ -62,7 +49,7 @@ def run(out_dir: Path, quick: bool) -> dict[str, Any]:
     baseline = wall_time("import torch", repeats)
     rows: list[list[Any]] = [["python -c 'import torch'", round(baseline, 3), 1.0]]
     figures: dict[str, dict[str, Any]] = {"import_torch_seconds": {"value": baseline, "unit": "s"}}
-    for name, import_name in packages().items():
+    for name, import_name in convention_packages().items():
         seconds = wall_time(help_code(import_name), repeats)
         ratio = seconds / baseline
         rows.append([f"{name} --help", round(seconds, 3), round(ratio, 2)])
