@@ -41,7 +41,7 @@ import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import lightning as L
 import torch
@@ -350,7 +350,7 @@ def train_fg_net(
             checkpoint = torch.load(folder.best, map_location="cpu", weights_only=True)
             module.load_state_dict(checkpoint["state_dict"])
             best_step.append(int(checkpoint["global_step"]))
-        module.model.save_pretrained(
+        cast(FGNet, module.model).save_pretrained(
             directory,
             fold=run.data.fold,
             select_on_test=run.training.select_on_test,
@@ -458,7 +458,7 @@ def run_within_corpus(
     average = average_scores(scores)
     summary = {
         "dataset": run.data.dataset,
-        "folds": {str(fold): r.test_scores.as_dict() for fold, r in zip(folds, results, strict=True)},
+        "folds": {str(fold): score.as_dict() for fold, score in zip(folds, scores, strict=True)},
         "average": average.as_dict(),
         "runs": [str(r.run_dir) for r in results],
     }
