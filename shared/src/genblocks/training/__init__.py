@@ -20,6 +20,7 @@ _EXPORTS = {
     "ManifestError": "genblocks.training.data",
     "DiffusionTrainingModule": "genblocks.training.diffusion_module",
     "weighted_mse": "genblocks.training.diffusion_module",
+    "GANBatch": "genblocks.training.gan_module",
     "GANPhase": "genblocks.training.gan_module",
     "GANTrainingModule": "genblocks.training.gan_module",
     "GeneratorOutput": "genblocks.training.gan_module",
