@@ -268,7 +268,8 @@ class TrainingConfig(TrainConfig):
     ``accumulate_grad_batches``, ``log_every_n_steps``, ``keep_last``) keep genblocks' defaults.
     """
 
-    max_steps: int | None = None
+    # None (follow the epochs) is FG-Net's own; fit_config() fills an int before genblocks' fit reads it.
+    max_steps: int | None = None  # type: ignore[assignment]
     gradient_clip_val: float | None = 0.1
     checkpoint_every_n_steps: int = 500
     val_every_n_steps: int | None = None
