@@ -1,0 +1,24 @@
+"""The package imports lazily and reports the version its pyproject declares."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import tomllib
+from pathlib import Path
+
+import humananim
+
+PYPROJECT = Path(__file__).resolve().parents[1] / "pyproject.toml"
+
+
+def test_version_matches_pyproject() -> None:
+    assert humananim.__version__ == tomllib.loads(PYPROJECT.read_text())["project"]["version"]
+
+
+def test_import_loads_no_model_library() -> None:
+    code = (
+        "import sys, humananim; print(sorted(m for m in ('torch', 'diffusers', 'transformers') if m in sys.modules))"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert result.stdout.strip() == "[]"

@@ -1,0 +1,18 @@
+"""portrait-edit: feature-preserving portrait editing learned from generated pairs (arXiv 2407.20455).
+
+An SD1.5-class UNet whose ``conv_in`` is widened to take the source portrait's latents next to the noisy latents,
+conditioned on the source through CLIP vision tokens and pooled VAE tokens, sampled with 4-way nested
+classifier-free guidance. Public names are imported lazily, so ``portrait-edit --help`` imports no model code.
+"""
+
+from __future__ import annotations
+
+from genblocks.lazy import lazy_exports
+
+__version__ = "0.1.0"
+
+_EXPORTS: dict[str, str] = {}
+
+__all__ = ["__version__", *sorted(_EXPORTS)]
+
+__getattr__ = lazy_exports(__name__, _EXPORTS)
