@@ -1,7 +1,7 @@
 """Differentiable volume rendering for 3-D-aware GANs (EG3D, arXiv 2112.07945), in plain PyTorch.
 
 Modules: `cameras` (LookAt camera sampler, intrinsics, the 25-d EG3D camera label), `pose` (the camera of a face
-from its landmarks), `rays` (pinhole ray sampler) and
+from its landmarks), `crop` (EG3D's crop of an ordinary photo from its landmarks), `rays` (pinhole ray sampler) and
 `renderer` (stratified + importance sampling and the MipRayMarcher2 compositor over any density/feature field). The
 renderer knows nothing about tri-planes: the field is a callable, so EG3D's planes, OmniAvatar's feature volumes and
 canonical-space warps plug in without copies (spec genblocks §3 "render3d").
@@ -18,6 +18,14 @@ from genblocks.render3d.cameras import (
     normalize_intrinsics,
     orbit_cam2world,
     split_camera_label,
+)
+from genblocks.render3d.crop import (
+    EG3DCrop,
+    EG3DCropBox,
+    eg3d_canonical_points,
+    eg3d_crop,
+    eg3d_crop_box,
+    eg3d_five_points,
 )
 from genblocks.render3d.pose import estimate_camera
 from genblocks.render3d.rays import (
@@ -40,12 +48,18 @@ __all__ = [
     "FFHQ_CAMERA",
     "CameraPreset",
     "DensityField",
+    "EG3DCrop",
+    "EG3DCropBox",
     "ImportanceRenderer",
     "LookAtCameraSampler",
     "MipRayMarcher2",
     "PointWarp",
     "RenderOutput",
     "camera_label",
+    "eg3d_canonical_points",
+    "eg3d_crop",
+    "eg3d_crop_box",
+    "eg3d_five_points",
     "estimate_camera",
     "intrinsics_matrix",
     "look_at",
