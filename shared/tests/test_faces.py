@@ -22,6 +22,7 @@ from genblocks.faces import (
     load_arcface_state_dict,
     norm_crop,
     umeyama_similarity,
+    warp_affine,
 )
 
 skimage_data = pytest.importorskip("skimage.data")
@@ -282,3 +283,18 @@ def test_loader_reports_keys_and_loads(tmp_path) -> None:
     assert report.mismatched_keys == ["output_layer.4.weight"]
     with pytest.raises(ValueError, match="does not match"):
         load_arcface_state_dict(target, state, strict=True)
+
+
+def test_warp_affine_translation_and_float_masks() -> None:
+    rng = np.random.default_rng(0)
+    image = rng.integers(0, 256, (20, 30, 3), dtype=np.uint8)
+    shifted = warp_affine(image, np.array([[1.0, 0.0, 3.0], [0.0, 1.0, 2.0]]), (30, 20), "nearest")
+    np.testing.assert_array_equal(shifted[2:, 3:], image[:-2, :-3])  # an integer shift moves pixels exactly
+    assert (shifted[:2] == 0).all() and (shifted[:, :3] == 0).all()  # outside the source: 0
+    mask = np.ones((20, 30), np.float32)
+    halved = warp_affine(mask, np.array([[0.5, 0.0, 0.0], [0.0, 0.5, 0.0]]), (30, 20), "bilinear")
+    assert halved.dtype == np.float32 and halved.shape == (20, 30)
+    np.testing.assert_allclose(halved[:8, :13], 1.0)
+    assert (halved[12:] == 0).all()
+    with pytest.raises(ValueError, match="resample"):
+        warp_affine(image, np.eye(2, 3), (30, 20), "lanczos")

@@ -87,3 +87,24 @@ def test_shape_errors() -> None:
     with pytest.raises(ValueError, match="x"):
         identity_similarity(torch.zeros(3), torch.zeros(3))
     assert np.isfinite(psnr(torch.zeros(1, 1, 2, 2), torch.ones(1, 1, 2, 2)).item())
+
+
+def test_weighted_psnr_and_ssim_measure_only_the_weighted_pixels() -> None:
+    generator = torch.Generator().manual_seed(0)
+    x = torch.rand(2, 3, 32, 32, generator=generator, dtype=torch.float64)
+    y = x.clone()
+    y[:, :, :, 16:] = torch.rand(2, 3, 32, 16, generator=generator, dtype=torch.float64)  # right half differs
+    left = torch.zeros(2, 1, 32, 32)
+    left[..., :16] = 1.0
+    assert torch.isinf(psnr(x, y, weight=left)).all()
+    # the weighted MSE over the right half equals the plain MSE of the right half
+    right = 1.0 - left
+    torch.testing.assert_close(psnr(x, y, weight=right), psnr(x[..., 16:], y[..., 16:]))
+    # SSIM: weight 1 everywhere is the plain SSIM; the left half (window centres away from the edit) is 1
+    torch.testing.assert_close(ssim(x, y, weight=torch.ones(2, 32, 32)), ssim(x, y))
+    far_left = torch.zeros(2, 32, 32)
+    far_left[:, :, :8] = 1.0  # centres at columns 5..7 see only unchanged columns 0..12
+    torch.testing.assert_close(ssim(x, y, weight=far_left), torch.ones(2))
+    assert (ssim(x, y, weight=right) < 0.2).all()
+    with pytest.raises(ValueError, match="weight"):
+        psnr(x, y, weight=torch.ones(2, 3, 32, 32))

@@ -54,13 +54,30 @@ def l1(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     return (x.float() - y.float()).abs().flatten(1).mean(1)
 
 
-def psnr(x: torch.Tensor, y: torch.Tensor, data_range: float = 1.0) -> torch.Tensor:
+def _check_weight(weight: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """A (B, 1, H, W) or (B, H, W) per-pixel weight as float64 (B, 1, H, W)."""
+    if weight.ndim == 3:
+        weight = weight.unsqueeze(1)
+    if weight.ndim != 4 or weight.shape[1] != 1 or weight.shape[0] != x.shape[0] or weight.shape[2:] != x.shape[2:]:
+        raise ValueError(
+            f"`weight` must have shape ({x.shape[0]}, 1, {x.shape[2]}, {x.shape[3]}) or "
+            f"({x.shape[0]}, {x.shape[2]}, {x.shape[3]}), got {tuple(weight.shape)}."
+        )
+    return weight.to(device=x.device, dtype=torch.float64)
+
+
+def psnr(
+    x: torch.Tensor, y: torch.Tensor, data_range: float = 1.0, weight: torch.Tensor | None = None
+) -> torch.Tensor:
     """Peak signal-to-noise ratio per image, ``10 log10(data_range² / MSE)`` in dB (``inf`` for identical images).
 
     Args:
         x (`torch.Tensor`): shape (B, C, H, W), values in [0, data_range].
         y (`torch.Tensor`): shape (B, C, H, W).
         data_range (`float`, defaults to 1.0): the peak-to-peak value range.
+        weight (`torch.Tensor`, *optional*): shape (B, 1, H, W) or (B, H, W), non-negative per-pixel weights (e.g.
+            ``1 - mask`` for the PSNR outside a mask): the MSE becomes ``sum(w (x - y)²) / (C sum(w))`` (NaN where a
+            weight map sums to 0).
 
     Returns:
         `torch.Tensor`: shape (B,).
@@ -68,7 +85,12 @@ def psnr(x: torch.Tensor, y: torch.Tensor, data_range: float = 1.0) -> torch.Ten
     _check_pair(x, y)
     if data_range <= 0:
         raise ValueError(f"`data_range` must be positive, got {data_range}.")
-    mse = (x.double() - y.double()).pow(2).flatten(1).mean(1)
+    squared = (x.double() - y.double()).pow(2)
+    if weight is None:
+        mse = squared.flatten(1).mean(1)
+    else:
+        w = _check_weight(weight, x)
+        mse = (squared * w).flatten(1).sum(1) / (w.flatten(1).sum(1) * x.shape[1])
     return (10.0 * torch.log10(data_range**2 / mse)).to(torch.float32)
 
 
@@ -98,6 +120,7 @@ def ssim(
     sigma: float = 1.5,
     k1: float = 0.01,
     k2: float = 0.03,
+    weight: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Structural similarity per image with a Gaussian window, over valid window positions, averaged over channels.
 
@@ -109,6 +132,9 @@ def ssim(
         sigma (`float`, defaults to 1.5): Gaussian window σ.
         k1 (`float`, defaults to 0.01): luminance constant.
         k2 (`float`, defaults to 0.03): contrast constant.
+        weight (`torch.Tensor`, *optional*): shape (B, 1, H, W) or (B, H, W), non-negative per-pixel weights (e.g.
+            ``1 - mask`` for the SSIM outside a mask): the SSIM map is averaged with the weights at the window centres
+            (NaN where they sum to 0).
 
     Returns:
         `torch.Tensor`: shape (B,), 1 for identical images.
@@ -131,4 +157,9 @@ def ssim(
     cov = blur(x * y) - mu_x * mu_y
     c1, c2 = (k1 * data_range) ** 2, (k2 * data_range) ** 2
     ssim_map = ((2 * mu_x * mu_y + c1) * (2 * cov + c2)) / ((mu_x**2 + mu_y**2 + c1) * (var_x + var_y + c2))
-    return ssim_map.flatten(1).mean(1).to(torch.float32)
+    if weight is None:
+        return ssim_map.flatten(1).mean(1).to(torch.float32)
+    w = _check_weight(weight, x)
+    pad = window_size // 2  # the map covers the valid window centres: drop the border the window does not reach
+    w = w[..., pad : x.shape[2] - pad, pad : x.shape[3] - pad].expand_as(ssim_map)
+    return ((ssim_map * w).flatten(1).sum(1) / w.flatten(1).sum(1)).to(torch.float32)

@@ -9,6 +9,7 @@ from genblocks.faces.align import (
     ffhq_quad,
     norm_crop,
     umeyama_similarity,
+    warp_affine,
 )
 from genblocks.faces.analyzer import Face, FaceAnalyzer, landmarks5_from_68
 from genblocks.faces.arcface import (
@@ -38,4 +39,5 @@ __all__ = [
     "load_arcface_state_dict",
     "norm_crop",
     "umeyama_similarity",
+    "warp_affine",
 ]

@@ -32,6 +32,7 @@ __all__ = [
     "ffhq_quad",
     "norm_crop",
     "umeyama_similarity",
+    "warp_affine",
 ]
 
 ARCFACE_TEMPLATE_112 = np.array(
@@ -141,6 +142,37 @@ def _warp_affine(image: np.ndarray, matrix: np.ndarray, size: tuple[int, int], r
     out = pil.transform(size, Image.Transform.AFFINE, tuple(pil_inverse[:2].ravel()), resample=resample, fillcolor=0)
     out_array = np.asarray(out)
     return out_array[..., None] if squeeze else out_array
+
+
+def warp_affine(
+    image: np.ndarray, matrix: np.ndarray, size: tuple[int, int], resample: str = "bilinear"
+) -> np.ndarray:
+    """Warp an image with a (2, 3) affine matrix, like ``cv2.warpAffine(..., borderValue=0)``.
+
+    Args:
+        image (`np.ndarray`): uint8 of shape (H, W), (H, W, 1) or (H, W, 3), or float32 of shape (H, W) (a mask).
+        matrix (`np.ndarray`): float of shape (2, 3) mapping ``image`` pixel-index coordinates to output ones (for
+            example `AlignedFace.matrix`, or its inverse to paste a crop back).
+        size (`tuple[int, int]`): the output's (width, height).
+        resample (`str`, defaults to `"bilinear"`): ``"nearest"``, ``"bilinear"`` or ``"bicubic"``.
+
+    Returns:
+        `np.ndarray`: the warped image of shape (height, width[, C]), dtype kept; pixels mapped from outside are 0.
+    """
+    filters = {
+        "nearest": Image.Resampling.NEAREST,
+        "bilinear": Image.Resampling.BILINEAR,
+        "bicubic": Image.Resampling.BICUBIC,
+    }
+    if resample not in filters:
+        raise ValueError(f"`resample` must be one of {sorted(filters)}, got {resample!r}.")
+    array = np.asarray(image)
+    if not (array.dtype == np.float32 and array.ndim == 2):
+        array = _check_image(array)
+    matrix = np.asarray(matrix, dtype=np.float64)
+    if matrix.shape != (2, 3):
+        raise ValueError(f"`matrix` must have shape (2, 3), got {matrix.shape}.")
+    return _warp_affine(array, matrix, (int(size[0]), int(size[1])), filters[resample])
 
 
 def norm_crop(
