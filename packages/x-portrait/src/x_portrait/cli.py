@@ -129,7 +129,7 @@ def _animate(args: argparse.Namespace, config: XPortraitConfig) -> int:
 
     from genblocks.media import read_image, write_video
     from x_portrait.metrics import evaluate_animation
-    from x_portrait.pipeline_x_portrait import load_pipeline
+    from x_portrait.pipeline_x_portrait import load_pipeline, sampling_options
     from x_portrait.preprocessing import load_face_analyzer
 
     if args.pretrained is not None:
@@ -153,22 +153,9 @@ def _animate(args: argparse.Namespace, config: XPortraitConfig) -> int:
         source,
         frames,
         face_analyzer=analyzer,
-        align_driving=inference.align_driving,
-        best_frame=inference.best_frame,
-        local_patches=inference.local_patches,
-        num_inference_steps=inference.num_inference_steps,
-        guidance_scale=inference.guidance_scale,
-        eta=inference.eta,
-        ldm_timesteps=inference.ldm_timesteps,
-        start_timestep=inference.start_timestep,
-        window_size=inference.window_size,
-        window_overlap=inference.window_overlap,
-        random_window_offset=inference.random_window_offset,
-        vae_chunk_size=inference.vae_chunk_size,
-        controlnet_scales=(config.model.motion_scale, config.model.local_scale),
-        resolution=config.model.resolution,
         generator=torch.Generator().manual_seed(inference.seed),
         output_type="pt",
+        **sampling_options(config),
     )
     rate = inference.fps or fps or 8.0
     video = args.out / f"animation.{args.format}"

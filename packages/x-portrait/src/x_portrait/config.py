@@ -127,8 +127,10 @@ class InferenceConfig:
 
     Args:
         num_inference_steps: DDIM steps (30 upstream).
-        guidance_scale: Classifier-free guidance scale of the "controlnet-important" mode (5 upstream); 1 skips the
-            unconditional (bare-UNet) pass.
+        guidance_scale: Classifier-free guidance scale (5 upstream); 1 skips the unconditional pass.
+        guidance_mode: What the unconditional pass keeps (upstream's ``--control_mode``): ``"controlnet_important"``
+            (the default upstream: the bare UNet, no reference bank, no ControlNets) or ``"balance"`` (the reference
+            bank stays and both ControlNets read all-zero hints, so guidance amplifies the motion, not the appearance).
         eta: DDIM eta (0 upstream).
         ldm_timesteps: Visit LDM's DDIM timesteps (``range(0, 1000, 1000 // S)[::-1] + 1``: 31 calls for 30 steps)
             instead of diffusers' "leading" ones (identical when S divides 1000).
@@ -150,6 +152,7 @@ class InferenceConfig:
 
     num_inference_steps: int = 30
     guidance_scale: float = 5.0
+    guidance_mode: Literal["controlnet_important", "balance"] = "controlnet_important"
     eta: float = 0.0
     ldm_timesteps: bool = True
     start_timestep: int = 999

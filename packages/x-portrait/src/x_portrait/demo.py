@@ -38,7 +38,7 @@ from genblocks.training import OptimizerConfig
 from x_portrait.config import XPortraitConfig, tiny_config
 from x_portrait.metrics import evaluate_animation
 from x_portrait.modeling_x_portrait import XPortraitComponents
-from x_portrait.pipeline_x_portrait import XPortraitPipeline, load_components
+from x_portrait.pipeline_x_portrait import XPortraitPipeline, load_components, sampling_options
 from x_portrait.preprocessing import load_face_analyzer, similarity_matrix, transform_landmarks, warp_affine
 from x_portrait.training import IdentityReenactor, XPortraitTrainingModule
 
@@ -287,26 +287,17 @@ def run_demo(
     has_landmarks = source_landmarks is not None
     inference = settings.inference
     start = time.perf_counter()
+    options = sampling_options(settings)
+    options["align_driving"] = has_landmarks and inference.align_driving
+    options["local_patches"] = has_landmarks and inference.local_patches
     output = pipe(
         source,
         driving,
         source_landmarks=source_landmarks,
         driving_landmarks=driving_landmarks,
-        align_driving=has_landmarks and inference.align_driving,
-        local_patches=has_landmarks and inference.local_patches,
-        best_frame=inference.best_frame,
-        num_inference_steps=inference.num_inference_steps,
-        guidance_scale=inference.guidance_scale,
-        eta=inference.eta,
-        ldm_timesteps=inference.ldm_timesteps,
-        start_timestep=inference.start_timestep,
-        window_size=inference.window_size,
-        window_overlap=inference.window_overlap,
-        random_window_offset=inference.random_window_offset,
-        vae_chunk_size=inference.vae_chunk_size,
-        controlnet_scales=(settings.model.motion_scale, settings.model.local_scale),
         generator=torch.Generator().manual_seed(inference.seed),
         output_type="pt",
+        **options,
     )
     seconds = time.perf_counter() - start
     assert not isinstance(output, tuple)  # return_dict=True

@@ -2,7 +2,9 @@
 
 Paper: arXiv 2403.15931 (Xie et al., SIGGRAPH 2024). Upstream: bytedance/X-Portrait@59f002f45a07ddffdbbea6b3d421abf9db292dbd
 ``core/test_xportrait.py`` (``visualize_mm``: start latents ``q_sample(encode(source), t=999)``, DDIM with
-``unconditional_guidance_scale=5`` in ``controlnet_important`` mode, windows with ``num_overlap=num_mix=4``, VAE in
+``unconditional_guidance_scale=5`` in ``controlnet_important`` mode or, with ``--control_mode balance``, an
+unconditional dict that keeps ``image_control`` and zero hints, read by ``DDIMSampler.p_sample_ddim`` of
+``model_lib/ControlNet/ldm/models/diffusion/ddim.py`` as one doubled batch without ``uc=True``), windows with ``num_overlap=num_mix=4``, VAE in
 chunks of ``vae_bs=16``, fp16 autocast) and ``x_portrait_data_prep`` (square resize to 512, affine alignment to the
 source, local patches from the aligned frames).
 
@@ -75,12 +77,15 @@ __all__ = [
     "load_components",
     "load_pipeline",
     "resolve_device",
+    "sampling_options",
 ]
 
 logger = logging.getLogger(__name__)
 
 OutputType = Literal["pil", "np", "pt", "latent"]
 _OUTPUT_TYPES = ("pil", "np", "pt", "latent")
+GuidanceMode = Literal["controlnet_important", "balance"]
+_GUIDANCE_MODES = ("controlnet_important", "balance")
 
 
 @dataclass
@@ -273,6 +278,7 @@ class XPortraitPipeline(DiffusionPipeline):
         best_frame: int | None,
         num_inference_steps: int,
         guidance_scale: float,
+        guidance_mode: str,
         window_size: int,
         window_overlap: int,
         start_timestep: int,
@@ -286,6 +292,8 @@ class XPortraitPipeline(DiffusionPipeline):
             raise ValueError(f"num_inference_steps must be >= 1, got {num_inference_steps}")
         if guidance_scale < 0:
             raise ValueError(f"guidance_scale must be >= 0, got {guidance_scale}")
+        if guidance_mode not in _GUIDANCE_MODES:
+            raise ValueError(f"guidance_mode must be one of {_GUIDANCE_MODES}, got {guidance_mode!r}")
         if window_size < 1:
             raise ValueError(f"window_size must be >= 1, got {window_size}")
         if not 0 <= window_overlap < window_size:
@@ -402,6 +410,7 @@ class XPortraitPipeline(DiffusionPipeline):
         local_patches: bool = True,
         num_inference_steps: int = 30,
         guidance_scale: float = 5.0,
+        guidance_mode: GuidanceMode = "controlnet_important",
         eta: float = 0.0,
         ldm_timesteps: bool = True,
         start_timestep: int = 999,
@@ -435,8 +444,15 @@ class XPortraitPipeline(DiffusionPipeline):
             best_frame (`int`, *optional*): Alignment frame; `None` picks the closest one to the source (L1).
             local_patches (`bool`, defaults to `True`): Build the local hint from landmarks (else it is all -1).
             num_inference_steps (`int`, defaults to 30): DDIM steps.
-            guidance_scale (`float`, defaults to 5.0): CFG scale; the unconditional pass is the bare UNet (empty text,
-                no bank, no ControlNets). 1 skips it.
+            guidance_scale (`float`, defaults to 5.0): CFG scale, ``eps_u + scale * (eps_c - eps_u)``; 1 skips the
+                unconditional pass.
+            guidance_mode (`str`, defaults to `"controlnet_important"`): What the unconditional pass ``eps_u`` keeps,
+                upstream's ``--control_mode``. ``"controlnet_important"``: the bare UNet (empty text, no bank, no
+                ControlNets). ``"balance"``: the full model with empty text, the reference bank and both ControlNets
+                fed all-zero hints (mid-grey in [-1, 1]), so guidance pushes along the motion only, not the
+                appearance. Temporal modules run in both passes either way. Both passes read the bank written with
+                ``prompt``'s context (upstream writes the unconditional half's with the empty text: the same bank for
+                X-Portrait's empty prompt).
             eta (`float`, defaults to 0.0): DDIM eta.
             ldm_timesteps (`bool`, defaults to `True`): LDM's DDIM timesteps (31 calls for 30 steps).
             start_timestep (`int`, defaults to 999): t of the start latents ``q_sample(encode(source), t)``.
@@ -461,7 +477,8 @@ class XPortraitPipeline(DiffusionPipeline):
         driving_frames = frames_to_tensor(driving_frames, "driving_frames")
         self.check_inputs(
             len(driving_frames), source_landmarks, driving_landmarks, best_frame, num_inference_steps, guidance_scale,
-            window_size, window_overlap, start_timestep, vae_chunk_size, resolution, output_type, latents,
+            guidance_mode, window_size, window_overlap, start_timestep, vae_chunk_size, resolution, output_type,
+            latents,
         )  # fmt: skip
         device = self._execution_device
         dtype = self.unet.dtype
@@ -495,7 +512,7 @@ class XPortraitPipeline(DiffusionPipeline):
             latents = self.prepare_latents(source_latents, num_frames, start_timestep, generator)
         latents = latents.to(device=device, dtype=dtype)
 
-        # 6. Denoising loop: bank once per step, windows with overlap, bare-UNet CFG per window
+        # 6. Denoising loop: bank once per step, windows with overlap, CFG per window (``guidance_mode``)
         for step, t in enumerate(self.progress_bar(timesteps)):
             if use_reference:
                 self.model.write_reference(source_latents, t, text)
@@ -515,7 +532,17 @@ class XPortraitPipeline(DiffusionPipeline):
                 )  # fmt: skip
                 if guidance_scale == 1.0:
                     return eps
-                eps_uncond = self.model.unconditional(chunk, t, uncond_text.expand(count, -1, -1), num_frames=count)
+                if guidance_mode == "balance":
+                    # upstream's uc dict keeps ``image_control`` and sets both hints to ``zeros_like``
+                    eps_uncond = self.model(
+                        chunk, t, uncond_text.expand(count, -1, -1), num_frames=count,
+                        motion_image=torch.zeros_like(motion[frames]), local_image=torch.zeros_like(local[frames]),
+                        use_reference=use_reference, controlnet_scales=controlnet_scales,
+                    )  # fmt: skip
+                else:
+                    eps_uncond = self.model.unconditional(
+                        chunk, t, uncond_text.expand(count, -1, -1), num_frames=count
+                    )
                 return plain_cfg(eps_uncond, eps, guidance_scale)
 
             noise_pred = denoise_windows(predict, latents, windows, frame_dim=0)
@@ -599,3 +626,26 @@ def load_pipeline(config: XPortraitConfig) -> XPortraitPipeline:
     if config.inference.attention_slicing is not None:
         pipeline.enable_attention_slicing(config.inference.attention_slicing)
     return pipeline
+
+
+def sampling_options(config: XPortraitConfig) -> dict[str, Any]:
+    """The :meth:`XPortraitPipeline.__call__` keyword arguments that ``config.inference`` and the ControlNet scales of
+    ``config.model`` set (``animate`` and ``demo`` pass them; inputs, landmarks and the generator are the caller's)."""
+    inference = config.inference
+    return {
+        "align_driving": inference.align_driving,
+        "best_frame": inference.best_frame,
+        "local_patches": inference.local_patches,
+        "num_inference_steps": inference.num_inference_steps,
+        "guidance_scale": inference.guidance_scale,
+        "guidance_mode": inference.guidance_mode,
+        "eta": inference.eta,
+        "ldm_timesteps": inference.ldm_timesteps,
+        "start_timestep": inference.start_timestep,
+        "window_size": inference.window_size,
+        "window_overlap": inference.window_overlap,
+        "random_window_offset": inference.random_window_offset,
+        "vae_chunk_size": inference.vae_chunk_size,
+        "controlnet_scales": (config.model.motion_scale, config.model.local_scale),
+        "resolution": config.model.resolution,
+    }

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import sys
 import tempfile
+from typing import Any
 
 import torch
 
@@ -29,7 +30,7 @@ def run_checks() -> list[str]:
     generator = torch.Generator().manual_seed(0)
     source = torch.rand(3, size, size, generator=generator)
     driving = torch.rand(3, 3, size, size, generator=generator)
-    options = {
+    options: dict[str, Any] = {
         "align_driving": False,
         "local_patches": False,
         "num_inference_steps": 1,

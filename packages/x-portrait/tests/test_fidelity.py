@@ -1,0 +1,112 @@
+"""Fidelity to the authors' sampling code (bytedance/X-Portrait ``core/test_xportrait.py`` and
+``model_lib/ControlNet/ldm/models/diffusion/ddim.py``): the ``balance`` guidance mode, how the VAE posterior is
+sampled, and clips no longer than the window."""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+import pytest
+import torch
+from xp_testing import PATCH, RESOLUTION, randomize_motion_modules, tiny_components, tiny_video
+
+from genblocks.diffusion.sampling import set_ldm_timesteps
+from x_portrait.modeling_x_portrait import XPortraitComponents
+from x_portrait.pipeline_x_portrait import XPortraitPipeline
+
+
+def _randomize_controlnet_outputs(components: XPortraitComponents, seed: int = 2) -> None:
+    """Give both ControlNets' zero-initialised output convolutions random weights, so a hint (even an all-zero one)
+    changes the UNet's output; with zero convolutions no test could tell a zero hint from no ControlNet."""
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for net in (components.motion_controlnet, components.local_controlnet):
+            for name, param in net.named_parameters():
+                if name.startswith(("controlnet_down_blocks", "controlnet_mid_block")):
+                    param.copy_(torch.randn(param.shape, generator=generator) * 0.05)
+
+
+def _pipeline() -> XPortraitPipeline:
+    components = tiny_components(seed=0)
+    randomize_motion_modules(components)
+    _randomize_controlnet_outputs(components)
+    pipe = XPortraitPipeline(**components.as_dict(), patch_size=PATCH, landmark_scale=2)
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
+
+
+class _ReferenceSpy:
+    """Records every ``write_reference`` call of a pipeline's model (and still writes the bank)."""
+
+    def __init__(self, pipe: XPortraitPipeline) -> None:
+        self.calls: list[tuple[torch.Tensor, Any, torch.Tensor]] = []
+        self._write = pipe.model.write_reference
+        pipe.model.write_reference = self  # type: ignore[method-assign]
+
+    def __call__(self, latents: torch.Tensor, timestep: Any, text: torch.Tensor) -> None:
+        self.calls.append((latents.clone(), timestep, text.clone()))
+        self._write(latents, timestep, text)
+
+
+def test_balance_guidance_matches_the_formula_on_numbers() -> None:
+    """One DDIM step with ``guidance_mode="balance"`` equals, to float precision, the step written out here:
+
+    eps_c = model(x, t, text, bank, motion hint, local hint)
+    eps_u = model(x, t, empty text, bank, zeros, zeros)        # upstream's uc: image_control kept, hints zeros_like
+    eps   = eps_u + s * (eps_c - eps_u)
+    x0    = (x - sqrt(1 - a_t) * eps) / sqrt(a_t);  x_prev = sqrt(a_prev) * x0 + sqrt(1 - a_prev) * eps
+    """
+    pipe = _pipeline()
+    source, driving, source_lm, driving_lm = tiny_video(3)
+    start = torch.randn(3, 4, 8, 8, generator=torch.Generator().manual_seed(3))
+    scale = 5.0
+    options = {
+        "source_landmarks": source_lm, "driving_landmarks": driving_lm, "num_inference_steps": 1,
+        "guidance_scale": scale, "window_size": 4, "window_overlap": 2, "output_type": "latent",
+    }  # fmt: skip
+    spy = _ReferenceSpy(pipe)
+    out = pipe(source, driving, latents=start.clone(), guidance_mode="balance", generator=torch.Generator(), **options)
+    assert len(spy.calls) == 1  # one step, one window
+    reference_latents, _, reference_text = spy.calls[0]
+
+    # the reference computation, from the formula
+    inputs = pipe.prepare_inputs(source, driving, RESOLUTION, source_lm, driving_lm)
+    (t,) = set_ldm_timesteps(copy.deepcopy(pipe.scheduler), 1)
+    text = pipe.encode_prompt("", torch.device("cpu")).expand(3, -1, -1)
+    model = pipe.model
+    with torch.no_grad():
+        model.write_reference(reference_latents, t, reference_text)
+        eps_c = model(start, t, text, num_frames=3, motion_image=inputs.driving, local_image=inputs.local)
+        zeros = torch.zeros_like(inputs.driving)
+        eps_u = model(start, t, text, num_frames=3, motion_image=zeros, local_image=zeros)
+        bare = model.unconditional(start, t, text, num_frames=3)
+        model.clear_reference()
+    eps = eps_u + scale * (eps_c - eps_u)
+    alphas = pipe.scheduler.alphas_cumprod
+    a_t, a_prev = alphas[int(t)], alphas[0]  # LDM's last step goes to alphas_cumprod[0]
+    x0 = (start - (1 - a_t).sqrt() * eps) / a_t.sqrt()
+    expected = a_prev.sqrt() * x0 + (1 - a_prev).sqrt() * eps
+    torch.testing.assert_close(out.frames, expected, atol=1e-5, rtol=1e-5)
+
+    # the two unconditional passes really differ, and so do the modes' results
+    assert float((eps_u - bare).abs().max()) > 1e-2
+    important = pipe(source, driving, latents=start.clone(), generator=torch.Generator(), **options).frames
+    assert float((important - expected).abs().max()) > 1e-3
+
+
+def test_guidance_mode_is_validated_and_reaches_the_pipeline_from_the_config() -> None:
+    from genblocks.cli import load_command_config
+    from x_portrait.config import XPortraitConfig
+    from x_portrait.pipeline_x_portrait import sampling_options
+
+    config, _ = load_command_config(XPortraitConfig, "x_portrait", "run", "tiny", ["inference.guidance_mode=balance"])
+    assert sampling_options(config)["guidance_mode"] == "balance"
+    sd15, _ = load_command_config(XPortraitConfig, "x_portrait", "run", "sd15", [])
+    assert sampling_options(sd15)["guidance_mode"] == "controlnet_important"  # upstream's default
+    with pytest.raises(Exception, match="guidance_mode"):
+        load_command_config(XPortraitConfig, "x_portrait", "run", "tiny", ["inference.guidance_mode=both"])
+    pipe = _pipeline()
+    source, driving, _, _ = tiny_video(2)
+    with pytest.raises(ValueError, match="guidance_mode"):
+        pipe(source, driving, align_driving=False, local_patches=False, num_inference_steps=1, guidance_mode="both")
