@@ -11,7 +11,11 @@ from genblocks.lazy import lazy_exports
 
 __version__ = "0.1.0"
 
-_EXPORTS: dict[str, str] = {}
+_EXPORTS: dict[str, str] = {
+    "HumanAnimConfig": "humananim.config",
+    "sd15_config": "humananim.config",
+    "tiny_config": "humananim.config",
+}
 
 __all__ = ["__version__", *sorted(_EXPORTS)]
 
