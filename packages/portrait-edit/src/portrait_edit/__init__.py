@@ -11,7 +11,11 @@ from genblocks.lazy import lazy_exports
 
 __version__ = "0.1.0"
 
-_EXPORTS: dict[str, str] = {}
+_EXPORTS: dict[str, str] = {
+    "EmbeddingAdapter": "portrait_edit.modeling_portrait_edit",
+    "PortraitEditComponents": "portrait_edit.modeling_portrait_edit",
+    "PortraitEditConfig": "portrait_edit.config",
+}
 
 __all__ = ["__version__", *sorted(_EXPORTS)]
 
