@@ -8,6 +8,8 @@ from pathlib import Path
 import pytest
 
 from genblocks.config import ConfigError, config_to_yaml, load_config
+from genblocks.errors import FieldError
+from genblocks.training.config import TrainConfig
 
 
 @dataclass
@@ -156,3 +158,42 @@ class Generate:
 def test_nearest_keys_prefer_a_key_containing_the_typed_word() -> None:
     with pytest.raises(ConfigError, match=r"nearest valid keys: sampling\.num_inference_steps"):
         load_config(Generate, None, ["sampling.steps=3"])
+
+
+@dataclass
+class Limits:
+    steps: int = 1
+
+    def __post_init__(self) -> None:
+        if self.steps < 1:
+            raise FieldError("steps", f"expected a positive integer, got {self.steps}")
+
+
+@dataclass
+class Inner:
+    limits: Limits = field(default_factory=Limits)
+
+
+@dataclass
+class TwoSections:
+    first: Limits = field(default_factory=Limits)
+    outer: Inner = field(default_factory=Inner)
+
+
+@pytest.mark.parametrize("key", ["first.steps", "outer.limits.steps"])
+def test_a_field_error_names_the_section_the_user_wrote(key: str) -> None:
+    # the same schema under two names: the message names the key as written, not the schema's own name
+    with pytest.raises(ConfigError, match=rf"^config: {key}: expected a positive integer, got 0$"):
+        load_config(TwoSections, None, [f"{key}=0"])
+
+
+@dataclass
+class PackageRun:
+    training: TrainConfig = field(default_factory=TrainConfig)
+
+
+def test_shared_train_schema_under_another_section_name() -> None:
+    with pytest.raises(ConfigError, match=r"^config: training\.max_steps: expected a positive integer, got 0$"):
+        load_config(PackageRun, None, ["training.max_steps=0"])
+    with pytest.raises(ConfigError, match=r"^config: training\.optimizer\.lr: expected a positive learning rate"):
+        load_config(PackageRun, None, ["training.optimizer.lr=-1"])

@@ -183,7 +183,7 @@ def test_step_sampler_slices_the_global_batch_by_rank() -> None:
     [("max_steps", 0), ("max_steps", -3), ("max_steps", 2.5), ("devices", 0), ("accumulate_grad_batches", True)],
 )
 def test_schema_refuses_non_positive_and_non_integer_sizes(key: str, value: object) -> None:
-    with pytest.raises(InputError, match=rf"train\.{key}: expected a positive integer"):
+    with pytest.raises(InputError, match=rf"^{key}: expected a positive integer"):
         TrainConfig(**{key: value})
 
 

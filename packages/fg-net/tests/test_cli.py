@@ -115,6 +115,20 @@ def test_train_tiny_needs_no_dataset_refuses_a_used_folder_and_resumes(
     assert torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)["global_step"] == 6
 
 
+@pytest.mark.parametrize(
+    ("override", "named"),
+    [("training.max_steps=0", "training.max_steps"), ("training.optimizer.lr=-1", "training.optimizer.lr")],
+)
+def test_a_bad_training_value_names_the_training_section(
+    tmp_path: Path, override: str, named: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # the keys come from genblocks' TrainConfig (``train.`` elsewhere); the message names the section fg-net uses
+    assert main(["train", "--config", "tiny", "--set", override, "--out", str(tmp_path / "run")]) == 2
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1 and f"{named}: expected a positive" in lines[0] and "train." not in lines[0]
+    assert not (tmp_path / "run").exists()
+
+
 def test_eval_cross_corpus(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     write_corpus(tmp_path / "data", dataset="DISFA")
     bp4d_model = [

@@ -28,7 +28,7 @@ import yaml
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import ConfigAttributeError, ConfigKeyError, MissingMandatoryValue, ValidationError
 
-from genblocks.errors import InputError
+from genblocks.errors import FieldError, InputError
 
 __all__ = ["ConfigError", "config_keys", "config_to_yaml", "load_config", "merge_config", "read_yaml"]
 
@@ -54,6 +54,33 @@ def config_keys(schema: type) -> dict[str, Any]:
 
     walk(schema, "")
     return keys
+
+
+def _sections(schema: type, prefix: str = "") -> list[str]:
+    """Dotted keys of the nested dataclass sections of ``schema``, each after the sections inside it."""
+    hints = typing.get_type_hints(schema)
+    found: list[str] = []
+    for item in dataclasses.fields(schema):
+        kind = hints.get(item.name, item.type)
+        if isinstance(kind, type) and dataclasses.is_dataclass(kind):
+            found += [*_sections(kind, f"{prefix}{item.name}."), f"{prefix}{item.name}"]
+    return found
+
+
+def _field_key(error: FieldError, merged: DictConfig, schema: type) -> str:
+    """The full dotted key of the field behind ``error``, raised while building the config ``merged``.
+
+    A shared section schema (genblocks' ``TrainConfig`` under ``train:`` or FG-Net's ``training:``) names only its own
+    field; each section is built alone, innermost first, and the first one that raises is where the field sits.
+    """
+    for section in _sections(schema):
+        try:
+            OmegaConf.to_object(OmegaConf.select(merged, section))
+        except FieldError as inner:
+            return f"{section}.{inner.field}"
+        except (ValueError, TypeError):
+            continue
+    return error.field
 
 
 def _type_name(kind: Any) -> str:
@@ -156,6 +183,8 @@ def merge_config(schema: type[T], *sources: tuple[str, Any]) -> T:
         raise _explain(error, schema, "config") from None
     except ConfigError:
         raise
+    except FieldError as error:
+        raise ConfigError(f"config: {_field_key(error, merged, schema)}: {error.expected}") from None
     except (ValueError, TypeError) as error:
         raise ConfigError(f"config: {error}") from None
 

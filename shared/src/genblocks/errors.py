@@ -8,8 +8,26 @@ working. This module imports nothing, so any module may raise it without slowing
 
 from __future__ import annotations
 
-__all__ = ["InputError"]
+__all__ = ["FieldError", "InputError"]
 
 
 class InputError(ValueError):
     """A user input (file, value, key or content) that does not fit; the message names the input and what was expected."""
+
+
+class FieldError(InputError):
+    """A bad value of one field of a config dataclass, raised by its ``__post_init__``.
+
+    ``field`` is the key relative to that dataclass (``"max_steps"``), so a schema shared between packages need not know
+    the section it sits under: :func:`genblocks.config.merge_config` reports the error under the key the user wrote
+    (``training.max_steps`` in FG-Net's config, ``train.max_steps`` in the others).
+
+    Args:
+        field: The field's name (dotted below the raising dataclass).
+        expected: What the field needs and the value it got (``"expected a positive integer, got 0"``).
+    """
+
+    def __init__(self, field: str, expected: str) -> None:
+        super().__init__(f"{field}: {expected}")
+        self.field = field
+        self.expected = expected

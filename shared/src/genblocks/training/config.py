@@ -14,7 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal
 
-from genblocks.errors import InputError
+from genblocks.errors import FieldError
 
 __all__ = ["OPTIMIZER_NAMES", "OptimizerConfig", "TrainConfig"]
 
@@ -59,14 +59,14 @@ class OptimizerConfig:
 
     def __post_init__(self) -> None:
         if self.name not in OPTIMIZER_NAMES:
-            raise InputError(f"optimizer.name: expected one of {OPTIMIZER_NAMES}, got {self.name!r}")
+            raise FieldError("name", f"expected one of {OPTIMIZER_NAMES}, got {self.name!r}")
         if self.lr <= 0:
-            raise InputError(f"optimizer.lr: expected a positive learning rate, got {self.lr}")
+            raise FieldError("lr", f"expected a positive learning rate, got {self.lr}")
 
 
 def _positive_int(name: str, value: object) -> None:
     if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-        raise InputError(f"{name}: expected a positive integer, got {value!r}")
+        raise FieldError(name, f"expected a positive integer, got {value!r}")
 
 
 @dataclass
@@ -119,10 +119,8 @@ class TrainConfig:
             "checkpoint_every_n_steps",
             "keep_last",
         ):
-            _positive_int(f"train.{name}", getattr(self, name))
+            _positive_int(name, getattr(self, name))
         if self.val_every_n_steps is not None:
-            _positive_int("train.val_every_n_steps", self.val_every_n_steps)
+            _positive_int("val_every_n_steps", self.val_every_n_steps)
         if self.gradient_clip_val is not None and self.gradient_clip_val <= 0:
-            raise InputError(
-                f"train.gradient_clip_val: expected a positive number or null, got {self.gradient_clip_val}"
-            )
+            raise FieldError("gradient_clip_val", f"expected a positive number or null, got {self.gradient_clip_val}")
