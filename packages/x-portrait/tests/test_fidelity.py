@@ -110,3 +110,56 @@ def test_guidance_mode_is_validated_and_reaches_the_pipeline_from_the_config() -
     source, driving, _, _ = tiny_video(2)
     with pytest.raises(ValueError, match="guidance_mode"):
         pipe(source, driving, align_driving=False, local_patches=False, num_inference_steps=1, guidance_mode="both")
+
+
+def test_encode_source_draws_what_encoding_one_copy_per_frame_draws() -> None:
+    """Upstream encodes one copy of the source per frame and samples each posterior: identical images, different
+    latents. ``encode_source`` gives exactly those draws from one encoder pass."""
+    from genblocks.diffusion import vae_encode
+
+    pipe = _pipeline()
+    source = torch.rand(1, 3, RESOLUTION, RESOLUTION, generator=torch.Generator().manual_seed(4)) * 2 - 1
+    ours = pipe.encode_source(source, 3, torch.Generator().manual_seed(5))
+    copies = vae_encode(pipe.vae, source.expand(3, -1, -1, -1), generator=torch.Generator().manual_seed(5))
+    assert ours.shape == (3, 4, 8, 8)
+    torch.testing.assert_close(ours, copies, atol=1e-5, rtol=1e-5)
+    for i, j in ((0, 1), (0, 2), (1, 2)):
+        assert float((ours[i] - ours[j]).abs().max()) > 1e-2  # one sample per frame, not one shared
+    mean = vae_encode(pipe.vae, source, sample=False)
+    spread = pipe.encode_source(source, 256, torch.Generator().manual_seed(6)).mean(0, keepdim=True)
+    assert float((spread - mean).abs().max()) < 0.25 * float((ours - mean).abs().max())  # draws around the mean
+
+
+@pytest.mark.parametrize("vae_sample", ["per_frame", "shared"])
+def test_pipeline_samples_the_posterior_as_configured(vae_sample: str) -> None:
+    """``per_frame`` (upstream): each frame keeps its own reference sample through every window and step, and the start
+    latents use another, independent sample per frame; ``shared``: one sample for every frame and both uses."""
+    pipe = _pipeline()
+    spy = _ReferenceSpy(pipe)
+    starts: list[torch.Tensor] = []
+    prepare = pipe.prepare_latents
+
+    def record(clean: torch.Tensor, *args: Any) -> torch.Tensor:
+        starts.append(clean.clone())
+        return prepare(clean, *args)
+
+    pipe.prepare_latents = record  # type: ignore[method-assign]
+    source, driving, source_lm, driving_lm = tiny_video(6)
+    pipe(
+        source, driving, source_landmarks=source_lm, driving_landmarks=driving_lm, num_inference_steps=2,
+        window_size=4, window_overlap=2, vae_sample=vae_sample, generator=torch.Generator().manual_seed(0),
+        output_type="latent",
+    )  # fmt: skip
+    (start,) = starts
+    rows = torch.cat([latents for latents, _, _ in spy.calls]).flatten(1)
+    distinct = torch.unique(rows, dim=0)
+    if vae_sample == "shared":
+        assert len(spy.calls) == 2 and all(latents.shape[0] == 1 for latents, _, _ in spy.calls)  # once per step
+        assert len(distinct) == 1 and start.shape == (1, 4, 8, 8)
+        torch.testing.assert_close(start.flatten(1), distinct)  # the same sample starts every frame
+    else:
+        assert len(spy.calls) > 2 and all(latents.shape[0] <= 4 for latents, _, _ in spy.calls)  # per window
+        assert len(distinct) == 6  # one sample per frame, the same in every window and step
+        assert start.shape == (6, 4, 8, 8) and len(torch.unique(start.flatten(1), dim=0)) == 6
+        nearest = torch.cdist(start.flatten(1), distinct).min(dim=1).values
+        assert float(nearest.min()) > 1e-2  # the start latents' samples are independent of the reference's

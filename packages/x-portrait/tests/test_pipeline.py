@@ -158,10 +158,12 @@ class TestXPortraitPipelineContract(PipelineTesterMixin):
 
     pipeline_class = XPortraitPipeline
     output_field = "frames"
+    # vae_sample="per_frame" (the default, upstream's); "shared" gives [[0.5918, 0.5338, 0.5360], [0.5009, 0.3925,
+    # 0.4006], [0.5115, 0.4026, 0.4507]] (the tiny random VAE has a wide posterior)
     expected_slice: ClassVar[list[list[float]]] = [
-        [0.5918, 0.5338, 0.5360],
-        [0.5009, 0.3925, 0.4006],
-        [0.5115, 0.4026, 0.4507],
+        [0.3900, 0.3337, 0.3556],
+        [0.4507, 0.3605, 0.4338],
+        [0.5011, 0.3858, 0.4488],
     ]
 
     def get_pipeline(self) -> XPortraitPipeline:

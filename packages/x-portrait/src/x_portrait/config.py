@@ -131,6 +131,9 @@ class InferenceConfig:
         guidance_mode: What the unconditional pass keeps (upstream's ``--control_mode``): ``"controlnet_important"``
             (the default upstream: the bare UNet, no reference bank, no ControlNets) or ``"balance"`` (the reference
             bank stays and both ControlNets read all-zero hints, so guidance amplifies the motion, not the appearance).
+        vae_sample: How the source's VAE posterior is sampled: ``"per_frame"`` (upstream: one sample per frame, for the
+            reference UNet's input and, independently, for the start latents; the reference UNet then runs per window)
+            or ``"shared"`` (one sample for every frame and both uses; the reference UNet runs once per step, cheaper).
         eta: DDIM eta (0 upstream).
         ldm_timesteps: Visit LDM's DDIM timesteps (``range(0, 1000, 1000 // S)[::-1] + 1``: 31 calls for 30 steps)
             instead of diffusers' "leading" ones (identical when S divides 1000).
@@ -153,6 +156,7 @@ class InferenceConfig:
     num_inference_steps: int = 30
     guidance_scale: float = 5.0
     guidance_mode: Literal["controlnet_important", "balance"] = "controlnet_important"
+    vae_sample: Literal["per_frame", "shared"] = "per_frame"
     eta: float = 0.0
     ldm_timesteps: bool = True
     start_timestep: int = 999

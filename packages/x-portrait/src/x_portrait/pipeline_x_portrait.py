@@ -11,9 +11,11 @@ source, local patches from the aligned frames).
 The anatomy follows diffusers' ``StableDiffusionControlNetPipeline``: typed components, ``check_inputs``, numbered
 steps in ``__call__``, ``generator`` / ``output_type`` / ``return_dict`` and a dataclass output. The blocks are
 genblocks': ``ldm_ddim_scheduler`` / ``set_ldm_timesteps``, ``q_sample_start``, ``sliding_windows`` +
-``denoise_windows``, ``plain_cfg``, ``vae_encode`` / ``vae_decode_chunked``. Memory: the reference bank is written once
-per step and shared by every window, each window runs its conditional and unconditional passes one after the other
-(not as a doubled batch), the VAE works in chunks, attention is PyTorch SDPA (diffusers' default processors) or sliced
+``denoise_windows``, ``plain_cfg``, ``vae_decode_chunked``. The source is encoded once and its VAE posterior sampled
+once per frame, like upstream's ``get_first_stage_encoding`` on one copy of the source per frame (``vae_sample``; one
+shared sample is the cheaper option). Memory: with one shared sample the reference bank is written once per step and
+shared by every window (per frame, it is written per window, as upstream), each window runs its conditional and
+unconditional passes one after the other (not as a doubled batch), the VAE works in chunks, attention is PyTorch SDPA (diffusers' default processors) or sliced
 (:meth:`XPortraitPipeline.enable_attention_slicing`), and the pipeline runs in fp16/bf16 with ``.to(dtype)``.
 """
 
@@ -32,6 +34,7 @@ import torch.nn.functional as F
 from diffusers import AutoencoderKL, ControlNetModel, DDIMScheduler, DiffusionPipeline, UNet2DConditionModel
 from diffusers.image_processor import VaeImageProcessor
 from diffusers.models.attention_processor import Attention, AttnProcessor2_0, SlicedAttnProcessor
+from diffusers.models.autoencoders.vae import DiagonalGaussianDistribution
 from diffusers.utils import BaseOutput
 from diffusers.utils.torch_utils import randn_tensor
 from transformers import CLIPTextModel, CLIPTokenizer
@@ -44,7 +47,6 @@ from genblocks.diffusion import (
     q_sample_start,
     sliding_windows,
     vae_decode_chunked,
-    vae_encode,
 )
 from genblocks.diffusion.reference_attention import FusionBlocks
 from genblocks.diffusion.sampling import set_ldm_timesteps
@@ -86,6 +88,8 @@ OutputType = Literal["pil", "np", "pt", "latent"]
 _OUTPUT_TYPES = ("pil", "np", "pt", "latent")
 GuidanceMode = Literal["controlnet_important", "balance"]
 _GUIDANCE_MODES = ("controlnet_important", "balance")
+VaeSample = Literal["per_frame", "shared"]
+_VAE_SAMPLES = ("per_frame", "shared")
 
 
 @dataclass
@@ -279,6 +283,7 @@ class XPortraitPipeline(DiffusionPipeline):
         num_inference_steps: int,
         guidance_scale: float,
         guidance_mode: str,
+        vae_sample: str,
         window_size: int,
         window_overlap: int,
         start_timestep: int,
@@ -294,6 +299,8 @@ class XPortraitPipeline(DiffusionPipeline):
             raise ValueError(f"guidance_scale must be >= 0, got {guidance_scale}")
         if guidance_mode not in _GUIDANCE_MODES:
             raise ValueError(f"guidance_mode must be one of {_GUIDANCE_MODES}, got {guidance_mode!r}")
+        if vae_sample not in _VAE_SAMPLES:
+            raise ValueError(f"vae_sample must be one of {_VAE_SAMPLES}, got {vae_sample!r}")
         if window_size < 1:
             raise ValueError(f"window_size must be >= 1, got {window_size}")
         if not 0 <= window_overlap < window_size:
@@ -384,6 +391,35 @@ class XPortraitPipeline(DiffusionPipeline):
         """CLIP context of ``prompt``: (1, T, D)."""
         return encode_clip_prompt(self.tokenizer, self.text_encoder, prompt, device)
 
+    @torch.no_grad()
+    def encode_source(
+        self, source: torch.Tensor, num_samples: int = 1, generator: torch.Generator | None = None
+    ) -> torch.Tensor:
+        """Scaled VAE latents of the source: one encoder pass, ``num_samples`` independent posterior samples.
+
+        Upstream (``get_cond_control`` and ``visualize_mm``) encodes one copy of the source per frame and calls
+        ``get_first_stage_encoding``, i.e. ``DiagonalGaussianDistribution.sample()``: identical images, a different
+        sample per frame. Sampling ``num_samples`` times from the posterior of one pass gives the same draws as
+        encoding ``num_samples`` copies with the same generator, at the cost of one encoder pass.
+
+        Args:
+            source (`torch.Tensor` of shape `(1, 3, H, W)`): The source in [-1, 1].
+            num_samples (`int`, defaults to 1): Posterior samples to draw.
+            generator (`torch.Generator`, *optional*): Seeds the samples.
+
+        Returns:
+            `torch.Tensor` of shape `(num_samples, 4, h, w)`: ``(sample - shift_factor) * scaling_factor``.
+        """
+        if source.ndim != 4 or source.shape[0] != 1:
+            raise ValueError(f"source must be one image (1, 3, H, W), got {tuple(source.shape)}")
+        if num_samples < 1:
+            raise ValueError(f"num_samples must be >= 1, got {num_samples}")
+        vae: Any = self.vae  # a registered module: diffusers sets the attribute in register_modules
+        posterior = vae.encode(source.to(dtype=vae.dtype)).latent_dist
+        repeated = DiagonalGaussianDistribution(posterior.parameters.expand(num_samples, -1, -1, -1))
+        shift = getattr(vae.config, "shift_factor", None) or 0.0
+        return (repeated.sample(generator) - shift) * vae.config.scaling_factor
+
     def prepare_latents(
         self,
         source_latents: torch.Tensor,
@@ -391,7 +427,9 @@ class XPortraitPipeline(DiffusionPipeline):
         start_timestep: int,
         generator: torch.Generator | None,
     ) -> torch.Tensor:
-        """Start latents ``q_sample(encode(source), start_timestep)`` with independent noise per frame: (F, 4, h, w)."""
+        """Start latents ``q_sample(encode(source), start_timestep)`` with independent noise per frame: (F, 4, h, w).
+
+        ``source_latents`` is (1, 4, h, w) (one sample, shared) or (F, 4, h, w) (one sample per frame)."""
         clean = source_latents.expand(num_frames, -1, -1, -1)
         noise = randn_tensor(clean.shape, generator=generator, device=clean.device, dtype=clean.dtype)
         return q_sample_start(clean, self.scheduler, timestep=start_timestep, noise=noise)
@@ -411,6 +449,7 @@ class XPortraitPipeline(DiffusionPipeline):
         num_inference_steps: int = 30,
         guidance_scale: float = 5.0,
         guidance_mode: GuidanceMode = "controlnet_important",
+        vae_sample: VaeSample = "per_frame",
         eta: float = 0.0,
         ldm_timesteps: bool = True,
         start_timestep: int = 999,
@@ -453,6 +492,10 @@ class XPortraitPipeline(DiffusionPipeline):
                 appearance. Temporal modules run in both passes either way. Both passes read the bank written with
                 ``prompt``'s context (upstream writes the unconditional half's with the empty text: the same bank for
                 X-Portrait's empty prompt).
+            vae_sample (`str`, defaults to `"per_frame"`): How the source's VAE posterior is sampled. ``"per_frame"``
+                (upstream): every frame gets its own sample, both for the reference UNet's clean input and,
+                independently, for the start latents, so the reference UNet runs per window on the window's frames.
+                ``"shared"``: one sample serves every frame and both uses, and the reference UNet runs once per step.
             eta (`float`, defaults to 0.0): DDIM eta.
             ldm_timesteps (`bool`, defaults to `True`): LDM's DDIM timesteps (31 calls for 30 steps).
             start_timestep (`int`, defaults to 999): t of the start latents ``q_sample(encode(source), t)``.
@@ -477,8 +520,8 @@ class XPortraitPipeline(DiffusionPipeline):
         driving_frames = frames_to_tensor(driving_frames, "driving_frames")
         self.check_inputs(
             len(driving_frames), source_landmarks, driving_landmarks, best_frame, num_inference_steps, guidance_scale,
-            guidance_mode, window_size, window_overlap, start_timestep, vae_chunk_size, resolution, output_type,
-            latents,
+            guidance_mode, vae_sample, window_size, window_overlap, start_timestep, vae_chunk_size, resolution,
+            output_type, latents,
         )  # fmt: skip
         device = self._execution_device
         dtype = self.unet.dtype
@@ -503,19 +546,22 @@ class XPortraitPipeline(DiffusionPipeline):
             self.scheduler.set_timesteps(num_inference_steps, device=device)
             timesteps = self.scheduler.timesteps
 
-        # 5. Source latent (the reference UNet's clean input) and start latents
-        source_latents = vae_encode(
-            self.vae, inputs.source.to(device=device, dtype=self.vae.dtype), chunk_size=vae_chunk_size,
-            generator=generator,
-        ).to(dtype)  # fmt: skip
+        # 5. Source latents (the reference UNet's clean input) and start latents; per frame, upstream encodes the
+        # source twice (start latents, then the reference), one posterior sample per frame each time
+        source = inputs.source.to(device=device)
+        per_frame = vae_sample == "per_frame"
+        reference_latents = self.encode_source(source, num_frames if per_frame else 1, generator).to(dtype)
         if latents is None:
-            latents = self.prepare_latents(source_latents, num_frames, start_timestep, generator)
+            start_latents = self.encode_source(source, num_frames, generator).to(dtype) if per_frame else None
+            clean = start_latents if start_latents is not None else reference_latents
+            latents = self.prepare_latents(clean, num_frames, start_timestep, generator)
         latents = latents.to(device=device, dtype=dtype)
 
-        # 6. Denoising loop: bank once per step, windows with overlap, CFG per window (``guidance_mode``)
+        # 6. Denoising loop: bank once per step (per window with per-frame samples), windows with overlap, CFG per
+        # window (``guidance_mode``)
         for step, t in enumerate(self.progress_bar(timesteps)):
-            if use_reference:
-                self.model.write_reference(source_latents, t, text)
+            if use_reference and not per_frame:
+                self.model.write_reference(reference_latents, t, text)
             windows = [list(range(num_frames))]
             if num_frames > window_size:
                 offset = 0
@@ -526,6 +572,8 @@ class XPortraitPipeline(DiffusionPipeline):
 
             def predict(chunk: torch.Tensor, frames: list[int], t: torch.Tensor = t) -> torch.Tensor:
                 count = len(frames)
+                if use_reference and per_frame:  # the bank holds one entry per frame of this window
+                    self.model.write_reference(reference_latents[frames], t, text.expand(count, -1, -1))
                 eps = self.model(
                     chunk, t, text.expand(count, -1, -1), num_frames=count, motion_image=motion[frames],
                     local_image=local[frames], use_reference=use_reference, controlnet_scales=controlnet_scales,
@@ -639,6 +687,7 @@ def sampling_options(config: XPortraitConfig) -> dict[str, Any]:
         "num_inference_steps": inference.num_inference_steps,
         "guidance_scale": inference.guidance_scale,
         "guidance_mode": inference.guidance_mode,
+        "vae_sample": inference.vae_sample,
         "eta": inference.eta,
         "ldm_timesteps": inference.ldm_timesteps,
         "start_timestep": inference.start_timestep,
