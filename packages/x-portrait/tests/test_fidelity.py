@@ -163,3 +163,34 @@ def test_pipeline_samples_the_posterior_as_configured(vae_sample: str) -> None:
         assert start.shape == (6, 4, 8, 8) and len(torch.unique(start.flatten(1), dim=0)) == 6
         nearest = torch.cdist(start.flatten(1), distinct).min(dim=1).values
         assert float(nearest.min()) > 1e-2  # the start latents' samples are independent of the reference's
+
+
+@pytest.mark.parametrize("num_frames", [1, 2, 4])
+def test_a_clip_no_longer_than_the_window_is_one_ordered_window(num_frames: int, monkeypatch) -> None:
+    """Upstream rotates a random offset even when the clip fits one window: with F <= num_overlap no window runs and
+    the output is 0 / 0 = NaN; with F < window a window repeats frames; with F == window the frames arrive rotated.
+    Here such a clip is one window of its frames in order, every step, whatever the offset setting."""
+    import x_portrait.pipeline_x_portrait as module
+
+    windows_seen: list[list[list[int]]] = []
+    denoise = module.denoise_windows
+
+    def record(predict: Any, latents: torch.Tensor, windows: list[list[int]], **kwargs: Any) -> torch.Tensor:
+        windows_seen.append([list(w) for w in windows])
+        return denoise(predict, latents, windows, **kwargs)
+
+    monkeypatch.setattr(module, "denoise_windows", record)
+    pipe = _pipeline()
+    source, driving, source_lm, driving_lm = tiny_video(num_frames)
+    options = {
+        "source_landmarks": source_lm, "driving_landmarks": driving_lm, "num_inference_steps": 2,
+        "window_size": 4, "window_overlap": 2, "output_type": "pt",
+    }  # fmt: skip
+    frames = pipe(source, driving, generator=torch.Generator().manual_seed(0), **options).frames
+    assert windows_seen == [[list(range(num_frames))]] * 2  # one window, each frame once, in order, both steps
+    assert frames.shape == (num_frames, 3, RESOLUTION, RESOLUTION) and torch.isfinite(frames).all()
+    for i in range(num_frames):
+        for j in range(i + 1, num_frames):
+            assert float((frames[i] - frames[j]).abs().max()) > 1e-3, (i, j)  # no duplicated frames
+    fixed = pipe(source, driving, generator=torch.Generator().manual_seed(0), random_window_offset=False, **options)
+    torch.testing.assert_close(fixed.frames, frames)  # no offset is drawn or applied
