@@ -104,6 +104,65 @@ def test_control_images_are_reenacted_scaled_and_patched() -> None:
     assert torch.allclose(warped, frames, atol=1e-6)
 
 
+def _record_draws(module: XPortraitTrainingModule, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Everything random that one loss feeds the model: the noisy clips (VAE samples, timesteps, noise), the
+    timesteps, the control clips and patches (clip starts, warps, scales, dropout) and the reference latents (dropout
+    of the source, VAE samples); the model itself is replaced by a recorder."""
+    seen: dict[str, torch.Tensor] = {}
+
+    def write_reference(latents: torch.Tensor, timesteps: torch.Tensor, text: torch.Tensor) -> None:
+        seen["reference"] = latents.detach().clone()
+
+    def forward(sample: torch.Tensor, timestep: torch.Tensor, text: torch.Tensor, **kwargs: object) -> torch.Tensor:
+        seen.update(sample=sample.detach().clone(), timestep=timestep.clone())
+        seen.update(motion=kwargs["motion_image"].clone(), local=kwargs["local_image"].clone())  # type: ignore[union-attr]
+        return torch.zeros_like(sample)
+
+    module.model.write_reference = write_reference  # type: ignore[method-assign]
+    module.model.forward = forward  # type: ignore[method-assign]
+    module.generator.manual_seed(7)
+    with torch.no_grad():
+        module.compute_loss(dict(batch))
+    return seen
+
+
+def test_draws_are_global_batch_draws_sliced_by_rank() -> None:
+    """Rank r of world size 2 on batch B gets exactly rows [r*B:(r+1)*B] of what one process draws on batch 2B: clip
+    starts, reenactor warps, scale augmentation, condition dropout, VAE samples, timesteps and noise."""
+    per_rank, frames, num_frames = 2, 4, 2
+    generator = torch.Generator().manual_seed(1)
+    images = torch.rand(2 * per_rank, frames + 1, 3, RESOLUTION, RESOLUTION, generator=generator) * 2 - 1
+    landmarks = torch.tensor(np.stack([face_landmarks(seed=i) for i in range(frames)]), dtype=torch.float32)
+    batch = {
+        "source": images[:, 0],
+        "frames": images[:, 1:],
+        "landmarks": (landmarks + torch.arange(2 * per_rank)[:, None, None, None]).clone(),
+    }
+
+    def module() -> XPortraitTrainingModule:
+        return XPortraitTrainingModule(
+            tiny_components(seed=0), stage="temporal", patch_size=PATCH, num_frames=num_frames, aug_scale=(0.7, 1.3),
+            cond_drop_ref=0.5, cond_drop_motion=0.5, cond_drop_local=0.5, seed=0,
+        )  # fmt: skip
+
+    single = _record_draws(module(), batch)
+    assert single["sample"].shape == (2 * per_rank * num_frames, 4, 8, 8)
+    per_frame_rows = {"sample", "timestep", "motion", "local"}
+    for rank in range(2):
+        ranked = module()
+        ranked._world = lambda rank=rank: (2, rank)  # type: ignore[method-assign]
+        rows = slice(rank * per_rank, (rank + 1) * per_rank)
+        drawn = _record_draws(ranked, {k: v[rows] for k, v in batch.items()})
+        for name, value in single.items():
+            step = num_frames if name in per_frame_rows else 1  # (b f) rows for the UNet batch
+            expected = value[rank * per_rank * step : (rank + 1) * per_rank * step]
+            torch.testing.assert_close(drawn[name], expected, atol=1e-6, rtol=0, msg=f"rank {rank}: {name}")
+    # the draws do vary per sample, so the slicing is visible
+    assert not torch.equal(single["timestep"][:num_frames], single["timestep"][-num_frames:]) or not torch.equal(
+        single["motion"][:num_frames], single["motion"][-num_frames:]
+    )
+
+
 def test_stage_temporal_needs_motion_modules() -> None:
     with pytest.raises(ValueError, match="motion_modules"):
         XPortraitTrainingModule(tiny_components(with_motion_modules=False), stage="temporal", patch_size=PATCH)

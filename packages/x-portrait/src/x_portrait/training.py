@@ -12,6 +12,11 @@ timestep per clip. The cross-reenactment network is a pluggable callable (:data:
 :class:`WarpReenactor`, is a random affine warp of the target, which keeps the motion and changes the face geometry but
 not the identity (a stand-in for the face-vid2vid-like network of the paper). Dataset, learning rate, batch size and
 condition dropout are [unverified] and come from :class:`~x_portrait.config.TrainConfig`.
+
+Every per-sample random draw (clip start, reenactor warp, scale augmentation, condition dropout, VAE sampling, timestep,
+noise) is made for the global batch from the module's one generator and sliced to this rank's rows
+(``DiffusionTrainingModule.draw_global``), so ``W`` DDP processes on batch ``B`` draw exactly what one process draws on
+batch ``W * B``.
 """
 
 from __future__ import annotations
@@ -37,9 +42,11 @@ from x_portrait.preprocessing import local_patch_images, similarity_matrix, warp
 __all__ = [
     "IdentityReenactor",
     "Reenactor",
+    "UniformDraw",
     "WarpReenactor",
     "XPortraitTrainingModule",
     "build_datamodule",
+    "generator_draw",
     "loss_on_fixed_draws",
     "random_scale",
     "train",
@@ -47,12 +54,28 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-Reenactor = Callable[[torch.Tensor, torch.Tensor | None, torch.Generator], tuple[torch.Tensor, torch.Tensor | None]]
-"""Cross-identity reenactment: ``(frames, landmarks, generator) -> (control_frames, control_landmarks)``.
+UniformDraw = Callable[[tuple[int, ...]], torch.Tensor]
+"""Per-sample randomness: ``draw(shape)`` returns float64 uniforms in [0, 1) of ``shape``, dim 0 the batch.
+
+In training (:meth:`XPortraitTrainingModule.uniform`) the rows are this rank's rows of one draw for the global batch;
+:func:`generator_draw` makes one from a plain ``torch.Generator``."""
+
+Reenactor = Callable[[torch.Tensor, torch.Tensor | None, UniformDraw], tuple[torch.Tensor, torch.Tensor | None]]
+"""Cross-identity reenactment: ``(frames, landmarks, draw) -> (control_frames, control_landmarks)``.
 
 ``frames`` are target clips (B, F, 3, H, W) in [-1, 1], ``landmarks`` their 68 points (B, F, 68, 2) or `None`; the
 result shows the same motion on another identity, with its landmarks (or `None` when unknown, which leaves the local
-hint empty). Draw randomness from ``generator``."""
+hint empty). Draw per-clip randomness from ``draw`` (a :data:`UniformDraw`, one row per clip), so DDP ranks slice one
+global draw."""
+
+
+def generator_draw(generator: torch.Generator) -> UniformDraw:
+    """A :data:`UniformDraw` from ``generator`` alone (one process; no rank slicing)."""
+    return lambda shape: torch.rand(shape, generator=generator, dtype=torch.float64)
+
+
+def _as_draw(draw: UniformDraw | torch.Generator) -> UniformDraw:
+    return generator_draw(draw) if isinstance(draw, torch.Generator) else draw
 
 
 def _matrices(size: tuple[int, int], angle: torch.Tensor, scale: torch.Tensor, shift: torch.Tensor) -> torch.Tensor:
@@ -94,11 +117,11 @@ class WarpReenactor:
         self.max_translation = max_translation
 
     def __call__(
-        self, frames: torch.Tensor, landmarks: torch.Tensor | None, generator: torch.Generator
+        self, frames: torch.Tensor, landmarks: torch.Tensor | None, draw: UniformDraw | torch.Generator
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """Warp each clip (B, F, 3, H, W) with its own random rotation and translation."""
+        """Warp each clip (B, F, 3, H, W) with its own random rotation and translation (one (B, 3) uniform draw)."""
         batch, _, _, height, width = frames.shape
-        draws = torch.rand(batch, 3, generator=generator, dtype=torch.float64) * 2 - 1
+        draws = _as_draw(draw)((batch, 3)) * 2 - 1
         angle = draws[:, 0] * math.radians(self.max_rotation)
         shift = draws[:, 1:] * self.max_translation * torch.tensor([width, height], dtype=torch.float64)
         matrices = _matrices((height, width), angle, torch.ones(batch, dtype=torch.float64), shift)
@@ -112,7 +135,7 @@ class IdentityReenactor:
     """No cross-identity transfer: the control image is the target itself (self-reenactment training)."""
 
     def __call__(
-        self, frames: torch.Tensor, landmarks: torch.Tensor | None, generator: torch.Generator
+        self, frames: torch.Tensor, landmarks: torch.Tensor | None, draw: UniformDraw | torch.Generator
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
         return frames, landmarks
 
@@ -121,7 +144,7 @@ def random_scale(
     frames: torch.Tensor,
     landmarks: torch.Tensor | None,
     scale_range: tuple[float, float],
-    generator: torch.Generator,
+    draw: UniformDraw | torch.Generator,
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Scale each clip about the frame centre by a factor drawn uniformly from ``scale_range`` (one per clip).
 
@@ -129,13 +152,13 @@ def random_scale(
         frames (`torch.Tensor` of shape `(B, F, 3, H, W)`): Control clips in [-1, 1]; uncovered pixels become -1.
         landmarks (`torch.Tensor` of shape `(B, F, 68, 2)`, *optional*): Their landmarks, transformed alike.
         scale_range (`tuple[float, float]`): (low, high).
-        generator (`torch.Generator`): Source of the draws.
+        draw (`UniformDraw` or `torch.Generator`): Source of the (B,) uniform draw.
     """
     batch, _, _, height, width = frames.shape
     low, high = scale_range
     if low == high == 1.0:
         return frames, landmarks
-    scale = low + (high - low) * torch.rand(batch, generator=generator, dtype=torch.float64)
+    scale = low + (high - low) * _as_draw(draw)((batch,))
     zeros = torch.zeros(batch, dtype=torch.float64)
     matrices = _matrices((height, width), zeros, scale, torch.zeros(batch, 2, dtype=torch.float64))
     return _apply(frames, landmarks, matrices)
@@ -148,7 +171,7 @@ class XPortraitTrainingModule(DiffusionTrainingModule):
 
     - ``"source"``: (B, 3, H, W) the appearance image;
     - ``"target"``: (B, 3, H, W) the frame to reconstruct (stage ``"image"``), or ``"frames"``: (B, F, 3, H, W) a clip
-      (stage ``"temporal"``; clips longer than ``num_frames`` are cut at a random start);
+      (stage ``"temporal"``; clips longer than ``num_frames`` are cut at a random start, one per clip);
     - ``"landmarks"`` (optional): (B, 68, 2) or (B, F, 68, 2) 68-point landmarks of the target(s) at H x W.
 
     Before each loss (:meth:`prepare_batch`) the control clip ``"driving"`` = ``random_scale(reenactor(target))``
@@ -253,9 +276,13 @@ class XPortraitTrainingModule(DiffusionTrainingModule):
             raise ValueError(
                 f"'frames' hold {clips.shape[1]} frames per clip, fewer than num_frames={self.num_frames}"
             )
-        start = int(torch.randint(clips.shape[1] - self.num_frames + 1, (1,), generator=self.generator))
-        window = slice(start, start + self.num_frames)
-        return clips[:, window], landmarks[:, window] if landmarks is not None else None
+        span = clips.shape[1] - self.num_frames + 1
+        starts = self.draw_global(lambda rows: torch.randint(span, (rows,), generator=self.generator), len(clips))
+        index = (starts[:, None] + torch.arange(self.num_frames)).to(
+            clips.device
+        )  # (B, num_frames), one start per clip
+        rows = torch.arange(len(clips), device=clips.device)[:, None]
+        return clips[rows, index], landmarks[rows, index.to(landmarks.device)] if landmarks is not None else None
 
     def prepare_batch(self, batch: dict[str, Any]) -> dict[str, Any]:
         """Add the target clips ``"clips"``, the control clip ``"driving"`` (reenacted, scale-augmented target) and its
@@ -265,17 +292,25 @@ class XPortraitTrainingModule(DiffusionTrainingModule):
         if "source" not in batch:
             raise ValueError(f"batches need a 'source' image (B, 3, H, W); got keys {sorted(batch)}")
         clips, landmarks = self._clips(batch)
-        driving, driving_landmarks = self.reenactor(clips, landmarks, self.generator)
-        driving, driving_landmarks = random_scale(driving, driving_landmarks, self.aug_scale, self.generator)
+        driving, driving_landmarks = self.reenactor(clips, landmarks, self.uniform)
+        driving, driving_landmarks = random_scale(driving, driving_landmarks, self.aug_scale, self.uniform)
         flat_landmarks = None
         if driving_landmarks is not None:
             flat_landmarks = driving_landmarks.flatten(0, 1).detach().cpu().double().numpy()
         local = local_patch_images(driving.flatten(0, 1), flat_landmarks, self.patch_size, self.landmark_scale)
         return {**batch, "clips": clips, "driving": driving, "local": local.view_as(driving)}
 
+    def uniform(self, shape: tuple[int, ...]) -> torch.Tensor:
+        """The module's :data:`UniformDraw`: float64 uniforms of ``shape`` (dim 0 this rank's batch), drawn for the
+        global batch from the module's generator and sliced to this rank (``draw_global``)."""
+        rest = tuple(shape[1:])
+        return self.draw_global(
+            lambda rows: torch.rand((rows, *rest), generator=self.generator, dtype=torch.float64), int(shape[0])
+        )
+
     def compute_loss(self, batch: dict[str, Any]) -> torch.Tensor:
-        """:meth:`prepare_batch` (draws from the module's generator), then the parent's loss: condition dropout, VAE
-        encoding, one timestep and noise per clip, epsilon MSE."""
+        """:meth:`prepare_batch` (global-batch draws from the module's generator), then the parent's loss: condition
+        dropout, VAE encoding, one timestep and noise per clip, epsilon MSE."""
         return super().compute_loss(self.prepare_batch(batch))
 
     # ------------------------------------------------------------------------------------------------ hooks
