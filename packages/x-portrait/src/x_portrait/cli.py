@@ -13,8 +13,8 @@ of :mod:`genblocks.cli`.
 Configs ship inside the package in ``x_portrait/configs/run/`` (``tiny``: random 64-px model; ``sd15``: the paper's
 settings), shared by ``animate``, ``train``, ``convert`` and ``demo`` (one schema, :class:`x_portrait.config.XPortraitConfig`);
 ``--set key=value`` overrides any field (``inference.num_inference_steps=2``) and ``--print-config`` shows the merged
-config. Files in ``--out``: ``animate`` writes ``animation.gif`` (``--format mp4``: ``animation.mp4``) and, with
-``--metrics``, ``metrics.json``; ``train`` uses it as the run folder (``config.yaml``, ``checkpoints/``,
+config. Files in ``--out``: ``animate`` writes ``animation.gif`` (``--format mp4``: ``animation.mp4``, at the driving
+video's frame rate and with its audio track when it has one) and, with ``--metrics``, ``metrics.json``; ``train`` uses it as the run folder (``config.yaml``, ``checkpoints/``,
 ``metrics.csv``, ``loss.png``, the trained pipeline in ``trained/``); ``convert`` writes an ``XPortraitPipeline`` folder
 (``model_index.json``, component sub-folders, ``conversion_report.json``); ``demo`` writes ``strip.png``,
 ``README.txt``, ``source.png``, ``driving.gif``, ``local_patches.gif``, ``animation.gif``, ``side_by_side.gif`` and
@@ -29,7 +29,7 @@ import argparse
 import json
 import sys
 from collections.abc import Sequence
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -37,9 +37,11 @@ from genblocks.cli import Command, CommandLine, smoke_command
 from genblocks.errors import InputError
 
 if TYPE_CHECKING:
+    import numpy as np
+
     from x_portrait.config import XPortraitConfig
 
-__all__ = ["command_line", "main", "read_driving"]
+__all__ = ["DrivingInput", "command_line", "main", "read_driving"]
 
 SCHEMA = "x_portrait.config:XPortraitConfig"
 GROUP = "run"  # one schema, so animate, train, convert and demo share configs/run/
@@ -96,27 +98,74 @@ def _demo_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-face", action="store_true", help="do not use dlib (no alignment or local patches)")
 
 
-def read_driving(path: Path, max_frames: int | None = None) -> tuple[list, float | None]:
-    """Driving frames from a video file, a folder of images (sorted by name) or one image.
+@dataclass(frozen=True)
+class DrivingInput:
+    """What ``--driving`` holds.
 
-    Returns:
-        `tuple`: uint8 frames (H, W, 3) and the frame rate (`None` for images).
+    Args:
+        frames (`list[np.ndarray]`): uint8 frames (H, W, 3), at most ``inference.max_frames`` of them.
+        fps (`float`, *optional*): The video's frame rate as its container states it (``read_video_meta``); `None`
+            for a folder of frames or one image.
+        audio (`tuple[np.ndarray, int]`, *optional*): The video's audio track, mono float32 samples (N,) and their
+            rate, from the start of the video; `None` without one.
     """
-    from genblocks.media import read_image, read_video
+
+    frames: list[np.ndarray]
+    fps: float | None = None
+    audio: tuple[np.ndarray, int] | None = None
+
+
+def read_driving(path: Path, max_frames: int | None = None) -> DrivingInput:
+    """Driving frames from a video file, a folder of images (sorted by name) or one image; a video's frame rate and
+    audio track come from the file (``genblocks.media.read_video_meta``, ``genblocks.audio.read_audio``).
+
+    Raises:
+        `InputError`: naming ``--driving`` and the file: not found, empty, truncated, not a video or image.
+    """
+    from genblocks.media import read_image, read_video, read_video_meta
 
     if path.is_dir():
         files = sorted(p for p in path.iterdir() if p.suffix.lower() in _IMAGE_SUFFIXES)
         if not files:
-            raise ValueError(f"--driving folder {path} holds no images ({', '.join(_IMAGE_SUFFIXES)})")
-        frames, fps = [read_image(p) for p in files[:max_frames]], None
-    elif path.suffix.lower() in _VIDEO_SUFFIXES:
-        video, fps = read_video(path)
-        frames = list(video[:max_frames])
-    elif path.suffix.lower() in _IMAGE_SUFFIXES:
-        frames, fps = [read_image(path)], None
-    else:
-        raise ValueError(f"--driving {path} is neither a folder, a video ({_VIDEO_SUFFIXES}) nor an image")
-    return frames, fps
+            raise InputError(f"--driving folder {path} holds no images ({', '.join(_IMAGE_SUFFIXES)})")
+        return DrivingInput([read_image(p) for p in files[:max_frames]])
+    if path.suffix.lower() in _IMAGE_SUFFIXES:
+        return DrivingInput([read_image(path)])
+    if path.suffix.lower() not in _VIDEO_SUFFIXES:
+        raise InputError(f"--driving {path} is neither a folder, a video ({_VIDEO_SUFFIXES}) nor an image")
+    try:
+        meta = read_video_meta(path)
+        video, _ = read_video(path)
+    except InputError as error:
+        raise InputError(f"--driving {error}") from None
+    audio = _read_audio_track(path) if meta.has_audio else None
+    return DrivingInput(list(video[:max_frames]), meta.fps, audio)
+
+
+def _read_audio_track(path: Path) -> tuple[np.ndarray, int] | None:
+    """The audio track of the driving video, or `None` (with a note) when the audio extra is not installed."""
+    from genblocks.audio import read_audio
+
+    try:
+        return read_audio(path)
+    except ImportError as error:
+        print(f"x-portrait animate: the audio of --driving {path} is left out: {error}", file=sys.stderr)
+        return None
+
+
+def _output_audio(driving: DrivingInput, video_format: str, fps: float) -> tuple[np.ndarray, int] | None:
+    """The driving audio to mux into the animation, or `None` (with a note saying why when there was one)."""
+    if driving.audio is None:
+        return None
+    if video_format != "mp4":
+        print("x-portrait animate: --driving has an audio track; a GIF cannot hold it (--format mp4 keeps it)",
+              file=sys.stderr)  # fmt: skip
+        return None
+    if driving.fps is not None and abs(fps - driving.fps) > 1e-6:
+        print(f"x-portrait animate: the driving audio is left out: it would drift at {fps:g} fps (inference.fps) "
+              f"instead of the video's {driving.fps:g}", file=sys.stderr)  # fmt: skip
+        return None
+    return driving.audio
 
 
 def _animate(args: argparse.Namespace, config: XPortraitConfig) -> int:
@@ -137,7 +186,7 @@ def _animate(args: argparse.Namespace, config: XPortraitConfig) -> int:
         config = replace(config, components=components)
     inference = config.inference
     source = read_image(args.image)
-    frames, fps = read_driving(args.driving, inference.max_frames)
+    driving = read_driving(args.driving, inference.max_frames)
     analyzer = None
     if inference.align_driving or inference.local_patches:
         try:
@@ -151,16 +200,18 @@ def _animate(args: argparse.Namespace, config: XPortraitConfig) -> int:
     pipe = load_pipeline(config)
     output = pipe(
         source,
-        frames,
+        driving.frames,
         face_analyzer=analyzer,
         generator=torch.Generator().manual_seed(inference.seed),
         output_type="pt",
         **sampling_options(config),
     )
-    rate = inference.fps or fps or 8.0
+    rate = inference.fps or driving.fps or 8.0
+    audio = _output_audio(driving, args.format, rate)
     video = args.out / f"animation.{args.format}"
-    write_video(video, output.frames * 2 - 1, fps=rate)
-    print(f"wrote {len(output.frames)} frames ({output.frames.shape[-1]} px, {rate:g} fps) to {video}")
+    write_video(video, output.frames * 2 - 1, fps=rate, audio=audio)
+    sound = ", with the driving video's audio" if audio is not None else ""
+    print(f"wrote {len(output.frames)} frames ({output.frames.shape[-1]} px, {rate:g} fps{sound}) to {video}")
     if args.metrics:
         metrics = evaluate_animation(output.frames, output.driving_frames, source=None, analyzer=None)
         (args.out / "metrics.json").write_text(json.dumps(metrics.to_dict(), indent=2) + "\n")

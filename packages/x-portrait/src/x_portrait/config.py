@@ -149,7 +149,8 @@ class InferenceConfig:
         local_patches: Build the local ControlNet's eye/eye/mouth hint from driving landmarks (else it gets -1).
         attention_slicing: Slice size of sliced attention (``None``: PyTorch SDPA, the default processors).
         seed: Seed of the start noise and window offsets (999 upstream).
-        fps: Frame rate of the written video; ``None`` keeps the driving video's (8 for frame folders).
+        fps: Frame rate of the written video; ``None`` keeps the driving video's, read from the file (8 for frame
+            folders and single images). A rate other than the driving video's leaves its audio track out.
         max_frames: Use at most this many driving frames (``None``: all).
     """
 
