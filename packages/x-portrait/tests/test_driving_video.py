@@ -1,5 +1,6 @@
 """The driving video through the command line: frame rate and audio track read from the file and kept in the
-animation (``genblocks.media.read_video_meta`` / ``write_video(audio=...)``, ``genblocks.audio.read_audio``)."""
+animation (``genblocks.media.read_video_meta`` / ``write_video(audio=...)``, ``genblocks.audio.read_audio``), and
+empty or truncated MP4s refused with exit 2 and one line, nothing written."""
 
 from __future__ import annotations
 
@@ -87,3 +88,19 @@ def test_animate_says_why_the_audio_is_left_out(tmp_path: Path, capsys) -> None:
     assert "would drift" in capsys.readouterr().err
     meta = read_video_meta(tmp_path / "out" / "animation.mp4")
     assert meta.fps == pytest.approx(10.0) and not meta.has_audio
+
+
+@pytest.mark.parametrize("kind", ["empty", "truncated"])
+def test_an_empty_or_truncated_mp4_exits_2_with_one_line_and_writes_nothing(tmp_path: Path, capsys, kind) -> None:
+    bad = tmp_path / f"{kind}.mp4"
+    if kind == "empty":
+        bad.write_bytes(b"")
+    else:
+        whole = _driving(tmp_path / "whole.mp4", with_audio=True).read_bytes()
+        bad.write_bytes(whole[: len(whole) // 2])
+    assert main(_animate(tmp_path, bad, "mp4")) == 2
+    err = capsys.readouterr().err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in err, err
+    assert lines[0].startswith("x-portrait animate: error: --driving") and str(bad) in lines[0], lines[0]
+    assert not (tmp_path / "out").exists()  # nothing written to --out
