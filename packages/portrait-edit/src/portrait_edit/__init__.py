@@ -15,6 +15,8 @@ _EXPORTS: dict[str, str] = {
     "EmbeddingAdapter": "portrait_edit.modeling_portrait_edit",
     "PortraitEditComponents": "portrait_edit.modeling_portrait_edit",
     "PortraitEditConfig": "portrait_edit.config",
+    "PortraitEditPipeline": "portrait_edit.pipeline_portrait_edit",
+    "PortraitEditPipelineOutput": "portrait_edit.pipeline_portrait_edit",
 }
 
 __all__ = ["__version__", *sorted(_EXPORTS)]
