@@ -55,6 +55,12 @@ def test_demo_writes_its_documented_files_from_another_directory(
     summary = json.loads((out / "summary.json").read_text())
     assert summary["headline"]["views"] == 4 and summary["config"]["inference"]["fps"] == 5.0
     assert summary["headline"]["inversion_loss_last"] < summary["headline"]["inversion_loss_first"]
+    from diffportrait3d.preprocessing import default_face_analyzer
+
+    # with dlib the astronaut is EG3D-cropped and the inversion's camera comes from its landmarks, else the grid
+    landmarks = default_face_analyzer() is not None
+    assert summary["headline"]["camera_from"] == ("landmarks" if landmarks else "grid")
+    assert ("EG3D crop" in summary["portrait"]) == landmarks
     assert sorted(summary["files"]) == sorted(set(DEMO_FILES) - {"summary.json"})
     from PIL import Image
 

@@ -123,9 +123,11 @@ def _render(args: argparse.Namespace, config: DiffPortrait3DConfig) -> int:
     from diffportrait3d.cameras import orbit_cameras, yaw_sweep_cameras
     from diffportrait3d.noise3d import EG3DConditionRenderer, EG3DNoisePrior, load_eg3d, tiny_eg3d
     from diffportrait3d.pipeline_diffportrait3d import load_pipeline
+    from diffportrait3d.preprocessing import default_face_analyzer, prepare_portrait
     from genblocks.media import read_image, write_image, write_video
 
-    portrait = torch.from_numpy(read_image(args.image)).permute(2, 0, 1).float() / 255
+    photo = read_image(args.image)
+    portrait = torch.from_numpy(photo).permute(2, 0, 1).float() / 255
     conditions = [read_image(p) for p in condition_files] if condition_files is not None else None
     pipe = load_pipeline(config)
     eg3d = load_eg3d(args.eg3d) if args.eg3d is not None else tiny_eg3d()
@@ -134,8 +136,13 @@ def _render(args: argparse.Namespace, config: DiffPortrait3DConfig) -> int:
         cameras = orbit_cameras(args.views) if args.path == "orbit" else yaw_sweep_cameras(args.views)
     noise_renders = None
     if config.inference.noise_prior == "eg3d" and cameras is not None:
+        # EG3D's crop and the camera from landmarks when a face analyzer finds a face, else the photo and a grid
+        camera_from = config.inference.camera_from
+        analyzer = default_face_analyzer() if camera_from != "grid" else None
+        prepared = prepare_portrait(photo, analyzer, camera_from, config.model.resolution, f"--image {args.image}")
+        portrait = prepared.image
         prior = EG3DNoisePrior(eg3d, config.inference.inversion_steps, config.inference.inversion_lr)
-        noise_renders = prior.renders(portrait, cameras)
+        noise_renders = prior.renders(portrait, cameras, landmarks=prepared.landmarks)
     output = pipe(
         portrait,
         cameras=cameras,

@@ -76,6 +76,10 @@ class InferenceConfig:
         start_timestep: t of the ``q_sample`` start latents for the ``source`` and ``eg3d`` priors.
         noise_prior: ``none`` (pure Gaussian), ``source`` (``q_sample`` of the portrait latent) or ``eg3d``
             (render of an EG3D inversion, :mod:`diffportrait3d.noise3d`).
+        camera_from: Where the EG3D inversion's camera comes from: ``landmarks`` (EG3D's crop of the photo and the
+            camera from its 68 landmarks, through the face analyzer of ``diffportrait3d[face]``), ``grid`` (the photo
+            as given, the camera searched on a grid of renders) or ``auto`` (landmarks when a face is found, else
+            the grid).
         inversion_steps: Optimisation steps of the EG3D inversion.
         inversion_lr: Adam learning rate of the inversion.
         fps: Frame rate of written orbit GIF/MP4s.
@@ -86,6 +90,7 @@ class InferenceConfig:
     guidance_scale: float = 3.0
     start_timestep: int = 999
     noise_prior: NoisePrior = "none"
+    camera_from: Literal["auto", "landmarks", "grid"] = "auto"
     inversion_steps: int = 200
     inversion_lr: float = 0.01
     fps: float = 8.0

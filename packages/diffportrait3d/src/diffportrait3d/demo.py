@@ -2,7 +2,9 @@
 (the shipped ``tiny`` by default).
 
 The model is random and untrained: the GIF shows the plumbing (reference bank, view ControlNet on EG3D condition
-renders, cross-view modules, 3D-aware noise from an EG3D inversion), not the paper's quality.
+renders, cross-view modules, 3D-aware noise from an EG3D inversion), not the paper's quality. With the face extra
+(dlib) the portrait is EG3D's crop of the astronaut photo and the inversion's camera comes from its landmarks; without
+it, a fixed hand crop and the render grid search.
 """
 
 from __future__ import annotations
@@ -19,19 +21,26 @@ from diffportrait3d.cameras import orbit_cameras
 from diffportrait3d.config import DiffPortrait3DConfig, tiny_config
 from diffportrait3d.noise3d import EG3DConditionRenderer, EG3DNoisePrior, tiny_eg3d
 from diffportrait3d.pipeline_diffportrait3d import load_pipeline
+from diffportrait3d.preprocessing import default_face_analyzer, prepare_portrait
 from genblocks.errors import InputError
 from genblocks.media import label_frames, write_demo_card, write_video
 
-__all__ = ["demo_portrait", "run_demo"]
+__all__ = ["demo_photo", "demo_portrait", "run_demo"]
 
 
-def demo_portrait() -> np.ndarray:
-    """The astronaut portrait (``skimage.data.astronaut``), cropped to the face: uint8 (H, W, 3)."""
+def demo_photo() -> np.ndarray:
+    """The astronaut photo (``skimage.data.astronaut``): uint8 (512, 512, 3)."""
     try:
         from skimage import data
     except ImportError as error:
         raise ImportError("the demo needs scikit-image: pip install 'diffportrait3d[demo]'") from error
-    return np.ascontiguousarray(data.astronaut()[0:256, 120:376])
+    return np.asarray(data.astronaut())
+
+
+def demo_portrait() -> np.ndarray:
+    """The astronaut portrait cropped to the face by hand (the demo's portrait without a face analyzer): uint8
+    (256, 256, 3)."""
+    return np.ascontiguousarray(demo_photo()[0:256, 120:376])
 
 
 def run_demo(out: Path, config: DiffPortrait3DConfig | None = None, num_views: int = 8) -> dict:
@@ -56,12 +65,17 @@ def run_demo(out: Path, config: DiffPortrait3DConfig | None = None, num_views: i
         )
     out.mkdir(parents=True, exist_ok=True)
     pipe = load_pipeline(config)
-    portrait = torch.from_numpy(demo_portrait()).permute(2, 0, 1).float() / 255
+    camera_from = config.inference.camera_from
+    analyzer = default_face_analyzer() if camera_from != "grid" else None
+    prepared = prepare_portrait(demo_photo(), analyzer, camera_from, max(config.model.resolution, 256), "astronaut")
+    if prepared.crop is None:  # no landmarks: the hand crop, and the inversion searches the camera on a grid
+        prepared.image = torch.from_numpy(demo_portrait()).permute(2, 0, 1).float() / 255
+    portrait = prepared.image
     cameras = orbit_cameras(num_views)
     renderer = EG3DConditionRenderer(tiny_eg3d(seed=1))
     prior = EG3DNoisePrior(tiny_eg3d(seed=0), config.inference.inversion_steps, config.inference.inversion_lr)
     start = time.perf_counter()
-    noise_renders = prior.renders(portrait, cameras)
+    noise_renders = prior.renders(portrait, cameras, landmarks=prepared.landmarks)
     noise_seconds = time.perf_counter() - start
     start = time.perf_counter()
     output = pipe(
@@ -81,7 +95,8 @@ def run_demo(out: Path, config: DiffPortrait3DConfig | None = None, num_views: i
     write_video(out / "orbit.gif", output.images, fps=fps, value_range=(0.0, 1.0))
     write_video(out / "conditions.gif", output.condition_images, fps=fps, value_range=(0.0, 1.0))
     write_video(out / "noise_renders.gif", noise_renders, fps=fps, value_range=(0.0, 1.0))
-    captions = ["input portrait", "condition (another subject, target view)", "3D-aware noise render", "output view"]
+    input_caption = "input (EG3D crop)" if prepared.crop is not None else "input portrait"
+    captions = [input_caption, "condition (another subject, target view)", "3D-aware noise render", "output view"]
     side_by_side = label_frames(
         [portrait, output.condition_images, noise_renders, output.images],
         captions,
@@ -102,7 +117,8 @@ def run_demo(out: Path, config: DiffPortrait3DConfig | None = None, num_views: i
         ],
         value_range=(0.0, 1.0),
     )
-    losses = prior.last_inversion.losses if prior.last_inversion is not None else []
+    inversion = prior.last_inversion
+    losses = inversion.losses if inversion is not None else []
     summary = {
         "headline": {
             "views": num_views,
@@ -110,7 +126,9 @@ def run_demo(out: Path, config: DiffPortrait3DConfig | None = None, num_views: i
             "noise_prior_seconds": noise_seconds,
             "inversion_loss_first": losses[0] if losses else None,
             "inversion_loss_last": losses[-1] if losses else None,
+            "camera_from": inversion.camera_source if inversion is not None else None,
         },
+        "portrait": prepared.reason,
         "config": asdict(config),
         "files": ["orbit.gif", "conditions.gif", "noise_renders.gif", "side_by_side.gif", "strip.png", "README.txt"],
         "note": "tiny random-weight model: the orbit shows the pipeline, not a trained model's quality",

@@ -5,7 +5,11 @@ TriPlaneNet, EG3D). This module implements the plain EG3D variant on ``genblocks
 
 1. **Inversion** (:func:`invert_portrait`): optimise one ``w`` (broadcast to all ``num_ws``) with Adam on an image
    loss (MSE, plus a low-resolution MSE term) against the portrait, starting from the mean ``w`` of random samples.
-   The camera is given, or estimated as the candidate yaw/pitch with the lowest loss at the starting ``w``.
+   The camera is given; or estimated from the face's 68 landmarks (``genblocks.render3d.estimate_camera``: the pose
+   under which a generic head shows them, on EG3D's FFHQ rig), the portrait then being EG3D's crop of the photo
+   (:func:`diffportrait3d.preprocessing.prepare_portrait`); or, without landmarks (no face analyzer installed, no
+   face found), searched on a yaw/pitch grid (:func:`search_camera`: the candidate whose render of the starting
+   ``w`` is closest to the portrait), which only tells a few coarse poses apart.
 2. **Renders** at each target camera (:meth:`EG3DNoisePrior.renders`), in [0, 1].
 3. **Start latents**: the pipeline VAE-encodes the renders and ``q_sample``-s them to ``start_timestep`` (999:
    sqrt(abar) ~ 0.068 keeps the coarse layout): pass ``noise_renders=`` to ``DiffPortrait3DPipeline`` or call
@@ -23,7 +27,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 import torch
 import torch.nn.functional as F
@@ -31,15 +35,17 @@ import torch.nn.functional as F
 from diffportrait3d.cameras import cameras_at, check_cameras
 from genblocks.gan.eg3d import TINY_EG3D, load_eg3d, tiny_eg3d
 from genblocks.gan.triplane import TriPlaneGenerator
+from genblocks.render3d import estimate_camera
 
 __all__ = [
     "TINY_EG3D",
     "EG3DConditionRenderer",
     "EG3DNoisePrior",
     "InversionResult",
-    "estimate_camera",
+    "camera_from_landmarks",
     "invert_portrait",
     "load_eg3d",
+    "search_camera",
     "tiny_eg3d",
 ]
 
@@ -53,27 +59,27 @@ class InversionResult:
     Attributes:
         ws (`torch.Tensor` of shape `(1, num_ws, w_dim)`): The optimised latent.
         camera (`torch.Tensor` of shape `(1, 25)`): The camera used (given or estimated).
+        camera_source (`str`): Where the camera came from: ``"given"``, ``"landmarks"`` or ``"grid"``.
         losses (`list[float]`): Image loss before each step, then the final loss.
         reconstruction (`torch.Tensor` of shape `(1, 3, R, R)`): Final render in [0, 1].
     """
 
     ws: torch.Tensor
     camera: torch.Tensor
+    camera_source: Literal["given", "landmarks", "grid"] = "given"
     losses: list[float] = field(default_factory=list)
     reconstruction: torch.Tensor | None = None
 
 
-def _prepare_target(image: torch.Tensor, resolution: int) -> torch.Tensor:
-    if image.ndim == 3:
-        image = image[None]
-    if image.ndim != 4 or image.shape[:2] != (1, 3):
-        raise ValueError(f"image must be one RGB image (3, H, W) or (1, 3, H, W) in [0, 1], got {tuple(image.shape)}")
-    if not torch.isfinite(image).all():
-        raise ValueError("image contains NaN or inf values")
-    image = image.float()
-    if image.shape[-2:] != (resolution, resolution):
-        image = F.interpolate(image, size=(resolution, resolution), mode="bilinear", antialias=True)
-    return image.clamp(0, 1) * 2 - 1
+def _prepare_target(image: Any, resolution: int) -> torch.Tensor:
+    """One portrait, whatever the pipeline accepts (PIL, uint8 (H, W, 3), float (3, H, W) in [0, 1]): `(1, 3, R, R)`
+    in [-1, 1]."""
+    from diffportrait3d.pipeline_diffportrait3d import images_to_tensor
+
+    target = images_to_tensor(image, "image", resolution)
+    if target.shape[0] != 1:
+        raise ValueError(f"image must be one RGB image, got {target.shape[0]}")
+    return target * 2 - 1
 
 
 def _image_loss(render: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
@@ -91,15 +97,26 @@ def _render(generator: TriPlaneGenerator, ws: torch.Tensor, cameras: torch.Tenso
     return generator.synthesis(ws.expand(cameras.shape[0], -1, -1), cameras, noise_mode="const")["image"]
 
 
-def estimate_camera(
+def search_camera(
     generator: TriPlaneGenerator,
     target: torch.Tensor,
     ws: torch.Tensor,
     yaws: tuple[float, ...] = (-0.6, -0.3, 0.0, 0.3, 0.6),
     pitches: tuple[float, ...] = (-0.15, 0.0, 0.15),
 ) -> torch.Tensor:
-    """The candidate camera (yaw/pitch offsets from frontal) whose render of ``ws`` is closest to ``target``:
-    `(1, 25)`."""
+    """The fallback camera estimate without landmarks: the candidate camera (yaw/pitch offsets from frontal) whose
+    render of ``ws`` is closest to ``target``.
+
+    Args:
+        generator (`TriPlaneGenerator`): The EG3D generator.
+        target (`torch.Tensor` of shape `(1, 3, R, R)`): The portrait in [-1, 1] at the generator's resolution.
+        ws (`torch.Tensor` of shape `(1, num_ws, w_dim)`): The latent rendered at each candidate.
+        yaws (`tuple[float, ...]`): Candidate yaw offsets in radians.
+        pitches (`tuple[float, ...]`): Candidate pitch offsets in radians.
+
+    Returns:
+        `torch.Tensor` of shape `(1, 25)`.
+    """
     grid = [(y, p) for y in yaws for p in pitches]
     cams = cameras_at(torch.tensor([g[0] for g in grid]), torch.tensor([g[1] for g in grid])).to(target)
     with torch.no_grad():
@@ -109,27 +126,43 @@ def estimate_camera(
     return cams[best : best + 1]
 
 
+def camera_from_landmarks(landmarks: torch.Tensor) -> torch.Tensor:
+    """The EG3D camera of a face from its 68 landmarks (``genblocks.render3d.estimate_camera`` on EG3D's FFHQ rig, the
+    rig of :func:`diffportrait3d.cameras.cameras_at`): `(1, 25)`.
+
+    Args:
+        landmarks (`torch.Tensor` of shape `(68, 2)`): dlib / iBUG landmarks in pixels of any crop of the face.
+    """
+    camera, yaw, pitch = estimate_camera(torch.as_tensor(landmarks, dtype=torch.float32))
+    logger.info("camera from landmarks: yaw %.3f, pitch %.3f", yaw, pitch)
+    return camera[None]
+
+
 def invert_portrait(
     generator: TriPlaneGenerator,
-    image: torch.Tensor,
+    image: Any,
     camera: torch.Tensor | None = None,
     num_steps: int = 200,
     lr: float = 0.01,
     num_w_samples: int = 64,
     seed: int = 0,
+    landmarks: torch.Tensor | None = None,
 ) -> InversionResult:
     """Invert ``image`` into ``generator`` by optimising a single ``w`` (W space, broadcast to every layer).
 
     Args:
         generator (`TriPlaneGenerator`): The EG3D generator (not modified; its weights are frozen here).
-        image (`torch.Tensor` of shape `(3, H, W)` or `(1, 3, H, W)`): The portrait in [0, 1], resized to the
-            generator's output size.
-        camera (`torch.Tensor` of shape `(1, 25)` or `(25,)`, *optional*): The portrait's camera; estimated on a
-            yaw/pitch grid (:func:`estimate_camera`) when not given.
+        image (PIL image, uint8 array `(H, W, 3)` or `torch.Tensor` of shape `(3, H, W)` / `(1, 3, H, W)` in [0, 1]):
+            The portrait, resized to the generator's output size.
+        camera (`torch.Tensor` of shape `(1, 25)` or `(25,)`, *optional*): The portrait's camera. When not given it
+            is estimated from ``landmarks`` (:func:`camera_from_landmarks`), or without them on a yaw/pitch grid of
+            renders (:func:`search_camera`, the fallback).
         num_steps (`int`, defaults to 200): Adam steps.
         lr (`float`, defaults to 0.01): Adam learning rate.
         num_w_samples (`int`, defaults to 64): Random samples averaged for the starting ``w``.
         seed (`int`, defaults to 0): Seed of those samples.
+        landmarks (`torch.Tensor` of shape `(68, 2)`, *optional*): The face's landmarks in pixels of ``image``
+            (best: EG3D's crop, :func:`diffportrait3d.preprocessing.prepare_portrait`); used when ``camera`` is None.
 
     Returns:
         `InversionResult`.
@@ -139,14 +172,16 @@ def invert_portrait(
     device = next(generator.parameters()).device
     target = _prepare_target(image, generator.img_resolution).to(device)
     generator.requires_grad_(False)
+    source: Literal["given", "landmarks", "grid"] = "given"
+    if camera is not None:
+        camera = check_cameras(camera, "camera").to(device)
+    elif landmarks is not None:
+        camera, source = camera_from_landmarks(landmarks).to(device), "landmarks"
     frontal = cameras_at(torch.zeros(1), torch.zeros(1)).to(device)
     with torch.no_grad():
-        start = _mean_w(
-            generator, frontal if camera is None else check_cameras(camera).to(device), num_w_samples, seed
-        )
-    camera = (
-        estimate_camera(generator, target, start) if camera is None else check_cameras(camera, "camera").to(device)
-    )
+        start = _mean_w(generator, frontal if camera is None else camera, num_w_samples, seed)
+    if camera is None:
+        camera, source = search_camera(generator, target, start), "grid"
     w = start[:, :1].clone().requires_grad_(True)
     optimizer = torch.optim.Adam([w], lr=lr, betas=(0.9, 0.999))
     losses: list[float] = []
@@ -162,7 +197,8 @@ def invert_portrait(
         ws = w.expand(-1, generator.num_ws, -1).detach()
         final = _render(generator, ws, camera)
         losses.append(float(_image_loss(final, target)))
-    return InversionResult(ws=ws, camera=camera, losses=losses, reconstruction=((final + 1) / 2).clamp(0, 1))
+    reconstruction = ((final + 1) / 2).clamp(0, 1)
+    return InversionResult(ws=ws, camera=camera, camera_source=source, losses=losses, reconstruction=reconstruction)
 
 
 class EG3DNoisePrior:
@@ -181,20 +217,27 @@ class EG3DNoisePrior:
         self.last_inversion: InversionResult | None = None
 
     def renders(
-        self, image: torch.Tensor, cameras: torch.Tensor, source_camera: torch.Tensor | None = None
+        self,
+        image: Any,
+        cameras: torch.Tensor,
+        source_camera: torch.Tensor | None = None,
+        landmarks: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """Invert ``image`` and render it at ``cameras``.
 
         Args:
-            image (`torch.Tensor` of shape `(3, H, W)`): The portrait in [0, 1].
+            image (PIL image, uint8 array `(H, W, 3)` or `torch.Tensor` of shape `(3, H, W)` in [0, 1]): The portrait,
+                in any form the pipeline takes.
             cameras (`torch.Tensor` of shape `(V, 25)`): Target cameras.
-            source_camera (`torch.Tensor` of shape `(1, 25)`, *optional*): The portrait's camera (else estimated).
+            source_camera (`torch.Tensor` of shape `(1, 25)`, *optional*): The portrait's camera (else estimated from
+                ``landmarks``, or on a grid of renders without them).
+            landmarks (`torch.Tensor` of shape `(68, 2)`, *optional*): The face's landmarks in ``image``'s pixels.
 
         Returns:
             `torch.Tensor` of shape `(V, 3, R, R)` in [0, 1], R the generator's output side.
         """
         cameras = check_cameras(cameras)
-        result = invert_portrait(self.generator, image, source_camera, self.num_steps, self.lr)
+        result = invert_portrait(self.generator, image, source_camera, self.num_steps, self.lr, landmarks=landmarks)
         self.last_inversion = result
         with torch.no_grad():
             out = _render(self.generator, result.ws, cameras.to(result.ws.device))
