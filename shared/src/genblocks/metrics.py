@@ -15,7 +15,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-__all__ = ["gaussian_window", "identity_similarity", "l1", "psnr", "ssim"]
+__all__ = ["frame_metrics", "gaussian_window", "identity_similarity", "l1", "psnr", "ssim"]
 
 
 def _check_pair(x: torch.Tensor, y: torch.Tensor) -> None:
@@ -163,3 +163,24 @@ def ssim(
     pad = window_size // 2  # the map covers the valid window centres: drop the border the window does not reach
     w = w[..., pad : x.shape[2] - pad, pad : x.shape[3] - pad].expand_as(ssim_map)
     return ((ssim_map * w).flatten(1).sum(1) / w.flatten(1).sum(1)).to(torch.float32)
+
+
+def frame_metrics(generated: torch.Tensor, reference: torch.Tensor) -> dict[str, list[float]]:
+    """Per-frame L1, PSNR (dB) and SSIM between generated and ground-truth frames (self-reenactment metrics).
+
+    SSIM's window shrinks to the largest odd size that fits frames smaller than 11 pixels.
+
+    Args:
+        generated (`torch.Tensor` of shape `(F, 3, H, W)`): Frames in [0, 1].
+        reference (`torch.Tensor` of shape `(F, 3, H, W)`): Ground truth in [0, 1].
+
+    Returns:
+        `dict[str, list[float]]`: ``{"l1": [...], "psnr": [...], "ssim": [...]}``, one value per frame.
+    """
+    side = min(generated.shape[-2:])
+    window = 11 if side >= 11 else side - 1 + side % 2
+    return {
+        "l1": l1(generated, reference).tolist(),
+        "psnr": psnr(generated, reference, data_range=1.0).tolist(),
+        "ssim": ssim(generated, reference, data_range=1.0, window_size=window).tolist(),
+    }

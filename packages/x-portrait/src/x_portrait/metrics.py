@@ -16,7 +16,7 @@ import numpy as np
 import torch
 
 from genblocks.faces import FaceAnalyzer, umeyama_similarity
-from genblocks.metrics import identity_similarity, l1, psnr, ssim
+from genblocks.metrics import frame_metrics, identity_similarity
 
 __all__ = [
     "AnimationMetrics",
@@ -97,22 +97,6 @@ def pose_distance(generated: np.ndarray, driving: np.ndarray) -> np.ndarray:
         raise ValueError(f"generated and driving landmarks differ in shape: {gen.shape} vs {drv.shape}")
     weights = np.array([0.1, 1.0, 1.0])
     return (np.abs(gen - drv) * weights).sum(1)
-
-
-def frame_metrics(generated: torch.Tensor, reference: torch.Tensor) -> dict[str, list[float]]:
-    """Per-frame L1, PSNR (dB) and SSIM between generated and reference frames (self-reenactment).
-
-    Args:
-        generated (`torch.Tensor` of shape `(F, 3, H, W)`): Frames in [0, 1].
-        reference (`torch.Tensor` of shape `(F, 3, H, W)`): Ground truth in [0, 1].
-    """
-    side = min(generated.shape[-2:])
-    window = 11 if side >= 11 else side - 1 + side % 2
-    return {
-        "l1": l1(generated, reference).tolist(),
-        "psnr": psnr(generated, reference, data_range=1.0).tolist(),
-        "ssim": ssim(generated, reference, data_range=1.0, window_size=window).tolist(),
-    }
 
 
 def _uint8(frames: torch.Tensor) -> np.ndarray:
