@@ -12,7 +12,10 @@ from genblocks.lazy import lazy_exports
 __version__ = "0.1.0"
 
 _EXPORTS: dict[str, str] = {
+    "HumanAnimComponents": "humananim.modeling",
     "HumanAnimConfig": "humananim.config",
+    "HumanAnimModel": "humananim.modeling",
+    "HumanAnimMotionModules": "humananim.modeling",
     "sd15_config": "humananim.config",
     "tiny_config": "humananim.config",
 }
