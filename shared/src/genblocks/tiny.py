@@ -12,10 +12,13 @@ spec's tiny test configuration: ``block_out_channels=(32, 64)``, one layer per b
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from diffusers import AutoencoderKL, ControlNetModel, DDIMScheduler, UNet2DConditionModel
+    from diffusers.models.autoencoders.autoencoder_kl import AutoencoderKL
+    from diffusers.models.controlnets.controlnet import ControlNetModel
+    from diffusers.models.unets.unet_2d_condition import UNet2DConditionModel
+    from diffusers.schedulers.scheduling_ddim import DDIMScheduler
     from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection, CLIPTokenizer
 
 __all__ = [
@@ -39,7 +42,7 @@ TEXT_WIDTH = 32
 def tiny_unet(seed: int = 0, cross_attention_dim: int = TEXT_WIDTH, in_channels: int = 4) -> UNet2DConditionModel:
     """A 2-level SD1.5-shaped UNet: (B, 4, 8, 8) latents, (B, T, 32) text context."""
     import torch
-    from diffusers import UNet2DConditionModel
+    from diffusers.models.unets.unet_2d_condition import UNet2DConditionModel
 
     torch.manual_seed(seed)
     return UNet2DConditionModel(
@@ -62,7 +65,7 @@ def tiny_sdxl_unet(seed: int = 0) -> UNet2DConditionModel:
     Its forward needs ``added_cond_kwargs={"text_embeds": (B, 32), "time_ids": (B, 6)}``.
     """
     import torch
-    from diffusers import UNet2DConditionModel
+    from diffusers.models.unets.unet_2d_condition import UNet2DConditionModel
 
     torch.manual_seed(seed)
     return UNet2DConditionModel(
@@ -87,7 +90,7 @@ def tiny_sdxl_unet(seed: int = 0) -> UNet2DConditionModel:
 def tiny_controlnet(unet: UNet2DConditionModel, conditioning_channels: int = 3, seed: int = 0) -> ControlNetModel:
     """A ControlNet initialised from ``unet`` (diffusers ``from_unet``) reading 64-px images of any channel count."""
     import torch
-    from diffusers import ControlNetModel
+    from diffusers.models.controlnets.controlnet import ControlNetModel
 
     torch.manual_seed(seed)
     return ControlNetModel.from_unet(
@@ -98,7 +101,7 @@ def tiny_controlnet(unet: UNet2DConditionModel, conditioning_channels: int = 3, 
 def tiny_vae(seed: int = 0) -> AutoencoderKL:
     """A 2-level VAE: (B, 3, 16, 16) images <-> (B, 4, 8, 8) latents."""
     import torch
-    from diffusers import AutoencoderKL
+    from diffusers.models.autoencoders.autoencoder_kl import AutoencoderKL
 
     torch.manual_seed(seed)
     return AutoencoderKL(
@@ -136,7 +139,7 @@ def tiny_clip_tokenizer() -> CLIPTokenizer:
 def _tiny_clip_text_config(hidden_size: int, projection_dim: int | None = None) -> CLIPTextConfig:
     from transformers import CLIPTextConfig
 
-    extra = {} if projection_dim is None else {"projection_dim": projection_dim}
+    extra: dict[str, Any] = {} if projection_dim is None else {"projection_dim": projection_dim}
     return CLIPTextConfig(
         vocab_size=len(tiny_clip_tokenizer()),
         hidden_size=hidden_size,
@@ -188,7 +191,7 @@ class TinyComponents:
 
 def tiny_sd15_components(seed: int = 0) -> TinyComponents:
     """UNet, VAE, CLIP text encoder + tokenizer and the LDM DDIM scheduler preset, all tiny and seeded."""
-    from diffusers import DDIMScheduler
+    from diffusers.schedulers.scheduling_ddim import DDIMScheduler
 
     scheduler = DDIMScheduler(
         beta_start=0.00085,
@@ -250,7 +253,8 @@ def random_sd15_base(
         `tuple`: ``(unet, vae, text_encoder, tokenizer, scheduler)``.
     """
     import torch
-    from diffusers import AutoencoderKL, UNet2DConditionModel
+    from diffusers.models.autoencoders.autoencoder_kl import AutoencoderKL
+    from diffusers.models.unets.unet_2d_condition import UNet2DConditionModel
 
     from genblocks.diffusion.sampling import ldm_ddim_scheduler
 

@@ -27,7 +27,6 @@ from pathlib import Path
 from typing import Any, Self
 
 import torch
-from diffusers import AutoencoderKL, ControlNetModel, UNet2DConditionModel
 from diffusers.loaders.single_file_utils import (
     LDM_CONTROLNET_KEY,
     LDM_UNET_KEY,
@@ -36,7 +35,10 @@ from diffusers.loaders.single_file_utils import (
     convert_ldm_unet_checkpoint,
     convert_ldm_vae_checkpoint,
 )
+from diffusers.models.autoencoders.autoencoder_kl import AutoencoderKL
+from diffusers.models.controlnets.controlnet import ControlNetModel
 from diffusers.models.modeling_utils import ModelMixin
+from diffusers.models.unets.unet_2d_condition import UNet2DConditionModel
 from safetensors.torch import load_file
 from torch import nn
 from transformers import CLIPTextModel, PreTrainedModel
@@ -310,9 +312,9 @@ def _convert_hint_block(state_dict: dict[str, torch.Tensor]) -> dict[str, torch.
     by_index: dict[int, list[str]] = {}
     for key in state_dict:
         if key.startswith(_HINT):
-            index = key.removeprefix(_HINT).split(".", 1)[0]
-            if index.isdigit():
-                by_index.setdefault(int(index), []).append(key)
+            digits = key.removeprefix(_HINT).split(".", 1)[0]
+            if digits.isdigit():
+                by_index.setdefault(int(digits), []).append(key)
     indices = sorted(by_index)
     if len(indices) < 2:
         return {}

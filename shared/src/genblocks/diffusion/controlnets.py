@@ -19,8 +19,9 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 import torch
-from diffusers import ControlNetModel, UNet2DConditionModel
+from diffusers.models.controlnets.controlnet import ControlNetModel
 from diffusers.models.controlnets.multicontrolnet import MultiControlNetModel
+from diffusers.models.unets.unet_2d_condition import UNet2DConditionModel
 
 __all__ = ["ControlNetResiduals", "ControlNetStack"]
 
@@ -129,7 +130,14 @@ class ControlNetStack(MultiControlNetModel):
         """The net called ``name``."""
         if name not in self.names:
             raise KeyError(f"no ControlNet named {name!r}; names are {list(self.names)}")
-        return self.nets[self.names.index(name)]
+        return self._net(self.names.index(name))
+
+    def _net(self, index: int) -> ControlNetModel:
+        """Net ``index`` (``self.nets`` is an ``nn.ModuleList``, typed as holding plain modules)."""
+        net = self.nets[index]
+        if not isinstance(net, ControlNetModel):
+            raise TypeError(f"nets[{index}] must be a ControlNetModel, got {type(net).__name__}")
+        return net
 
     @contextlib.contextmanager
     def disabled(self) -> Iterator[ControlNetStack]:
@@ -143,7 +151,7 @@ class ControlNetStack(MultiControlNetModel):
 
     def hint_size_factor(self, index: int) -> int:
         """How many times larger than the latent the hint of net ``index`` must be (``2**(len(out_channels) - 1)``)."""
-        return 2 ** (len(self.nets[index].config.conditioning_embedding_out_channels) - 1)
+        return 2 ** (len(self._net(index).config["conditioning_embedding_out_channels"]) - 1)
 
     def _ordered(self, values: Sequence[Any] | Mapping[str, Any], what: str) -> list[Any]:
         if isinstance(values, Mapping):
@@ -156,14 +164,14 @@ class ControlNetStack(MultiControlNetModel):
         return values
 
     def _check_condition(self, index: int, sample: torch.Tensor, image: torch.Tensor) -> None:
-        name, config = self.names[index], self.nets[index].config
-        if sample.ndim != 4 or sample.shape[1] != config.in_channels:
+        name, config = self.names[index], self._net(index).config
+        if sample.ndim != 4 or sample.shape[1] != config["in_channels"]:
             raise ValueError(
-                f"sample must be (B, {config.in_channels}, h, w) for ControlNet {name!r}, got {tuple(sample.shape)}"
+                f"sample must be (B, {config['in_channels']}, h, w) for ControlNet {name!r}, got {tuple(sample.shape)}"
             )
         factor = self.hint_size_factor(index)
         b, _, h, w = sample.shape
-        expected = (b, config.conditioning_channels, h * factor, w * factor)
+        expected = (b, config["conditioning_channels"], h * factor, w * factor)
         if image.ndim != 4 or tuple(image.shape) != expected:
             raise ValueError(
                 f"controlnet_cond for ControlNet {name!r} must be (B, conditioning_channels, {factor}h, {factor}w) = "
@@ -247,7 +255,8 @@ class ControlNetStack(MultiControlNetModel):
             return ControlNetResiduals(None, None)
         return ControlNetResiduals(tuple(down), mid)
 
-    def save_pretrained(
+    # The stack saves only the options it forwards to each net, unlike ModelMixin's (sharding, hub, save_function).
+    def save_pretrained(  # type: ignore[override]
         self,
         save_directory: str | os.PathLike,
         is_main_process: bool = True,
@@ -256,8 +265,8 @@ class ControlNetStack(MultiControlNetModel):
     ) -> None:
         """Save every net to ``save_directory/<name>`` (diffusers folders) plus names and scales in a JSON file."""
         directory = Path(save_directory)
-        for name, net in zip(self.names, self.nets, strict=True):
-            net.save_pretrained(
+        for index, name in enumerate(self.names):
+            self._net(index).save_pretrained(
                 directory / name,
                 is_main_process=is_main_process,
                 safe_serialization=safe_serialization,
@@ -268,7 +277,7 @@ class ControlNetStack(MultiControlNetModel):
             (directory / _STACK_FILE).write_text(json.dumps(stack, indent=2))
 
     @classmethod
-    def from_pretrained(
+    def from_pretrained(  # type: ignore[override]  # a stack folder is required (no None); only torch_dtype applies
         cls, pretrained_model_path: str | os.PathLike, torch_dtype: torch.dtype | None = None
     ) -> ControlNetStack:
         """Load a stack written by `save_pretrained`."""

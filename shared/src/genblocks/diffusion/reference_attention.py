@@ -37,11 +37,11 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Literal
+from typing import Literal, Protocol, cast
 
 import torch
-from diffusers import UNet2DConditionModel
 from diffusers.models.attention_processor import Attention, AttentionProcessor
+from diffusers.models.unets.unet_2d_condition import UNet2DConditionModel
 
 logger = logging.getLogger(__name__)
 
@@ -49,6 +49,23 @@ ReferenceMode = Literal["write", "read", "off"]
 FusionBlocks = Literal["full", "midup"]
 
 _MODES = ("write", "read", "off")
+
+
+class SelfAttentionProcessor(Protocol):
+    """What :class:`ReferenceAttnProcessor` needs of the processor it wraps: diffusers' standard call, as in
+    ``AttnProcessor2_0.__call__`` (diffusers' ``AttentionProcessor`` alias also lists processors with other signatures).
+    """
+
+    def __call__(
+        self,
+        attn: Attention,
+        hidden_states: torch.Tensor,
+        encoder_hidden_states: torch.Tensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        temb: torch.Tensor | None = None,
+    ) -> torch.Tensor: ...
+
+
 _FUSION_PREFIXES: dict[str, tuple[str, ...]] = {
     "full": ("down_blocks.", "mid_block.", "up_blocks."),
     "midup": ("mid_block.", "up_blocks."),
@@ -177,10 +194,10 @@ class ReferenceAttnProcessor:
         bank (`ReferenceBank`): The shared bank.
         name (`str`): The layer's processor name, the bank key; equal in the write and the read UNet.
         mode (`str`): ``"write"``, ``"read"`` or ``"off"``.
-        base (`AttentionProcessor`): The processor doing the attention.
+        base (`SelfAttentionProcessor`): The processor doing the attention (e.g. ``AttnProcessor2_0``).
     """
 
-    def __init__(self, bank: ReferenceBank, name: str, mode: ReferenceMode, base: AttentionProcessor) -> None:
+    def __init__(self, bank: ReferenceBank, name: str, mode: ReferenceMode, base: SelfAttentionProcessor) -> None:
         _check_mode(mode)
         self.bank = bank
         self.name = name
@@ -256,12 +273,13 @@ def attach_reference_attention(
     names = reference_layer_names(unet, fusion_blocks)
     if not names:
         raise ValueError("unet has no transformer-block self-attention (attn1) to attach reference attention to.")
-    processors = dict(unet.attn_processors)
+    processors = _processors(unet)
     for name in names:
         current = processors[name]
-        base = current.base if isinstance(current, ReferenceAttnProcessor) else current
+        # The attn1 processors of a UNet2DConditionModel take diffusers' standard call (SelfAttentionProcessor).
+        base = current.base if isinstance(current, ReferenceAttnProcessor) else cast(SelfAttentionProcessor, current)
         processors[name] = ReferenceAttnProcessor(bank, name, role, base)
-    unet.set_attn_processor(processors)
+    _set_processors(unet, processors)
     logger.debug("reference attention (%s) on %d layers", role, len(names))
     return names
 
@@ -324,13 +342,24 @@ def detach_reference_attention(unet: UNet2DConditionModel) -> None:
     """Restore the processors that :func:`attach_reference_attention` wrapped."""
     processors = {
         name: proc.base if isinstance(proc, ReferenceAttnProcessor) else proc
-        for name, proc in unet.attn_processors.items()
+        for name, proc in _processors(unet).items()
     }
-    unet.set_attn_processor(processors)
+    _set_processors(unet, processors)
+
+
+def _processors(unet: UNet2DConditionModel) -> dict[str, object]:
+    """``unet.attn_processors`` as plain objects: ours are not members of diffusers' ``AttentionProcessor`` alias."""
+    return dict(unet.attn_processors)
+
+
+def _set_processors(unet: UNet2DConditionModel, processors: dict[str, object]) -> None:
+    # diffusers accepts any processor object (custom processors are documented); its AttentionProcessor alias lists
+    # only diffusers' own classes, so the annotation is narrower than the behaviour.
+    unet.set_attn_processor(cast("dict[str, AttentionProcessor]", processors))
 
 
 def _reference_processors(unet: UNet2DConditionModel) -> list[ReferenceAttnProcessor]:
-    found = [p for p in unet.attn_processors.values() if isinstance(p, ReferenceAttnProcessor)]
+    found = [p for p in _processors(unet).values() if isinstance(p, ReferenceAttnProcessor)]
     if not found:
         raise ValueError("unet has no reference attention attached; call attach_reference_attention first.")
     return found

@@ -21,10 +21,11 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Literal
+from typing import Literal, cast
 
 import torch
-from diffusers import AutoencoderKL, DDIMScheduler
+from diffusers.models.autoencoders.autoencoder_kl import AutoencoderKL
+from diffusers.schedulers.scheduling_ddim import DDIMScheduler
 from transformers import CLIPTextModel, CLIPTokenizer
 
 __all__ = [
@@ -132,12 +133,13 @@ def set_ldm_timesteps(
     Returns:
         `torch.Tensor`: the timesteps now in ``scheduler.timesteps``, descending.
     """
-    num_train = scheduler.config.num_train_timesteps
+    num_train = scheduler.config["num_train_timesteps"]
     if not 1 <= num_inference_steps <= num_train:
         raise ValueError(f"num_inference_steps must be in [1, {num_train}], got {num_inference_steps}")
-    scheduler.set_timesteps(num_inference_steps, device=device)
+    # diffusers annotates device as `str | torch.device` with a None default; None is accepted (keeps the device).
+    scheduler.set_timesteps(num_inference_steps, device=cast("str | torch.device", device))
     step = num_train // num_inference_steps
-    ldm = torch.arange(0, num_train, step, dtype=torch.long).flip(0) + scheduler.config.steps_offset
+    ldm = torch.arange(0, num_train, step, dtype=torch.long).flip(0) + scheduler.config["steps_offset"]
     scheduler.timesteps = ldm.to(device=scheduler.timesteps.device)
     return scheduler.timesteps
 
@@ -164,7 +166,8 @@ def shift_snr(scheduler: DDIMScheduler, scale: float) -> DDIMScheduler:
     shifted = snr / (1.0 + snr)
     previous = torch.cat([shifted.new_ones(1), shifted[:-1]])
     betas = 1.0 - shifted / previous
-    return type(scheduler).from_config(scheduler.config, trained_betas=betas.tolist())
+    # from_config returns (scheduler, unused kwargs) only with return_unused_kwargs=True; diffusers has no overload.
+    return cast(DDIMScheduler, type(scheduler).from_config(scheduler.config, trained_betas=betas.tolist()))
 
 
 def q_sample_start(
@@ -189,7 +192,7 @@ def q_sample_start(
     Returns:
         `torch.Tensor`: x_t with the shape and dtype of ``latents``.
     """
-    num_train = scheduler.config.num_train_timesteps
+    num_train = scheduler.config["num_train_timesteps"]
     if not 0 <= timestep < num_train:
         raise ValueError(f"timestep must be in [0, {num_train}), got {timestep}")
     if noise is None:
@@ -197,7 +200,8 @@ def q_sample_start(
     elif noise.shape != latents.shape:
         raise ValueError(f"noise must have the shape of latents {tuple(latents.shape)}, got {tuple(noise.shape)}")
     timesteps = torch.full((latents.shape[0],), timestep, dtype=torch.long, device=latents.device)
-    return scheduler.add_noise(latents, noise, timesteps)
+    # diffusers annotates timesteps as the legacy torch.IntTensor; any integer tensor is what it takes.
+    return scheduler.add_noise(latents, noise, cast(torch.IntTensor, timesteps))
 
 
 # --------------------------------------------------------------------------------------------------------------------
@@ -243,10 +247,10 @@ def sliding_windows(
         offset %= num_frames
         starts = range(offset, offset + num_frames - overlap, stride)
         return [[(start + j) % num_frames for j in range(window)] for start in starts]
-    starts = list(range(0, num_frames - window + 1, stride))
-    if starts[-1] + window < num_frames:
-        starts.append(num_frames - window)
-    return [list(range(start, start + window)) for start in starts]
+    firsts = list(range(0, num_frames - window + 1, stride))
+    if firsts[-1] + window < num_frames:
+        firsts.append(num_frames - window)
+    return [list(range(start, start + window)) for start in firsts]
 
 
 def denoise_windows(
@@ -299,6 +303,7 @@ def denoise_windows(
     uncovered = (counts == 0).nonzero().flatten().tolist()
     if uncovered:
         raise ValueError(f"windows must cover every frame; frames {uncovered} are in no window")
+    assert total is not None  # windows is not empty, so the loop ran
     shape = [1] * latents.ndim
     shape[frame_dim] = num_frames
     return (total / counts.view(shape)).to(out_dtype)

@@ -58,12 +58,12 @@ import re
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any, ClassVar, Literal, Self
+from typing import Any, ClassVar, Literal, Self, cast
 
 import torch
-from diffusers import UNet2DConditionModel
 from diffusers.configuration_utils import ConfigMixin
 from diffusers.models.modeling_utils import ModelMixin
+from diffusers.models.unets.unet_2d_condition import UNet2DConditionModel
 from diffusers.models.unets.unet_motion_model import AnimateDiffTransformer3D
 from torch import nn
 from torch.utils.hooks import RemovableHandle
@@ -236,30 +236,45 @@ def _layer_target(prefix: str, block: nn.Module, layer: int) -> str:
     return f"{prefix}.resnets.{layer}"
 
 
+def _sub_modules(block: nn.Module, name: str) -> nn.ModuleList:
+    """``block.<name>`` (``resnets``, ``downsamplers``, ``upsamplers``), empty where diffusers leaves it ``None``."""
+    found = getattr(block, name, None)
+    return found if isinstance(found, nn.ModuleList) else nn.ModuleList()
+
+
+def _out_channels(module: nn.Module) -> int:
+    """The ``out_channels`` of a diffusers resnet, downsampler or upsampler."""
+    channels = module.out_channels
+    if not isinstance(channels, int):
+        raise TypeError(f"{type(module).__name__}.out_channels must be an int, got {type(channels).__name__}")
+    return channels
+
+
 def unet_ldm_layout(unet: UNet2DConditionModel) -> UNetLdmLayout:
     """Map ``unet``'s ``down_blocks`` / ``mid_block`` / ``up_blocks`` onto LDM input / middle / output blocks."""
     inputs = [LdmBlock(0, "conv_in", "conv_in", unet.conv_in.out_channels)]
     for b, block in enumerate(unet.down_blocks):
-        for layer, resnet in enumerate(block.resnets):
+        for layer, resnet in enumerate(_sub_modules(block, "resnets")):
             target = _layer_target(f"down_blocks.{b}", block, layer)
-            inputs.append(LdmBlock(len(inputs), "layer", target, resnet.out_channels, b, layer))
-        for d, downsampler in enumerate(block.downsamplers or ()):
+            inputs.append(LdmBlock(len(inputs), "layer", target, _out_channels(resnet), b, layer))
+        for d, downsampler in enumerate(_sub_modules(block, "downsamplers")):
             path = f"down_blocks.{b}.downsamplers.{d}"
-            inputs.append(LdmBlock(len(inputs), "downsampler", path, downsampler.out_channels, b))
+            inputs.append(LdmBlock(len(inputs), "downsampler", path, _out_channels(downsampler), b))
     middle = None
     if unet.mid_block is not None:
         mid = unet.mid_block
-        middle = LdmBlock(0, "middle", _layer_target("mid_block", mid, 0), mid.resnets[0].out_channels)
+        middle = LdmBlock(0, "middle", _layer_target("mid_block", mid, 0), _out_channels(mid.resnets[0]))
     outputs: list[LdmBlock] = []
     for b, block in enumerate(unet.up_blocks):
-        last = len(block.resnets) - 1
-        for layer, resnet in enumerate(block.resnets):
+        resnets = _sub_modules(block, "resnets")
+        last = len(resnets) - 1
+        for layer, resnet in enumerate(resnets):
             target = _layer_target(f"up_blocks.{b}", block, layer)
-            if layer == last and block.upsamplers:
+            if layer == last and _sub_modules(block, "upsamplers"):
                 path = f"up_blocks.{b}.upsamplers.0"
-                outputs.append(LdmBlock(len(outputs), "layer", path, resnet.out_channels, b, layer, target))
+                outputs.append(LdmBlock(len(outputs), "layer", path, _out_channels(resnet), b, layer, target))
             else:
-                outputs.append(LdmBlock(len(outputs), "layer", target, resnet.out_channels, b, layer))
+                outputs.append(LdmBlock(len(outputs), "layer", target, _out_channels(resnet), b, layer))
     return UNetLdmLayout(tuple(inputs), middle, tuple(outputs))
 
 
@@ -544,7 +559,8 @@ class TemporalModules(ModelMixin, ConfigMixin):
         temporal (`TemporalModuleConfig`): Hyper-parameters of every module.
     """
 
-    config_name = "config.json"
+    # ConfigMixin declares `config_name = None` without a type, so mypy takes None as its type.
+    config_name = "config.json"  # type: ignore[assignment]
     set_attribute: ClassVar[str] = "temporal_modules"
 
     def __init__(
@@ -567,9 +583,11 @@ class TemporalModules(ModelMixin, ConfigMixin):
 
     def to_unet(self, unet: UNet2DConditionModel) -> Self:
         """Move the modules to ``unet``'s device, and to its dtype when that is not fp32; returns ``self``."""
-        self.to(unet.device)
+        # ModelMixin.to is wrapped with functools.wraps, which typeshed types as an unbound call; the call is the usual.
+        modules = cast(nn.Module, self)
+        modules.to(unet.device)
         if unet.dtype != torch.float32:
-            self.to(unet.dtype)
+            modules.to(unet.dtype)
         return self
 
     @property

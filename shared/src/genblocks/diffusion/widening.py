@@ -36,10 +36,10 @@ def widen_conv(conv: nn.Conv2d, extra_channels: int) -> nn.Conv2d:
     wider = nn.Conv2d(
         conv.in_channels + extra_channels,
         conv.out_channels,
-        conv.kernel_size,
-        stride=conv.stride,
-        padding=conv.padding,
-        dilation=conv.dilation,
+        _pair(conv.kernel_size),
+        stride=_pair(conv.stride),
+        padding=conv.padding if isinstance(conv.padding, str) else _pair(conv.padding),
+        dilation=_pair(conv.dilation),
         bias=conv.bias is not None,
         padding_mode=conv.padding_mode,
         device=conv.weight.device,
@@ -48,9 +48,15 @@ def widen_conv(conv: nn.Conv2d, extra_channels: int) -> nn.Conv2d:
     with torch.no_grad():
         wider.weight.zero_()
         wider.weight[:, : conv.in_channels].copy_(conv.weight)
-        if conv.bias is not None:
+        if conv.bias is not None and wider.bias is not None:
             wider.bias.copy_(conv.bias)
     return wider
+
+
+def _pair(value: tuple[int, ...]) -> tuple[int, int]:
+    """A 2-D convolution's ``kernel_size`` / ``stride`` / ``padding`` / ``dilation`` (typed ``tuple[int, ...]``)."""
+    first, second = value
+    return first, second
 
 
 def widen_conv_in(model: nn.Module, extra_channels: int, attribute: str = "conv_in") -> nn.Module:
@@ -75,6 +81,7 @@ def widen_conv_in(model: nn.Module, extra_channels: int, attribute: str = "conv_
     wider = widen_conv(conv, extra_channels)
     setattr(parent, name, wider)
     config_key = _CONFIG_KEYS.get(attribute)
-    if config_key is not None and hasattr(model, "register_to_config"):
-        model.register_to_config(**{config_key: wider.in_channels})
+    register_to_config = getattr(model, "register_to_config", None)
+    if config_key is not None and callable(register_to_config):
+        register_to_config(**{config_key: wider.in_channels})
     return model

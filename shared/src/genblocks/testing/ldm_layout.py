@@ -10,7 +10,9 @@ from __future__ import annotations
 import re
 
 import torch
-from diffusers import AutoencoderKL, ControlNetModel, UNet2DConditionModel
+from diffusers.models.autoencoders.autoencoder_kl import AutoencoderKL
+from diffusers.models.controlnets.controlnet import ControlNetModel
+from diffusers.models.unets.unet_2d_condition import UNet2DConditionModel
 from transformers import CLIPTextModel
 
 from genblocks.diffusion.temporal import TemporalModuleSet, ldm_motion_module_names
@@ -65,7 +67,7 @@ def unet_encoder_to_ldm(key: str, layers_per_block: int) -> str | None:
 def unet_to_ldm(unet: UNet2DConditionModel, with_out: bool = True) -> dict[str, torch.Tensor]:
     """A diffusers UNet in LDM ``openaimodel.UNetModel`` names (``with_out=False`` drops the ``out`` layers, as in a
     reference UNet checkpoint)."""
-    lpb = unet.config.layers_per_block
+    lpb = unet.config["layers_per_block"]
     out = {}
     for key, value in unet.state_dict().items():
         ldm = unet_encoder_to_ldm(key, lpb)
@@ -93,7 +95,7 @@ def unet_to_ldm(unet: UNet2DConditionModel, with_out: bool = True) -> dict[str, 
 
 def controlnet_to_ldm(net: ControlNetModel) -> dict[str, torch.Tensor]:
     """A diffusers ControlNet in LDM ``cldm.ControlNet`` names (``zero_convs``, ``middle_block_out``, ``input_hint_block``)."""
-    lpb = net.config.layers_per_block
+    lpb = net.config["layers_per_block"]
     num_blocks = len(net.controlnet_cond_embedding.blocks)
     out = {}
     for key, value in net.state_dict().items():

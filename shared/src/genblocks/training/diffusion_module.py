@@ -19,12 +19,13 @@ import logging
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import asdict
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 import lightning as L
 import torch
 import torch.nn.functional as F
-from diffusers import DDPMScheduler
+from diffusers.models.autoencoders.autoencoder_kl import AutoencoderKL
+from diffusers.schedulers.scheduling_ddpm import DDPMScheduler
 from diffusers.training_utils import EMAModel
 from lightning.pytorch.core.optimizer import LightningOptimizer
 from torch import nn
@@ -115,7 +116,7 @@ class DiffusionTrainingModule(L.LightningModule):
         self,
         unet: nn.Module,
         noise_scheduler: DDPMScheduler | None = None,
-        vae: nn.Module | None = None,
+        vae: AutoencoderKL | None = None,
         prediction_type: PredictionType | None = None,
         optimizer: OptimizerConfig | None = None,
         condition_dropout: Mapping[str, float] | None = None,
@@ -155,7 +156,7 @@ class DiffusionTrainingModule(L.LightningModule):
         if vae is not None:
             vae.requires_grad_(False)
         self.noise_scheduler = noise_scheduler if noise_scheduler is not None else self.default_noise_scheduler()
-        self.prediction_type: str = prediction_type or self.noise_scheduler.config.prediction_type
+        self.prediction_type: str = prediction_type or self.noise_scheduler.config["prediction_type"]
         if self.prediction_type not in _PREDICTION_TYPES:
             raise ValueError(f"prediction_type: expected one of {_PREDICTION_TYPES}, got {self.prediction_type!r}")
         self.condition_dropout = dict(condition_dropout or {})
@@ -168,9 +169,10 @@ class DiffusionTrainingModule(L.LightningModule):
         self.ema_update_after_step = ema_update_after_step
         self.ema: EMAModel | None = None
         if gradient_checkpointing:
-            if not hasattr(unet, "enable_gradient_checkpointing"):
+            enable_checkpointing = getattr(unet, "enable_gradient_checkpointing", None)
+            if not callable(enable_checkpointing):
                 raise ValueError("gradient_checkpointing=True needs a unet with enable_gradient_checkpointing()")
-            unet.enable_gradient_checkpointing()
+            enable_checkpointing()
         self.loss_weight_reduction = loss_weight_reduction
         self.seed = seed
         self.latents_key = latents_key
@@ -196,7 +198,7 @@ class DiffusionTrainingModule(L.LightningModule):
                 posterior = self.vae.encode(images).latent_dist
                 noise = self.randn(posterior.mean.shape).to(device=posterior.mean.device, dtype=posterior.mean.dtype)
                 latents = posterior.mean + posterior.std * noise
-            return latents * self.vae.config.scaling_factor
+            return latents * self.vae.config["scaling_factor"]
         if self.latents_key not in batch:
             raise ValueError(
                 f"encode_batch: the batch has no {self.latents_key!r} entry (keys: {sorted(batch)}); pass latents, "
@@ -282,7 +284,8 @@ class DiffusionTrainingModule(L.LightningModule):
         if self.prediction_type == "epsilon":
             return noise
         if self.prediction_type == "v_prediction":
-            return self.noise_scheduler.get_velocity(latents, noise, timesteps)
+            # diffusers annotates timesteps as the legacy torch.IntTensor; any integer tensor is what it takes.
+            return self.noise_scheduler.get_velocity(latents, noise, cast(torch.IntTensor, timesteps))
         return latents
 
     def compute_loss(self, batch: dict[str, Any]) -> torch.Tensor:
@@ -290,12 +293,12 @@ class DiffusionTrainingModule(L.LightningModule):
         batch = self.drop_conditions(batch)
         latents = self.encode_batch(batch)
         bsz = latents.shape[0]
-        num_steps = self.noise_scheduler.config.num_train_timesteps
+        num_steps = self.noise_scheduler.config["num_train_timesteps"]
         timesteps = self.draw_global(
             lambda rows: torch.randint(0, num_steps, (rows,), generator=self.generator), bsz
         ).to(latents.device)
         noise = self.randn(latents.shape).to(device=latents.device, dtype=latents.dtype)
-        noisy = self.noise_scheduler.add_noise(latents, noise, timesteps)
+        noisy = self.noise_scheduler.add_noise(latents, noise, cast(torch.IntTensor, timesteps))
         prediction = self.predict(noisy, timesteps, batch)
         target = self.diffusion_target(latents, noise, timesteps)
         return weighted_mse(prediction, target, batch.get(self.loss_weight_key), self.loss_weight_reduction)
