@@ -27,6 +27,7 @@ def test_shipped_configs_are_the_presets() -> None:
         "checkpoints/diffportrait3d",
         540000,
     )
+    assert (sd15.dtype, tiny.dtype) == ("float16", "float32")  # the paper config samples in half precision
     more, _ = load_command_config(
         DiffPortrait3DConfig, "diffportrait3d", "run", "tiny", ["model.views_per_batch=2", "seed=3"]
     )

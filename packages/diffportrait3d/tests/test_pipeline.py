@@ -151,3 +151,32 @@ class TestDiffPortrait3DPipelineContract(PipelineTesterMixin):
 
     def get_inputs(self, seed: int = 0) -> dict:
         return {**_inputs(views=2), "generator": torch.Generator().manual_seed(seed)}
+
+
+def test_dtype_option_bf16_close_to_fp32(tmp_path: Path) -> None:
+    """``dtype`` (config field, like x-portrait's): components cast on load; bf16 views stay close to fp32 ones."""
+    import dataclasses
+
+    inputs = {**_inputs(views=2), "num_inference_steps": 2}
+    results = {}
+    for name in ("float32", "bfloat16"):
+        pipe = load_pipeline(dataclasses.replace(tiny_config(), dtype=name))
+        expected = getattr(torch, name)
+        assert {pipe.unet.dtype, pipe.vae.dtype, pipe.text_encoder.dtype, pipe.view_controlnet.dtype} == {expected}
+        assert {p.dtype for p in pipe.view_modules.parameters()} == {expected}
+        latents = pipe(**{**inputs, "output_type": "latent"}, generator=torch.Generator().manual_seed(1)).images
+        images = pipe(**inputs, generator=torch.Generator().manual_seed(1)).images
+        assert latents.dtype == expected and images.dtype == torch.float32  # decoded images come back as float32
+        results[name] = (latents.float(), images)
+    # measured on CPU: latents differ by at most 0.073, images by at most 0.027 (mean 0.0024)
+    assert (results["float32"][0] - results["bfloat16"][0]).abs().max() < 0.15
+    difference = (results["float32"][1] - results["bfloat16"][1]).abs()
+    assert float(difference.max()) < 0.06 and float(difference.mean()) < 0.01
+    assert float(difference.max()) > 0  # bf16 really ran
+    # a saved pipeline folder loads in the configured dtype
+    _pipe().save_pretrained(tmp_path / "pipe")
+    config = dataclasses.replace(
+        tiny_config(), source="pretrained", pretrained=str(tmp_path / "pipe"), dtype="bfloat16"
+    )
+    loaded = load_pipeline(config)
+    assert loaded.unet.dtype == torch.bfloat16 and loaded.vae.dtype == torch.bfloat16

@@ -134,12 +134,15 @@ class DiffPortrait3DConfig:
         pretrained: Folder of a saved ``DiffPortrait3DPipeline`` (``save_pretrained``) when ``source=pretrained``.
         seed: Seed of random components and sampling.
         device: ``cpu``, ``cuda`` or ``auto``.
+        dtype: Weight dtype of the pipeline's components (``float16`` / ``bfloat16`` on a GPU halve memory); the EG3D
+            inversion stays in float32.
     """
 
     source: Literal["random", "pretrained"] = "random"
     pretrained: str = ""
     seed: int = 0
     device: str = "cpu"
+    dtype: Literal["float32", "float16", "bfloat16"] = "float32"
     model: ModelConfig = field(default_factory=ModelConfig)
     random: RandomComponentsConfig = field(default_factory=RandomComponentsConfig)
     inference: InferenceConfig = field(default_factory=InferenceConfig)

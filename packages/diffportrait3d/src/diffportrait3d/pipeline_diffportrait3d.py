@@ -96,7 +96,8 @@ def images_to_tensor(images: ImageLike | Sequence[ImageLike], name: str, resolut
                 raise ValueError(
                     f"{name} arrays must be uint8 (H, W, 3) or (N, H, W, 3), got {item.dtype} {item.shape}"
                 )
-            item = torch.from_numpy(np.ascontiguousarray(item)).float().div(255).movedim(-1, -3)
+            # a copy: a PIL image's array is read-only, which torch.from_numpy warns about
+            item = torch.from_numpy(np.array(item)).float().div(255).movedim(-1, -3)
         if not isinstance(item, torch.Tensor) or item.ndim not in (3, 4) or item.shape[-3] != 3:
             raise ValueError(f"{name} must be RGB images: PIL, uint8 (H, W, 3) arrays or float (3, H, W) tensors")
         item = item.float()
@@ -404,16 +405,20 @@ def resolve_device(device: str) -> torch.device:
 
 def load_pipeline(config: DiffPortrait3DConfig) -> DiffPortrait3DPipeline:
     """A pipeline as ``config`` describes: seeded random components (``source="random"``) or a saved pipeline folder
-    (``source="pretrained"``, written by ``save_pretrained`` or ``diffportrait3d convert``), on ``config.device``."""
+    (``source="pretrained"``, written by ``save_pretrained`` or ``diffportrait3d convert``), on ``config.device`` in
+    ``config.dtype`` (weights cast after building, or loaded with ``torch_dtype``)."""
+    dtype = getattr(torch, config.dtype)
     if config.source == "pretrained":
         folder = Path(config.pretrained)
         if not (folder / "model_index.json").is_file():
             raise ValueError(f"pretrained={config.pretrained!r} is not a DiffPortrait3DPipeline folder")
-        pipeline = DiffPortrait3DPipeline.from_pretrained(folder)
+        pipeline = DiffPortrait3DPipeline.from_pretrained(folder, torch_dtype=dtype)
     else:
         parts: DiffPortrait3DComponents = build_random_components(config.model, config.random, seed=config.seed)
         pipeline = DiffPortrait3DPipeline(
             **parts.as_dict(), views_per_batch=config.model.views_per_batch, fusion_blocks=config.model.fusion_blocks
         )
+        if dtype != torch.float32:
+            pipeline.to(dtype=dtype)
     pipeline.set_progress_bar_config(disable=True)
     return pipeline.to(resolve_device(config.device))
