@@ -1,0 +1,146 @@
+"""The humananim command line: keypoints (json backend, gap count, retargeting onto the astronaut), prepare, eval, and
+exit status 2 with one line on bad input."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from skimage import data as skdata
+
+from genblocks.media import write_image, write_video
+from humananim.cli import main
+from humananim.keypoints import PARTS, Keypoints, body_template, load_keypoints, save_keypoints, scripted_dance
+
+W, H = 80, 112
+
+
+def person(width: int = W, height: int = H, scale: float = 1.0) -> Keypoints:
+    angles = np.linspace(0, 2 * np.pi, 68, endpoint=False)
+    cx, cy = width / 2, 14 * scale
+    face = np.stack([cx + 5 * scale * np.cos(angles), cy + 6 * scale * np.sin(angles)], 1)
+    face[8], face[17:27, 1] = (cx, cy + 6 * scale), cy - 5 * scale
+    return body_template(face, width, height)
+
+
+def openpose_folder(folder: Path, keypoints: Keypoints, empty: tuple[int, ...] = ()) -> Path:
+    folder.mkdir(parents=True)
+    for index, frame in enumerate(keypoints.points):
+        people = (
+            []
+            if index in empty
+            else [
+                {
+                    "pose_keypoints_2d": frame[PARTS["body"]].ravel().tolist(),
+                    "hand_left_keypoints_2d": frame[PARTS["left_hand"]].ravel().tolist(),
+                    "hand_right_keypoints_2d": frame[PARTS["right_hand"]].ravel().tolist(),
+                    "face_keypoints_2d": frame[PARTS["face"]].ravel().tolist(),
+                }
+            ]
+        )
+        payload = {"people": people, "canvas_width": keypoints.width, "canvas_height": keypoints.height}
+        (folder / f"{index:04d}_keypoints.json").write_text(json.dumps(payload))
+    return folder
+
+
+def video(path: Path, frames: int = 6, seed: int = 0) -> Path:
+    rng = np.random.default_rng(seed)
+    return write_video(path, rng.integers(0, 256, (frames, H, W, 3), dtype=np.uint8), fps=8)
+
+
+def test_keypoints_json_backend_fills_counts_and_retargets_onto_the_astronaut(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    dance = scripted_dance(person(), 6)
+    pose = openpose_folder(tmp_path / "pose", dance, empty=(2, 3))
+    astronaut = skdata.astronaut()  # 512 x 512 reference
+    write_image(tmp_path / "ref.png", astronaut)
+    reference = person(512, 512, scale=4.0)
+    save_keypoints(reference, tmp_path / "ref.json")
+    status = main([
+        "keypoints", "--driving", str(video(tmp_path / "drive.gif")), "--pose", str(pose), "--image",
+        str(tmp_path / "ref.png"), "--reference-pose", str(tmp_path / "ref.json"), "--out", str(tmp_path / "out"),
+    ])  # fmt: skip
+    assert status == 0
+    report = json.loads((tmp_path / "out" / "report.json").read_text())
+    assert report["empty_frames"] == [2, 3] and report["retargeted"]
+    assert "nobody found in 2 of 6 frames" in capsys.readouterr().out
+    out = load_keypoints(tmp_path / "out" / "keypoints.json")
+    assert (out.width, out.height, len(out)) == (512, 512, 6)
+    np.testing.assert_allclose(out.points[0, 1, :2], reference.points[0, 1, :2], atol=1e-2)  # on the reference's neck
+    upper_arm = np.linalg.norm(out.points[:, 3, :2] - out.points[:, 2, :2], axis=-1)
+    ref_arm = np.linalg.norm(reference.points[0, 3, :2] - reference.points[0, 2, :2])
+    np.testing.assert_allclose(upper_arm, ref_arm, rtol=1e-3)
+    assert (tmp_path / "out" / "pose.gif").stat().st_size > 0
+
+
+def test_bad_inputs_exit_2_with_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    drive = video(tmp_path / "drive.gif")
+    pose = openpose_folder(tmp_path / "pose", scripted_dance(person(), 6))
+    write_image(tmp_path / "ref.png", skdata.astronaut())
+    save_keypoints(Keypoints(np.zeros((1, 128, 3)), 512, 512), tmp_path / "nobody.json")
+    (tmp_path / "broken.mp4").write_bytes(b"not a video")
+    bad_layout = tmp_path / "bad"
+    bad_layout.mkdir()
+    frame = {
+        "people": [{"pose_keypoints_2d": [1.0] * 54, "hand_left_keypoints_2d": [1.0] * 60}],
+        "canvas_width": W,
+        "canvas_height": H,
+    }
+    (bad_layout / "0000.json").write_text(json.dumps(frame))
+    empty = openpose_folder(tmp_path / "empty", scripted_dance(person(), 3), empty=(0, 1, 2))
+    cases = {
+        "no person found in the reference": [
+            "--pose",
+            str(pose),
+            "--image",
+            str(tmp_path / "ref.png"),
+            "--reference-pose",
+            str(tmp_path / "nobody.json"),
+        ],
+        "broken.mp4": ["--pose", str(pose)],
+        "hand_left_keypoints_2d must hold 21": ["--pose", str(bad_layout)],
+        "nobody found in any of the 3 frames": ["--pose", str(empty)],
+        "--pose: the json backend needs": [],
+    }
+    for expected, extra in cases.items():
+        driving = tmp_path / "broken.mp4" if expected == "broken.mp4" else drive
+        status = main(["keypoints", "--driving", str(driving), *extra, "--out", str(tmp_path / "o")])
+        err = capsys.readouterr().err.strip()
+        assert status == 2 and len(err.splitlines()) == 1 and expected in err, (expected, err)
+    assert (
+        main(["keypoints", "--driving", str(drive), "--set", "keypoints.smoth_window=3", "--out", str(tmp_path / "o")])
+        == 2
+    )
+    assert "smoth_window" in capsys.readouterr().err
+
+
+def test_prepare_writes_frames_keypoints_and_a_manifest(tmp_path: Path) -> None:
+    videos = tmp_path / "videos"
+    videos.mkdir()
+    video(videos / "a.gif", frames=5)
+    openpose_folder(videos / "a", scripted_dance(person(), 5), empty=(1,))
+    video(videos / "b.gif", frames=4, seed=1)  # no keypoints beside it: skipped
+    status = main(["prepare", "--videos", str(videos), "--set", "data.frame_stride=2", "--out", str(tmp_path / "ds")])
+    assert status == 0
+    rows = [json.loads(line) for line in (tmp_path / "ds" / "manifest.jsonl").read_text().splitlines()]
+    assert len(rows) == 1 and rows[0]["num_frames"] == 3 and rows[0]["empty_frames"] == 0  # frames 0, 2, 4
+    assert len(list((tmp_path / "ds" / "a" / "frames").glob("*.png"))) == 3
+    assert len(load_keypoints(tmp_path / "ds" / rows[0]["keypoints"])) == 3
+
+
+def test_eval_writes_metrics_with_notes(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    truth = video(tmp_path / "truth.gif")
+    status = main(["eval", "--generated", str(truth), "--reference", str(truth), "--out", str(tmp_path / "ev")])
+    assert status == 0
+    metrics = json.loads((tmp_path / "ev" / "metrics.json").read_text())
+    assert metrics["l1"] == 0 and metrics["ssim"] == pytest.approx(1.0) and len(metrics["notes"]) == 3
+    assert "note: LPIPS skipped" in capsys.readouterr().out
+    assert (
+        main(
+            ["eval", "--generated", str(truth), "--reference", str(tmp_path / "x.mp4"), "--out", str(tmp_path / "ev")]
+        )
+        == 2
+    )
