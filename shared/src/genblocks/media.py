@@ -745,10 +745,10 @@ def _audio_track(audio: tuple[np.ndarray | torch.Tensor, int] | str | Path, dura
     if isinstance(audio, (str, Path)):
         samples, sample_rate = read_audio(audio)
     elif isinstance(audio, (tuple, list)) and len(audio) == 2:
-        samples, sample_rate = audio
-        if isinstance(samples, torch.Tensor):
-            samples = samples.detach().float().cpu().numpy()
-        samples = np.asarray(samples, dtype=np.float32)
+        given, sample_rate = audio
+        if isinstance(given, torch.Tensor):
+            given = given.detach().float().cpu().numpy()
+        samples = np.asarray(given, dtype=np.float32)
     else:
         raise InputError("`audio` must be (samples, sample_rate) or the path of an audio or video file.")
     if isinstance(sample_rate, bool) or int(sample_rate) != sample_rate or sample_rate <= 0:

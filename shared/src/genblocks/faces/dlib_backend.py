@@ -15,6 +15,7 @@ import logging
 from collections.abc import Callable
 from pathlib import Path
 from types import ModuleType
+from typing import Any
 
 import numpy as np
 
@@ -107,7 +108,9 @@ class DlibFaceAnalyzer(FaceAnalyzer):
         self._detector = dlib.get_frontal_face_detector()
         self._predictor = dlib.shape_predictor(str(folder / _SHAPE_PREDICTOR))
         self._recognition_model_path = folder / _RECOGNITION_MODEL
-        self._recognizer = None  # loaded on first use: detection-only callers skip the 22 MB ResNet
+        self._recognizer: Any = (
+            None  # dlib.face_recognition_model_v1, loaded on first use: detection-only callers skip the 22 MB ResNet
+        )
 
     def __repr__(self) -> str:
         return (

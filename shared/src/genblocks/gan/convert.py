@@ -52,7 +52,12 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from genblocks.gan.stylegan2 import StyleGAN2Discriminator, StyleGAN2Generator, channels_per_resolution
+from genblocks.gan.stylegan2 import (
+    StyleGAN2Discriminator,
+    StyleGAN2Generator,
+    SynthesisLayer,
+    channels_per_resolution,
+)
 
 __all__ = [
     "ROSINALITY_CHECKPOINT_KEYS",
@@ -138,7 +143,10 @@ def _generator_pairs(
 ) -> tuple[list[tuple[str, str, str]], dict[str, Tensor]]:
     """(rosinality key, our key, shape kind) for every weight, and the expected blur kernels by rosinality key."""
     synthesis = generator.synthesis
-    use_noise = synthesis.b4.conv1.use_noise
+    first_layer = synthesis.get_submodule("b4.conv1")
+    if not isinstance(first_layer, SynthesisLayer):
+        raise TypeError(f"synthesis.b4.conv1 must be a SynthesisLayer, got {type(first_layer).__name__}")
+    use_noise = first_layer.use_noise
     pairs = []
     for i in range(generator.mapping.num_layers):
         for name in ("weight", "bias"):

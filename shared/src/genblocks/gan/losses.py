@@ -85,6 +85,8 @@ class PathLengthRegularizer(nn.Module):
         decay (`float`, defaults to 0.01): EMA decay of ``pl_mean``.
     """
 
+    pl_mean: Tensor  # buffer
+
     def __init__(self, decay: float = 0.01) -> None:
         super().__init__()
         self.decay = decay

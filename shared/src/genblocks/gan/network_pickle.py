@@ -63,6 +63,10 @@ class PickledObject:
 
     module = ""
     name = ""
+    args: tuple[Any, ...]
+    state: Any
+    items: dict[Any, Any]
+    list_items: list[Any]
 
     def __new__(cls, *args: Any, **kwargs: Any) -> PickledObject:
         instance = super().__new__(cls)

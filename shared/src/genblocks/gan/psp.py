@@ -131,6 +131,8 @@ class GradualStyleEncoder(nn.Module):
             output, as pSp does when trained with ``start_from_latent_avg``.
     """
 
+    latent_avg: torch.Tensor  # buffer
+
     def __init__(
         self,
         n_styles: int = 18,

@@ -183,6 +183,8 @@ class EqualConv2d(nn.Module):
         conv_clamp (`float`, *optional*): Clamp the output to ``[-conv_clamp * gain, conv_clamp * gain]``.
     """
 
+    resample_filter: Tensor  # buffer
+
     def __init__(
         self,
         in_channels: int,
@@ -251,6 +253,8 @@ class MappingNetwork(nn.Module):
         w_avg_beta (`float`, *optional*, defaults to 0.995): Decay of the tracked ``w_avg`` buffer; `None` disables
             tracking (and truncation).
     """
+
+    w_avg: Tensor  # buffer, when w_avg_beta is set
 
     def __init__(
         self,
@@ -415,6 +419,9 @@ class SynthesisLayer(nn.Module):
         conv_clamp (`float`, *optional*): Clamp the output to ``[-conv_clamp * gain, conv_clamp * gain]``.
     """
 
+    resample_filter: Tensor  # buffer
+    noise_const: Tensor  # buffer, when use_noise
+
     def __init__(
         self,
         in_channels: int,
@@ -566,6 +573,8 @@ class SynthesisBlock(nn.Module):
         conv_clamp (`float`, *optional*): Output clamp of the layers.
     """
 
+    resample_filter: Tensor  # buffer
+
     def __init__(
         self,
         in_channels: int,
@@ -588,14 +597,30 @@ class SynthesisBlock(nn.Module):
         self.is_last = is_last
         self.up = up
         self.register_buffer("resample_filter", setup_filter(resample_filter))
-        layer_args = {"use_noise": use_noise, "resample_filter": resample_filter, "conv_clamp": conv_clamp}
         if in_channels == 0:
             self.const = nn.Parameter(torch.randn(out_channels, resolution, resolution))
             self.num_conv = 1
         else:
-            self.conv0 = SynthesisLayer(in_channels, out_channels, w_dim, resolution, up=up, **layer_args)
+            self.conv0 = SynthesisLayer(
+                in_channels,
+                out_channels,
+                w_dim,
+                resolution,
+                up=up,
+                use_noise=use_noise,
+                resample_filter=resample_filter,
+                conv_clamp=conv_clamp,
+            )
             self.num_conv = 2
-        self.conv1 = SynthesisLayer(out_channels, out_channels, w_dim, resolution, **layer_args)
+        self.conv1 = SynthesisLayer(
+            out_channels,
+            out_channels,
+            w_dim,
+            resolution,
+            use_noise=use_noise,
+            resample_filter=resample_filter,
+            conv_clamp=conv_clamp,
+        )
         self.torgb = ToRGBLayer(out_channels, img_channels, w_dim, conv_clamp=conv_clamp)
         self.num_torgb = 1
 
@@ -736,7 +761,8 @@ class SynthesisNetwork(nn.Module):
         """
         if ws.ndim != 3 or ws.shape[1:] != (self.num_ws, self.w_dim):
             raise ValueError(f"ws must have shape (N, {self.num_ws}, {self.w_dim}), got {tuple(ws.shape)}")
-        x = img = None
+        x: Tensor | None = None
+        img: Tensor | None = None
         features: list[Tensor] = []
         w_idx = 0
         for res in self.block_resolutions:
@@ -748,6 +774,7 @@ class SynthesisNetwork(nn.Module):
                 features.extend(block_features)
             else:
                 x, img = block(x, img, block_ws, noise_mode=noise_mode)
+        assert img is not None  # block_resolutions is never empty
         if return_features:
             return img, features
         return img

@@ -45,7 +45,6 @@ from torch import Tensor, nn
 
 from genblocks.gan.stylegan2 import EqualLinear, StyleGAN2Generator
 from genblocks.gan.superres import (
-    SuperResolutionHybrid,
     SuperResolutionHybrid2X,
     SuperResolutionHybrid4X,
     SuperResolutionHybrid8XDC,
@@ -275,7 +274,10 @@ def neural_rendering_resolution_at(
     return round(initial * (1 - alpha) + final * alpha)
 
 
-_SUPERRESOLUTION: dict[str, type[SuperResolutionHybrid]] = {
+# The presets (not their base, whose constructor also takes input_resolution and first_block_upsamples).
+_SUPERRESOLUTION: dict[
+    str, type[SuperResolutionHybrid2X] | type[SuperResolutionHybrid4X] | type[SuperResolutionHybrid8XDC]
+] = {
     "hybrid2x": SuperResolutionHybrid2X,
     "hybrid4x": SuperResolutionHybrid4X,
     "hybrid8xdc": SuperResolutionHybrid8XDC,

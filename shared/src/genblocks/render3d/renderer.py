@@ -235,6 +235,7 @@ class MipRayMarcher2(nn.Module):
         if self.density_activation == "softplus":
             return F.softplus(raw - 1.0)
         if self.density_activation == "sdf":
+            assert self.sdf_beta is not None  # created in __init__ for density_activation="sdf"
             beta = self.sdf_beta.clamp_min(1e-4)
             return torch.sigmoid(-raw / beta) / beta
         return raw
