@@ -179,3 +179,57 @@ def test_user_errors_exit_2_with_one_line(tmp_path: Path, capsys: pytest.Capture
         assert named in err and "Traceback" not in err and len(err.strip().splitlines()) == 1, err
         assert err.startswith(f"diffportrait3d {argv[0]}: error: "), err
     assert not (tmp_path / "o").exists() and not (tmp_path / "r").exists() and not (tmp_path / "d").exists()
+
+
+def test_paper_config_eg3d_noise_reaches_the_pipeline(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``noise_prior: eg3d`` of configs/run/sd15.yaml, end to end: render inverts the portrait into EG3D, and the
+    pipeline call gets ``noise_prior="eg3d"`` with one 3D-aware render per camera, whose latents start the sampling."""
+    import torch
+
+    from diffportrait3d import pipeline_diffportrait3d
+    from diffportrait3d.pipeline_diffportrait3d import DiffPortrait3DPipeline
+
+    calls: list[dict] = []
+    starts: list[object] = []
+    tiny = pipeline_diffportrait3d.load_pipeline(tiny_config())
+    original_call = DiffPortrait3DPipeline.__call__
+    original_prepare = DiffPortrait3DPipeline.prepare_latents
+
+    def loaded(config: DiffPortrait3DConfig) -> DiffPortrait3DPipeline:
+        assert config.inference.noise_prior == "eg3d" and config.source == "pretrained"  # sd15 as shipped
+        return tiny  # sd15's SD1.5 weights are not here: its settings drive the tiny random model
+
+    def call(self: DiffPortrait3DPipeline, *args: object, **kwargs: object) -> object:
+        calls.append(kwargs)
+        return original_call(self, *args, **kwargs)
+
+    def prepare(self: DiffPortrait3DPipeline, *args: object, **kwargs: object) -> torch.Tensor:
+        starts.append(args[-1] if len(args) == 7 else kwargs.get("noise_render_latents"))
+        return original_prepare(self, *args, **kwargs)
+
+    monkeypatch.setattr(pipeline_diffportrait3d, "load_pipeline", loaded)
+    monkeypatch.setattr(DiffPortrait3DPipeline, "__call__", call)
+    monkeypatch.setattr(DiffPortrait3DPipeline, "prepare_latents", prepare)
+    write_inputs(tmp_path)
+    argv = ["render", "--config", "sd15", "--image", str(tmp_path / "face.png"), "--views", "2"]
+    quick = ["inference.num_inference_steps=1", "inference.inversion_steps=1", "inference.camera_from=grid"]
+    assert main([*argv, "--out", str(tmp_path / "out"), "--set", *quick]) == 0
+    assert len(calls) == 1 and calls[0]["noise_prior"] == "eg3d"
+    renders = calls[0]["noise_renders"]
+    assert isinstance(renders, torch.Tensor) and renders.shape == (2, 3, 32, 32)  # tiny EG3D renders, one per camera
+    assert len(starts) == 1 and isinstance(starts[0], torch.Tensor) and starts[0].shape == (2, 4, 8, 8)
+    # with condition images there are no cameras to render the noise at: refused, nothing written
+    capsys.readouterr()
+    argv = [
+        "render",
+        "--config",
+        "sd15",
+        "--image",
+        str(tmp_path / "face.png"),
+        "--conditions",
+        str(tmp_path / "cond"),
+    ]
+    assert main([*argv, "--out", str(tmp_path / "refused")]) == 2
+    assert "inference.noise_prior=eg3d" in capsys.readouterr().err and not (tmp_path / "refused").exists()

@@ -115,6 +115,8 @@ def test_save_load_round_trip(tmp_path: Path) -> None:
         ({"views_per_batch": 9}, "views_per_batch"),
         ({"condition_images": [torch.rand(3, 64, 64), torch.rand(1, 64, 64)]}, "condition_images must be RGB"),
         ({"image": torch.full((3, 64, 64), float("nan"))}, "image contains NaN"),
+        ({"noise_prior": "eg3d"}, "noise_prior='eg3d' needs noise_renders"),
+        ({"noise_prior": "gauss"}, "noise_prior must be"),
     ],
 )
 def test_bad_inputs(kwargs: dict, match: str) -> None:

@@ -117,6 +117,11 @@ def _render(args: argparse.Namespace, config: DiffPortrait3DConfig) -> int:
     if args.views < 1:
         raise InputError(f"--views {args.views}: expected at least 1 view")
     condition_files = _condition_files(args.conditions) if args.conditions is not None else None
+    if condition_files is not None and config.inference.noise_prior == "eg3d":
+        raise InputError(
+            f"--conditions {args.conditions}: inference.noise_prior=eg3d renders the 3D-aware noise at cameras "
+            "(--views/--path), not at condition images; drop --conditions or --set inference.noise_prior=source"
+        )
 
     import torch
 
@@ -135,7 +140,7 @@ def _render(args: argparse.Namespace, config: DiffPortrait3DConfig) -> int:
     if conditions is None:
         cameras = orbit_cameras(args.views) if args.path == "orbit" else yaw_sweep_cameras(args.views)
     noise_renders = None
-    if config.inference.noise_prior == "eg3d" and cameras is not None:
+    if config.inference.noise_prior == "eg3d" and cameras is not None:  # the paper's start latents (sd15)
         # EG3D's crop and the camera from landmarks when a face analyzer finds a face, else the photo and a grid
         camera_from = config.inference.camera_from
         analyzer = default_face_analyzer() if camera_from != "grid" else None
@@ -148,7 +153,7 @@ def _render(args: argparse.Namespace, config: DiffPortrait3DConfig) -> int:
         cameras=cameras,
         condition_images=conditions,
         condition_renderer=EG3DConditionRenderer(eg3d),
-        noise_prior="source" if config.inference.noise_prior == "source" else "none",
+        noise_prior=config.inference.noise_prior,
         noise_renders=noise_renders,
         num_inference_steps=config.inference.num_inference_steps,
         guidance_scale=config.inference.guidance_scale,

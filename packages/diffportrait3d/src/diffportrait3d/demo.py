@@ -82,6 +82,7 @@ def run_demo(out: Path, config: DiffPortrait3DConfig | None = None, num_views: i
         portrait,
         cameras=cameras,
         condition_renderer=renderer,
+        noise_prior="eg3d",
         noise_renders=noise_renders,
         num_inference_steps=config.inference.num_inference_steps,
         guidance_scale=config.inference.guidance_scale,

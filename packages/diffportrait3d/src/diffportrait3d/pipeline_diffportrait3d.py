@@ -189,6 +189,7 @@ class DiffPortrait3DPipeline(DiffusionPipeline):
         resolution: int,
         latents: torch.Tensor | None,
         noise_renders: torch.Tensor | None,
+        noise_prior: str = "none",
     ) -> tuple[torch.Tensor | None, int]:
         """Validate the arguments of ``__call__``; returns the checked cameras (or None) and the number of views.
 
@@ -229,6 +230,12 @@ class DiffPortrait3DPipeline(DiffusionPipeline):
         latent_shape = (num_views, 4, resolution // self.vae_scale_factor, resolution // self.vae_scale_factor)
         if latents is not None and tuple(latents.shape) != latent_shape:
             raise ValueError(f"latents must have shape {latent_shape}, got {tuple(latents.shape)}")
+        if noise_prior not in ("none", "source", "eg3d"):
+            raise ValueError(f"noise_prior must be 'none', 'source' or 'eg3d', got {noise_prior!r}")
+        if noise_prior == "eg3d" and noise_renders is None and latents is None:
+            raise ValueError(
+                "noise_prior='eg3d' needs noise_renders (the 3D-aware renders of EG3DNoisePrior.renders) or latents"
+            )
         if noise_renders is not None and len(noise_renders) != num_views:
             raise ValueError(f"noise_renders has {len(noise_renders)} images but there are {num_views} views")
         return checked, num_views
@@ -242,7 +249,7 @@ class DiffPortrait3DPipeline(DiffusionPipeline):
         num_views: int,
         resolution: int,
         source_latents: torch.Tensor,
-        noise_prior: Literal["none", "source"],
+        noise_prior: Literal["none", "source", "eg3d"],
         start_timestep: int,
         generator: torch.Generator | None,
         noise_render_latents: torch.Tensor | None = None,
@@ -270,7 +277,7 @@ class DiffPortrait3DPipeline(DiffusionPipeline):
         guidance_scale: float = 3.0,
         eta: float = 0.5,
         views_per_batch: int | None = None,
-        noise_prior: Literal["none", "source"] = "none",
+        noise_prior: Literal["none", "source", "eg3d"] = "none",
         noise_renders: torch.Tensor | None = None,
         start_timestep: int = 999,
         ldm_timesteps: bool = True,
@@ -297,8 +304,10 @@ class DiffPortrait3DPipeline(DiffusionPipeline):
             guidance_scale (`float`, defaults to 3.0): CFG scale; 1 skips the unconditional pass.
             eta (`float`, defaults to 0.5): DDIM eta.
             views_per_batch (`int`, *optional*): Views denoised together; defaults to the pipeline's config.
-            noise_prior (`str`, defaults to `"none"`): ``"none"`` (Gaussian) or ``"source"`` (q-sample of the
-                portrait latent), used when neither ``noise_renders`` nor ``latents`` is given.
+            noise_prior (`str`, defaults to `"none"`): ``"none"`` (Gaussian), ``"source"`` (q-sample of the portrait
+                latent) or ``"eg3d"`` (the paper's 3D-aware noise: q-sample of the ``noise_renders``' latents, which
+                it requires unless ``latents`` are given); ``noise_renders``, when given, set the start latents
+                whatever this says; ``inference.noise_prior`` of the config passes straight through.
             noise_renders (`torch.Tensor` of shape `(V, 3, H, W)`, *optional*): 3D-aware noise renders in [0, 1]
                 (:class:`diffportrait3d.noise3d.EG3DNoisePrior`); start latents are their q-sampled latents.
             start_timestep (`int`, defaults to 999): t of the q-sampled start latents.
@@ -320,7 +329,7 @@ class DiffPortrait3DPipeline(DiffusionPipeline):
         views_per_batch = views_per_batch if views_per_batch is not None else int(self.config.views_per_batch)
         checked, num_views = self.check_inputs(
             cameras, condition_images, condition_renderer, num_inference_steps, guidance_scale, eta, views_per_batch,
-            start_timestep, resolution, latents, noise_renders,
+            start_timestep, resolution, latents, noise_renders, noise_prior,
         )  # fmt: skip
         device = self._execution_device
         dtype = self.unet.dtype
