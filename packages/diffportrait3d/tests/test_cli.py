@@ -233,3 +233,33 @@ def test_paper_config_eg3d_noise_reaches_the_pipeline(
     ]
     assert main([*argv, "--out", str(tmp_path / "refused")]) == 2
     assert "inference.noise_prior=eg3d" in capsys.readouterr().err and not (tmp_path / "refused").exists()
+
+
+@pytest.mark.filterwarnings("ignore::PIL.Image.DecompressionBombWarning")
+def test_bad_images_exit_2_with_one_line_and_write_nothing(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Not an image, a truncated PNG, a 10000 x 10000 PNG (over genblocks' 64 Mpx limit, refused before decoding):
+    exit 2, one line naming the file, no output folder."""
+    from PIL import Image
+
+    write_inputs(tmp_path)
+    (tmp_path / "notes.png").write_text("not an image at all")
+    whole = (tmp_path / "face.png").read_bytes()
+    (tmp_path / "cut.png").write_bytes(whole[: len(whole) // 2])
+    Image.new("1", (10000, 10000)).save(tmp_path / "huge.png")  # 1-bit: a few kB on disk, 100 Mpx
+    cases = [
+        (["--image", str(tmp_path / "notes.png")], "notes.png", "not a readable image"),
+        (["--image", str(tmp_path / "cut.png")], "cut.png", "not a readable image"),
+        (["--image", str(tmp_path / "huge.png")], "huge.png", "10000x10000 is 100 Mpx, more than the limit of 64 Mpx"),
+    ]
+    (tmp_path / "badcond").mkdir()
+    (tmp_path / "badcond" / "0.png").write_bytes(whole[:100])
+    cases.append(
+        (["--image", str(tmp_path / "face.png"), "--conditions", str(tmp_path / "badcond")], "0.png", "not a readable")
+    )
+    for index, (args, named, expected) in enumerate(cases):
+        out = tmp_path / f"out{index}"
+        assert main(["render", "--config", "tiny", *args, "--out", str(out)]) == 2, args
+        err = capsys.readouterr().err
+        assert named in err and expected in err and "Traceback" not in err, err
+        assert len(err.strip().splitlines()) == 1 and err.startswith("diffportrait3d render: error: "), err
+        assert not out.exists()

@@ -123,17 +123,20 @@ def _render(args: argparse.Namespace, config: DiffPortrait3DConfig) -> int:
             "(--views/--path), not at condition images; drop --conditions or --set inference.noise_prior=source"
         )
 
+    from genblocks.media import read_image, write_image, write_video
+
+    # images are read (and bad ones refused: not an image, truncated, over the pixel limit) before any model loads
+    photo = read_image(args.image)
+    conditions = [read_image(p) for p in condition_files] if condition_files is not None else None
+
     import torch
 
     from diffportrait3d.cameras import orbit_cameras, yaw_sweep_cameras
     from diffportrait3d.noise3d import EG3DConditionRenderer, EG3DNoisePrior, load_eg3d, tiny_eg3d
     from diffportrait3d.pipeline_diffportrait3d import load_pipeline
     from diffportrait3d.preprocessing import default_face_analyzer, prepare_portrait
-    from genblocks.media import read_image, write_image, write_video
 
-    photo = read_image(args.image)
     portrait = torch.from_numpy(photo).permute(2, 0, 1).float() / 255
-    conditions = [read_image(p) for p in condition_files] if condition_files is not None else None
     pipe = load_pipeline(config)
     eg3d = load_eg3d(args.eg3d) if args.eg3d is not None else tiny_eg3d()
     cameras = None
