@@ -1,0 +1,417 @@
+"""Progressive training of humananim on :func:`genblocks.training.fit` (humananim spec §4; issue 19 item 3).
+
+Stages (``train.stage``, [unverified] split):
+
+- ``image``: the reference UNet and the pose ControlNet learn on single frames (``num_frames = 1``), the UNet frozen;
+- ``video``: only the temporal modules learn, on clips of ``train.num_frames``;
+- ``hires``: everything but the VAE and text encoder fine-tunes on clips, with the shifted-SNR schedule
+  (``train.snr_scale``: log SNR moves by ``-2 log(resolution / base_resolution)``).
+
+One step: the clip's frames are VAE-encoded, noised at one timestep per clip, the reference UNet writes the bank from
+the clean reference latent at that timestep, and the UNet + pose ControlNet (hint = skeleton + blur channels measured
+on the ground-truth frames) + temporal modules predict the noise; the loss is :class:`humananim.losses.RegionalLoss`
+(epsilon MSE + face/hand region MSE in ``loss.region_space`` + the identity term when a face embedder is given).
+Condition dropout nulls a sample's reference image (zeros) with ``train.cond_drop_ref`` and its hint (zeros) with
+``train.cond_drop_pose``. The optimizer is chosen by name (``train.optimizer.name``: ``adamw``, ``adamw8bit``,
+``coap_adamw``).
+
+Data: a ``humananim prepare`` manifest (``train.manifest``), or, when none is given, a synthetic set (a scripted dance
+of a template skeleton rendered as coloured limbs: a smoke run, not training). Each sample holds ``frames`` (F, 3, H, W)
+in [-1, 1], ``reference`` (3, H, W), ``hint`` (F, 6, H, W), pixel ``face_mask`` / ``hand_mask`` (F, H, W), ``face_boxes``
+(F, 4) and ``face_valid`` (F,).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import random
+from collections.abc import Sequence
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import numpy as np
+import torch
+from diffusers.schedulers.scheduling_ddpm import DDPMScheduler
+from PIL import Image
+from torch.utils.data import DataLoader, Dataset
+
+from genblocks.errors import InputError
+from genblocks.training.diffusion_module import DiffusionTrainingModule
+from genblocks.training.fitting import FitResult, fit
+from genblocks.training.optim import OptimizerConfig
+from humananim.config import HumanAnimConfig
+from humananim.keypoints import Keypoints, body_template, load_keypoints, pose_hint, scripted_dance
+from humananim.losses import LossTerms, RegionalLoss, keypoint_region_masks, shifted_scheduler
+from humananim.modeling import HumanAnimModel, build_random_components
+
+__all__ = [
+    "HumanAnimDataModule",
+    "HumanAnimTrainingModule",
+    "ManifestClips",
+    "SyntheticClips",
+    "build_training",
+    "make_sample",
+    "train",
+]
+
+logger = logging.getLogger(__name__)
+
+
+def make_sample(
+    frames: np.ndarray, keypoints: Keypoints, reference: np.ndarray, blur: bool = True
+) -> dict[str, torch.Tensor]:
+    """One training sample from uint8 frames and their keypoints.
+
+    Args:
+        frames: (F, H, W, 3) uint8 RGB clip (already at the training size).
+        keypoints: (F, 128, 3) keypoints in the same frame size.
+        reference: (H, W, 3) uint8 reference image.
+        blur: Append the blur channels to the hint (``model.blur_channels == 3``).
+
+    Returns:
+        The sample layout of the module docstring.
+    """
+    count, height, width = frames.shape[:3]
+    if (keypoints.width, keypoints.height, len(keypoints)) != (width, height, count):
+        raise InputError(
+            f"keypoints: {len(keypoints)} frames of {keypoints.width}x{keypoints.height} do not match the clip "
+            f"({count} frames of {width}x{height})"
+        )
+    hint = pose_hint(keypoints, frames=frames, blur=blur)
+    face, hand, boxes, valid = keypoint_region_masks(keypoints, (height, width))
+    to_unit = torch.from_numpy(frames).permute(0, 3, 1, 2).float() / 127.5 - 1.0
+    return {
+        "frames": to_unit,
+        "reference": torch.from_numpy(reference).permute(2, 0, 1).float() / 127.5 - 1.0,
+        "hint": torch.from_numpy(hint),
+        "face_mask": face,
+        "hand_mask": hand,
+        "face_boxes": boxes,
+        "face_valid": valid,
+    }
+
+
+class SyntheticClips(Dataset):
+    """Deterministic synthetic clips: a template skeleton dancing, drawn as thick coloured limbs on grey.
+
+    Args:
+        size: ``(height, width)``.
+        num_frames: Frames per clip.
+        length: Number of clips.
+        blur: Hint with blur channels.
+        seed: Base seed (clip ``i`` uses ``seed + i``).
+    """
+
+    def __init__(
+        self, size: tuple[int, int], num_frames: int, length: int = 8, blur: bool = True, seed: int = 0
+    ) -> None:
+        self.size, self.num_frames, self.length, self.blur, self.seed = size, num_frames, length, blur, seed
+
+    def __len__(self) -> int:
+        return self.length
+
+    def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
+        from humananim.keypoints import render_pose
+
+        height, width = self.size
+        rng = np.random.default_rng(self.seed + index)
+        angles = np.linspace(0, 2 * np.pi, 68, endpoint=False)
+        unit = height / 14
+        cx, cy = width / 2 + rng.uniform(-0.1, 0.1) * width, 1.6 * unit
+        face = np.stack([cx + 0.45 * unit * np.cos(angles), cy + 0.6 * unit * np.sin(angles)], 1)
+        face[8], face[17:27, 1] = (cx, cy + 0.6 * unit), cy - 0.5 * unit
+        dance = scripted_dance(body_template(face, width, height), self.num_frames + 1, seed=self.seed + index)
+        colour = rng.integers(60, 200, 3)
+        frames = np.clip(
+            render_pose(dance, line_width=max(2, width // 12)).astype(np.int32) + colour // 2, 0, 255
+        ).astype(np.uint8)
+        reference = frames[0]
+        clip = Keypoints(dance.points[1:], width, height)
+        return make_sample(frames[1:], clip, reference, self.blur)
+
+
+def _read_frame(path: Path, size: tuple[int, int]) -> np.ndarray:
+    with Image.open(path) as image:
+        return np.asarray(image.convert("RGB").resize((size[1], size[0]), Image.Resampling.BICUBIC))
+
+
+class ManifestClips(Dataset):
+    """Clips from a ``humananim prepare`` manifest: one random clip (and a random reference frame) per video.
+
+    Args:
+        manifest: ``manifest.jsonl`` (paths relative to its folder).
+        size: ``(height, width)`` the frames are resized to.
+        num_frames: Frames per clip.
+        stride: Frame stride inside a clip.
+        blur: Hint with blur channels.
+        seed: Seed of the clip positions (item ``i`` uses ``seed + i``: the data is a pure function of the index).
+    """
+
+    def __init__(
+        self,
+        manifest: str | Path,
+        size: tuple[int, int],
+        num_frames: int,
+        stride: int = 1,
+        blur: bool = True,
+        seed: int = 0,
+    ) -> None:
+        self.manifest = Path(manifest)
+        if not self.manifest.is_file():
+            raise InputError(f"train.manifest {self.manifest}: no such file (write it with `humananim prepare`)")
+        self.root = self.manifest.parent
+        self.rows = [json.loads(line) for line in self.manifest.read_text().splitlines() if line.strip()]
+        if not self.rows:
+            raise InputError(f"train.manifest {self.manifest}: no rows")
+        span = (num_frames - 1) * stride + 1
+        short = [row["frames"] for row in self.rows if int(row["num_frames"]) < span]
+        if short:
+            raise InputError(f"train.manifest: videos shorter than a clip of {span} frames: {short[:3]}")
+        self.size, self.num_frames, self.stride, self.blur, self.seed = size, num_frames, stride, blur, seed
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
+        row = self.rows[index]
+        rng = random.Random(self.seed + index)
+        total = int(row["num_frames"])
+        start = rng.randrange(0, total - (self.num_frames - 1) * self.stride)
+        picks = [start + k * self.stride for k in range(self.num_frames)]
+        files = sorted((self.root / row["frames"]).glob("*.png"))
+        frames = np.stack([_read_frame(files[i], self.size) for i in picks])
+        reference = _read_frame(files[rng.randrange(total)], self.size)
+        keypoints = load_keypoints(self.root / row["keypoints"])
+        clip = Keypoints(keypoints.points[picks], keypoints.width, keypoints.height, keypoints.fps)
+        clip = clip.resized(self.size[1], self.size[0])
+        return make_sample(frames, clip, reference, self.blur)
+
+
+class HumanAnimDataModule(L.LightningDataModule):
+    """A map-style dataset behind one training loader (``fit`` replaces its sampler with the step-indexed one)."""
+
+    def __init__(self, dataset: Dataset, batch_size: int, num_workers: int = 0) -> None:
+        super().__init__()
+        self.dataset, self.batch_size, self.num_workers = dataset, batch_size, num_workers
+
+    def train_dataloader(self) -> DataLoader:
+        return DataLoader(self.dataset, batch_size=self.batch_size, shuffle=False, num_workers=self.num_workers)
+
+
+class HumanAnimTrainingModule(DiffusionTrainingModule):
+    """One humananim training step (module docstring) for a stage.
+
+    Args:
+        model: The wired :class:`HumanAnimModel` (its trainable parts are set by ``stage``).
+        vae: The frozen VAE.
+        text_context: (1, T, D) the empty prompt's text-encoder output (the prompt is always empty).
+        config: The whole config (stage, loss, dropout, optimizer, schedule).
+        face_embedder: Frozen face network for the identity term (``None``: the term is off).
+    """
+
+    def __init__(
+        self,
+        model: HumanAnimModel,
+        vae: Any,
+        text_context: torch.Tensor,
+        config: HumanAnimConfig,
+        face_embedder: torch.nn.Module | None = None,
+    ) -> None:
+        train_config = config.train
+        base = DDPMScheduler(
+            num_train_timesteps=1000, beta_start=0.00085, beta_end=0.012, beta_schedule=config.model.beta_schedule
+        )
+        scheduler = shifted_scheduler(base, train_config.snr_scale)
+        super().__init__(
+            unet=model,
+            noise_scheduler=scheduler,
+            vae=vae,
+            prediction_type="epsilon",
+            optimizer=train_config.optimizer if isinstance(train_config.optimizer, OptimizerConfig) else None,
+            condition_dropout={"reference": train_config.cond_drop_ref, "hint": train_config.cond_drop_pose},
+            ema_decay=train_config.ema_decay,
+            seed=train_config.seed,
+        )
+        self.hparams.update({"stage": train_config.stage, "loss": asdict(config.loss)})
+        self.model = model
+        self.stage = train_config.stage
+        self.register_buffer("text_context", text_context.detach().clone(), persistent=False)
+        loss = config.loss
+        self.loss = RegionalLoss(
+            self.noise_scheduler.alphas_cumprod,
+            lambda_face=loss.lambda_face,
+            lambda_hand=loss.lambda_hand,
+            lambda_id=loss.lambda_id,
+            id_loss_max_t=loss.id_loss_max_t,
+            region_space=loss.region_space,
+            face_embedder=face_embedder,
+        )
+        self.set_stage(self.stage)
+        if train_config.gradient_checkpointing:
+            model.enable_gradient_checkpointing()
+        self.last_terms: LossTerms | None = None
+
+    def set_stage(self, stage: str) -> None:
+        """Freeze everything, then unfreeze the parts ``stage`` trains."""
+        self.model.requires_grad_(False)
+        parts: list[torch.nn.Module] = []
+        if stage in ("image", "hires"):
+            parts += [self.model.reference_unet, self.model.controlnet]
+        if stage in ("video", "hires"):
+            if self.model.motion_modules is None:
+                raise InputError(f"train.stage={stage}: the model has no temporal modules")
+            parts.append(self.model.motion_modules)
+        if stage == "hires":
+            parts.append(self.model.unet)
+        if not parts:
+            raise InputError(f"train.stage: expected image, video or hires, got {stage!r}")
+        for part in parts:
+            part.requires_grad_(True)
+
+    def _decode(self, latents: torch.Tensor) -> torch.Tensor:
+        assert self.vae is not None
+        return self.vae.decode(latents / self.vae.config["scaling_factor"]).sample
+
+    def compute_loss(self, batch: dict[str, Any]) -> torch.Tensor:
+        """Encode, noise, write the bank, predict and evaluate :class:`RegionalLoss`; returns the total."""
+        assert self.vae is not None
+        batch = self.drop_conditions(batch)
+        frames = batch["frames"]  # (B, F, 3, H, W)
+        b, f = frames.shape[:2]
+        flat = frames.flatten(0, 1)
+        with torch.no_grad():
+            posterior = self.vae.encode(flat.to(self.vae.dtype)).latent_dist
+            noise_sample = self.randn((b, f, *posterior.mean.shape[1:])).flatten(0, 1).to(posterior.mean)
+            latents = (posterior.mean + posterior.std * noise_sample) * self.vae.config["scaling_factor"]
+            reference = self.vae.encode(batch["reference"].to(self.vae.dtype)).latent_dist.mean
+            reference = reference * self.vae.config["scaling_factor"]
+        num_steps = self.noise_scheduler.config["num_train_timesteps"]
+        timesteps = self.draw_global(lambda rows: torch.randint(0, num_steps, (rows,), generator=self.generator), b)
+        timesteps = timesteps.to(latents.device)
+        noise = self.randn((b, f, *latents.shape[1:])).flatten(0, 1).to(latents)
+        per_frame_t = timesteps.repeat_interleave(f)
+        noisy = self.noise_scheduler.add_noise(latents, noise, per_frame_t)  # type: ignore[arg-type]
+        context = self.text_context.expand(b, -1, -1)
+        self.model.write_reference(reference, timesteps, context)
+        prediction = self.model(
+            noisy, per_frame_t, context.repeat_interleave(f, 0), num_frames=f, hint=batch["hint"].flatten(0, 1)
+        )
+        self.model.clear_reference()
+
+        def video(x: torch.Tensor) -> torch.Tensor:  # (B * F, C, h, w) -> (B, C, F, h, w)
+            return x.reshape(b, f, *x.shape[1:]).permute(0, 2, 1, 3, 4)
+
+        terms = self.loss(
+            video(prediction),
+            video(noise),
+            video(noisy),
+            video(latents),
+            timesteps,
+            batch["face_mask"],
+            batch["hand_mask"],
+            face_boxes=batch["face_boxes"],
+            face_valid=batch["face_valid"],
+            frames=frames.permute(0, 2, 1, 3, 4),
+            decode=self._decode,
+        )
+        self.last_terms = terms
+        return terms.total
+
+    def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
+        loss = super().training_step(batch, batch_idx)
+        if self.last_terms is not None:
+            size = self._batch_size(batch)
+            for name in ("plain", "face", "hand", "identity"):
+                self.log(f"train/{name}", getattr(self.last_terms, name).detach(), batch_size=size)
+        return loss
+
+
+def save_trained_weights(module: L.LightningModule, folder: Path) -> None:
+    """Write the trained modules as safetensors (``reference_unet``, ``controlnet``, ``motion_adapter``, ``unet`` in
+    stage ``hires``) plus ``config.json`` (stage, file list)."""
+    from safetensors.torch import save_file
+
+    assert isinstance(module, HumanAnimTrainingModule)
+    model = module.model
+    folder.mkdir(parents=True, exist_ok=True)
+    written = []
+    parts: dict[str, dict[str, torch.Tensor]] = {
+        "reference_unet": model.reference_unet.state_dict(),
+        "controlnet": model.controlnet.state_dict(),
+    }
+    if model.motion_modules is not None:
+        parts["motion_adapter"] = model.motion_modules.motion_adapter_state_dict(model.unet)
+    if module.stage == "hires":
+        parts["unet"] = model.unet.state_dict()
+    for name, state in parts.items():
+        save_file({k: v.detach().contiguous().cpu() for k, v in state.items()}, str(folder / f"{name}.safetensors"))
+        written.append(f"{name}.safetensors")
+    (folder / "config.json").write_text(json.dumps({"stage": module.stage, "files": written}, indent=2))
+
+
+def build_training(
+    config: HumanAnimConfig, face_embedder: torch.nn.Module | None = None, synthetic_clips: int = 8
+) -> dict[str, Any]:
+    """The keyword arguments of :func:`genblocks.training.fit` for ``config`` (random components; the base-model and
+    pretrained sources go through :func:`humananim.modeling.build_base_components` the same way).
+
+    Returns:
+        ``{"module", "datamodule", "train_config", "save_trained", "config"}``.
+    """
+    train_config = config.train
+    L.seed_everything(train_config.seed, workers=True, verbose=False)
+    if config.components.source != "random":
+        raise InputError(
+            f"components.source={config.components.source!r}: training from base or pretrained weights is not wired "
+            "into `humananim train` yet; use components.source=random (tiny) or build the module in Python"
+        )
+    with_motion = train_config.stage != "image"
+    parts = build_random_components(config.model, config.random, config.components.seed, with_motion)
+    model = HumanAnimModel(
+        parts.unet,
+        parts.reference_unet,
+        parts.controlnet,
+        parts.motion_modules,
+        fusion_blocks=config.model.fusion_blocks,
+        controlnet_scale=config.model.controlnet_scale,
+    )
+    with torch.no_grad():
+        ids = parts.tokenizer(
+            [""], padding="max_length", max_length=parts.tokenizer.model_max_length, return_tensors="pt"
+        )
+        context = parts.text_encoder(ids.input_ids)[0]
+    module = HumanAnimTrainingModule(model, parts.vae, context, config, face_embedder)
+    num_frames = 1 if train_config.stage == "image" else train_config.num_frames
+    size = (config.model.height, config.model.width)
+    if train_config.stage == "hires":
+        scale = train_config.resolution / max(size)
+        factor = 8 * 2 ** (len(config.random.block_out_channels) - 1)  # VAE factor x UNet downsampling
+        size = (
+            max(factor, round(size[0] * scale / factor) * factor),
+            max(factor, round(size[1] * scale / factor) * factor),
+        )
+    blur = config.model.blur_channels == 3
+    dataset: Dataset
+    if train_config.manifest is None:
+        dataset = SyntheticClips(size, num_frames, synthetic_clips, blur, train_config.seed)
+    else:
+        dataset = ManifestClips(
+            train_config.manifest, size, num_frames, config.data.frame_stride, blur, train_config.seed
+        )
+    datamodule = HumanAnimDataModule(dataset, train_config.batch_size, train_config.num_workers)
+    return {
+        "module": module,
+        "datamodule": datamodule,
+        "train_config": train_config,
+        "save_trained": save_trained_weights,
+        "config": config,
+    }
+
+
+def train(config: HumanAnimConfig, out: str | Path, resume: bool = False, callbacks: Sequence[Any] = ()) -> FitResult:
+    """Run one training stage into the run folder ``out`` (``humananim train``)."""
+    arguments = build_training(config)
+    return fit(out_dir=out, resume=resume, callbacks=callbacks, **arguments)
