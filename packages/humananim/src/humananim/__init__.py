@@ -16,6 +16,8 @@ _EXPORTS: dict[str, str] = {
     "HumanAnimConfig": "humananim.config",
     "HumanAnimModel": "humananim.modeling",
     "HumanAnimMotionModules": "humananim.modeling",
+    "HumanAnimPipeline": "humananim.pipeline",
+    "HumanAnimPipelineOutput": "humananim.pipeline",
     "sd15_config": "humananim.config",
     "tiny_config": "humananim.config",
 }

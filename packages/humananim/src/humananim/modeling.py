@@ -29,6 +29,7 @@ import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 from diffusers.configuration_utils import register_to_config
@@ -261,7 +262,7 @@ class HumanAnimComponents:
     tokenizer: CLIPTokenizer
     scheduler: DDIMScheduler
 
-    def as_dict(self) -> dict[str, object]:
+    def as_dict(self) -> dict[str, Any]:
         """``{name: component}``, the keyword arguments of ``HumanAnimPipeline`` (no copies are made)."""
         return {name: getattr(self, name) for name in self.__dataclass_fields__}
 
