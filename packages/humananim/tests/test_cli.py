@@ -144,3 +144,16 @@ def test_eval_writes_metrics_with_notes(tmp_path: Path, capsys: pytest.CaptureFi
         )
         == 2
     )
+
+
+def test_train_smoke_with_two_steps(tmp_path: Path) -> None:
+    status = main(
+        ["train", "--config", "tiny", "--stage", "image", "--set", "train.max_steps=2", "--out", str(tmp_path / "run")]
+    )
+    assert status == 0
+    assert (tmp_path / "run" / "trained" / "controlnet.safetensors").is_file()
+    assert (tmp_path / "run" / "checkpoints" / "last.ckpt").is_file()
+    assert (
+        main(["train", "--config", "tiny", "--set", "train.manifest=missing.jsonl", "--out", str(tmp_path / "r2")])
+        == 2
+    )

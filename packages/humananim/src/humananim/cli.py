@@ -6,13 +6,17 @@
         --det-model yolox_m.onnx --out out/pose
     humananim keypoints --driving dance.mp4 --pose openpose_json/ --out out/pose        # existing OpenPose JSON
     humananim prepare --videos tiktok/ --backend dwpose --pose-model dw-ll_ucoco_384.onnx --out data/tiktok
+    humananim train --config tiny --stage video --set train.max_steps=2 --out runs/tiny   # synthetic clips
+    humananim train --config sd15 --stage image --set train.manifest=data/tiny/manifest.jsonl --out runs/image
     humananim eval --generated out/animation.mp4 --reference truth.mp4 --out out/eval
 
 Configs ship in ``humananim/configs/run/`` (``tiny``, ``sd15``), one schema for every command
 (:class:`humananim.config.HumanAnimConfig`); ``--set keypoints.smooth_window=7`` overrides a field. Files in ``--out``:
 ``keypoints`` writes ``keypoints.json`` (the documented layout), ``pose.gif`` (the rendered skeleton hint) and
 ``report.json`` (frames, frames where nobody was found, keypoints filled); ``prepare`` writes the dataset layout of
-:mod:`humananim.data`; ``eval`` writes ``metrics.json``.
+:mod:`humananim.data`; ``train`` uses ``--out`` as the run folder of :func:`genblocks.training.fit` (``config.yaml``,
+``checkpoints/``, ``metrics.csv``, ``loss.png``, the trained modules as safetensors in ``trained/``); ``eval`` writes
+``metrics.json``.
 """
 
 from __future__ import annotations
@@ -210,12 +214,20 @@ def run_eval(args: argparse.Namespace, config: HumanAnimConfig) -> int:
     return 0
 
 
+def run_train(args: argparse.Namespace, config: HumanAnimConfig) -> int:
+    from humananim.training import train
+
+    result = train(config, args.out, resume=bool(args.resume))
+    print(f"train ({config.train.stage}): run folder {args.out}; {result}")
+    return 0
+
+
 command_line = CommandLine(
     prog="humananim",
     package="humananim",
     description=(
         "Human image animation with regional supervision and a motion-blur condition (arXiv 2409.19580): keypoints "
-        "from videos, dataset preparation and evaluation."
+        "from videos, dataset preparation, training and evaluation."
     ),
     commands=(
         Command(
@@ -234,6 +246,15 @@ command_line = CommandLine(
             config_group=GROUP,
             arguments=_prepare_arguments,
             out=None,
+        ),
+        Command(
+            "train",
+            "train one stage (image: reference net + ControlNet; video: temporal modules; hires: all, shifted SNR)",
+            run_train,
+            schema=SCHEMA,
+            config_group=GROUP,
+            stages=("image", "video", "hires"),
+            resume=True,
         ),
         Command(
             "eval",
