@@ -19,11 +19,14 @@ from __future__ import annotations
 
 import inspect
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import pytest
 import torch
 from torch import nn
+
+if TYPE_CHECKING:
+    from diffusers.pipelines.pipeline_utils import DiffusionPipeline
 
 __all__ = ["PipelineTesterMixin"]
 
@@ -32,7 +35,7 @@ class PipelineTesterMixin:
     """Save/load round trip, dtype and device moves, determinism, batch versus single, progress per step and a
     pinned output slice, for any pipeline (see the module docstring for what a test class provides)."""
 
-    pipeline_class: ClassVar[type]
+    pipeline_class: ClassVar[type[DiffusionPipeline]]
     output_field: ClassVar[str] = "images"
     expected_slice: ClassVar[list[list[float]]]
     atol: ClassVar[float] = 1e-4

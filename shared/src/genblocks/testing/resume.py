@@ -43,6 +43,8 @@ def load_builder(spec: str) -> Any:
     if folder not in sys.path:
         sys.path.insert(0, folder)  # the test's own helper modules (conftest-level imports) resolve as under pytest
     module_spec = importlib.util.spec_from_file_location(f"_builder_{abs(hash(path))}", path)
+    if module_spec is None or module_spec.loader is None:
+        raise ImportError(f"cannot load a Python module from {path!r} (spec {spec!r})")
     module = importlib.util.module_from_spec(module_spec)
     module_spec.loader.exec_module(module)
     return getattr(module, name)

@@ -70,8 +70,8 @@ class ColumnSpec:
 
 def load_image(path: str | Path, size: tuple[int, int]) -> torch.Tensor:
     """Read an image as RGB, resize its shorter side and centre-crop to ``size`` = (H, W); return (3, H, W) in [-1, 1]."""
-    with Image.open(path) as image:
-        image = image.convert("RGB")
+    with Image.open(path) as opened:
+        image = opened.convert("RGB")
         height, width = size
         scale = max(height / image.height, width / image.width)
         new_w, new_h = max(width, round(image.width * scale)), max(height, round(image.height * scale))
@@ -126,7 +126,8 @@ class ManifestDataset(Dataset):
             raise ValueError("ManifestDataset: columns must name at least one column")
         self.manifest = Path(manifest)
         self.columns = list(columns)
-        self.size = (resolution, resolution) if isinstance(resolution, int) else tuple(resolution)
+        height, width = (resolution, resolution) if isinstance(resolution, int) else resolution
+        self.size = (height, width)
         self.root = Path(root) if root is not None else self.manifest.parent
         self.rows = _read_rows(self.manifest)
 
@@ -317,6 +318,7 @@ class ManifestDataModule(L.LightningDataModule):
     def train_dataloader(self) -> DataLoader:
         if self.train_set is None:
             self.setup("fit")
+        assert self.train_set is not None  # setup("fit") builds it
         return DataLoader(
             self.train_set,
             batch_size=self.batch_size,
@@ -328,4 +330,5 @@ class ManifestDataModule(L.LightningDataModule):
     def val_dataloader(self) -> DataLoader:
         if self.val_set is None:
             self.setup("validate")
+        assert self.val_set is not None  # setup("validate") builds it
         return DataLoader(self.val_set, batch_size=self.batch_size, shuffle=False, num_workers=self.num_workers)

@@ -27,10 +27,10 @@ import csv
 import logging
 import math
 import random
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence, Sized
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 import lightning as L
 import numpy as np
@@ -41,6 +41,9 @@ from torch.utils.data import BatchSampler, DataLoader, IterableDataset, RandomSa
 
 from genblocks.training.config import TrainConfig
 from genblocks.training.run_folder import RunFolder, atomic_link, atomic_write
+
+if TYPE_CHECKING:
+    from lightning.fabric.connector import _PRECISION_INPUT
 
 __all__ = [
     "AtomicCheckpointIO",
@@ -230,8 +233,12 @@ class _StepIndexedData(L.LightningDataModule):
             SequentialSampler,
         )
         if plain:
+            # A plain BatchSampler has an int batch_size, and a map-style dataset drawn by index has a length.
+            dataset = original.dataset
+            if not isinstance(dataset, Sized) or not isinstance(batch_size, int):
+                raise TypeError("fit(): the train DataLoader needs a sized dataset and an int batch_size")
             sampler: Sampler[list[int]] = StepBatchSampler(
-                len(original.dataset), batch_size, total, config.seed, self.position, rank, world
+                len(dataset), batch_size, total, config.seed, self.position, rank, world
             )
         else:
             sampler = SkippingBatchSampler(original.batch_sampler, total, self.position, rank, world)
@@ -271,7 +278,10 @@ def _wrap_data(inner: L.LightningDataModule, train_config: TrainConfig, position
 
 
 def _rng_state() -> dict[str, Any]:
-    keys, position, has_gauss, cached = np.random.get_state()[1:]
+    legacy = np.random.get_state(legacy=True)
+    if not isinstance(legacy, tuple):  # numpy's global RandomState is MT19937, whose legacy state is a tuple
+        raise TypeError(f"numpy's global random state must be an MT19937 tuple, got {type(legacy).__name__}")
+    keys, position, has_gauss, cached = legacy[1:]
     state: dict[str, Any] = {
         "torch": torch.get_rng_state(),
         "numpy": {
@@ -543,7 +553,8 @@ def fit(
     trainer = L.Trainer(
         max_steps=train_config.max_steps,
         max_epochs=-1,
-        precision=train_config.precision,
+        # TrainConfig keeps precision a plain string (YAML); Lightning validates it against its Literal names.
+        precision=cast("_PRECISION_INPUT", train_config.precision),
         accelerator=train_config.accelerator,
         devices=train_config.devices,
         num_nodes=train_config.num_nodes,

@@ -56,7 +56,7 @@ def _temporary_beside(path: Path) -> Iterator[Path]:
             temporary.unlink()
 
 
-def atomic_write(path: str | Path, write: Callable[[IO[bytes]], None]) -> Path:
+def atomic_write(path: str | Path, write: Callable[[IO[bytes]], object]) -> Path:
     """Write ``path`` atomically: ``write(file)`` into a temporary file beside it, fsync, rename over ``path``.
 
     Args:
