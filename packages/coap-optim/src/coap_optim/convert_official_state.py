@@ -91,8 +91,7 @@ def load_official_state(path: str | os.PathLike[str], *, trust_pickle: bool = Fa
             "which can execute arbitrary code; pass trust_pickle=True only for a file you trust"
         )
     pickle_module = types.ModuleType("coap_optim_official_pickle")
-    pickle_module.Unpickler = _StandInUnpickler
-    pickle_module.load = pickle.load
+    vars(pickle_module).update(Unpickler=_StandInUnpickler, load=pickle.load)
     return torch.load(path, map_location="cpu", weights_only=False, pickle_module=pickle_module)
 
 
@@ -170,7 +169,10 @@ def official_param_order(official_state_dict: Mapping[str, Any], params: Sequenc
             raise ValueError(f"The official state has {sum(sizes)} parameters, got {len(params)}")
         return list(params)
     rank = groups[2].get("rank")
-    dim_1, other, dim_2, dim_4 = [], [], [], []
+    dim_1: list[Tensor] = []
+    other: list[Tensor] = []
+    dim_2: list[Tensor] = []
+    dim_4: list[Tensor] = []
     for p in params:
         if p.dim() == 2:
             (dim_2 if rank is None or rank < min(p.shape) else other).append(p)

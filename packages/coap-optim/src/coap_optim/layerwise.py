@@ -120,6 +120,7 @@ def enable_layerwise(
     """
     if isinstance(accumulation_steps, bool) or not isinstance(accumulation_steps, int) or accumulation_steps < 1:
         raise ValueError(f"Invalid accumulation_steps={accumulation_steps!r}: must be an int >= 1")
+    named: list[tuple[str, torch.Tensor]]
     if isinstance(model_or_params, nn.Module):
         named = list(model_or_params.named_parameters())
     else:

@@ -80,12 +80,12 @@ def _check_matrix(name: str, x: Tensor) -> None:
         raise ValueError(f"{name} must be a 2-D matrix, got shape {tuple(x.shape)}")
 
 
-def _check_rank(rank: int, shape: tuple[int, int]) -> None:
+def _check_rank(rank: int, shape: tuple[int, ...]) -> None:
     if not 1 <= rank <= min(shape):
         raise ValueError(f"rank must be in [1, {min(shape)}] for a matrix of shape {tuple(shape)}, got {rank}")
 
 
-def _check_proj_shape(proj: Tensor, grad_shape: tuple[int, int], side: Side) -> int:
+def _check_proj_shape(proj: Tensor, grad_shape: tuple[int, ...], side: Side) -> int:
     """Validate ``proj`` against the gradient shape and return its rank."""
     _check_matrix("proj", proj)
     m, n = grad_shape
@@ -105,7 +105,7 @@ def _work_dtype(x: Tensor) -> torch.dtype:
     return torch.float64 if x.dtype == torch.float64 else torch.float32
 
 
-def _low_rank_shape(grad_shape: tuple[int, int], rank: int, side: Side) -> tuple[int, int]:
+def _low_rank_shape(grad_shape: tuple[int, ...], rank: int, side: Side) -> tuple[int, int]:
     m, n = grad_shape
     return (m, rank) if side == "right" else (rank, n)
 

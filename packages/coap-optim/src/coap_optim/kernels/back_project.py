@@ -18,6 +18,7 @@ from .dispatch import (
     Impl,
     Side,
     check_floating,
+    check_side,
     common_device,
     dot_precision,
     gemm_blocks,
@@ -123,7 +124,7 @@ def _back_project_and_apply_op(
 ) -> None:
     """`torch.ops.coap_optim.back_project_and_apply`: the op `torch.compile` sees; `impl` is already resolved."""
     twin = _back_project_and_apply_triton if impl == "triton" else _back_project_and_apply_torch
-    twin(param, update, proj, side=side, step_size=step_size, decay=decay, decay_before=decay_before)
+    twin(param, update, proj, side=check_side(side), step_size=step_size, decay=decay, decay_before=decay_before)
 
 
 @_back_project_and_apply_op.register_fake

@@ -152,10 +152,13 @@ def gemm_blocks(size_m: int, size_n: int) -> tuple[int, int, int]:
     return (min(64, max(16, next_power_of_2(size_m))), min(64, max(16, next_power_of_2(size_n))), 32)
 
 
-def check_side(side: str) -> None:
-    """Raise `ValueError` unless `side` is `"left"` or `"right"`."""
-    if side not in ("left", "right"):
-        raise ValueError(f"side must be 'left' or 'right', got {side!r}")
+def check_side(side: str) -> Side:
+    """`side` as a `Side`; raise `ValueError` unless it is `"left"` or `"right"` (custom-op schemas carry a `str`)."""
+    if side == "left":
+        return "left"
+    if side == "right":
+        return "right"
+    raise ValueError(f"side must be 'left' or 'right', got {side!r}")
 
 
 def lowrank_shape(shape: torch.Size | tuple[int, ...], proj: torch.Tensor, side: str) -> tuple[int, int]:

@@ -20,6 +20,7 @@ from .dispatch import (
     Impl,
     Side,
     check_floating,
+    check_side,
     common_device,
     dot_precision,
     gemm_blocks,
@@ -88,6 +89,8 @@ def _project_and_update_moments_triton(
         Other arguments as in :func:`project_and_update_moments`.
     """
     kernels = load_triton_kernels(grad.device)
+    a_strides: tuple[int, ...]
+    b_strides: tuple[int, ...]
     if side == "right":  # (m, n) @ (n, r): A = G, B = P^T
         size_k = grad.shape[1]
         a, a_strides = grad, grad.stride()
@@ -133,7 +136,17 @@ def _project_and_update_moments_op(
 ) -> torch.Tensor:
     """`torch.ops.coap_optim.project_and_update_moments`: the op `torch.compile` sees; `impl` is already resolved."""
     twin = _project_and_update_moments_triton if impl == "triton" else _project_and_update_moments_torch
-    return twin(grad, proj, exp_avg, exp_avg_sq, side=side, beta1=beta1, beta2=beta2, eps=eps, denom_scale=denom_scale)
+    return twin(
+        grad,
+        proj,
+        exp_avg,
+        exp_avg_sq,
+        side=check_side(side),
+        beta1=beta1,
+        beta2=beta2,
+        eps=eps,
+        denom_scale=denom_scale,
+    )
 
 
 @_project_and_update_moments_op.register_fake

@@ -38,7 +38,7 @@ def _decade_codes(n_decades: int) -> list[float]:
     The fraction is linear within a decade and each decade's top code is the next decade's bottom edge, so the gap
     between neighbouring codes is the same within a decade and across its lower boundary. The top code is exactly 1.
     """
-    codes = []
+    codes: list[float] = []
     for decade in range(n_decades):
         scale = 10.0 ** (decade - n_decades + 1)
         count = 2**decade

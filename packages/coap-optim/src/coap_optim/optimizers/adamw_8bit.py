@@ -280,7 +280,7 @@ class CoapAdamW8bit(CoapAdamW):
                 param,
                 update,
                 factors[0],
-                side=route.side,
+                side=route.matrix_side,
                 step_size=coefficients.step_size,
                 decay=coefficients.decay,
                 decay_before=coefficients.decay_before,

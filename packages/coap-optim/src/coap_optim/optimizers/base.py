@@ -604,14 +604,14 @@ class CoapOptimizer(torch.optim.Optimizer):
     def project_with(x: Tensor, factors: Sequence[Tensor], route: Route) -> Tensor:
         """Project a full-size tensor with the route's factors (fp32 result for fp32 factors)."""
         if route.kind == "matrix":
-            return project(x, factors[0], route.side)
+            return project(x, factors[0], route.matrix_side)
         return tucker_project(x, factors, route.modes)
 
     @staticmethod
     def back_project_with(y: Tensor, factors: Sequence[Tensor], route: Route) -> Tensor:
         """Map a low-rank tensor back to the full size with the route's factors."""
         if route.kind == "matrix":
-            return back_project(y, factors[0], route.side)
+            return back_project(y, factors[0], route.matrix_side)
         return tucker_back_project(y, factors, route.modes)
 
     def _new_factors(
@@ -630,19 +630,20 @@ class CoapOptimizer(torch.optim.Optimizer):
             shape = (grad.shape[0], grad.shape[1])
             if method == "random":
                 seed = derive_seed(group["seed"], param_index, step)
-                return [random_projection(shape, route.rank, route.side, seed=seed, device=grad.device)]
+                return [random_projection(shape, route.rank, route.matrix_side, seed=seed, device=grad.device)]
             if method == "svd":
-                return [svd_projection(grad, route.rank, route.side)]
+                return [svd_projection(grad, route.rank, route.matrix_side)]
             if not factors:
                 seed = derive_seed(group["seed"], param_index) if group["per_layer_seed"] else group["seed"]
-                return [initial_projection(grad, route.rank, route.side, seed=seed)]
+                return [initial_projection(grad, route.rank, route.matrix_side, seed=seed)]
             if reproject_now:
-                return [reproject(grad, factors[0], route.side)]
+                return [reproject(grad, factors[0], route.matrix_side)]
+            assert first_moment is not None  # computed whenever reproject_now is False
             new = refresh_projection(
                 factors[0],
                 first_moment,
                 grad,
-                route.side,
+                route.matrix_side,
                 lr=group["proj_lr"],
                 max_norm=group["proj_clip"],
                 steps=group["proj_sgd_steps"],
@@ -651,6 +652,7 @@ class CoapOptimizer(torch.optim.Optimizer):
             return [new]
         if not factors or method == "svd" or reproject_now:
             return hooi(grad, route.ranks, route.modes)
+        assert first_moment is not None  # computed whenever reproject_now is False
         new_factors = factors
         for _ in range(group["proj_sgd_steps"]):
             new_factors = tucker_refresh(

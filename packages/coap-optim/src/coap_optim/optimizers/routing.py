@@ -49,6 +49,13 @@ class Route:
     ranks: tuple[int, ...] = ()
     reason: str = ""
 
+    @property
+    def matrix_side(self) -> Side:
+        """``side`` of a ``"matrix"`` route; `ValueError` for a route without one."""
+        if self.side is None:
+            raise ValueError(f"a {self.kind!r} route has no projection side")
+        return self.side
+
 
 PLAIN = Route("plain")
 
