@@ -157,3 +157,16 @@ def test_train_smoke_with_two_steps(tmp_path: Path) -> None:
         main(["train", "--config", "tiny", "--set", "train.manifest=missing.jsonl", "--out", str(tmp_path / "r2")])
         == 2
     )
+
+
+def test_demo_writes_the_labelled_strip_and_gifs(tmp_path: Path) -> None:
+    assert main(["demo", "--config", "tiny", "--frames", "4", "--out", str(tmp_path / "demo")]) == 0
+    for name in ("strip.png", "README.txt", "animation.gif", "side_by_side.gif", "skeleton.gif", "reference.png"):
+        assert (tmp_path / "demo" / name).stat().st_size > 0, name
+    summary = json.loads((tmp_path / "demo" / "summary.json").read_text())
+    assert (summary["frames"] == 4 and "body template" in summary["skeleton_from"]) or summary[
+        "skeleton_from"
+    ] == "mediapipe"
+    print(
+        f"demo skeleton from: {summary['skeleton_from']}; {summary['seconds_per_frame']:.2f} s per frame (tiny, CPU)"
+    )

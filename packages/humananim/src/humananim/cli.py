@@ -8,13 +8,14 @@
     humananim prepare --videos tiktok/ --backend dwpose --pose-model dw-ll_ucoco_384.onnx --out data/tiktok
     humananim train --config tiny --stage video --set train.max_steps=2 --out runs/tiny   # synthetic clips
     humananim train --config sd15 --stage image --set train.manifest=data/tiny/manifest.jsonl --out runs/image
+    humananim demo --config tiny --out outputs/humananim/demo
     humananim eval --generated out/animation.mp4 --reference truth.mp4 --out out/eval
 
 Configs ship in ``humananim/configs/run/`` (``tiny``, ``sd15``), one schema for every command
 (:class:`humananim.config.HumanAnimConfig`); ``--set keypoints.smooth_window=7`` overrides a field. Files in ``--out``:
 ``keypoints`` writes ``keypoints.json`` (the documented layout), ``pose.gif`` (the rendered skeleton hint) and
 ``report.json`` (frames, frames where nobody was found, keypoints filled); ``prepare`` writes the dataset layout of
-:mod:`humananim.data`; ``train`` uses ``--out`` as the run folder of :func:`genblocks.training.fit` (``config.yaml``,
+:mod:`humananim.data`; ``demo`` writes the files listed in :mod:`humananim.demo`; ``train`` uses ``--out`` as the run folder of :func:`genblocks.training.fit` (``config.yaml``,
 ``checkpoints/``, ``metrics.csv``, ``loss.png``, the trained modules as safetensors in ``trained/``); ``eval`` writes
 ``metrics.json``.
 """
@@ -222,6 +223,20 @@ def run_train(args: argparse.Namespace, config: HumanAnimConfig) -> int:
     return 0
 
 
+def _demo_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--frames", type=int, default=8, help="frames of the dance (default 8)")
+
+
+def run_demo(args: argparse.Namespace, config: HumanAnimConfig) -> int:
+    from humananim.demo import run_demo as demo
+
+    if args.frames < 1:
+        raise InputError(f"--frames: expected a positive count, got {args.frames}")
+    summary = demo(config, args.out, args.frames)
+    print(f"demo: {summary['frames']} frames ({summary['skeleton_from']}), written to {args.out} (random weights)")
+    return 0
+
+
 command_line = CommandLine(
     prog="humananim",
     package="humananim",
@@ -255,6 +270,14 @@ command_line = CommandLine(
             config_group=GROUP,
             stages=("image", "video", "hires"),
             resume=True,
+        ),
+        Command(
+            "demo",
+            "animate scikit-image's astronaut with a scripted dance of her own skeleton (tiny random weights)",
+            run_demo,
+            schema=SCHEMA,
+            config_group=GROUP,
+            arguments=_demo_arguments,
         ),
         Command(
             "eval",
