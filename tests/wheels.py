@@ -93,6 +93,13 @@ CLI_CHECKS: dict[str, list[list[str]]] = {
         ["demo", "--out", "{out}/demo"],
         ["predict", "--config", "tiny", "--image", "{image}", "--aligned", "--out", "{out}/predict"],
     ],
+    "portrait-edit": [
+        ["demo", "--out", "{out}/demo"],
+        [
+            *["edit", "--config", "tiny", "--image", "{image}", "--aligned", "--prompt", "a man, santa claus costume"],
+            *["--source-prompt", "a man", "--out", "{out}/edit"],
+        ],
+    ],
 }
 """Per paper package: the demo and its main command on ``--config tiny``, run from a folder outside the repository
 with the installed console script (``{image}`` is a 64-px PNG written there, ``{out}`` a fresh folder)."""

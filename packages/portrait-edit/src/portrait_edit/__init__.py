@@ -12,6 +12,17 @@ from genblocks.lazy import lazy_exports
 __version__ = "0.1.0"
 
 _EXPORTS: dict[str, str] = {
+    "ClipScorer": "portrait_edit.metrics",
+    "DiffusersEditor": "portrait_edit.pairs",
+    "EditMetrics": "portrait_edit.metrics",
+    "EditorPairGenerator": "portrait_edit.pairs",
+    "PairFilters": "portrait_edit.pairs",
+    "PairGenerator": "portrait_edit.pairs",
+    "PhotoEdit": "portrait_edit.photo",
+    "check_pair": "portrait_edit.pairs",
+    "edit_photo": "portrait_edit.photo",
+    "evaluate_edit": "portrait_edit.metrics",
+    "make_pairs": "portrait_edit.pairs",
     "EmbeddingAdapter": "portrait_edit.modeling_portrait_edit",
     "PortraitEditComponents": "portrait_edit.modeling_portrait_edit",
     "PortraitEditConfig": "portrait_edit.config",
