@@ -7,7 +7,7 @@ PKG ?=
 PACKAGES := $(notdir $(wildcard packages/*))
 MEMBERS := genblocks $(PACKAGES)
 
-.PHONY: help setup test test-fast lint format demo bench wheels lock-check clean $(addprefix test-,$(MEMBERS))
+.PHONY: help setup test test-mediapipe test-fast lint format demo bench wheels lock-check clean $(addprefix test-,$(MEMBERS))
 
 help:  ## list the targets
 	@grep -E '^[a-zA-Z_%-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/:.*## /\t/'
@@ -24,6 +24,12 @@ test-fast: setup  ## the suite without tests marked slow
 
 test-genblocks: setup  ## the shared core's tests alone
 	$(UV) run --frozen --package genblocks pytest shared $(PYTEST_ARGS)
+
+test-mediapipe:  ## humananim's mediapipe backend on real images, in its own env (mediapipe 0.10.21 pins clash with the lock)
+	PYTHONPATH=packages/humananim/src:shared/src $(UV) run --isolated --no-project --python 3.11 \
+		--with "mediapipe==0.10.21" --with scikit-image --with scikit-video --with imageio-ffmpeg \
+		--with pyyaml --with omegaconf --with pytest \
+		pytest packages/humananim/tests/test_mediapipe_backend.py --noconftest -p no:cacheprovider -s -o addopts="" $(PYTEST_ARGS)
 
 test-%: setup  ## one package's tests alone, e.g. make test-coap-optim
 	@test -d packages/$* || { echo "no package packages/$* (known: $(PACKAGES))"; exit 2; }
