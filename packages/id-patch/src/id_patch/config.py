@@ -22,6 +22,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from genblocks.notices import EMPTY_FP32_MODULES, ignore_log_records
 from genblocks.training.config import OptimizerConfig
 from genblocks.training.config import TrainConfig as SharedTrainConfig
 
@@ -421,7 +422,8 @@ def build_pipeline(model: PipelineSection) -> IDPatchPipeline:
         )
     pipe.id_projector.register_to_config(cond_clamp=model.id_patch.cond_clamp, face_anchor=model.id_patch.face_anchor)
     pipe.set_progress_bar_config(disable=True)
-    return pipe.to(device=model.device, dtype=dtype)
+    with ignore_log_records(*EMPTY_FP32_MODULES):  # diffusers notes "kept in float32: []" on every cast
+        return pipe.to(device=model.device, dtype=dtype)
 
 
 def build_face_encoder(face: FaceSection, face_dim: int, device: str | torch.device = "cpu") -> FaceEncoder:

@@ -23,17 +23,21 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 import numpy as np
 import PIL.Image
 import torch
-from diffusers import AutoencoderKL, ControlNetModel, StableDiffusionXLControlNetPipeline, UNet2DConditionModel
-from diffusers.callbacks import MultiPipelineCallbacks, PipelineCallback
-from diffusers.schedulers import KarrasDiffusionSchedulers
-from diffusers.utils import BaseOutput
-from transformers import (
-    CLIPImageProcessor,
-    CLIPTextModel,
-    CLIPTextModelWithProjection,
-    CLIPTokenizer,
-    CLIPVisionModelWithProjection,
-)
+
+from genblocks.notices import NUMPY_ARRAY_COPY, ignore_warnings, quiet_library_imports
+
+with quiet_library_imports():  # diffusers' SDXL pipeline imports transformers' image processors
+    from diffusers import AutoencoderKL, ControlNetModel, StableDiffusionXLControlNetPipeline, UNet2DConditionModel
+    from diffusers.callbacks import MultiPipelineCallbacks, PipelineCallback
+    from diffusers.schedulers import KarrasDiffusionSchedulers
+    from diffusers.utils import BaseOutput
+    from transformers import (
+        CLIPImageProcessor,
+        CLIPTextModel,
+        CLIPTextModelWithProjection,
+        CLIPTokenizer,
+        CLIPVisionModelWithProjection,
+    )
 
 from id_patch.condition import (
     ImageLike,
@@ -494,7 +498,10 @@ class IDPatchPipeline(StableDiffusionXLControlNetPipeline):
             negative_pooled = None
 
         # 6. The stock SDXL-ControlNet loop; the ID tokens are hidden during the first steps
-        with self._id_token_schedule(text_length, id_injection_ratio):
+        with (
+            self._id_token_schedule(text_length, id_injection_ratio),
+            ignore_warnings(NUMPY_ARRAY_COPY, DeprecationWarning),  # the Euler scheduler's np.array(tensor)
+        ):
             output = super().__call__(
                 image=id_condition.condition_image,
                 height=height,
