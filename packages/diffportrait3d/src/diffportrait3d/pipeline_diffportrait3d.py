@@ -427,7 +427,5 @@ def load_pipeline(config: DiffPortrait3DConfig) -> DiffPortrait3DPipeline:
         pipeline = DiffPortrait3DPipeline(
             **parts.as_dict(), views_per_batch=config.model.views_per_batch, fusion_blocks=config.model.fusion_blocks
         )
-        if dtype != torch.float32:
-            pipeline.to(dtype=dtype)
     pipeline.set_progress_bar_config(disable=True)
-    return pipeline.to(resolve_device(config.device))
+    return pipeline.to(resolve_device(config.device), dtype)  # random components are cast here
