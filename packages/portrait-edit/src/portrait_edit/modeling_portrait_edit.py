@@ -18,7 +18,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, cast
 
 import torch
 from diffusers.configuration_utils import ConfigMixin, register_to_config
@@ -30,7 +30,9 @@ from genblocks.errors import InputError
 
 if TYPE_CHECKING:
     import PIL.Image
-    from diffusers import AutoencoderKL, UNet2DConditionModel, UniPCMultistepScheduler
+    from diffusers.models.autoencoders.autoencoder_kl import AutoencoderKL
+    from diffusers.models.unets.unet_2d_condition import UNet2DConditionModel
+    from diffusers.schedulers.scheduling_unipc_multistep import UniPCMultistepScheduler
     from transformers import CLIPImageProcessor, CLIPTextModel, CLIPTokenizer, CLIPVisionModel
 
     from portrait_edit.config import ModelConfig, RandomClipVisionConfig
@@ -204,7 +206,7 @@ def widen_unet(unet: UNet2DConditionModel, source_channels: int = 4) -> UNet2DCo
     The new input weights are zero, the pretrained weights and bias are kept bit for bit, and ``config.in_channels``
     records the new width (upstream's ``get_unet`` re-initialises the bias and leaves ``in_channels`` at 4).
     """
-    return widen_conv_in(unet, source_channels)  # type: ignore[return-value]
+    return cast("UNet2DConditionModel", widen_conv_in(cast(nn.Module, unet), source_channels))
 
 
 def combine_context(text_embeds: torch.Tensor, image_tokens: torch.Tensor, combine_type: str) -> torch.Tensor:
@@ -390,7 +392,7 @@ def build_random_components(config: ModelConfig, seed: int | None = None) -> Por
         image_encoder, vae, tokenizer, config.resolution, config.combine_type, config.vae_pool, seed=seed
     )
     return PortraitEditComponents(
-        unet=widen_unet(unet, vae.config.latent_channels),
+        unet=widen_unet(unet, int(vae.config["latent_channels"])),
         vae=vae,
         text_encoder=text_encoder,
         tokenizer=tokenizer,
@@ -444,7 +446,7 @@ def build_base_components(
 
         scheduler_config = dict(UniPCMultistepScheduler.load_config(root, subfolder="scheduler"))
     return PortraitEditComponents(
-        unet=widen_unet(unet, vae.config.latent_channels),
+        unet=widen_unet(unet, int(vae.config["latent_channels"])),
         vae=vae,
         text_encoder=CLIPTextModel.from_pretrained(root, subfolder="text_encoder"),
         tokenizer=tokenizer,

@@ -33,7 +33,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, cast
 
 import numpy as np
 import PIL.Image
@@ -330,9 +330,8 @@ class PortraitEditPipeline(DiffusionPipeline):
         return torch.cat([cache[p] for p in prompts])
 
     def _encode_latents(self, pixels: torch.Tensor, mode: str, generator: Generators) -> torch.Tensor:
-        return vae_encode(
-            self.vae, pixels, chunk_size=max(len(pixels), 1), sample=mode == "sample", generator=generator
-        )
+        draws = cast(torch.Generator | None, generator)  # diffusers' posterior sample takes a list of generators too
+        return vae_encode(self.vae, pixels, chunk_size=max(len(pixels), 1), sample=mode == "sample", generator=draws)
 
     def prepare_image_conditions(
         self,
