@@ -170,3 +170,23 @@ def test_demo_writes_the_labelled_strip_and_gifs(tmp_path: Path) -> None:
     print(
         f"demo skeleton from: {summary['skeleton_from']}; {summary['seconds_per_frame']:.2f} s per frame (tiny, CPU)"
     )
+
+
+def test_animate_a_keypoint_file_end_to_end_and_bad_pose_input(tmp_path: Path) -> None:
+    save_keypoints(scripted_dance(person(), 4), tmp_path / "dance.json")
+    write_image(tmp_path / "ref.png", skdata.astronaut()[:448, 96:416])
+    status = main(
+        [
+            "animate",
+            "--image",
+            str(tmp_path / "ref.png"),
+            "--pose",
+            str(tmp_path / "dance.json"),
+            "--out",
+            str(tmp_path / "anim"),
+        ]
+    )
+    assert status == 0
+    assert (tmp_path / "anim" / "animation.gif").stat().st_size > 0 and (tmp_path / "anim" / "strip.png").is_file()
+    assert len(load_keypoints(tmp_path / "anim" / "keypoints.json")) == 4
+    assert main(["animate", "--image", str(tmp_path / "ref.png"), "--out", str(tmp_path / "a2")]) == 2

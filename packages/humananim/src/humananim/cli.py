@@ -8,6 +8,9 @@
     humananim prepare --videos tiktok/ --backend dwpose --pose-model dw-ll_ucoco_384.onnx --out data/tiktok
     humananim train --config tiny --stage video --set train.max_steps=2 --out runs/tiny   # synthetic clips
     humananim train --config sd15 --stage image --set train.manifest=data/tiny/manifest.jsonl --out runs/image
+    humananim animate --image ref.png --pose out/pose/keypoints.json --out out/anim              # tiny random model
+    humananim animate --config sd15 --set components.source=pretrained components.pretrained=ckpt/humananim \
+        --image ref.png --driving dance.mp4 --backend dwpose --pose-model dw-ll_ucoco_384.onnx --out out/anim
     humananim demo --config tiny --out outputs/humananim/demo
     humananim eval --generated out/animation.mp4 --reference truth.mp4 --out out/eval
 
@@ -15,7 +18,8 @@ Configs ship in ``humananim/configs/run/`` (``tiny``, ``sd15``), one schema for 
 (:class:`humananim.config.HumanAnimConfig`); ``--set keypoints.smooth_window=7`` overrides a field. Files in ``--out``:
 ``keypoints`` writes ``keypoints.json`` (the documented layout), ``pose.gif`` (the rendered skeleton hint) and
 ``report.json`` (frames, frames where nobody was found, keypoints filled); ``prepare`` writes the dataset layout of
-:mod:`humananim.data`; ``demo`` writes the files listed in :mod:`humananim.demo`; ``train`` uses ``--out`` as the run folder of :func:`genblocks.training.fit` (``config.yaml``,
+:mod:`humananim.data`; ``animate`` writes ``animation.gif`` (``--format mp4``: ``animation.mp4``), ``pose.gif``, ``reference.png``,
+``keypoints.json``, ``strip.png`` and ``README.txt``; ``demo`` writes the files listed in :mod:`humananim.demo`; ``train`` uses ``--out`` as the run folder of :func:`genblocks.training.fit` (``config.yaml``,
 ``checkpoints/``, ``metrics.csv``, ``loss.png``, the trained modules as safetensors in ``trained/``); ``eval`` writes
 ``metrics.json``.
 """
@@ -223,6 +227,85 @@ def run_train(args: argparse.Namespace, config: HumanAnimConfig) -> int:
     return 0
 
 
+def _animate_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--image", type=Path, required=True, help="reference image of the person")
+    parser.add_argument(
+        "--pose", type=Path, help="keypoints: a humananim keypoints.json or OpenPose/DWPose JSON file/folder"
+    )
+    parser.add_argument("--driving", type=Path, help="driving video (keypoints are extracted with --backend)")
+    parser.add_argument("--reference-pose", type=Path, help="json backend: keypoint JSON of the reference image")
+    parser.add_argument("--format", choices=("gif", "mp4"), default="gif", help="animation file format")
+    _backend_arguments(parser)
+
+
+def run_animate(args: argparse.Namespace, config: HumanAnimConfig) -> int:
+    import numpy as np
+    import torch
+    from PIL import Image
+
+    from genblocks.media import read_image, write_demo_card, write_image, write_video
+    from humananim.keypoints import load_keypoints, pose_hint, prepare_driving, render_pose, save_keypoints
+    from humananim.keypoints_backends import extract_keypoints
+    from humananim.pipeline import load_pipeline, sampling_options
+
+    if (args.pose is None) == (args.driving is None):
+        raise InputError("--pose / --driving: give exactly one (keypoint files, or a video to extract them from)")
+    height, width = config.model.height, config.model.width
+    image = read_image(args.image)
+    detector = None if args.pose is not None else _detector(args, config)
+    fps = config.sampling.fps or 8.0
+    if args.pose is not None:
+        raw = load_keypoints(args.pose, size=(image.shape[1], image.shape[0]))
+    else:
+        if detector is None:
+            raise InputError("--driving: extracting keypoints needs --backend dwpose or mediapipe (or pass --pose)")
+        frames, video_fps = read_frames(args.driving)
+        raw = extract_keypoints(frames, detector, video_fps)  # type: ignore[arg-type]
+        fps = config.sampling.fps or video_fps
+    if config.sampling.max_frames is not None:
+        raw = type(raw)(raw.points[: config.sampling.max_frames], raw.width, raw.height, raw.fps)
+    reference = _reference_keypoints(args, detector) if (args.reference_pose or detector is not None) else None
+    settings = config.keypoints
+    driving = raw.resized(width, height)
+    if reference is not None:
+        reference = reference.resized(width, height)
+    keypoints, report = prepare_driving(
+        driving,
+        reference if settings.retarget else None,
+        settings.min_confidence,
+        smooth_window=settings.smooth_window,
+    )
+    hint = torch.from_numpy(pose_hint(keypoints, sharpness=1.0, blur=config.model.blur_channels == 3))
+    reference_image = np.array(Image.fromarray(image).resize((width, height), Image.Resampling.LANCZOS))
+    pipeline = load_pipeline(config)
+    output = pipeline(
+        reference_image,
+        pose_images=hint[:, :3],
+        blur_maps=hint[:, 3:] if hint.shape[1] > 3 else None,
+        generator=torch.Generator().manual_seed(config.sampling.seed),
+        output_type="pt",
+        **sampling_options(config),
+    )
+    frames_out = output.frames  # type: ignore[union-attr]
+    out = Path(args.out)
+    skeleton = render_pose(keypoints)
+    write_video(out / f"animation.{args.format}", frames_out, fps=fps, value_range=(0.0, 1.0))
+    write_video(out / "pose.gif", skeleton, fps=fps)
+    write_image(out / "reference.png", reference_image)
+    save_keypoints(keypoints, out / "keypoints.json")
+    middle = len(frames_out) // 2
+    result = (frames_out[middle].clamp(0, 1) * 255).round().byte().permute(1, 2, 0).numpy()
+    write_demo_card(
+        out,
+        f"humananim animate ({height}x{width}, {len(frames_out)} frames, components: {config.components.source})",
+        [reference_image, skeleton[middle], result],
+        ["reference", "skeleton (retargeted)" if reference is not None else "skeleton", "result"],
+        notes=[f"Frame {middle + 1} of {len(frames_out)}; {report.summary()}."],
+    )
+    print(f"animate: {len(frames_out)} frames -> {out / f'animation.{args.format}'}; {report.summary()}")
+    return 0
+
+
 def _demo_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--frames", type=int, default=8, help="frames of the dance (default 8)")
 
@@ -270,6 +353,14 @@ command_line = CommandLine(
             config_group=GROUP,
             stages=("image", "video", "hires"),
             resume=True,
+        ),
+        Command(
+            "animate",
+            "animate a reference image with a keypoint sequence or a driving video",
+            run_animate,
+            schema=SCHEMA,
+            config_group=GROUP,
+            arguments=_animate_arguments,
         ),
         Command(
             "demo",
