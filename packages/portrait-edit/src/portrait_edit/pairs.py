@@ -257,7 +257,7 @@ class DiffusersEditor:
             text_encoder=parts.text_encoder,
             tokenizer=parts.tokenizer,
             unet=parts.unet,
-            scheduler=parts.scheduler,
+            scheduler=parts.scheduler,  # type: ignore[arg-type]
             safety_checker=None,  # type: ignore[arg-type]
             feature_extractor=None,  # type: ignore[arg-type]
             requires_safety_checker=False,
