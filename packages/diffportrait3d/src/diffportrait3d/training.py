@@ -24,7 +24,6 @@ from pathlib import Path
 from typing import Any
 
 import lightning as L
-import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
@@ -39,7 +38,8 @@ from diffportrait3d.noise3d import EG3DConditionRenderer
 from diffportrait3d.pipeline_diffportrait3d import DiffPortrait3DPipeline, load_pipeline
 from genblocks.diffusion import encode_clip_prompt
 from genblocks.gan.triplane import TriPlaneGenerator
-from genblocks.training import ColumnSpec, DiffusionTrainingModule, ManifestDataModule, OptimizerConfig
+from genblocks.training import ColumnSpec, ManifestDataModule, OptimizerConfig
+from genblocks.training.reference_video import ReferenceVideoTrainingModule, loss_on_fixed_draws
 
 __all__ = [
     "DiffPortrait3DTrainingModule",
@@ -56,7 +56,7 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 
-class DiffPortrait3DTrainingModule(DiffusionTrainingModule):
+class DiffPortrait3DTrainingModule(ReferenceVideoTrainingModule):
     """Lightning module for both DiffPortrait3D training stages.
 
     Batch (images in [-1, 1]): ``"source"`` (B, 3, H, W); ``"targets"`` (B, V, 3, H, W) target views;
@@ -102,6 +102,7 @@ class DiffPortrait3DTrainingModule(DiffusionTrainingModule):
         super().__init__(
             unet=model,
             vae=components.vae,
+            text_context=text,
             prediction_type="epsilon",
             optimizer=optimizer if optimizer is not None else OptimizerConfig(lr=1e-5),
             condition_dropout={"source": cond_drop, "conditions": cond_drop},
@@ -112,7 +113,6 @@ class DiffPortrait3DTrainingModule(DiffusionTrainingModule):
         self.view_modules = components.view_modules if stage == 2 else None
         self.stage = stage
         self.num_views = 1 if stage == 1 else num_views
-        self.register_buffer("text_context", text.detach(), persistent=False)
 
     def _views(self, batch: dict[str, Any], key: str) -> torch.Tensor:
         if key not in batch:
@@ -122,33 +122,23 @@ class DiffPortrait3DTrainingModule(DiffusionTrainingModule):
             raise ValueError(f"{key!r} must be (B, V >= {self.num_views}, 3, H, W), got {tuple(views.shape)}")
         return views[:, : self.num_views]
 
-    def _encode(self, images: torch.Tensor) -> torch.Tensor:
-        with torch.no_grad():
-            posterior = self.vae.encode(images.to(self.vae.dtype)).latent_dist
-            noise = self.randn(posterior.mean.shape).to(device=posterior.mean.device, dtype=posterior.mean.dtype)
-            return (posterior.mean + posterior.std * noise) * self.vae.config.scaling_factor
-
     def encode_batch(self, batch: dict[str, Any]) -> torch.Tensor:
         """Clean latents of the target views, (B, 4, V, h, w): one timestep per sample."""
-        targets = self._views(batch, "targets")
-        latents = self._encode(targets.flatten(0, 1))
-        return latents.view(*targets.shape[:2], *latents.shape[1:]).transpose(1, 2)
+        return self.encode_clips(self._views(batch, "targets"))
 
     def predict(self, noisy_latents: torch.Tensor, timesteps: torch.Tensor, batch: dict[str, Any]) -> torch.Tensor:
         """Epsilon for noisy views (B, 4, V, h, w) at timesteps (B,): bank from the clean source latent at the same t,
         view ControlNet on the condition renders, cross-view modules in stage 2."""
-        batch_size, channels, num_views, height, width = noisy_latents.shape
-        sample = noisy_latents.transpose(1, 2).reshape(batch_size * num_views, channels, height, width)
-        text = self.text_context.to(sample.dtype).expand(batch_size, -1, -1)
-        self.model.write_reference(self._encode(batch["source"]), timesteps, text)
+        views = self.frame_batch(noisy_latents, timesteps)
+        self.model.write_reference(self.encode_images(batch["source"]), timesteps, views.clip_context)
         eps = self.model(
-            sample,
-            timesteps.repeat_interleave(num_views),
-            text.repeat_interleave(num_views, dim=0),
-            num_views=num_views,
-            view_image=self._views(batch, "conditions").flatten(0, 1).to(sample.dtype),
+            views.sample,
+            views.timesteps,
+            views.context,
+            num_views=views.num_frames,
+            view_image=self._views(batch, "conditions").flatten(0, 1).to(views.sample.dtype),
         )
-        return eps.view(batch_size, num_views, channels, height, width).transpose(1, 2)
+        return self.fold_frames(eps, views)
 
 
 class SyntheticViewDataset(Dataset):
@@ -317,17 +307,3 @@ def train_from_config(
     data = build_datamodule(manifest, config) if manifest is not None else None
     folder = train(config, components, out_dir, data, resume=resume, overwrite=overwrite)
     return {"stage": config.train.stage, "pipeline": str(folder), "steps": config.train.max_steps}
-
-
-def loss_on_fixed_draws(
-    module: DiffPortrait3DTrainingModule, batch: dict[str, Any], seeds: tuple[int, ...] = (0, 1, 2, 3)
-) -> float:
-    """Mean loss of ``batch`` over fixed seeds (timesteps, noise, dropout), restoring the generator."""
-    state = module.generator.get_state()
-    losses = []
-    with torch.no_grad():
-        for seed in seeds:
-            module.generator.manual_seed(seed)
-            losses.append(float(module.compute_loss(dict(batch))))
-    module.generator.set_state(state)
-    return float(np.mean(losses))

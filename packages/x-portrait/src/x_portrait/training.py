@@ -33,7 +33,8 @@ import torch
 
 from genblocks.diffusion import encode_clip_prompt
 from genblocks.diffusion.reference_attention import FusionBlocks
-from genblocks.training import ColumnSpec, DiffusionTrainingModule, ManifestDataModule, OptimizerConfig
+from genblocks.training import ColumnSpec, ManifestDataModule, OptimizerConfig
+from genblocks.training.reference_video import ReferenceVideoTrainingModule, loss_on_fixed_draws
 from x_portrait.config import XPortraitConfig
 from x_portrait.modeling_x_portrait import XPortraitComponents, XPortraitModel
 from x_portrait.pipeline_x_portrait import XPortraitPipeline
@@ -164,7 +165,7 @@ def random_scale(
     return _apply(frames, landmarks, matrices)
 
 
-class XPortraitTrainingModule(DiffusionTrainingModule):
+class XPortraitTrainingModule(ReferenceVideoTrainingModule):
     """Lightning module for both X-Portrait training stages.
 
     Batch (after collation; images in [-1, 1]):
@@ -241,6 +242,7 @@ class XPortraitTrainingModule(DiffusionTrainingModule):
         super().__init__(
             unet=model,
             vae=components.vae,
+            text_context=text,
             prediction_type="epsilon",
             optimizer=optimizer if optimizer is not None else OptimizerConfig(lr=1e-5),
             condition_dropout={"source": cond_drop_ref, "driving": cond_drop_motion, "local": cond_drop_local},
@@ -259,7 +261,6 @@ class XPortraitTrainingModule(DiffusionTrainingModule):
         self.num_frames = num_frames
         self.reenactor: Reenactor = reenactor if reenactor is not None else WarpReenactor()
         self.aug_scale = aug_scale
-        self.register_buffer("text_context", text.detach(), persistent=False)
 
     # ------------------------------------------------------------------------------------------------ batch building
     def _clips(self, batch: dict[str, Any]) -> tuple[torch.Tensor, torch.Tensor | None]:
@@ -314,34 +315,24 @@ class XPortraitTrainingModule(DiffusionTrainingModule):
         return super().compute_loss(self.prepare_batch(batch))
 
     # ------------------------------------------------------------------------------------------------ hooks
-    def _encode(self, images: torch.Tensor) -> torch.Tensor:
-        with torch.no_grad():
-            posterior = self.vae.encode(images.to(self.vae.dtype)).latent_dist
-            noise = self.randn(posterior.mean.shape).to(device=posterior.mean.device, dtype=posterior.mean.dtype)
-            return (posterior.mean + posterior.std * noise) * self.vae.config.scaling_factor
-
     def encode_batch(self, batch: dict[str, Any]) -> torch.Tensor:
         """Clean latents of the target clips, (B, 4, F, h, w) so one timestep is drawn per clip."""
-        clips = self.prepare_batch(batch)["clips"]
-        latents = self._encode(clips.flatten(0, 1))
-        return latents.view(*clips.shape[:2], *latents.shape[1:]).transpose(1, 2)
+        return self.encode_clips(self.prepare_batch(batch)["clips"])
 
     def predict(self, noisy_latents: torch.Tensor, timesteps: torch.Tensor, batch: dict[str, Any]) -> torch.Tensor:
         """Epsilon for noisy clips (B, 4, F, h, w) at timesteps (B,): bank from the clean source latent at the same t,
         both ControlNets, temporal modules (stage ``"temporal"``)."""
-        batch_size, channels, num_frames, height, width = noisy_latents.shape
-        sample = noisy_latents.transpose(1, 2).reshape(batch_size * num_frames, channels, height, width)
-        text = self.text_context.to(sample.dtype).expand(batch_size, -1, -1)
-        self.model.write_reference(self._encode(batch["source"]), timesteps, text)
+        frames = self.frame_batch(noisy_latents, timesteps)
+        self.model.write_reference(self.encode_images(batch["source"]), timesteps, frames.clip_context)
         eps = self.model(
-            sample,
-            timesteps.repeat_interleave(num_frames),
-            text.repeat_interleave(num_frames, dim=0),
-            num_frames=num_frames,
-            motion_image=batch["driving"].flatten(0, 1).to(sample.dtype),
-            local_image=batch["local"].flatten(0, 1).to(sample.dtype),
+            frames.sample,
+            frames.timesteps,
+            frames.context,
+            num_frames=frames.num_frames,
+            motion_image=batch["driving"].flatten(0, 1).to(frames.sample.dtype),
+            local_image=batch["local"].flatten(0, 1).to(frames.sample.dtype),
         )
-        return eps.view(batch_size, num_frames, channels, height, width).transpose(1, 2)
+        return self.fold_frames(eps, frames)
 
 
 def write_synthetic_manifest(
@@ -504,18 +495,3 @@ def train(
         "trained %s stage for %d steps; pipeline in %s", config.train.stage, result.global_step, result.trained
     )
     return run.trained
-
-
-def loss_on_fixed_draws(
-    module: XPortraitTrainingModule, batch: dict[str, Any], seeds: tuple[int, ...] = (0, 1, 2, 3)
-) -> float:
-    """Mean loss of ``batch`` over fixed seeds (timesteps, noise, augmentation, dropout), restoring the generator:
-    a deterministic number to compare before and after training steps."""
-    state = module.generator.get_state()
-    losses = []
-    with torch.no_grad():
-        for seed in seeds:
-            module.generator.manual_seed(seed)
-            losses.append(float(module.compute_loss(dict(batch))))
-    module.generator.set_state(state)
-    return float(np.mean(losses))

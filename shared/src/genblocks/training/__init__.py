@@ -1,5 +1,5 @@
 """Lightning training base: one ``fit()`` with its run folder and exact resume, the shared ``TrainConfig``, the diffusion
-and GAN training modules, the optimizer factory and the manifest data module.
+(plain and reference-UNet video) and GAN training modules, the optimizer factory and the manifest data module.
 
 Names are imported lazily (a module-level ``__getattr__``): ``from genblocks.training import TrainConfig`` imports
 neither lightning nor diffusers, so packages' config schemas stay cheap to load.
@@ -20,6 +20,9 @@ _EXPORTS = {
     "ManifestError": "genblocks.training.data",
     "DiffusionTrainingModule": "genblocks.training.diffusion_module",
     "weighted_mse": "genblocks.training.diffusion_module",
+    "FrameBatch": "genblocks.training.reference_video",
+    "ReferenceVideoTrainingModule": "genblocks.training.reference_video",
+    "loss_on_fixed_draws": "genblocks.training.reference_video",
     "GANBatch": "genblocks.training.gan_module",
     "GANPhase": "genblocks.training.gan_module",
     "GANTrainingModule": "genblocks.training.gan_module",
