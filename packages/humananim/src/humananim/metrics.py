@@ -74,6 +74,7 @@ class LPIPS(nn.Module):
         lin = _read_state_dict(weights, "--lpips-weights")
         try:
             for k, conv in enumerate(self.lins):
+                assert isinstance(conv, nn.Conv2d)
                 conv.weight.data.copy_(lin[f"lin{k}.model.1.weight"])
         except (KeyError, RuntimeError) as error:
             raise InputError(

@@ -238,6 +238,7 @@ class HumanAnimTrainingModule(DiffusionTrainingModule):
         self.hparams.update({"stage": train_config.stage, "loss": asdict(config.loss)})
         self.model = model
         self.stage = train_config.stage
+        self.text_context: torch.Tensor
         self.register_buffer("text_context", text_context.detach().clone(), persistent=False)
         loss = config.loss
         self.loss = RegionalLoss(
