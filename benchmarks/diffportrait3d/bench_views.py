@@ -26,13 +26,13 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
+
+from benchmarks.memory import peak_memory
 
 COMMAND = "uv run --frozen python -m benchmarks --package diffportrait3d"
 THREADS = int(os.environ.get("DP3D_BENCH_THREADS", "1"))
@@ -87,28 +87,11 @@ def _pipeline(setup: Setup) -> Any:
     return pipe
 
 
-def _rss_kib(field: str) -> int:
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith(field + ":"):
-            return int(line.split()[1])
-    return 0
-
-
-@contextmanager
-def _peak_memory() -> Iterator[dict[str, float]]:
-    result: dict[str, float] = {}
-    with suppress(OSError):
-        Path("/proc/self/clear_refs").write_text("5")
-    base = _rss_kib("VmRSS")
-    yield result
-    result["peak_mib"] = (_rss_kib("VmHWM") - base) / 1024
-
-
 def _denoise(pipe: Any, setup: Setup, views: int) -> tuple[float, float]:
     generator = torch.Generator().manual_seed(0)
     image = torch.rand(3, setup.resolution, setup.resolution, generator=generator)
     conditions = torch.rand(views, 3, setup.resolution, setup.resolution, generator=generator)
-    with _peak_memory() as memory:
+    with peak_memory() as memory:
         start = time.perf_counter()
         pipe(
             image, condition_images=conditions, num_inference_steps=STEPS, views_per_batch=views,

@@ -33,14 +33,15 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
+
+from benchmarks.memory import peak_memory
 
 COMMAND = "uv run --frozen python -m benchmarks --package x-portrait"
 THREADS = int(os.environ.get("XP_BENCH_THREADS", "2"))
@@ -139,32 +140,6 @@ class _Timer:
             handle.remove()
 
 
-def _rss_kib(field_name: str) -> int:
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith(field_name + ":"):
-            return int(line.split()[1])
-    raise RuntimeError(f"{field_name} not in /proc/self/status")
-
-
-@contextmanager
-def _peak_memory(cuda: bool) -> Iterator[dict[str, float]]:
-    """Yields a dict that receives ``peak_mib`` when the block ends."""
-    result: dict[str, float] = {}
-    if cuda:
-        torch.cuda.synchronize()
-        torch.cuda.reset_peak_memory_stats()
-        base = torch.cuda.memory_allocated()
-        yield result
-        torch.cuda.synchronize()
-        result["peak_mib"] = (torch.cuda.max_memory_allocated() - base) / 2**20
-        result["peak_total_mib"] = torch.cuda.max_memory_allocated() / 2**20
-        return
-    Path("/proc/self/clear_refs").write_text("5")  # resets VmHWM to the current RSS (Linux >= 4.0)
-    base = _rss_kib("VmRSS")
-    yield result
-    result["peak_mib"] = (_rss_kib("VmHWM") - base) / 1024
-
-
 def _inputs(resolution: int, frames: int) -> dict[str, Any]:
     from x_portrait.preprocessing import similarity_matrix, transform_landmarks
 
@@ -204,7 +179,7 @@ def _measure(pipe: Any, setup: Setup, window: int) -> dict[str, float]:
     )
     inputs = _inputs(setup.resolution, window)
     try:
-        with _peak_memory(cuda) as memory:
+        with peak_memory(cuda) as memory:
             start = time.perf_counter()
             pipe(
                 **inputs,
