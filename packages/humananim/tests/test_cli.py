@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from skimage import data as skdata
 
 from genblocks.media import write_image, write_video
@@ -190,3 +191,25 @@ def test_animate_a_keypoint_file_end_to_end_and_bad_pose_input(tmp_path: Path) -
     assert (tmp_path / "anim" / "animation.gif").stat().st_size > 0 and (tmp_path / "anim" / "strip.png").is_file()
     assert len(load_keypoints(tmp_path / "anim" / "keypoints.json")) == 4
     assert main(["animate", "--image", str(tmp_path / "ref.png"), "--out", str(tmp_path / "a2")]) == 2
+
+
+def test_convert_a_magicanimate_folder_round_trip(tmp_path: Path) -> None:
+    from humananim.config import tiny_config
+    from humananim.convert import export_magicanimate
+    from humananim.pipeline import load_components
+
+    source = load_components(tiny_config())
+    torch.manual_seed(1)
+    for p in source.reference_unet.parameters():
+        p.data.add_(0.01 * torch.randn_like(p))  # differs from a fresh copy, so loading is visible
+    export_magicanimate(source, tmp_path / "ma")
+    status = main(["convert", "--checkpoint", str(tmp_path / "ma"), "--out", str(tmp_path / "conv")])
+    assert status == 0
+    report = json.loads((tmp_path / "conv" / "conversion_report.json").read_text())
+    assert all(not part["missing_keys"] and not part["unexpected_keys"] for part in report["parts"].values())
+    from humananim.pipeline import HumanAnimPipeline
+
+    loaded = HumanAnimPipeline.from_pretrained(tmp_path / "conv")
+    for name, value in source.reference_unet.state_dict().items():
+        assert torch.equal(loaded.reference_unet.state_dict()[name], value), name
+    assert main(["convert", "--checkpoint", str(tmp_path / "missing"), "--out", str(tmp_path / "c2")]) == 2

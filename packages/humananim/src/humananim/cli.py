@@ -11,6 +11,8 @@
     humananim animate --image ref.png --pose out/pose/keypoints.json --out out/anim              # tiny random model
     humananim animate --config sd15 --set components.source=pretrained components.pretrained=ckpt/humananim \
         --image ref.png --driving dance.mp4 --backend dwpose --pose-model dw-ll_ucoco_384.onnx --out out/anim
+    humananim convert --from magicanimate --checkpoint MagicAnimate/ --config sd15 --set components.source=base \
+        components.base_model=stable-diffusion-v1-5 --out checkpoints/humananim
     humananim demo --config tiny --out outputs/humananim/demo
     humananim eval --generated out/animation.mp4 --reference truth.mp4 --out out/eval
 
@@ -18,7 +20,7 @@ Configs ship in ``humananim/configs/run/`` (``tiny``, ``sd15``), one schema for 
 (:class:`humananim.config.HumanAnimConfig`); ``--set keypoints.smooth_window=7`` overrides a field. Files in ``--out``:
 ``keypoints`` writes ``keypoints.json`` (the documented layout), ``pose.gif`` (the rendered skeleton hint) and
 ``report.json`` (frames, frames where nobody was found, keypoints filled); ``prepare`` writes the dataset layout of
-:mod:`humananim.data`; ``animate`` writes ``animation.gif`` (``--format mp4``: ``animation.mp4``), ``pose.gif``, ``reference.png``,
+:mod:`humananim.data`; ``convert`` writes a ``HumanAnimPipeline`` folder and ``conversion_report.json``; ``animate`` writes ``animation.gif`` (``--format mp4``: ``animation.mp4``), ``pose.gif``, ``reference.png``,
 ``keypoints.json``, ``strip.png`` and ``README.txt``; ``demo`` writes the files listed in :mod:`humananim.demo`; ``train`` uses ``--out`` as the run folder of :func:`genblocks.training.fit` (``config.yaml``,
 ``checkpoints/``, ``metrics.csv``, ``loss.png``, the trained modules as safetensors in ``trained/``); ``eval`` writes
 ``metrics.json``.
@@ -306,6 +308,29 @@ def run_animate(args: argparse.Namespace, config: HumanAnimConfig) -> int:
     return 0
 
 
+def _convert_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--from", dest="source", choices=("magicanimate",), default="magicanimate", help="checkpoint kind"
+    )
+    parser.add_argument("--checkpoint", type=Path, required=True, help="MagicAnimate's release folder")
+    parser.add_argument("--no-strict", dest="strict", action="store_false", help="write even when keys do not match")
+
+
+def run_convert(args: argparse.Namespace, config: HumanAnimConfig) -> int:
+    from humananim.convert import convert_magicanimate
+    from humananim.pipeline import HumanAnimPipeline, load_components
+
+    components = load_components(config)
+    report = convert_magicanimate(args.checkpoint, components, config.model, strict=args.strict)
+    out = Path(args.out)
+    pipeline = HumanAnimPipeline(**components.as_dict())  # type: ignore[arg-type]
+    pipeline.save_pretrained(out)
+    parts = {name: asdict(part) for name, part in report.parts.items()}
+    (out / "conversion_report.json").write_text(json.dumps({"parts": parts, "skipped": report.skipped}, indent=2))
+    print(f"convert: wrote a HumanAnimPipeline to {out}\n{report.summary()}")
+    return 0
+
+
 def _demo_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--frames", type=int, default=8, help="frames of the dance (default 8)")
 
@@ -361,6 +386,15 @@ command_line = CommandLine(
             schema=SCHEMA,
             config_group=GROUP,
             arguments=_animate_arguments,
+        ),
+        Command(
+            "convert",
+            "MagicAnimate's appearance encoder, DensePose ControlNet and temporal modules -> a HumanAnimPipeline folder",
+            run_convert,
+            schema=SCHEMA,
+            config_group=GROUP,
+            arguments=_convert_arguments,
+            out=None,
         ),
         Command(
             "demo",
