@@ -152,7 +152,7 @@ def test_train_smoke_with_two_steps(tmp_path: Path) -> None:
         ["train", "--config", "tiny", "--stage", "image", "--set", "train.max_steps=2", "--out", str(tmp_path / "run")]
     )
     assert status == 0
-    assert (tmp_path / "run" / "trained" / "controlnet.safetensors").is_file()
+    assert (tmp_path / "run" / "trained" / "model_index.json").is_file()
     assert (tmp_path / "run" / "checkpoints" / "last.ckpt").is_file()
     assert (
         main(["train", "--config", "tiny", "--set", "train.manifest=missing.jsonl", "--out", str(tmp_path / "r2")])

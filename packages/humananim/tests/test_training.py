@@ -11,6 +11,7 @@ import pytest
 import torch
 
 from genblocks.testing.resume import assert_kill_resume_exact
+from genblocks.training.optim import OptimizerConfig
 from humananim.config import tiny_config
 from humananim.training import HumanAnimTrainingModule, SyntheticClips, build_training, train
 
@@ -60,10 +61,24 @@ def test_image_stage_lowers_the_loss_on_a_fixed_batch() -> None:
 def test_stages_train_their_parts_through_fit(stage: str, tmp_path: Path) -> None:
     result = train(config(stage, max_steps=2, num_frames=2), tmp_path / stage)
     assert (tmp_path / stage / "checkpoints" / "last.ckpt").is_file()
-    trained = tmp_path / stage / "trained"
-    assert (trained / "motion_adapter.safetensors").is_file()
-    assert (trained / "unet.safetensors").is_file() == (stage == "hires")
+    assert (tmp_path / stage / "trained" / "model_index.json").is_file()  # a HumanAnimPipeline folder
     assert result is not None
+
+
+def test_the_next_stage_starts_from_the_previous_trained_folder(tmp_path: Path) -> None:
+    from humananim.pipeline import HumanAnimPipeline
+
+    train(config("image", max_steps=1, optimizer=OptimizerConfig(lr=1e-2)), tmp_path / "image")
+    trained = HumanAnimPipeline.from_pretrained(tmp_path / "image" / "trained")
+    arguments = build_training(config("video", init_from=str(tmp_path / "image" / "trained")))
+    model = arguments["module"].model
+    for name, value in trained.controlnet.state_dict().items():
+        assert torch.equal(model.controlnet.state_dict()[name], value), name
+    fresh = build_training(config("video"))["module"].model
+    assert any(
+        not torch.equal(a, b)
+        for a, b in zip(model.controlnet.parameters(), fresh.controlnet.parameters(), strict=True)
+    )  # the image stage changed the ControlNet, and the video stage starts from it
 
 
 def build(out_dir: Path) -> dict[str, Any]:

@@ -27,7 +27,7 @@ import json
 import logging
 import random
 from collections.abc import Sequence
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
@@ -45,7 +45,8 @@ from genblocks.training.optim import OptimizerConfig
 from humananim.config import HumanAnimConfig
 from humananim.keypoints import Keypoints, body_template, load_keypoints, pose_hint, scripted_dance
 from humananim.losses import LossTerms, RegionalLoss, keypoint_region_masks, shifted_scheduler
-from humananim.modeling import HumanAnimModel, build_random_components
+from humananim.modeling import HumanAnimComponents, HumanAnimModel, build_random_components
+from humananim.pipeline import load_components
 
 __all__ = [
     "HumanAnimDataModule",
@@ -330,47 +331,37 @@ class HumanAnimTrainingModule(DiffusionTrainingModule):
         return loss
 
 
-def save_trained_weights(module: L.LightningModule, folder: Path) -> None:
-    """Write the trained modules as safetensors (``reference_unet``, ``controlnet``, ``motion_adapter``, ``unet`` in
-    stage ``hires``) plus ``config.json`` (stage, file list)."""
-    from safetensors.torch import save_file
+def save_trained_pipeline(parts: HumanAnimComponents, config: HumanAnimConfig, folder: Path) -> None:
+    """Write the trained components (shared with the training module, so holding its weights) as a
+    ``HumanAnimPipeline`` folder: ``humananim animate --set components.source=pretrained`` and the next stage's
+    ``train.init_from`` read it."""
+    from humananim.pipeline import HumanAnimPipeline
 
-    assert isinstance(module, HumanAnimTrainingModule)
-    model = module.model
-    folder.mkdir(parents=True, exist_ok=True)
-    written = []
-    parts: dict[str, dict[str, torch.Tensor]] = {
-        "reference_unet": model.reference_unet.state_dict(),
-        "controlnet": model.controlnet.state_dict(),
-    }
-    if model.motion_modules is not None:
-        parts["motion_adapter"] = model.motion_modules.motion_adapter_state_dict(model.unet)
-    if module.stage == "hires":
-        parts["unet"] = model.unet.state_dict()
-    for name, state in parts.items():
-        save_file({k: v.detach().contiguous().cpu() for k, v in state.items()}, str(folder / f"{name}.safetensors"))
-        written.append(f"{name}.safetensors")
-    (folder / "config.json").write_text(json.dumps({"stage": module.stage, "files": written}, indent=2))
+    pipeline = HumanAnimPipeline(**parts.as_dict(), fusion_blocks=config.model.fusion_blocks)  # type: ignore[arg-type]
+    pipeline.save_pretrained(folder)
 
 
 def build_training(
     config: HumanAnimConfig, face_embedder: torch.nn.Module | None = None, synthetic_clips: int = 8
 ) -> dict[str, Any]:
-    """The keyword arguments of :func:`genblocks.training.fit` for ``config`` (random components; the base-model and
-    pretrained sources go through :func:`humananim.modeling.build_base_components` the same way).
+    """The keyword arguments of :func:`genblocks.training.fit` for ``config``: components from ``config.components``
+    (random, an SD1.5 base folder or a pipeline folder), or from ``train.init_from`` (the previous stage's
+    ``trained/``) when set; the trained pipeline is saved into the run's ``trained/``.
 
     Returns:
         ``{"module", "datamodule", "train_config", "save_trained", "config"}``.
     """
     train_config = config.train
     L.seed_everything(train_config.seed, workers=True, verbose=False)
-    if config.components.source != "random":
-        raise InputError(
-            f"components.source={config.components.source!r}: training from base or pretrained weights is not wired "
-            "into `humananim train` yet; use components.source=random (tiny) or build the module in Python"
+    source = config
+    if train_config.init_from is not None:  # the previous stage's trained/ folder
+        source = replace(
+            config, components=replace(config.components, source="pretrained", pretrained=train_config.init_from)
         )
-    with_motion = train_config.stage != "image"
-    parts = build_random_components(config.model, config.random, config.components.seed, with_motion)
+    if source.components.source == "random":
+        parts = build_random_components(config.model, config.random, config.components.seed, with_motion_modules=True)
+    else:
+        parts = load_components(source)
     model = HumanAnimModel(
         parts.unet,
         parts.reference_unet,
@@ -407,7 +398,7 @@ def build_training(
         "module": module,
         "datamodule": datamodule,
         "train_config": train_config,
-        "save_trained": save_trained_weights,
+        "save_trained": lambda trained, folder: save_trained_pipeline(parts, config, folder),
         "config": config,
     }
 
