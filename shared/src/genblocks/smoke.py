@@ -13,8 +13,12 @@ import traceback
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-__all__ = ["SmokeError", "main", "run_checks", "run_smoke"]
+if TYPE_CHECKING:
+    import torch
+
+__all__ = ["SmokeError", "main", "output_tensor", "run_checks", "run_smoke"]
 
 
 class SmokeError(RuntimeError):
@@ -43,6 +47,20 @@ def run_smoke(name: str, run_checks: Callable[[], list[str]]) -> int:
         return 1
     sys.stderr.write("".join(f"{name} smoke: ok: {line}\n" for line in passed))
     return 0
+
+
+def output_tensor(output: object, name: str) -> torch.Tensor:
+    """A pipeline output's ``name`` field (e.g. ``frames``), checked to be a tensor (``output_type="pt"``).
+
+    Raises:
+        SmokeError: when the field is missing or not a tensor.
+    """
+    import torch
+
+    value = getattr(output, name, None)
+    if not isinstance(value, torch.Tensor):
+        raise SmokeError(f"pipeline output {name}: expected a tensor, got {type(value).__name__}")
+    return value
 
 
 @dataclass

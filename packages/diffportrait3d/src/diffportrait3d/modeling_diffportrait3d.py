@@ -30,9 +30,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from diffusers import AutoencoderKL, ControlNetModel, DDIMScheduler, UNet2DConditionModel
 from diffusers.configuration_utils import register_to_config
+from diffusers.models.autoencoders.autoencoder_kl import AutoencoderKL
+from diffusers.models.controlnets.controlnet import ControlNetModel
 from diffusers.models.modeling_utils import ModelMixin  # noqa: F401  (diffusers' pipeline loader looks it up here)
+from diffusers.models.unets.unet_2d_condition import UNet2DConditionModel
+from diffusers.schedulers.scheduling_ddim import DDIMScheduler
 from torch import nn
 from transformers import CLIPTextModel, CLIPTokenizer
 

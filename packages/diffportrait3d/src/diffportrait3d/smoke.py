@@ -8,10 +8,11 @@ from __future__ import annotations
 
 import sys
 import tempfile
+from typing import Any
 
 import torch
 
-from genblocks.smoke import SmokeError, run_smoke
+from genblocks.smoke import SmokeError, output_tensor, run_smoke
 
 __all__ = ["SmokeError", "main", "run_checks"]
 
@@ -27,8 +28,10 @@ def run_checks() -> list[str]:
     gen = torch.Generator().manual_seed(0)
     portrait = torch.rand(3, size, size, generator=gen)
     conditions = torch.rand(2, 3, size, size, generator=gen)
-    options = {"num_inference_steps": 1, "output_type": "pt", "noise_prior": "source"}
-    views = pipe(portrait, condition_images=conditions, generator=torch.Generator().manual_seed(1), **options).images
+    options: dict[str, Any] = {"num_inference_steps": 1, "output_type": "pt", "noise_prior": "source"}
+    views = output_tensor(
+        pipe(portrait, condition_images=conditions, generator=torch.Generator().manual_seed(1), **options), "images"
+    )
     if tuple(views.shape) != (2, 3, size, size):
         raise SmokeError(f"views have shape {tuple(views.shape)}, expected {(2, 3, size, size)}")
     if not torch.isfinite(views).all() or float(views.min()) < 0 or float(views.max()) > 1:
@@ -38,9 +41,10 @@ def run_checks() -> list[str]:
         pipe.save_pretrained(folder)
         loaded = DiffPortrait3DPipeline.from_pretrained(folder)
         loaded.set_progress_bar_config(disable=True)
-        again = loaded(
-            portrait, condition_images=conditions, generator=torch.Generator().manual_seed(1), **options
-        ).images
+        again = output_tensor(
+            loaded(portrait, condition_images=conditions, generator=torch.Generator().manual_seed(1), **options),
+            "images",
+        )
     if not torch.allclose(again, views, atol=1e-4):
         raise SmokeError(f"save/load round trip changed the views by {float((again - views).abs().max()):.3g}")
     passed.append("save_pretrained / from_pretrained reproduces the views")

@@ -27,8 +27,11 @@ import torch
 from genblocks.notices import NUMPY_ARRAY_COPY, ignore_warnings, quiet_library_imports
 
 with quiet_library_imports():  # diffusers' SDXL pipeline imports transformers' image processors
-    from diffusers import AutoencoderKL, ControlNetModel, StableDiffusionXLControlNetPipeline, UNet2DConditionModel
     from diffusers.callbacks import MultiPipelineCallbacks, PipelineCallback
+    from diffusers.models.autoencoders.autoencoder_kl import AutoencoderKL
+    from diffusers.models.controlnets.controlnet import ControlNetModel
+    from diffusers.models.unets.unet_2d_condition import UNet2DConditionModel
+    from diffusers.pipelines.controlnet.pipeline_controlnet_sd_xl import StableDiffusionXLControlNetPipeline
     from diffusers.schedulers import KarrasDiffusionSchedulers
     from diffusers.utils import BaseOutput
     from transformers import (

@@ -13,7 +13,8 @@ from collections.abc import Sequence
 import numpy as np
 import PIL.Image
 import torch
-from diffusers import AutoencoderKL, EulerDiscreteScheduler
+from diffusers.models.autoencoders.autoencoder_kl import AutoencoderKL
+from diffusers.schedulers.scheduling_euler_discrete import EulerDiscreteScheduler
 from torch import nn
 
 from genblocks.tiny import tiny_clip_tokenizer, tiny_controlnet, tiny_sdxl_text_encoders, tiny_sdxl_unet

@@ -13,7 +13,7 @@ from typing import Any
 
 import torch
 
-from genblocks.smoke import SmokeError, run_smoke
+from genblocks.smoke import SmokeError, output_tensor, run_smoke
 
 __all__ = ["SmokeError", "main", "run_checks"]
 
@@ -38,7 +38,7 @@ def run_checks() -> list[str]:
         "window_overlap": 1,
         "output_type": "pt",
     }
-    frames = pipe(source, driving, generator=torch.Generator().manual_seed(1), **options).frames
+    frames = output_tensor(pipe(source, driving, generator=torch.Generator().manual_seed(1), **options), "frames")
     if tuple(frames.shape) != (3, 3, size, size):
         raise SmokeError(f"frames have shape {tuple(frames.shape)}, expected {(3, 3, size, size)}")
     if not torch.isfinite(frames).all() or float(frames.min()) < 0 or float(frames.max()) > 1:
@@ -48,7 +48,7 @@ def run_checks() -> list[str]:
         pipe.save_pretrained(folder)
         loaded = XPortraitPipeline.from_pretrained(folder)
         loaded.set_progress_bar_config(disable=True)
-        again = loaded(source, driving, generator=torch.Generator().manual_seed(1), **options).frames
+        again = output_tensor(loaded(source, driving, generator=torch.Generator().manual_seed(1), **options), "frames")
     if not torch.allclose(again, frames, atol=1e-4):
         raise SmokeError(f"save/load round trip changed the frames by {float((again - frames).abs().max()):.3g}")
     passed.append("save_pretrained / from_pretrained reproduces the frames")
