@@ -14,6 +14,7 @@ import pytest
 import torch
 
 from genblocks.config import load_config
+from genblocks.testing.controlnets import randomize_controlnet_outputs
 from genblocks.testing.pipelines import PipelineTesterMixin
 from id_patch.config import FaceSection, GenerateConfig, build_face_encoder, build_pipeline, generate
 from id_patch.pipeline_id_patch import IDPatchPipeline, IDPatchPipelineOutput, context_schedule
@@ -271,3 +272,14 @@ class TestIDPatchPipelineContract(PipelineTesterMixin):
             "generator": torch.Generator().manual_seed(seed),
             "output_type": "pt",
         }
+
+
+def test_condition_image_reaches_the_output_through_a_randomised_controlnet() -> None:
+    """One subject moved: the ID tokens stay the same, only the ID-patch condition image changes. With the tiny
+    ControlNet's zero-initialised output convolutions that is invisible; with them randomised the image changes."""
+    pipe = tiny_id_patch_pipeline(seed=0)
+    here, there = (_run(pipe, 1, face_locations=[xy]).images for xy in ([16.0, 16.0], [48.0, 40.0]))
+    np.testing.assert_array_equal(here, there)
+    randomize_controlnet_outputs(pipe.controlnet, std=0.5, condition_embedding=True)
+    here, there = (_run(pipe, 1, face_locations=[xy]).images for xy in ([16.0, 16.0], [48.0, 40.0]))
+    assert np.abs(here - there).max() > 1e-4

@@ -12,25 +12,15 @@ import torch
 from xp_testing import PATCH, RESOLUTION, randomize_motion_modules, tiny_components, tiny_video
 
 from genblocks.diffusion.sampling import set_ldm_timesteps
-from x_portrait.modeling_x_portrait import XPortraitComponents
+from genblocks.testing.controlnets import randomize_controlnet_outputs
 from x_portrait.pipeline_x_portrait import XPortraitPipeline
-
-
-def _randomize_controlnet_outputs(components: XPortraitComponents, seed: int = 2) -> None:
-    """Give both ControlNets' zero-initialised output convolutions random weights, so a hint (even an all-zero one)
-    changes the UNet's output; with zero convolutions no test could tell a zero hint from no ControlNet."""
-    generator = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for net in (components.motion_controlnet, components.local_controlnet):
-            for name, param in net.named_parameters():
-                if name.startswith(("controlnet_down_blocks", "controlnet_mid_block")):
-                    param.copy_(torch.randn(param.shape, generator=generator) * 0.05)
 
 
 def _pipeline() -> XPortraitPipeline:
     components = tiny_components(seed=0)
     randomize_motion_modules(components)
-    _randomize_controlnet_outputs(components)
+    # zero output convolutions would hide every hint (even an all-zero one) from the UNet
+    randomize_controlnet_outputs([components.motion_controlnet, components.local_controlnet])
     pipe = XPortraitPipeline(**components.as_dict(), patch_size=PATCH, landmark_scale=2)
     pipe.set_progress_bar_config(disable=True)
     return pipe

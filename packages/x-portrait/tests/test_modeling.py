@@ -9,6 +9,7 @@ import torch
 from xp_testing import RESOLUTION, TINY_MODEL, randomize_motion_modules, tiny_components
 
 from genblocks.diffusion.reference_attention import reference_layer_names
+from genblocks.testing.controlnets import randomize_controlnet_outputs
 from x_portrait.modeling_x_portrait import XPortraitModel, XPortraitMotionModules, build_base_components
 
 FRAMES = 3
@@ -37,10 +38,7 @@ def _model(components, motion_modules: bool = True) -> XPortraitModel:
 
 def _randomize_controlnet_outputs(components) -> None:
     """Zero convs -> small random weights, so the ControlNets' residuals are not zero."""
-    for net in (components.motion_controlnet, components.local_controlnet):
-        for name, param in net.named_parameters():
-            if "controlnet_down_blocks" in name or "controlnet_mid_block" in name or "conv_out" in name:
-                param.data.normal_(0, 0.05)
+    randomize_controlnet_outputs([components.motion_controlnet, components.local_controlnet], condition_embedding=True)
 
 
 @torch.no_grad()
