@@ -235,3 +235,17 @@ def test_library_notices_are_silenced_unless_verbose(fake_package: str, monkeypa
     assert os.environ["TRANSFORMERS_VERBOSITY"] == "error"
     monkeypatch.setenv("DIFFUSERS_VERBOSITY", "info")  # a user's own setting is kept
     assert cli.main(["demo"]) == 0 and os.environ["DIFFUSERS_VERBOSITY"] == "info"
+
+
+def test_require_file_and_folder_name_the_flag_and_the_path(tmp_path: Path) -> None:
+    from genblocks.cli import require_file, require_folder
+    from genblocks.errors import InputError
+
+    (tmp_path / "a.png").write_bytes(b"x")
+    require_file(tmp_path / "a.png", "--image", "a portrait")
+    require_file(None, "--image", "a portrait")
+    require_folder(tmp_path, "--base", "an SD1.5 folder")
+    with pytest.raises(InputError, match=r"^--image .*b\.png: file not found \(expected a portrait\)$"):
+        require_file(tmp_path / "b.png", "--image", "a portrait")
+    with pytest.raises(InputError, match=r"^--base .*a\.png: folder not found \(expected an SD1.5 folder\)$"):
+        require_folder(tmp_path / "a.png", "--base", "an SD1.5 folder")

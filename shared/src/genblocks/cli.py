@@ -47,6 +47,8 @@ __all__ = [
     "CommandLine",
     "available_configs",
     "load_command_config",
+    "require_file",
+    "require_folder",
     "resolve_config",
     "smoke_command",
 ]
@@ -140,6 +142,30 @@ def resolve_config(package: str, group: str, config: str) -> Path:
     resource = _config_root(package) / group / f"{config}.yaml"
     with resources.as_file(resource) as path:
         return Path(path)
+
+
+def require_file(path: Path | None, flag: str, expected: str) -> None:
+    """Refuse a missing input file before any model is built, naming the flag and the file (`None`: not given).
+
+    Raises:
+        InputError: ``path`` is given and is not a file.
+    """
+    from genblocks.errors import InputError
+
+    if path is not None and not path.is_file():
+        raise InputError(f"{flag} {path}: file not found (expected {expected})")
+
+
+def require_folder(path: Path | None, flag: str, expected: str) -> None:
+    """Refuse a missing input folder before any model is built, naming the flag and the folder (`None`: not given).
+
+    Raises:
+        InputError: ``path`` is given and is not a folder.
+    """
+    from genblocks.errors import InputError
+
+    if path is not None and not path.is_dir():
+        raise InputError(f"{flag} {path}: folder not found (expected {expected})")
 
 
 def _import_object(spec: str) -> Any:

@@ -35,7 +35,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from genblocks.cli import Command, CommandLine, smoke_command
+from genblocks.cli import Command, CommandLine, require_file, smoke_command
 from genblocks.errors import InputError
 
 if TYPE_CHECKING:
@@ -46,12 +46,6 @@ __all__ = ["command_line", "main"]
 SCHEMA = "diffportrait3d.config:DiffPortrait3DConfig"
 GROUP = "run"
 _IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp")
-
-
-def _require_file(path: Path | None, flag: str, expected: str) -> None:
-    """Refuse a missing input file before any model is built, naming the flag and the file."""
-    if path is not None and not path.is_file():
-        raise InputError(f"{flag} {path}: file not found (expected {expected})")
 
 
 def _render_arguments(parser: argparse.ArgumentParser) -> None:
@@ -112,8 +106,8 @@ def _condition_files(folder: Path) -> list[Path]:
 
 
 def _render(args: argparse.Namespace, config: DiffPortrait3DConfig) -> int:
-    _require_file(args.image, "--image", "a portrait image")
-    _require_file(args.eg3d, "--eg3d", "EG3D generator weights")
+    require_file(args.image, "--image", "a portrait image")
+    require_file(args.eg3d, "--eg3d", "EG3D generator weights")
     if args.views < 1:
         raise InputError(f"--views {args.views}: expected at least 1 view")
     condition_files = _condition_files(args.conditions) if args.conditions is not None else None
@@ -175,7 +169,7 @@ def _render(args: argparse.Namespace, config: DiffPortrait3DConfig) -> int:
 
 
 def _train(args: argparse.Namespace, config: DiffPortrait3DConfig) -> int:
-    _require_file(args.manifest, "--manifest", "a JSON-lines manifest")
+    require_file(args.manifest, "--manifest", "a JSON-lines manifest")
     from diffportrait3d.training import train_from_config
 
     result = train_from_config(config, args.out, manifest=args.manifest, resume=args.resume, overwrite=args.overwrite)
@@ -184,7 +178,7 @@ def _train(args: argparse.Namespace, config: DiffPortrait3DConfig) -> int:
 
 
 def _convert(args: argparse.Namespace, config: DiffPortrait3DConfig) -> int:
-    _require_file(args.checkpoint, "--checkpoint", "the official model_state-*.th")
+    require_file(args.checkpoint, "--checkpoint", "the official model_state-*.th")
     if not (args.base / "unet").is_dir():
         raise InputError(f"--base {args.base}: expected a diffusers SD1.5 folder with unet/, vae/, text_encoder/")
     from diffportrait3d.convert_diffportrait3d_original import convert_checkpoint

@@ -29,7 +29,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from genblocks.cli import Command, CommandLine, smoke_command
+from genblocks.cli import Command, CommandLine, require_file, require_folder, smoke_command
 from genblocks.errors import InputError
 
 if TYPE_CHECKING:
@@ -39,17 +39,6 @@ __all__ = ["command_line", "main"]
 
 SCHEMA = "portrait_edit.config:PortraitEditConfig"
 GROUP = "run"  # one schema: every command reads configs/run/
-
-
-def _require_file(path: Path, flag: str, expected: str) -> None:
-    """Refuse a missing input file before any model is built, naming the flag and the file."""
-    if not path.is_file():
-        raise InputError(f"{flag} {path}: file not found (expected {expected})")
-
-
-def _require_folder(path: Path, flag: str, expected: str) -> None:
-    if not path.is_dir():
-        raise InputError(f"{flag} {path}: folder not found (expected {expected})")
 
 
 def _edit_arguments(parser: argparse.ArgumentParser) -> None:
@@ -64,7 +53,7 @@ def _edit_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _edit(args: argparse.Namespace, config: PortraitEditConfig) -> int:
-    _require_file(args.image, "--image", "a portrait image")
+    require_file(args.image, "--image", "a portrait image")
     if config.sampling.use_mask and args.source_prompt is None:
         raise InputError(
             '--source-prompt: expected the source\'s prompt (e.g. "a man") for the edit mask, or '
@@ -134,10 +123,10 @@ def _eval_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _eval(args: argparse.Namespace, config: PortraitEditConfig) -> int:
-    _require_file(args.source, "--source", "the source image")
-    _require_file(args.edited, "--edited", "the edited image")
+    require_file(args.source, "--source", "the source image")
+    require_file(args.edited, "--edited", "the edited image")
     if args.mask is not None:
-        _require_file(args.mask, "--mask", "a grey mask image")
+        require_file(args.mask, "--mask", "a grey mask image")
     import numpy as np
 
     from genblocks.media import read_image
@@ -171,10 +160,10 @@ def _convert_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _convert(args: argparse.Namespace, config: PortraitEditConfig) -> int:
-    _require_file(args.unet, "--unet", "the official unet.pth")
-    _require_file(args.adapter, "--adapter", "the official adapter.pth")
-    _require_folder(args.base, "--base", "a diffusers SD1.5 folder")
-    _require_folder(args.image_encoder, "--image-encoder", "a CLIP vision folder")
+    require_file(args.unet, "--unet", "the official unet.pth")
+    require_file(args.adapter, "--adapter", "the official adapter.pth")
+    require_folder(args.base, "--base", "a diffusers SD1.5 folder")
+    require_folder(args.image_encoder, "--image-encoder", "a CLIP vision folder")
     from portrait_edit.convert_portrait_edit_original import convert_original_checkpoint
 
     report = convert_original_checkpoint(

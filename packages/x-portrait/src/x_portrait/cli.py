@@ -33,7 +33,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from genblocks.cli import Command, CommandLine, smoke_command
+from genblocks.cli import Command, CommandLine, require_file, require_folder, smoke_command
 from genblocks.errors import InputError
 
 if TYPE_CHECKING:
@@ -47,18 +47,6 @@ SCHEMA = "x_portrait.config:XPortraitConfig"
 GROUP = "run"  # one schema, so animate, train, convert and demo share configs/run/
 _IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp")
 _VIDEO_SUFFIXES = (".gif", ".mp4", ".mov", ".avi", ".mkv", ".webm")
-
-
-def _require_file(path: Path, flag: str, expected: str) -> None:
-    """Refuse a missing input file before any model is built, naming the flag and the file."""
-    if not path.is_file():
-        raise InputError(f"{flag} {path}: file not found (expected {expected})")
-
-
-def _require_folder(path: Path, flag: str, expected: str) -> None:
-    """Refuse a missing input folder before any model is built, naming the flag and the folder."""
-    if not path.is_dir():
-        raise InputError(f"{flag} {path}: folder not found (expected {expected})")
 
 
 def _animate_arguments(parser: argparse.ArgumentParser) -> None:
@@ -169,11 +157,11 @@ def _output_audio(driving: DrivingInput, video_format: str, fps: float) -> tuple
 
 
 def _animate(args: argparse.Namespace, config: XPortraitConfig) -> int:
-    _require_file(args.image, "--image", "a portrait image")
+    require_file(args.image, "--image", "a portrait image")
     if not args.driving.exists():
         raise InputError(f"--driving {args.driving}: not found (expected a video, a folder of frames or an image)")
     if args.pretrained is not None:
-        _require_folder(args.pretrained, "--pretrained", "an XPortraitPipeline folder from `x-portrait convert`")
+        require_folder(args.pretrained, "--pretrained", "an XPortraitPipeline folder from `x-portrait convert`")
     import torch
 
     from genblocks.media import read_image, write_video
@@ -234,8 +222,8 @@ def _train_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _convert(args: argparse.Namespace, config: XPortraitConfig) -> int:
-    _require_file(args.checkpoint, "--checkpoint", "the official model_state-*.th")
-    _require_folder(args.base, "--base", "a diffusers SD1.5 folder with unet/, vae/, text_encoder/, tokenizer/")
+    require_file(args.checkpoint, "--checkpoint", "the official model_state-*.th")
+    require_folder(args.base, "--base", "a diffusers SD1.5 folder with unet/, vae/, text_encoder/, tokenizer/")
     from x_portrait.convert_x_portrait_original import convert_x_portrait_checkpoint, save_converted_pipeline
     from x_portrait.modeling_x_portrait import build_base_components
 
