@@ -41,6 +41,7 @@ from diffportrait3d.modeling_diffportrait3d import (
     DiffPortrait3DViewModules,
     build_random_components,
 )
+from genblocks.devices import resolve_device
 from genblocks.diffusion import encode_clip_prompt, plain_cfg, q_sample_start, vae_decode_chunked, vae_encode
 from genblocks.diffusion.reference_attention import FusionBlocks
 from genblocks.diffusion.sampling import set_ldm_timesteps
@@ -407,13 +408,6 @@ class DiffPortrait3DPipeline(DiffusionPipeline):
         if not return_dict:
             return images, conditions
         return DiffPortrait3DPipelineOutput(images=images, condition_images=conditions)
-
-
-def resolve_device(device: str) -> torch.device:
-    """``"auto"`` -> CUDA when available, else CPU; anything else as given."""
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
 
 
 def load_pipeline(config: DiffPortrait3DConfig) -> DiffPortrait3DPipeline:

@@ -37,6 +37,7 @@ from diffusers.utils import BaseOutput
 from diffusers.utils.torch_utils import randn_tensor
 from transformers import CLIPTextModel, CLIPTokenizer
 
+from genblocks.devices import resolve_device, torch_dtype
 from genblocks.diffusion import (
     denoise_windows,
     encode_clip_prompt,
@@ -422,15 +423,6 @@ class HumanAnimPipeline(DiffusionPipeline):
         return HumanAnimPipelineOutput(frames=frames, hints=hints)
 
 
-_DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
-
-
-def _device(device: str) -> torch.device:
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
-
-
 def load_components(config: HumanAnimConfig) -> HumanAnimComponents:
     """Components as ``config.components`` describes them (random or base SD1.5; a pipeline folder loads whole with
     :func:`load_pipeline`), in float32."""
@@ -447,8 +439,8 @@ def load_pipeline(config: HumanAnimConfig) -> HumanAnimPipeline:
 
     ``source="random"`` gives an untrained pipeline (smoke runs, demo, benchmarks): its frames show the plumbing.
     """
-    device = _device(config.components.device)
-    dtype = _DTYPES[config.components.dtype]
+    device = resolve_device(config.components.device)
+    dtype = torch_dtype(config.components.dtype)
     if config.components.source == "pretrained":
         folder = Path(str(config.components.pretrained))
         if not (folder / "model_index.json").is_file():

@@ -48,6 +48,7 @@ from diffusers.utils import BaseOutput
 from diffusers.utils.torch_utils import randn_tensor
 from transformers import CLIPImageProcessor, CLIPTextModel, CLIPTokenizer, CLIPVisionModel
 
+from genblocks.devices import resolve_device, torch_dtype
 from genblocks.diffusion import encode_clip_prompt, nested_cfg, vae_decode_chunked, vae_encode
 from genblocks.errors import InputError
 from portrait_edit.modeling_portrait_edit import (
@@ -701,14 +702,6 @@ class PortraitEditPipeline(DiffusionPipeline):
 # Loading from a config
 # --------------------------------------------------------------------------------------------------------------------
 
-_DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
-
-
-def _device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
-
 
 def load_pipeline(config: PortraitEditConfig) -> PortraitEditPipeline:
     """A ``PortraitEditPipeline`` as ``config.model`` describes it, on ``model.device`` in ``model.dtype``.
@@ -723,7 +716,7 @@ def load_pipeline(config: PortraitEditConfig) -> PortraitEditPipeline:
     from pathlib import Path
 
     model = config.model
-    dtype = _DTYPES[model.dtype]
+    dtype = torch_dtype(model.dtype)
     if model.source == "pretrained":
         folder = Path(model.pretrained or "")
         if not (folder / "model_index.json").is_file():
@@ -742,7 +735,7 @@ def load_pipeline(config: PortraitEditConfig) -> PortraitEditPipeline:
         pipeline = PortraitEditPipeline(**components.as_dict(), combine_type=model.combine_type)  # type: ignore[arg-type]
         if dtype != torch.float32:
             pipeline.to(dtype=dtype)
-    pipeline.to(_device(model.device))
+    pipeline.to(resolve_device(model.device))
     return pipeline
 
 

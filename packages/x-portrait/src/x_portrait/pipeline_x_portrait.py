@@ -43,6 +43,7 @@ from diffusers.utils import BaseOutput
 from diffusers.utils.torch_utils import randn_tensor
 from transformers import CLIPTextModel, CLIPTokenizer
 
+from genblocks.devices import resolve_device, torch_dtype
 from genblocks.diffusion import (
     ReferenceAttnProcessor,
     denoise_windows,
@@ -616,16 +617,6 @@ class XPortraitPipeline(DiffusionPipeline):
         return XPortraitPipelineOutput(frames, driving_out, local_out, inputs.best_frame, inputs.alignment)
 
 
-_DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
-
-
-def resolve_device(device: str) -> torch.device:
-    """``"auto"`` -> CUDA when available, else CPU; anything else as given."""
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
-
-
 def _pipeline_folder(folder: str | None) -> Path:
     path = Path(folder or "")
     if not (path / "model_index.json").is_file():
@@ -661,7 +652,7 @@ def load_pipeline(config: XPortraitConfig) -> XPortraitPipeline:
     a portrait.
     """
     device = resolve_device(config.components.device)
-    dtype = _DTYPES[config.components.dtype]
+    dtype = torch_dtype(config.components.dtype)
     if config.components.source == "pretrained":
         pipeline = XPortraitPipeline.from_pretrained(_pipeline_folder(config.components.pretrained), torch_dtype=dtype)
     else:
