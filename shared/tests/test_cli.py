@@ -249,3 +249,21 @@ def test_require_file_and_folder_name_the_flag_and_the_path(tmp_path: Path) -> N
         require_file(tmp_path / "b.png", "--image", "a portrait")
     with pytest.raises(InputError, match=r"^--base .*a\.png: folder not found \(expected an SD1.5 folder\)$"):
         require_folder(tmp_path / "a.png", "--base", "an SD1.5 folder")
+
+
+def test_a_package_without_group_folders_keeps_its_configs_at_the_top(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    name = f"cliflat_{abs(hash(tmp_path)) % 10**8}"
+    root = tmp_path / "site" / name
+    (root / "configs").mkdir(parents=True)
+    (root / "__init__.py").write_text("")
+    (root / "configs" / "tiny.yaml").write_text("name: flat-tiny\n")
+    (root / "configs" / "paper.yaml").write_text("name: flat-paper\n")
+    monkeypatch.syspath_prepend(str(tmp_path / "site"))
+    assert available_configs(name, "run") == ["paper", "tiny"]
+    assert resolve_config(name, "run", "paper").read_text() == "name: flat-paper\n"
+    with pytest.raises(
+        InputError, match=r"--config sd15: no built-in 'run' config of that name \(built-in: paper, tiny\)"
+    ):
+        resolve_config(name, "run", "sd15")

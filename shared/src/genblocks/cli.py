@@ -98,13 +98,20 @@ class Command:
         return self.config_group or self.name
 
 
-def _config_root(package: str) -> Any:
-    return resources.files(package) / "configs"
+def _config_folder(package: str, group: str) -> Any:
+    """``configs/<group>/`` where a package ships one folder per command group, else ``configs/`` itself."""
+    root = resources.files(package) / "configs"
+    grouped = root / group
+    return grouped if grouped.is_dir() else root
 
 
 def available_configs(package: str, group: str) -> list[str]:
-    """The bare config names a command group of ``package`` ships (``configs/<group>/*.yaml``), sorted."""
-    folder = _config_root(package) / group
+    """The bare config names ``package`` ships for a command group, sorted.
+
+    A package with one config per size keeps them at ``configs/{tiny,paper}.yaml``; one whose commands need
+    different configs (id-patch: ``generate`` and ``train``) keeps a folder per group, ``configs/<group>/*.yaml``.
+    """
+    folder = _config_folder(package, group)
     if not folder.is_dir():
         return []
     return sorted(entry.name.rsplit(".", 1)[0] for entry in folder.iterdir() if entry.name.endswith(_YAML_SUFFIXES))
@@ -119,7 +126,7 @@ def resolve_config(package: str, group: str, config: str) -> Path:
 
     Args:
         package: The import name of the package (``"x_portrait"``).
-        group: The command's config group (a folder under ``configs/``).
+        group: The command's config group (a folder under ``configs/``, or ``configs/`` itself when absent).
         config: A bare name (``"tiny"``) or a path to a YAML file.
 
     Returns:
@@ -139,7 +146,7 @@ def resolve_config(package: str, group: str, config: str) -> Path:
     if config not in names:
         known = ", ".join(names) if names else "none"
         raise InputError(f"--config {config}: no built-in '{group}' config of that name (built-in: {known})")
-    resource = _config_root(package) / group / f"{config}.yaml"
+    resource = _config_folder(package, group) / f"{config}.yaml"
     with resources.as_file(resource) as path:
         return Path(path)
 
