@@ -8,7 +8,7 @@ Seeds: components from ``portrait_edit.config.tiny_config()`` (``model.seed=0``)
 ``torch.Generator().manual_seed(0)``; the pipeline's generator ``manual_seed(1)``. Weights are random (cost does not
 depend on them); no downloads. CPU, fp32, ``PE_BENCH_THREADS`` torch threads (default 2).
 
-Setups: ``tiny`` (the sizes of ``configs/run/tiny.yaml``: 64 px, UNet (32, 64), 17 CLIP tokens) and, unless
+Setups: ``tiny`` (the sizes of ``configs/tiny.yaml``: 64 px, UNet (32, 64), 17 CLIP tokens) and, unless
 ``--quick``, ``mid`` (128 px, UNet (64, 128, 256), cross-attention and CLIP width 64).
 
 Measured (best of ``REPEATS`` calls of ``pipe(...)``, 4-way CFG s = (3, 2, 4)):

@@ -6,11 +6,11 @@ import pytest
 
 from genblocks.config import load_config
 from genblocks.errors import InputError
-from portrait_edit.config import PortraitEditConfig, sd15_config, tiny_config
+from portrait_edit.config import PortraitEditConfig, paper_config, tiny_config
 
 
-def test_sd15_holds_the_spec_values() -> None:
-    config = sd15_config()
+def test_paper_holds_the_spec_values() -> None:
+    config = paper_config()
     sampling = config.sampling
     assert sampling.num_inference_steps == 20
     assert sampling.guidance_scales == (3.0, 2.0, 4.0)
@@ -56,7 +56,7 @@ def test_bad_values_name_their_key(override: str, key: str) -> None:
     from genblocks.cli import resolve_config
 
     with pytest.raises(InputError, match=key.replace("*", r"\*")):
-        load_config(PortraitEditConfig, resolve_config("portrait_edit", "run", "tiny"), [override])
+        load_config(PortraitEditConfig, resolve_config("portrait_edit", "edit", "tiny"), [override])
 
 
 def test_literal_fields_refuse_unknown_values() -> None:

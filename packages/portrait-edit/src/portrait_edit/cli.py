@@ -4,14 +4,14 @@ convention of :mod:`genblocks.cli`.
 ::
 
     portrait-edit edit --image face.png --prompt "a man, santa claus costume" --source-prompt "a man" --out out/
-    portrait-edit edit --config sd15 --set model.source=pretrained model.pretrained=ckpt/outfit --image photo.jpg ...
+    portrait-edit edit --config paper --set model.source=pretrained model.pretrained=ckpt/outfit --image photo.jpg ...
     portrait-edit make-pairs --sources portraits/ --prompt "a man, santa claus costume" --source-prompt "a man" --out pairs/
     portrait-edit eval --source face.png --edited out/edit.png --prompt "a man, santa claus costume" --out eval/
     portrait-edit convert --unet unet.pth --adapter adapter.pth --base sd15/ --image-encoder clip-b32/ --out ckpt/outfit
     portrait-edit demo --out outputs/portrait-edit/demo
     portrait-edit smoke
 
-Configs ship inside the package in ``portrait_edit/configs/run/`` (``tiny``: random 64-px model; ``sd15``: the paper's
+Configs ship inside the package in ``portrait_edit/configs/`` (``tiny``: random 64-px model; ``paper``: the paper's
 settings), shared by every command (one schema, :class:`portrait_edit.config.PortraitEditConfig`); ``--set`` overrides
 any field and ``--print-config`` shows the merged config. Files in ``--out``: ``edit`` and ``demo`` write ``edit.png``,
 ``mask.png`` (the edit mask as a heat overlay), ``strip.png`` (labelled before | mask | after) and ``summary.json``
@@ -38,7 +38,6 @@ if TYPE_CHECKING:
 __all__ = ["command_line", "main"]
 
 SCHEMA = "portrait_edit.config:PortraitEditConfig"
-GROUP = "run"  # one schema: every command reads configs/run/
 
 
 def _edit_arguments(parser: argparse.ArgumentParser) -> None:
@@ -202,7 +201,7 @@ command_line = CommandLine(
     package="portrait_edit",
     description=(
         "Feature-preserving portrait editing learned from generated pairs (arXiv 2407.20455) on diffusers. Configs: "
-        "portrait_edit/configs/run/ (tiny, sd15), shared by every command; --print-config shows the merged one."
+        "portrait_edit/configs/ (tiny, paper), shared by every command; --print-config shows the merged one."
     ),
     commands=(
         Command(
@@ -211,7 +210,6 @@ command_line = CommandLine(
             "edit.png, mask.png, strip.png, summary.json in --out",
             _edit,
             schema=SCHEMA,
-            config_group=GROUP,
             arguments=_edit_arguments,
         ),
         Command(
@@ -220,7 +218,6 @@ command_line = CommandLine(
             "filters (resumable): condition/, gt/, pairs.jsonl, report.jsonl in --out",
             _make_pairs,
             schema=SCHEMA,
-            config_group=GROUP,
             arguments=_pairs_arguments,
             out=None,
         ),
@@ -230,7 +227,6 @@ command_line = CommandLine(
             "--source: metrics.json in --out",
             _eval,
             schema=SCHEMA,
-            config_group=GROUP,
             arguments=_eval_arguments,
         ),
         Command(
@@ -239,8 +235,7 @@ command_line = CommandLine(
             "folder in --out (model_index.json, component folders, conversion_report.json)",
             _convert,
             schema=SCHEMA,
-            config_group=GROUP,
-            default_config="sd15",
+            default_config="paper",
             arguments=_convert_arguments,
             out=None,
         ),
@@ -250,7 +245,6 @@ command_line = CommandLine(
             "strip.png, summary.json, README.txt in --out",
             _demo,
             schema=SCHEMA,
-            config_group=GROUP,
             arguments=_demo_arguments,
         ),
         smoke_command("portrait_edit"),

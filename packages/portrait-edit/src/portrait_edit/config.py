@@ -1,5 +1,5 @@
 """The configuration schema of portrait-edit: dataclasses that ``genblocks.config.load_config`` fills from the YAML
-files shipped in ``portrait_edit/configs/run/`` (``tiny``, ``sd15``: the one source of truth) plus dotted
+files shipped in ``portrait_edit/configs/`` (``tiny``, ``paper``: the one source of truth) plus dotted
 command-line overrides (``sampling.num_inference_steps=2``).
 
 Every value the spec marks [unverified] (portrait-edit spec §8) is a field with a documented default: whether the edit
@@ -31,7 +31,7 @@ __all__ = [
     "RandomComponentsConfig",
     "SamplingConfig",
     "TrainConfig",
-    "sd15_config",
+    "paper_config",
     "tiny_config",
 ]
 
@@ -307,7 +307,7 @@ class PairsConfig:
 
 @dataclass(frozen=True)
 class PortraitEditConfig:
-    """Everything one ``portrait-edit`` command reads: ``configs/run/tiny.yaml`` and ``configs/run/sd15.yaml`` fill it."""
+    """Everything one ``portrait-edit`` command reads: ``configs/tiny.yaml`` and ``configs/paper.yaml`` fill it."""
 
     model: ModelConfig = field(default_factory=ModelConfig)
     sampling: SamplingConfig = field(default_factory=SamplingConfig)
@@ -317,20 +317,21 @@ class PortraitEditConfig:
 
 
 def _shipped(name: str) -> PortraitEditConfig:
-    """The config ``configs/run/<name>.yaml`` shipped inside the package."""
+    """The config ``configs/<name>.yaml`` shipped inside the package."""
     from genblocks.cli import resolve_config
     from genblocks.config import load_config
 
-    return load_config(PortraitEditConfig, resolve_config("portrait_edit", "run", name))
+    # Every command shares configs/ (no per-command folder), so any command name resolves there.
+    return load_config(PortraitEditConfig, resolve_config("portrait_edit", "edit", name))
 
 
 def tiny_config() -> PortraitEditConfig:
-    """The shipped tiny CPU configuration ``configs/run/tiny.yaml`` (spec §9): random (32, 64) UNet with 8 input
+    """The shipped tiny CPU configuration ``configs/tiny.yaml`` (spec §9): random (32, 64) UNet with 8 input
     channels, 64-px images (8x8 latents), a 32-px CLIP vision tower with 17 tokens, 2 UniPC steps, s = (3, 2, 4)."""
     return _shipped("tiny")
 
 
-def sd15_config() -> PortraitEditConfig:
-    """The shipped paper settings ``configs/run/sd15.yaml``: 512-px images, CLIP ViT-B/32 at 224, 20 UniPC steps,
+def paper_config() -> PortraitEditConfig:
+    """The shipped paper settings ``configs/paper.yaml``: 512-px images, CLIP ViT-B/32 at 224, 20 UniPC steps,
     s = (3, 2, 4), the edit mask from 10 samples at strength 0.5; weights from a converted pipeline folder."""
-    return _shipped("sd15")
+    return _shipped("paper")
