@@ -6,18 +6,18 @@ import pytest
 
 from genblocks.config import load_config
 from genblocks.errors import InputError
-from humananim.config import HumanAnimConfig, ModelConfig, SamplingConfig, TrainConfig, sd15_config, tiny_config
+from humananim.config import HumanAnimConfig, ModelConfig, SamplingConfig, TrainConfig, paper_config, tiny_config
 
 
 def test_shipped_configs_load() -> None:
-    tiny, sd15 = tiny_config(), sd15_config()
+    tiny, paper = tiny_config(), paper_config()
     assert (tiny.model.height, tiny.model.width) == (64, 48)
     assert tiny.model.conditioning_channels == 6
-    assert (sd15.sampling.num_inference_steps, sd15.sampling.guidance_scale) == (25, 7.5)
-    assert (sd15.sampling.window_size, sd15.sampling.window_overlap) == (16, 4)
-    assert sd15.model.fusion_blocks == "midup" and sd15.model.beta_schedule == "linear"
-    assert sd15.sampling.uncond_drops == ("ref", "pose")
-    assert sd15.train.optimizer.lr == pytest.approx(1e-5)
+    assert (paper.sampling.num_inference_steps, paper.sampling.guidance_scale) == (25, 7.5)
+    assert (paper.sampling.window_size, paper.sampling.window_overlap) == (16, 4)
+    assert paper.model.fusion_blocks == "midup" and paper.model.beta_schedule == "linear"
+    assert paper.sampling.uncond_drops == ("ref", "pose")
+    assert paper.train.optimizer.lr == pytest.approx(1e-5)
 
 
 def test_snr_scale_only_in_hires_stage() -> None:
@@ -46,3 +46,11 @@ def test_override_reaches_nested_field(tmp_path) -> None:
     path.write_text("model:\n  height: 96\n")
     config = load_config(HumanAnimConfig, path, ["sampling.window_overlap=2", "loss.region_space=pixel"])
     assert (config.model.height, config.sampling.window_overlap, config.loss.region_space) == (96, 2, "pixel")
+
+
+def test_every_command_finds_tiny_and_paper_in_the_flat_configs_folder() -> None:
+    from genblocks.cli import available_configs
+    from humananim.cli import command_line
+
+    for name in ("keypoints", "prepare", "train", "animate", "convert", "demo", "eval"):
+        assert available_configs("humananim", command_line.command(name).group) == ["paper", "tiny"], name

@@ -26,10 +26,10 @@ _EXPORTS: dict[str, str] = {
     "evaluate": "humananim.metrics",
     "export_magicanimate": "humananim.convert",
     "load_keypoints": "humananim.keypoints",
+    "paper_config": "humananim.config",
     "pose_hint": "humananim.keypoints",
     "retarget": "humananim.keypoints",
     "save_keypoints": "humananim.keypoints",
-    "sd15_config": "humananim.config",
     "tiny_config": "humananim.config",
 }
 

@@ -7,16 +7,16 @@
     humananim keypoints --driving dance.mp4 --pose openpose_json/ --out out/pose        # existing OpenPose JSON
     humananim prepare --videos tiktok/ --backend dwpose --pose-model dw-ll_ucoco_384.onnx --out data/tiktok
     humananim train --config tiny --stage video --set train.max_steps=2 --out runs/tiny   # synthetic clips
-    humananim train --config sd15 --stage image --set train.manifest=data/tiny/manifest.jsonl --out runs/image
+    humananim train --config paper --stage image --set train.manifest=data/tiny/manifest.jsonl --out runs/image
     humananim animate --image ref.png --pose out/pose/keypoints.json --out out/anim              # tiny random model
-    humananim animate --config sd15 --set components.source=pretrained components.pretrained=ckpt/humananim \
+    humananim animate --config paper --set components.source=pretrained components.pretrained=ckpt/humananim \
         --image ref.png --driving dance.mp4 --backend dwpose --pose-model dw-ll_ucoco_384.onnx --out out/anim
-    humananim convert --from magicanimate --checkpoint MagicAnimate/ --config sd15 --set components.source=base \
+    humananim convert --from magicanimate --checkpoint MagicAnimate/ --config paper --set components.source=base \
         components.base_model=stable-diffusion-v1-5 --out checkpoints/humananim
     humananim demo --config tiny --out outputs/humananim/demo
     humananim eval --generated out/animation.mp4 --reference truth.mp4 --out out/eval
 
-Configs ship in ``humananim/configs/run/`` (``tiny``, ``sd15``), one schema for every command
+Configs ship in ``humananim/configs/`` (``tiny``, ``paper``), one schema for every command
 (:class:`humananim.config.HumanAnimConfig`); ``--set keypoints.smooth_window=7`` overrides a field. Files in ``--out``:
 ``keypoints`` writes ``keypoints.json`` (the documented layout), ``pose.gif`` (the rendered skeleton hint) and
 ``report.json`` (frames, frames where nobody was found, keypoints filled); ``prepare`` writes the dataset layout of
@@ -48,7 +48,6 @@ if TYPE_CHECKING:
 __all__ = ["command_line", "main"]
 
 SCHEMA = "humananim.config:HumanAnimConfig"
-GROUP = "run"
 _IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp")
 
 
@@ -358,7 +357,6 @@ command_line = CommandLine(
             "whole-body keypoints of a driving video: gaps filled, smoothed, retargeted, rendered",
             run_keypoints,
             schema=SCHEMA,
-            config_group=GROUP,
             arguments=_keypoints_arguments,
         ),
         Command(
@@ -366,7 +364,6 @@ command_line = CommandLine(
             "a folder of videos -> frames, keypoints and a training manifest",
             run_prepare,
             schema=SCHEMA,
-            config_group=GROUP,
             arguments=_prepare_arguments,
             out=None,
         ),
@@ -375,7 +372,6 @@ command_line = CommandLine(
             "train one stage (image: reference net + ControlNet; video: temporal modules; hires: all, shifted SNR)",
             run_train,
             schema=SCHEMA,
-            config_group=GROUP,
             stages=("image", "video", "hires"),
             resume=True,
         ),
@@ -384,7 +380,6 @@ command_line = CommandLine(
             "animate a reference image with a keypoint sequence or a driving video",
             run_animate,
             schema=SCHEMA,
-            config_group=GROUP,
             arguments=_animate_arguments,
         ),
         Command(
@@ -392,7 +387,6 @@ command_line = CommandLine(
             "MagicAnimate's appearance encoder, DensePose ControlNet and temporal modules -> a HumanAnimPipeline folder",
             run_convert,
             schema=SCHEMA,
-            config_group=GROUP,
             arguments=_convert_arguments,
             out=None,
         ),
@@ -401,7 +395,6 @@ command_line = CommandLine(
             "animate scikit-image's astronaut with a scripted dance of her own skeleton (tiny random weights)",
             run_demo,
             schema=SCHEMA,
-            config_group=GROUP,
             arguments=_demo_arguments,
         ),
         Command(
@@ -409,7 +402,6 @@ command_line = CommandLine(
             "L1 / PSNR / SSIM (+ LPIPS, FID, FVD with user-given weights) of a generated video against the truth",
             run_eval,
             schema=SCHEMA,
-            config_group=GROUP,
             arguments=_eval_arguments,
         ),
     ),

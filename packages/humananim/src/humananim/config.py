@@ -1,5 +1,5 @@
 """The configuration schema of humananim: frozen dataclasses that ``genblocks.config.load_config`` fills from the YAML
-files shipped in ``humananim/configs/run/`` (``tiny``, ``sd15``: the one source of truth) plus dotted command-line
+files shipped in ``humananim/configs/`` (``tiny``, ``paper``: the one source of truth) plus dotted command-line
 overrides (``sampling.num_inference_steps=2``).
 
 Sections: ``model`` (architecture), ``components`` (where the weights come from), ``random`` (sizes of random
@@ -44,7 +44,7 @@ __all__ = [
     "RandomComponentsConfig",
     "SamplingConfig",
     "TrainConfig",
-    "sd15_config",
+    "paper_config",
     "tiny_config",
 ]
 
@@ -353,7 +353,7 @@ class KeypointsConfig:
 
 @dataclass(frozen=True)
 class HumanAnimConfig:
-    """Everything one ``humananim`` command reads: ``configs/run/tiny.yaml`` and ``configs/run/sd15.yaml`` fill it."""
+    """Everything one ``humananim`` command reads: ``configs/tiny.yaml`` and ``configs/paper.yaml`` fill it."""
 
     model: ModelConfig = field(default_factory=ModelConfig)
     components: ComponentsConfig = field(default_factory=ComponentsConfig)
@@ -366,20 +366,20 @@ class HumanAnimConfig:
 
 
 def _shipped(name: str) -> HumanAnimConfig:
-    """The config ``configs/run/<name>.yaml`` shipped inside the package (the one source of truth)."""
+    """The config ``configs/<name>.yaml`` shipped inside the package (the one source of truth)."""
     from genblocks.cli import resolve_config
     from genblocks.config import load_config
 
-    return load_config(HumanAnimConfig, resolve_config("humananim", "run", name))
+    return load_config(HumanAnimConfig, resolve_config("humananim", "animate", name))
 
 
 def tiny_config() -> HumanAnimConfig:
-    """The shipped tiny CPU configuration ``configs/run/tiny.yaml``: random (32, 64) UNet, 64 x 48 frames (non-square),
+    """The shipped tiny CPU configuration ``configs/tiny.yaml``: random (32, 64) UNet, 64 x 48 frames (non-square),
     2 DDIM steps, windows of 3 with overlap 1. The demo, smoke check and tests use it."""
     return _shipped("tiny")
 
 
-def sd15_config() -> HumanAnimConfig:
-    """The shipped paper settings ``configs/run/sd15.yaml``: 512 x 512 frames, DDIM 25 steps, animation CFG 7.5,
+def paper_config() -> HumanAnimConfig:
+    """The shipped paper settings ``configs/paper.yaml`` (``--config paper``): 512 x 512 frames, DDIM 25 steps, animation CFG 7.5,
     windows of 16 with overlap 4; weights from a pipeline folder (e.g. ``humananim convert --from magicanimate``)."""
-    return _shipped("sd15")
+    return _shipped("paper")
