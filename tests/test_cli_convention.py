@@ -2,7 +2,8 @@
 
 Checked for each package with a ``cli.py`` built on :class:`genblocks.cli.CommandLine` (coap-optim keeps its own small
 CLI): ``--help`` of the package and of every command imports neither lightning, diffusers nor transformers; every
-command with a config ships its default config inside the package (``configs/<group>/<name>.yaml``) and every shipped
+command with a config ships its default config inside the package (``configs/<name>.yaml``, or
+``configs/<group>/<name>.yaml`` for a package whose commands take different configs) and every shipped
 config loads onto its schema; an unknown ``--set`` key exits 2 with one line; library modules never import
 ``genblocks.testing``.
 """

@@ -209,7 +209,7 @@ def test_print_config_resolves_per_command(capsys: pytest.CaptureFixture) -> Non
     generate = yaml.safe_load(capsys.readouterr().out)
     assert (generate["sampling"]["num_inference_steps"], generate["sampling"]["height"]) == (2, 64)
     assert "train" not in generate and "out_dir" not in generate
-    assert main(["eval", "--config", "sdxl", "--image", "x.png", "--print-config"]) == 0
+    assert main(["eval", "--config", "paper", "--image", "x.png", "--print-config"]) == 0
     sdxl = yaml.safe_load(capsys.readouterr().out)
     assert (sdxl["sampling"]["num_inference_steps"], sdxl["sampling"]["guidance_scale"]) == (50, 5.0)
     assert main(["demo", "--config", "tiny", "--set", "sampling.seed=3", "--print-config"]) == 0
@@ -220,7 +220,7 @@ def test_configs_load_without_torch() -> None:
     code = """
 import json, sys
 from id_patch.cli import main
-for argv in (["train", "--print-config"], ["generate", "--config", "sdxl", "--image", "x.png", "--print-config"]):
+for argv in (["train", "--print-config"], ["generate", "--config", "paper", "--image", "x.png", "--print-config"]):
     assert main(argv) == 0
 print(json.dumps(sorted({m.split(".")[0] for m in sys.modules})))
 """

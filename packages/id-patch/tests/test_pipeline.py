@@ -224,7 +224,7 @@ CONFIGS = Path(__file__).resolve().parents[1] / "src" / "id_patch" / "configs" /
 
 
 def test_sdxl_config_holds_the_paper_settings() -> None:
-    config = load_config(GenerateConfig, CONFIGS / "sdxl.yaml")
+    config = load_config(GenerateConfig, CONFIGS / "paper.yaml")
     sampling, id_patch = config.sampling, config.model.id_patch
     assert (sampling.num_inference_steps, sampling.guidance_scale, sampling.seed) == (50, 5.0, 1234)
     assert (sampling.controlnet_conditioning_scale, sampling.id_injection_ratio) == (0.8, 0.8)

@@ -4,7 +4,7 @@ convention of :mod:`genblocks.cli`.
 ::
 
     id-patch generate --config tiny --image a.png b.png --positions 20,22 44,22 --out outputs/gen
-    id-patch generate --config sdxl --image a.png b.png --set sampling.guidance_scale=5.5 --out outputs/gen
+    id-patch generate --config paper --image a.png b.png --set sampling.guidance_scale=5.5 --out outputs/gen
     id-patch train --config tiny --set train.max_steps=20 --out runs/id-patch
     id-patch train --config tiny --resume --out runs/id-patch
     id-patch eval --config tiny --image a.png b.png --positions 20,22 44,22 --num-images 4 --out out/eval
@@ -20,8 +20,8 @@ Files written into ``--out``: ``generate``: ``image.png``, ``condition.png``, ``
 ``group.png``, ``condition.png``, ``group_and_condition_x4.png``, ``subject_0.png``, ``subject_1.png``,
 ``subjects.png``, ``summary.json``.
 
-Configs ship inside the package: ``id_patch/configs/generate/`` (``tiny``, ``sdxl``: `id_patch.config.GenerateConfig`,
-also read by ``eval`` and ``demo``) and ``id_patch/configs/train/`` (``tiny``, ``sdxl``: `id_patch.config.TrainConfig`);
+Configs ship inside the package: ``id_patch/configs/generate/`` (``tiny``, ``paper`` (SDXL): `id_patch.config.GenerateConfig`,
+also read by ``eval`` and ``demo``) and ``id_patch/configs/train/`` (``tiny``, ``paper`` (SDXL): `id_patch.config.TrainConfig`);
 ``--print-config`` shows the merged one. The script stays thin: the work lives in :mod:`id_patch.config` (generation),
 :mod:`id_patch.training`, :mod:`id_patch.evaluation`, :mod:`id_patch.convert_id_patch_original`, :mod:`id_patch.demo`
 and :mod:`id_patch.smoke`.

@@ -1,12 +1,12 @@
 """The configuration schemas of id-patch and the generation builders.
 
 - `GenerateConfig` (sections `PipelineSection`, `FaceSection`, `SamplingSection`): ``generate``, ``eval`` and ``demo``,
-  shipped as ``configs/generate/tiny.yaml`` and ``sdxl.yaml``;
+  shipped as ``configs/generate/tiny.yaml`` and ``paper.yaml`` (SDXL);
 - `TrainConfig` (sections `ModelSection`, `DataSection`, `TrainSection`): ``train``, shipped as
-  ``configs/train/tiny.yaml`` and ``sdxl.yaml``;
+  ``configs/train/tiny.yaml`` and ``paper.yaml`` (SDXL);
 - `IDPatchConfig`: the sizes and [unverified] choices of the ID projector (a section of both).
 
-Load with ``genblocks.cli.load_command_config(GenerateConfig, "id_patch", "generate", "sdxl", ["sampling.seed=7"])``; then
+Load with ``genblocks.cli.load_command_config(GenerateConfig, "id_patch", "generate", "paper", ["sampling.seed=7"])``; then
 `build_pipeline`, `build_face_encoder` and `generate` do the rest, so a command line stays thin. The spec's
 [unverified] values are fields here with the paper's defaults (spec id-patch §5, §8): Euler from the base model, 50
 steps, CFG 5.0 (5.5 in upstream's demo), ControlNet scale 0.8, ID-injection ratio 0.8, seed 1234;

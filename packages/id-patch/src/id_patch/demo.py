@@ -8,7 +8,7 @@ encoder when dlib is not installed), placed at two positions of a 64-px image wi
 by the tiny ``IDPatchPipeline``. The tiny model has random weights, so the generated image is noise-like: the demo shows
 the mechanics (real faces -> embeddings -> ID patches at the chosen positions + ID tokens), not image quality. The
 outputs are written at 4x (nearest neighbour) next to the 64-px originals so they can be looked at. Another generate
-config (``id-patch demo --config sdxl``) runs the same scene at its own size, the positions scaled from 64 px.
+config (``id-patch demo --config paper``) runs the same scene at its own size, the positions scaled from 64 px.
 
 Files written into the output folder: ``group.png``, ``condition.png``, ``group_and_condition_x4.png``,
 ``subject_0.png``, ``subject_1.png``, ``subjects.png`` and ``summary.json``.

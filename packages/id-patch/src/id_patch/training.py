@@ -52,6 +52,7 @@ from diffusers import (
 )
 from transformers import CLIPTextModel, CLIPTextModelWithProjection, CLIPTokenizer
 
+from genblocks.devices import torch_dtype
 from genblocks.training import DiffusionTrainingModule, OptimizerConfig
 from id_patch.condition import render_condition
 from id_patch.config import DataSection, ModelSection, TrainConfig, TrainSection
@@ -74,7 +75,6 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 _FROZEN_PREFIXES = ("unet.", "vae.", "text_encoder.", "text_encoder_2.")
-_DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 
 
 class IDPatchTrainingModule(DiffusionTrainingModule):
@@ -290,8 +290,7 @@ class IDPatchTrainingModule(DiffusionTrainingModule):
 
 
 def _load_components(model: ModelSection) -> dict[str, Any]:
-    if model.frozen_dtype not in _DTYPES:
-        raise ValueError(f"model.frozen_dtype: expected one of {sorted(_DTYPES)}, got {model.frozen_dtype!r}")
+    dtype = torch_dtype(model.frozen_dtype)
     if model.base == "tiny":
         from id_patch.testing import tiny_id_patch_pipeline
 
@@ -304,7 +303,6 @@ def _load_components(model: ModelSection) -> dict[str, Any]:
         base = Path(model.base)
         if not base.is_dir():
             raise FileNotFoundError(f"model.base: {base} is not a folder; expected 'tiny' or a diffusers SDXL folder")
-        dtype = _DTYPES[model.frozen_dtype]
         parts = {
             "unet": UNet2DConditionModel.from_pretrained(base, subfolder="unet", torch_dtype=dtype),
             "vae": AutoencoderKL.from_pretrained(base, subfolder="vae", torch_dtype=dtype),
