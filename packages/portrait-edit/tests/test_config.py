@@ -50,6 +50,7 @@ def test_tiny_is_the_spec_test_configuration() -> None:
         ("model.resolution=-8", "model.resolution"),
         ("model.random_clip.hidden_size=16", "model.random_clip.hidden_size"),
         ("pairs.identity_threshold=2", "pairs.identity_threshold"),
+        ("pairs.identity_max_distance=0", "pairs.identity_max_distance"),
     ],
 )
 def test_bad_values_name_their_key(override: str, key: str) -> None:
@@ -64,3 +65,13 @@ def test_literal_fields_refuse_unknown_values() -> None:
         load_config(PortraitEditConfig, None, ["sampling.null_mode=grey"])
     with pytest.raises(InputError, match="combine_type"):
         load_config(PortraitEditConfig, None, ["model.combine_type=sum"])
+    with pytest.raises(InputError, match="edit_region"):
+        load_config(PortraitEditConfig, None, ["pairs.edit_region=hair"])
+
+
+def test_pair_filter_fields_default_to_dlib_and_outfit_edits() -> None:
+    pairs = paper_config().pairs
+    assert (pairs.identity_max_distance, pairs.identity_threshold, pairs.edit_region) == (0.6, 0.6, "outfit")
+    assert (
+        load_config(PortraitEditConfig, None, ["pairs.identity_max_distance=null"]).pairs.identity_max_distance is None
+    )

@@ -4,6 +4,7 @@ resume."""
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -73,6 +74,11 @@ def test_check_pair_keeps_a_faithful_edit_and_rejects_a_swapped_identity() -> No
     # the same swap passes the identity filter only if the threshold is below its similarity: the filter is the cause
     lenient = check_pair(source, _swap_identity(source), analyzer, PairFilters(identity_threshold=-1.0))
     assert lenient.checks["identity"]
+    # the distance form of the identity test: the swap's embedding lies far from the source's
+    assert kept.identity_distance == pytest.approx(0.0, abs=1e-5)
+    distance = PairFilters(identity_threshold=-1.0, identity_max_distance=0.5 * swapped.identity_distance)
+    assert not check_pair(source, _swap_identity(source), analyzer, distance).checks["identity"]
+    assert check_pair(source, _outfit_edit(source), analyzer, distance).checks["identity"]
 
 
 def test_check_pair_rejects_moved_landmarks_and_a_missing_face() -> None:
@@ -118,6 +124,17 @@ def test_swapped_identity_is_rejected_on_real_portraits_with_dlib() -> None:
     assert not swap.kept and swap.target is None
     # dlib 128-d: the same person ~0.98, Grace Hopper ~0.88; landmarks of two aligned faces also differ
     assert swap.report["identity"] < 0.9 and swap.report["checks"]["identity"] is False, swap.report
+    # dlib's own rule, distance < 0.6 for the same person, tells them apart with no cosine bound at all
+    by_distance = PairFilters(identity_threshold=-1.0, landmark_tolerance=1.0, outside_psnr_min=0.0)
+    by_distance = replace(by_distance, identity_max_distance=0.6)
+    assert EditorPairGenerator(lambda image, prompt, seed: costume, analyzer, by_distance)(source, "a", "a", 0).kept
+    swap = EditorPairGenerator(lambda image, prompt, seed: other, analyzer, by_distance)(source, "a", "a", 0)
+    assert swap.report["identity_distance"] > 0.6 and swap.report["checks"]["identity"] is False, swap.report
+    # the documented mapping: cos = 1 - d^2 / (2 n^2) for descriptors of norm n (here 1.4-1.5)
+    norms = [float(np.linalg.norm(analyzer.get_face(image).embedding)) for image in (source, other)]
+    assert min(norms) > 1.3 and max(norms) < 1.6, norms
+    mapped = 1 - swap.report["identity_distance"] ** 2 / (2 * norms[0] * norms[1])
+    assert mapped == pytest.approx(swap.report["identity"], abs=0.01)
 
 
 def test_diffusers_editor_tiny_img2img_is_seeded_and_keeps_the_size() -> None:

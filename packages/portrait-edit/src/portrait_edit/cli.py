@@ -95,7 +95,13 @@ def _make_pairs(args: argparse.Namespace, config: PortraitEditConfig) -> int:
         editor = DiffusersEditor.tiny(seed=config.model.seed, resolution=config.data.image_size)
     else:
         editor = DiffusersEditor.from_pretrained(pairs.editor, resolution=config.data.image_size)
-    filters = PairFilters(pairs.identity_threshold, pairs.landmark_tolerance, pairs.outside_psnr_min)
+    filters = PairFilters(
+        identity_threshold=pairs.identity_threshold,
+        landmark_tolerance=pairs.landmark_tolerance,
+        outside_psnr_min=pairs.outside_psnr_min,
+        edit_region=pairs.edit_region,
+        identity_max_distance=pairs.identity_max_distance,
+    )
     summary = make_pairs(
         sources,
         EditorPairGenerator(editor, analyzer, filters),

@@ -39,6 +39,7 @@ CombineType = Literal["concat", "add", "img_only"]
 NullMode = Literal["upstream", "matched"]
 MaskBlend = Literal["latent", "eps"]
 ImageLatentsMode = Literal["sample", "mean"]
+EditRegion = Literal["face", "outfit", "all"]
 
 
 def _positive(name: str, value: float) -> None:
@@ -282,17 +283,28 @@ class PairsConfig:
     Args:
         editor: Folder of the off-the-shelf diffusers image-to-image or instruction-editing pipeline (``None``: a
             tiny random one, for tests).
-        identity_threshold: Keep a pair only if the identity cosine similarity of target to source is at least this.
+        identity_threshold: Keep a pair only if the identity cosine similarity of target to source is at least this
+            (the "ID similarity" papers report; 0.6 is a loose ArcFace-scale bound).
+        identity_max_distance: Keep a pair only if the Euclidean distance of the two identity embeddings is at most
+            this (``None``: not tested). 0.6 is dlib's same-person rule for its 128-d descriptor, the default face
+            analyzer; dlib's descriptors have norm ``n`` ≈ 1.4-1.5, so distance ``d`` is cosine
+            ``1 - d^2 / (2 n^2)``, and 0.6 is ≈0.91, the binding bound of the two for dlib. Set it to ``null``
+            with an ArcFace embedder (another distance scale) and use ``identity_threshold`` alone.
         landmark_tolerance: Keep a pair only if the mean landmark distance, as a fraction of the image side, is at
             most this.
-        outside_psnr_min: Keep a pair only if the PSNR outside the edit mask is at least this (dB).
+        outside_psnr_min: Keep a pair only if the PSNR outside the edit region is at least this (dB).
+        edit_region: What the edit may change (:func:`portrait_edit.pairs.edit_region_mask`): ``"outfit"``
+            (costume edits: everything but the face ellipse), ``"face"`` (expression and cartoon edits: the face
+            ellipse) or ``"all"`` (no PSNR test).
         max_pairs: Stop after this many kept pairs (``None``: every source).
     """
 
     editor: str | None = None
     identity_threshold: float = 0.6
+    identity_max_distance: float | None = 0.6
     landmark_tolerance: float = 0.05
     outside_psnr_min: float = 25.0
+    edit_region: EditRegion = "outfit"
     max_pairs: int | None = None
 
     def __post_init__(self) -> None:
@@ -300,6 +312,8 @@ class PairsConfig:
             raise InputError(
                 f"pairs.identity_threshold: expected a cosine in [-1, 1], got {self.identity_threshold!r}"
             )
+        if self.identity_max_distance is not None:
+            _positive("pairs.identity_max_distance", self.identity_max_distance)
         _positive("pairs.landmark_tolerance", self.landmark_tolerance)
         if self.max_pairs is not None:
             _positive("pairs.max_pairs", self.max_pairs)

@@ -29,6 +29,7 @@ __all__ = [
     "ClipScorer",
     "EditMetrics",
     "evaluate_edit",
+    "face_identity_distance",
     "face_identity_similarity",
     "landmark_distance",
     "outside_mask_scores",
@@ -103,6 +104,14 @@ def landmark_distance(landmarks: np.ndarray, reference: np.ndarray, side: float)
     if side <= 0:
         raise InputError(f"side: expected a positive image side, got {side}")
     return float(np.linalg.norm(a - b, axis=1).mean() / side)
+
+
+def face_identity_distance(face: Face, reference: Face) -> float:
+    """Euclidean distance of two analysed faces' identity embeddings (dlib's rule: the same person below 0.6)."""
+    if face.embedding is None or reference.embedding is None:
+        raise InputError("face: the face analyzer gave no identity embedding")
+    difference = np.asarray(face.embedding, np.float64) - np.asarray(reference.embedding, np.float64)
+    return float(np.linalg.norm(difference))
 
 
 def face_identity_similarity(face: Face, reference: Face) -> float:

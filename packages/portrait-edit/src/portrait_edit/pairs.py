@@ -9,7 +9,8 @@ is an interface plus an [unverified] default:
 - `EditorPairGenerator`, the default (``data.pair_generator="editor"``): an off-the-shelf editor (`DiffusersEditor`:
   any diffusers image-to-image or instruction-editing pipeline loaded from a folder; a tiny random one for tests)
   edits the source, and the pair is kept only if every filter of `PairFilters` passes (`check_pair`): identity cosine
-  similarity of target to source at least ``identity_threshold``, mean landmark distance at most ``landmark_tolerance``
+  similarity of target to source at least ``identity_threshold`` (and, for dlib's embeddings, their distance at most
+  ``identity_max_distance``), mean landmark distance at most ``landmark_tolerance``
   of the image side, and PSNR outside the edit region (`edit_region_mask`) at least ``outside_psnr_min``.
 - `make_pairs` runs a generator over source portraits and writes the authors' layout: ``condition/<name>.png``
   (sources), ``gt/<name>.png`` (targets), ``pairs.jsonl`` (``{"source", "target", "prompt", "source_prompt"}``, paths
@@ -33,7 +34,12 @@ from PIL import Image
 
 from genblocks.errors import InputError
 from genblocks.faces import Face, FaceAnalyzer
-from portrait_edit.metrics import face_identity_similarity, landmark_distance, outside_mask_scores
+from portrait_edit.metrics import (
+    face_identity_distance,
+    face_identity_similarity,
+    landmark_distance,
+    outside_mask_scores,
+)
 
 __all__ = [
     "DiffusersEditor",
@@ -91,19 +97,27 @@ def edit_region_mask(kind: EditRegion, shape: tuple[int, int], face: Face) -> np
 class PairFilters:
     """The default generator's filters (all [unverified]; the authors' are unknown).
 
+    The identity test has two forms, both applied when both are set. ``identity_threshold`` is a cosine similarity,
+    the form papers report ("ID similarity", usually ArcFace: the same person ≈0.6-0.8). ``identity_max_distance`` is
+    the Euclidean distance of the raw embeddings, dlib's own rule (same person below 0.6 for its 128-d face
+    descriptor). dlib's descriptors are not unit vectors (norm ≈1.4-1.5 on FFHQ-aligned portraits), so for two
+    descriptors of norm ``n`` the distance ``d`` maps to ``cos = 1 - d^2 / (2 n^2)``: dlib's 0.6 is a cosine of ≈0.91
+    (the astronaut vs Grace Hopper: distance 0.70, cosine 0.88; the astronaut recoloured outside the face: 0.99).
+    With another embedder (ArcFace) set ``identity_max_distance=None``: the distance scale is the embedder's.
+
     Args:
-        identity_threshold: Minimum identity cosine similarity of the target to the source (depends on the
-            embedder: with dlib's 128-d embeddings the same person edited outside the face scores ≈0.98 and another
-            person ≈0.88; with ArcFace the same person scores ≈0.6-0.8).
+        identity_threshold: Minimum identity cosine similarity of the target to the source.
         landmark_tolerance: Maximum mean 68-landmark distance as a fraction of the image side.
         outside_psnr_min: Minimum PSNR (dB) of the target against the source outside the edit region.
         edit_region: What the edit may change (`edit_region_mask`).
+        identity_max_distance: Maximum Euclidean distance of the two identity embeddings (``None``: not tested).
     """
 
     identity_threshold: float = 0.6
     landmark_tolerance: float = 0.05
     outside_psnr_min: float = 25.0
     edit_region: EditRegion = "outfit"
+    identity_max_distance: float | None = None
 
 
 @dataclass
@@ -112,6 +126,7 @@ class FilterReport:
 
     Attributes:
         identity: Identity cosine similarity of the target to the source.
+        identity_distance: Euclidean distance of the two identity embeddings.
         landmark_distance: Mean landmark distance, fraction of the image side.
         psnr_outside: PSNR outside the edit region (dB).
         checks: Each filter's verdict (``identity``, ``landmarks``, ``outside``, and ``target_face``).
@@ -119,6 +134,7 @@ class FilterReport:
     """
 
     identity: float = math.nan
+    identity_distance: float = math.nan
     landmark_distance: float = math.nan
     psnr_outside: float = math.nan
     checks: dict[str, bool] = field(default_factory=dict)
@@ -132,7 +148,7 @@ class FilterReport:
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready: NaN -> ``None``, ``inf`` -> ``"inf"``."""
         out = asdict(self)
-        for key in ("identity", "landmark_distance", "psnr_outside"):
+        for key in ("identity", "identity_distance", "landmark_distance", "psnr_outside"):
             value = out[key]
             out[key] = None if math.isnan(value) else ("inf" if math.isinf(value) else value)
         out["kept"] = self.kept
@@ -173,7 +189,10 @@ def check_pair(
         report.checks.update(identity=False, landmarks=False)
     else:
         report.identity = face_identity_similarity(target_face, source_face)
-        report.checks["identity"] = report.identity >= filters.identity_threshold
+        report.identity_distance = face_identity_distance(target_face, source_face)
+        report.checks["identity"] = report.identity >= filters.identity_threshold and (
+            filters.identity_max_distance is None or report.identity_distance <= filters.identity_max_distance
+        )
         if target_face.landmarks68 is not None and source_face.landmarks68 is not None:
             points, reference = target_face.landmarks68, source_face.landmarks68
         else:
