@@ -39,9 +39,9 @@ from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 
 from genblocks.errors import InputError
-from genblocks.training.diffusion_module import DiffusionTrainingModule
 from genblocks.training.fitting import FitResult, fit
 from genblocks.training.optim import OptimizerConfig
+from genblocks.training.reference_video import ReferenceVideoTrainingModule
 from humananim.config import HumanAnimConfig
 from humananim.keypoints import Keypoints, body_template, load_keypoints, pose_hint, scripted_dance
 from humananim.losses import LossTerms, RegionalLoss, keypoint_region_masks, shifted_scheduler
@@ -202,8 +202,10 @@ class HumanAnimDataModule(L.LightningDataModule):
         return DataLoader(self.dataset, batch_size=self.batch_size, shuffle=False, num_workers=self.num_workers)
 
 
-class HumanAnimTrainingModule(DiffusionTrainingModule):
-    """One humananim training step (module docstring) for a stage.
+class HumanAnimTrainingModule(ReferenceVideoTrainingModule):
+    """One humananim training step (module docstring) for a stage, on genblocks' reference-video pieces: clips encoded
+    to (B, 4, F, h, w) with generator-drawn VAE samples (one timestep and one noise tensor per clip), the ``(b f)``
+    frame batch with the empty-prompt context, the prediction folded back to the clip layout.
 
     Args:
         model: The wired :class:`HumanAnimModel` (its trainable parts are set by ``stage``).
@@ -225,22 +227,21 @@ class HumanAnimTrainingModule(DiffusionTrainingModule):
         base = DDPMScheduler(
             num_train_timesteps=1000, beta_start=0.00085, beta_end=0.012, beta_schedule=config.model.beta_schedule
         )
-        scheduler = shifted_scheduler(base, train_config.snr_scale)
         super().__init__(
             unet=model,
-            noise_scheduler=scheduler,
             vae=vae,
+            text_context=text_context,
+            noise_scheduler=shifted_scheduler(base, train_config.snr_scale),
             prediction_type="epsilon",
             optimizer=train_config.optimizer if isinstance(train_config.optimizer, OptimizerConfig) else None,
             condition_dropout={"reference": train_config.cond_drop_ref, "hint": train_config.cond_drop_pose},
             ema_decay=train_config.ema_decay,
+            gradient_checkpointing=train_config.gradient_checkpointing,
             seed=train_config.seed,
         )
         self.hparams.update({"stage": train_config.stage, "loss": asdict(config.loss)})
         self.model = model
         self.stage = train_config.stage
-        self.text_context: torch.Tensor
-        self.register_buffer("text_context", text_context.detach().clone(), persistent=False)
         loss = config.loss
         self.loss = RegionalLoss(
             self.noise_scheduler.alphas_cumprod,
@@ -252,8 +253,6 @@ class HumanAnimTrainingModule(DiffusionTrainingModule):
             face_embedder=face_embedder,
         )
         self.set_stage(self.stage)
-        if train_config.gradient_checkpointing:
-            model.enable_gradient_checkpointing()
         self.last_terms: LossTerms | None = None
 
     def set_stage(self, stage: str) -> None:
@@ -277,46 +276,45 @@ class HumanAnimTrainingModule(DiffusionTrainingModule):
         assert self.vae is not None
         return self.vae.decode(latents / self.vae.config["scaling_factor"]).sample
 
-    def compute_loss(self, batch: dict[str, Any]) -> torch.Tensor:
-        """Encode, noise, write the bank, predict and evaluate :class:`RegionalLoss`; returns the total."""
-        assert self.vae is not None
-        batch = self.drop_conditions(batch)
-        frames = batch["frames"]  # (B, F, 3, H, W)
-        b, f = frames.shape[:2]
-        flat = frames.flatten(0, 1)
-        with torch.no_grad():
-            posterior = self.vae.encode(flat.to(self.vae.dtype)).latent_dist
-            noise_sample = self.randn((b, f, *posterior.mean.shape[1:])).flatten(0, 1).to(posterior.mean)
-            latents = (posterior.mean + posterior.std * noise_sample) * self.vae.config["scaling_factor"]
-            reference = self.vae.encode(batch["reference"].to(self.vae.dtype)).latent_dist.mean
-            reference = reference * self.vae.config["scaling_factor"]
-        num_steps = self.noise_scheduler.config["num_train_timesteps"]
-        timesteps = self.draw_global(lambda rows: torch.randint(0, num_steps, (rows,), generator=self.generator), b)
-        timesteps = timesteps.to(latents.device)
-        noise = self.randn((b, f, *latents.shape[1:])).flatten(0, 1).to(latents)
-        per_frame_t = timesteps.repeat_interleave(f)
-        noisy = self.noise_scheduler.add_noise(latents, noise, per_frame_t)  # type: ignore[arg-type]
-        context = self.text_context.expand(b, -1, -1)
-        self.model.write_reference(reference, timesteps, context)
+    def encode_batch(self, batch: dict[str, Any]) -> torch.Tensor:
+        """Clean latents of the clips ``batch["frames"]`` (B, F, 3, H, W), laid out (B, 4, F, h, w)."""
+        return self.encode_clips(batch["frames"])
+
+    def predict(self, noisy_latents: torch.Tensor, timesteps: torch.Tensor, batch: dict[str, Any]) -> torch.Tensor:
+        """Epsilon (B, 4, F, h, w) for noisy clips at timesteps (B,): the reference UNet writes the bank from the clean
+        reference latent at the same t, then the UNet + pose ControlNet (hint (B, F, 6, H, W)) + temporal modules."""
+        frames = self.frame_batch(noisy_latents, timesteps)
+        self.model.write_reference(self.encode_images(batch["reference"]), timesteps, frames.clip_context)
+        hint = batch["hint"].flatten(0, 1).to(frames.sample.dtype)
         prediction = self.model(
-            noisy, per_frame_t, context.repeat_interleave(f, 0), num_frames=f, hint=batch["hint"].flatten(0, 1)
+            frames.sample, frames.timesteps, frames.context, num_frames=frames.num_frames, hint=hint
         )
         self.model.clear_reference()
+        return self.fold_frames(prediction, frames)
 
-        def video(x: torch.Tensor) -> torch.Tensor:  # (B * F, C, h, w) -> (B, C, F, h, w)
-            return x.reshape(b, f, *x.shape[1:]).permute(0, 2, 1, 3, 4)
-
+    def compute_loss(self, batch: dict[str, Any]) -> torch.Tensor:
+        """Condition dropout, encode, one timestep and noise per clip, predict, and :class:`RegionalLoss` (epsilon MSE
+        + face/hand region MSE + identity term); returns the total (the terms stay in ``last_terms``)."""
+        batch = self.drop_conditions(batch)
+        latents = self.encode_batch(batch)
+        num_steps = self.noise_scheduler.config["num_train_timesteps"]
+        timesteps = self.draw_global(
+            lambda rows: torch.randint(0, num_steps, (rows,), generator=self.generator), latents.shape[0]
+        ).to(latents.device)
+        noise = self.randn(latents.shape).to(device=latents.device, dtype=latents.dtype)
+        noisy = self.noise_scheduler.add_noise(latents, noise, timesteps)  # type: ignore[arg-type]
+        prediction = self.predict(noisy, timesteps, batch)
         terms = self.loss(
-            video(prediction),
-            video(noise),
-            video(noisy),
-            video(latents),
+            prediction,
+            noise,
+            noisy,
+            latents,
             timesteps,
             batch["face_mask"],
             batch["hand_mask"],
             face_boxes=batch["face_boxes"],
             face_valid=batch["face_valid"],
-            frames=frames.permute(0, 2, 1, 3, 4),
+            frames=batch["frames"].permute(0, 2, 1, 3, 4),
             decode=self._decode,
         )
         self.last_terms = terms
