@@ -26,9 +26,7 @@ def eg3d_key_report(state: dict[str, Any], generator: TriPlaneGenerator) -> dict
     return {
         "missing": sorted(set(own) - set(state)),
         "unexpected": sorted(set(state) - set(own)),
-        "shape_mismatch": sorted(
-            k for k in own.keys() & state.keys() if tuple(own[k].shape) != tuple(state[k].shape)
-        ),
+        "shape_mismatch": sorted(k for k in own.keys() & state.keys() if tuple(own[k].shape) != tuple(state[k].shape)),
     }
 
 

@@ -55,7 +55,11 @@ def run_demo(config: AgileGAN3DConfig, out_dir: str | os.PathLike, views: int | 
         out,
         f"AgileGAN3D demo: astronaut -> stylised 3-D orbit ({LABEL})",
         [photo.image, toon, *output.images[0]],
-        ["input photo", "2-D toon prior (a fixed filter)", *(f"view {k} ({LABEL})" for k in range(len(output.cameras)))],
+        [
+            "input photo",
+            "2-D toon prior (a fixed filter)",
+            *(f"view {k} ({LABEL})" for k in range(len(output.cameras))),
+        ],
         notes=[
             f"Input: {photo.reason}.",
             "stylize/strip.png and stylize/orbit.gif: the encoder and style generator (random) on an orbit.",

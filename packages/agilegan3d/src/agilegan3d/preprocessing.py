@@ -89,7 +89,9 @@ def prepare_photo(
         reason = "inference.camera_from=frontal" if camera_from == "frontal" else "no face analyzer installed"
         return PreparedPhoto(_centre_crop(array, size), frontal, 0.0, 0.0, f"centre crop, frontal camera ({reason})")
     if analyzer is None:
-        raise InputError(f"{name}: inference.camera_from=landmarks needs a face analyzer: pip install 'agilegan3d[face]'")
+        raise InputError(
+            f"{name}: inference.camera_from=landmarks needs a face analyzer: pip install 'agilegan3d[face]'"
+        )
     try:
         face = analyzer.get_face(array, name=name, embed=False)
     except ValueError as error:
