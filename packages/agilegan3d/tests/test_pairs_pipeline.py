@@ -95,7 +95,7 @@ def test_configs_load_and_refuse_unknown_keys() -> None:
         0.01,
         1.0,
     )
-    with pytest.raises(InputError, match="transfer.lpipz"):
+    with pytest.raises(InputError, match=r"transfer\.lpipz"):
         load_preset("tiny", ["transfer.lpipz=1"])
     with pytest.raises(InputError, match="method"):
         load_preset("tiny", ["prior.method=cyclegan"])

@@ -19,6 +19,7 @@ import math
 import os
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -53,9 +54,10 @@ def pair_draw(config: PairsConfig, index: int, z_dim: int) -> tuple[Tensor, floa
     return z, float(angles[0]), float(angles[1])
 
 
-def _save_npz(path: Path, **arrays: np.ndarray) -> None:
+def _save_npz(path: Path, arrays: dict[str, Any]) -> None:
     partial = path.with_suffix(".tmp.npz")
-    np.savez(partial, **arrays)
+    with open(partial, "wb") as handle:
+        np.savez(handle, **arrays)
     os.replace(partial, path)
 
 
@@ -98,13 +100,13 @@ def synthesize_pairs(
             stem = folder / f"{index:05d}"
             write_image(stem.with_suffix(".png"), to_uint8(styled[k]))
             write_image(folder / f"{index:05d}_real.png", to_uint8(real[k]))
-            _save_npz(
-                stem.with_suffix(".npz"),
-                ws=ws[k].numpy().astype(np.float32),
-                c=c[k].numpy().astype(np.float32),
-                yaw=np.float32(yaw[k]),
-                pitch=np.float32(pitch[k]),
-            )
+            arrays = {
+                "ws": ws[k].numpy().astype(np.float32),
+                "c": c[k].numpy().astype(np.float32),
+                "yaw": np.float32(yaw[k]),
+                "pitch": np.float32(pitch[k]),
+            }
+            _save_npz(stem.with_suffix(".npz"), arrays)
         done += len(indices)
         logger.info("pairs: %d / %d", done, config.n)
         if progress is not None:

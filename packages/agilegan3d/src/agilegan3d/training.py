@@ -291,7 +291,7 @@ class PriorModule(_AugmentedDiscriminatorMixin, GANTrainingModule):
 def _trainable_adams(module: GANTrainingModule) -> list[torch.optim.Optimizer]:
     """GANTrainingModule's two lazily-scaled Adams over the parameters that train (frozen layers are left out)."""
     h = module.hparams
-    optimizers = []
+    optimizers: list[torch.optim.Optimizer] = []
     for network, lr, interval in (
         (module.generator, h["g_lr"], h["g_reg_interval"]),
         (module.discriminator, h["d_lr"], h["r1_interval"]),
