@@ -238,9 +238,11 @@ class SDFTrainConfig:
         points_per_mesh: Near-surface samples per mesh per step.
         free_points: Uniform box samples per mesh for the eikonal term.
         surface_std: Std of the offsets along the normal of near-surface samples.
-        param_std: Std of the sampled shape / expression / pose values (the neutral head is drawn as well).
+        param_std: Std of the sampled shape / expression values (the neutral head is drawn as well).
+        pose_std: Std of the sampled neck / jaw axis-angle values (radians).
         neutral_fraction: Fraction of each batch drawn at the neutral head (its canonical map is the identity).
         sdf_weight, eikonal_weight, correspondence_weight, consistency_weight: Loss weights.
+        far_weight: Weight of L1 to the mesh's approximate signed distance at uniform box points (ours).
         lr: Adam learning rate of both networks.
     """
 
@@ -248,11 +250,13 @@ class SDFTrainConfig:
     free_points: int = 128
     surface_std: float = 0.01
     param_std: float = 1.0
+    pose_std: float = 0.3
     neutral_fraction: float = 0.25
     sdf_weight: float = 1.0
     eikonal_weight: float = 0.1
     correspondence_weight: float = 10.0
     consistency_weight: float = 1.0
+    far_weight: float = 0.5
     lr: float = 3e-3
 
 
