@@ -91,9 +91,9 @@ class IGRNetwork(nn.Module):
         super().__init__()
         if output_dim not in (1, 3, 4):
             raise ValueError(f"output_dim must be 1, 3 or 4, got {output_dim}")
-        low, high = torch.tensor(bbox[0], dtype=torch.float32), torch.tensor(bbox[1], dtype=torch.float32)
-        if low.shape != (3,) or high.shape != (3,) or bool((high <= low).any()):
+        if len(bbox) != 2 or len(bbox[0]) != 3 or len(bbox[1]) != 3 or any(h <= lo for lo, h in zip(*bbox)):
             raise ValueError(f"bbox must be ((x0, y0, z0), (x1, y1, z1)) with x0 < x1 etc., got {bbox}")
+        low, high = torch.tensor(bbox[0], dtype=torch.float32), torch.tensor(bbox[1], dtype=torch.float32)
         self.feature_dim = feature_dim
         self.output_dim = output_dim
         self.skip_connection_layers = tuple(skip_connection_layers)
