@@ -7,6 +7,7 @@ import dataclasses
 from pathlib import Path
 from typing import Any
 
+import pytest
 import torch
 
 from agilegan3d.config import AgileGAN3DConfig, load_preset
@@ -87,6 +88,7 @@ def build_transfer(out_dir: Path) -> dict[str, Any]:
     return build_stage(config, "transfer", run)
 
 
+@pytest.mark.slow
 def test_transfer_stage_kill_and_resume_is_exact(tmp_path: Path) -> None:
     result = assert_kill_resume_exact(f"{HERE}:build_transfer", tmp_path, kill_after=4)
     assert torch.load(result["killed_run"] / "checkpoints" / "last.ckpt", weights_only=True)["global_step"] == 8
