@@ -1,11 +1,21 @@
-"""Shared fixtures: the tiny config, the procedural head, a Stage I network fitted once per session."""
+"""Shared fixtures: the tiny config, the procedural head, a Stage I network fitted once per session.
+
+The helper module ``omniavatar_test_pickle`` is made importable (the workspace runs pytest with
+``--import-mode=importlib``), and every test runs with one intra-op thread (tiny tensors on a busy 2-core machine).
+"""
 
 from __future__ import annotations
 
+import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import torch
+
+_TESTS_DIR = str(Path(__file__).resolve().parent)
+if _TESTS_DIR not in sys.path:
+    sys.path.insert(0, _TESTS_DIR)
 
 from genblocks.config import load_config
 from omniavatar.config import OmniAvatarConfig
@@ -14,6 +24,14 @@ from omniavatar.semantic_sdf import SemanticSDF, fit_semantic_sdf
 
 CONFIGS = Path(__file__).resolve().parents[1] / "src" / "omniavatar" / "configs"
 SDF_STEPS = 300
+
+
+@pytest.fixture(autouse=True)
+def _one_intra_op_thread() -> Iterator[None]:
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="session")
