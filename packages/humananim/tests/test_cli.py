@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from PIL import Image
 from skimage import data as skdata
 
 from genblocks.media import write_image, write_video
@@ -213,3 +214,46 @@ def test_convert_a_magicanimate_folder_round_trip(tmp_path: Path) -> None:
     for name, value in source.reference_unet.state_dict().items():
         assert torch.equal(loaded.reference_unet.state_dict()[name], value), name
     assert main(["convert", "--checkpoint", str(tmp_path / "missing"), "--out", str(tmp_path / "c2")]) == 2
+
+
+def test_animate_a_driving_video_through_the_dlib_detector(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """--driving runs the keypoint detector (the offline dlib backend of the main environment): the astronaut's face
+    slides 6 px left per frame, one frame shows nobody (interpolated and counted), the result follows the slide."""
+    pytest.importorskip("dlib")
+    small = np.asarray(Image.fromarray(skdata.astronaut()).resize((256, 256), Image.Resampling.LANCZOS))
+    frames = np.stack([small[10:170, 40 + 6 * t : 160 + 6 * t] for t in range(6)])  # (6, 160, 120, 3)
+    frames[3] = 128  # nobody in frame 3
+    write_video(tmp_path / "drive.gif", frames, fps=8)
+    write_image(tmp_path / "ref.png", small)
+    status = main(
+        [
+            *["animate", "--config", "tiny", "--image", str(tmp_path / "ref.png")],
+            *["--driving", str(tmp_path / "drive.gif"), "--backend", "dlib", "--out", str(tmp_path / "anim")],
+        ]
+    )
+    out = capsys.readouterr().out
+    assert status == 0, out
+    assert "nobody found in 1 of 6 frames" in out
+    keypoints = load_keypoints(tmp_path / "anim" / "keypoints.json")
+    assert (keypoints.width, keypoints.height, len(keypoints)) == (48, 64, 6)
+    assert keypoints.valid()[:, :18].any(axis=1).all()  # frame 3 filled in
+    neck_x = keypoints.points[:, 1, 0]
+    assert (np.diff(neck_x) < 0).all(), neck_x  # the detected face's slide, retargeted onto the reference
+    assert (tmp_path / "anim" / "animation.gif").stat().st_size > 0 and (tmp_path / "anim" / "strip.png").is_file()
+
+
+def test_keypoints_max_gap_decides_which_missing_hands_are_filled(tmp_path: Path) -> None:
+    dance = scripted_dance(person(), 8)
+    points = dance.points.copy()
+    points[2:5, PARTS["left_hand"], 2] = 0.0  # the left hand is missed in frames 2-4 (a gap of 3)
+    pose = openpose_folder(tmp_path / "pose", dance.replace(points))
+    drive = video(tmp_path / "drive.gif", frames=8)
+    filled = {}
+    for max_gap in (3, 2):
+        out = tmp_path / f"gap{max_gap}"
+        arguments = ["--set", f"keypoints.max_gap={max_gap}", "keypoints.smooth_window=1"]
+        assert main(["keypoints", "--driving", str(drive), "--pose", str(pose), *arguments, "--out", str(out)]) == 0
+        filled[max_gap] = json.loads((out / "report.json").read_text())["filled_points"]
+        hand = load_keypoints(out / "keypoints.json").valid()[2:5][:, PARTS["left_hand"]]
+        assert hand.all() if max_gap == 3 else not hand.any(), max_gap
+    assert filled == {3: 3 * 21, 2: 0}

@@ -6,7 +6,15 @@ import pytest
 
 from genblocks.config import load_config
 from genblocks.errors import InputError
-from humananim.config import HumanAnimConfig, ModelConfig, SamplingConfig, TrainConfig, paper_config, tiny_config
+from humananim.config import (
+    HumanAnimConfig,
+    KeypointsConfig,
+    ModelConfig,
+    SamplingConfig,
+    TrainConfig,
+    paper_config,
+    tiny_config,
+)
 
 
 def test_shipped_configs_load() -> None:
@@ -34,6 +42,9 @@ def test_snr_scale_only_in_hires_stage() -> None:
         (lambda: SamplingConfig(window_size=4, window_overlap=4), "window_overlap"),
         (lambda: SamplingConfig(uncond_drops=("text",)), "uncond_drops"),
         (lambda: TrainConfig(cond_drop_pose=1.5), "cond_drop_pose"),
+        (lambda: KeypointsConfig(max_gap=-1), "max_gap"),
+        (lambda: KeypointsConfig(sharpness_ref=0.0), "sharpness_ref"),
+        (lambda: KeypointsConfig(motion_gain=-1.0), "motion_gain"),
     ],
 )
 def test_bad_values_name_their_field(make, key: str) -> None:
@@ -44,8 +55,15 @@ def test_bad_values_name_their_field(make, key: str) -> None:
 def test_override_reaches_nested_field(tmp_path) -> None:
     path = tmp_path / "c.yaml"
     path.write_text("model:\n  height: 96\n")
-    config = load_config(HumanAnimConfig, path, ["sampling.window_overlap=2", "loss.region_space=pixel"])
+    overrides = [
+        "sampling.window_overlap=2",
+        "loss.region_space=pixel",
+        "keypoints.max_gap=3",
+        "keypoints.motion_gain=2",
+    ]
+    config = load_config(HumanAnimConfig, path, overrides)
     assert (config.model.height, config.sampling.window_overlap, config.loss.region_space) == (96, 2, "pixel")
+    assert (config.keypoints.max_gap, config.keypoints.motion_gain, config.keypoints.sharpness_ref) == (3, 2.0, 100.0)
 
 
 def test_every_command_finds_tiny_and_paper_in_the_flat_configs_folder() -> None:

@@ -345,6 +345,9 @@ def test_backends_report_missing_dependencies_and_files(monkeypatch: pytest.Monk
     with pytest.raises(ImportError, match=r"mediapipe 0\.10\.21") as info:
         load_backend("mediapipe")
     assert str(info.value) == MEDIAPIPE_INSTALL
+    monkeypatch.setitem(sys.modules, "dlib", None)
+    with pytest.raises(ImportError, match=r"humananim\[face\]"):
+        load_backend("dlib")
     with pytest.raises(InputError, match=r"--pose-model .*no such ONNX file"):
         load_backend("dwpose", pose_model=tmp_path / "missing.onnx")
     with pytest.raises(InputError, match="needs the whole-body ONNX file"):

@@ -12,7 +12,13 @@ from genblocks.errors import InputError
 from genblocks.testing.pipelines import PipelineTesterMixin
 from humananim.config import tiny_config
 from humananim.modeling import build_random_components
-from humananim.pipeline import HumanAnimPipeline, animation_windows, sampling_options, set_sharp_hands
+from humananim.pipeline import (
+    HumanAnimPipeline,
+    animation_windows,
+    driving_hints,
+    sampling_options,
+    set_sharp_hands,
+)
 
 CONFIG = tiny_config()
 HEIGHT, WIDTH = CONFIG.model.height, CONFIG.model.width  # 64 x 48: non-square
@@ -132,3 +138,28 @@ def test_guidance_branches_change_the_result() -> None:
 def test_bad_inputs_name_the_argument(change: dict[str, Any], name: str) -> None:
     with pytest.raises(InputError, match=name):
         tiny_pipeline()(**{**inputs(4), **change})
+
+
+def test_driving_hints_scale_motion_by_the_config_and_ask_for_sharp_hands() -> None:
+    from dataclasses import replace
+
+    import numpy as np
+
+    from humananim.keypoints import PARTS, Keypoints, body_template
+
+    base = tiny_config()
+    angles = np.linspace(0, 2 * np.pi, 68, endpoint=False)
+    face = np.stack([24 + 3 * np.cos(angles), 8 + 4 * np.sin(angles)], 1)
+    face[8], face[17:27, 1] = (24, 12), 4
+    points = np.repeat(body_template(face, 48, 64).points, 3, axis=0)
+    points[:, PARTS["right_hand"], 0] += np.arange(3)[:, None] * 1.5  # the right hand moves 1.5 px per frame
+    dance = Keypoints(points, 48, 64)
+    pose, blur = driving_hints(dance, base)
+    doubled_pose, doubled = driving_hints(dance, replace(base, keypoints=replace(base.keypoints, motion_gain=2.0)))
+    assert pose.shape == (3, 3, 64, 48) and blur is not None and doubled is not None
+    torch.testing.assert_close(doubled_pose, pose)
+    assert blur[:, 0].max() == pytest.approx(1.5 / 48)  # dx / W on the moving hand
+    torch.testing.assert_close(doubled[:, :2], 2 * blur[:, :2])
+    assert set(blur[:, 2].unique().tolist()) == {0.0, 1.0}  # sharp on the hands, 0 elsewhere
+    no_blur = replace(base, model=replace(base.model, blur_channels=0))
+    assert driving_hints(dance, no_blur)[1] is None

@@ -28,6 +28,26 @@ def test_synthetic_sample_layout() -> None:
     assert sample["frames"].min() >= -1 and sample["frames"].max() <= 1 and sample["face_mask"].sum() > 0
 
 
+def test_keypoints_settings_weight_the_training_hint() -> None:
+    """keypoints.motion_gain scales the displacement channels and keypoints.sharpness_ref the measured sharpness
+    (v / (v + ref)) of the hints build_training's data makes."""
+    from humananim.config import KeypointsConfig
+
+    base = tiny_config()
+    settings = replace(base.keypoints, motion_gain=2.0, sharpness_ref=400.0)
+    weighted = replace(config("video", num_frames=3), keypoints=settings)
+    hint = build_training(weighted, synthetic_clips=1)["datamodule"].dataset[0]["hint"]
+    plain = SyntheticClips((64, 48), 3, length=1, settings=KeypointsConfig())[0]["hint"]
+    torch.testing.assert_close(hint[:, :3], plain[:, :3])  # the skeleton is the same
+    assert plain[:, 3:5].abs().max() > 0 and plain[:, 3:5].abs().max() < 0.5  # moving hands, unclipped when doubled
+    torch.testing.assert_close(hint[:, 3:5], 2 * plain[:, 3:5])
+    sharp = plain[:, 5]
+    on_hands = sharp > 0.05  # above the floor: a measured sharpness
+    assert on_hands.any()
+    variance = 100.0 * sharp[on_hands] / (1 - sharp[on_hands])  # v from s = v / (v + 100)
+    torch.testing.assert_close(hint[:, 5][on_hands], variance / (variance + 400.0), rtol=1e-4, atol=1e-5)
+
+
 def _fixed_loss(module: HumanAnimTrainingModule, batch: dict[str, torch.Tensor]) -> float:
     state = module.generator.get_state()
     module.generator.manual_seed(123)

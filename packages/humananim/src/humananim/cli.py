@@ -54,8 +54,11 @@ _IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp")
 def _backend_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--backend",
-        choices=("json", "dwpose", "mediapipe"),
-        help="keypoint detector (default: keypoints.backend of the config; json reads existing OpenPose/DWPose files)",
+        choices=("json", "dwpose", "mediapipe", "dlib"),
+        help=(
+            "keypoint detector (default: keypoints.backend of the config; json reads existing OpenPose/DWPose files; "
+            "dlib detects the face only and places a body template)"
+        ),
     )
     parser.add_argument("--pose-model", type=Path, help="dwpose: the whole-body ONNX file (dw-ll_ucoco_384.onnx)")
     parser.add_argument("--det-model", type=Path, help="dwpose: the YOLOX person detector ONNX file (with NMS)")
@@ -139,6 +142,7 @@ def run_keypoints(args: argparse.Namespace, config: HumanAnimConfig) -> int:
         raw,
         reference if settings.retarget else None,
         min_confidence=settings.min_confidence,
+        max_gap=settings.max_gap,
         smooth_window=settings.smooth_window,
     )
     out = Path(args.out)
@@ -170,6 +174,7 @@ def run_prepare(args: argparse.Namespace, config: HumanAnimConfig) -> int:
         stride=config.data.frame_stride,
         max_frames=config.data.max_frames,
         min_confidence=config.keypoints.min_confidence,
+        max_gap=config.keypoints.max_gap,
         smooth_window=config.keypoints.smooth_window,
     )
     print(f"prepare: {len(summary.rows)} videos in {summary.manifest}; {len(summary.skipped)} skipped")
@@ -245,9 +250,9 @@ def run_animate(args: argparse.Namespace, config: HumanAnimConfig) -> int:
     from PIL import Image
 
     from genblocks.media import read_image, write_demo_card, write_image, write_video
-    from humananim.keypoints import load_keypoints, pose_hint, prepare_driving, render_pose, save_keypoints
+    from humananim.keypoints import load_keypoints, prepare_driving, render_pose, save_keypoints
     from humananim.keypoints_backends import extract_keypoints
-    from humananim.pipeline import load_pipeline, sampling_options
+    from humananim.pipeline import driving_hints, load_pipeline, sampling_options
 
     if (args.pose is None) == (args.driving is None):
         raise InputError("--pose / --driving: give exactly one (keypoint files, or a video to extract them from)")
@@ -259,7 +264,9 @@ def run_animate(args: argparse.Namespace, config: HumanAnimConfig) -> int:
         raw = load_keypoints(args.pose, size=(image.shape[1], image.shape[0]))
     else:
         if detector is None:
-            raise InputError("--driving: extracting keypoints needs --backend dwpose or mediapipe (or pass --pose)")
+            raise InputError(
+                "--driving: extracting keypoints needs --backend dwpose, mediapipe or dlib (or pass --pose)"
+            )
         frames, video_fps = read_frames(args.driving)
         raw = extract_keypoints(frames, detector, video_fps)  # type: ignore[arg-type]
         fps = config.sampling.fps or video_fps
@@ -274,15 +281,16 @@ def run_animate(args: argparse.Namespace, config: HumanAnimConfig) -> int:
         driving,
         reference if settings.retarget else None,
         settings.min_confidence,
+        max_gap=settings.max_gap,
         smooth_window=settings.smooth_window,
     )
-    hint = torch.from_numpy(pose_hint(keypoints, sharpness=1.0, blur=config.model.blur_channels == 3))
+    pose_images, blur_maps = driving_hints(keypoints, config)
     reference_image = np.array(Image.fromarray(image).resize((width, height), Image.Resampling.LANCZOS))
     pipeline = load_pipeline(config)
     output = pipeline(
         reference_image,
-        pose_images=hint[:, :3],
-        blur_maps=hint[:, 3:] if hint.shape[1] > 3 else None,
+        pose_images=pose_images,
+        blur_maps=blur_maps,
         generator=torch.Generator().manual_seed(config.sampling.seed),
         output_type="pt",
         **sampling_options(config),

@@ -11,16 +11,19 @@ Every choice the spec marks [unverified] (humananim spec §8) is a field here wi
 representation (``model.pose_type``), the blur encoding (``model.blur_channels``, ``keypoints.blur_sharpness``,
 ``sampling.sharp_hands``), the loss weights and the space of the regional loss (``loss.*``), the SNR shift
 (``train.snr_shift``), the stage split (``train.stage``), the reference fusion (``model.fusion_blocks``), the
-animation-CFG branches (``sampling.uncond_drops``) and the optimiser (``train.optimizer.lr``).
+animation-CFG branches (``sampling.uncond_drops``), the optimiser (``train.optimizer.lr``) and the weighting of the
+blur channels (``keypoints.sharpness_ref``, ``keypoints.motion_gain``).
 
 **The hint** the pose ControlNet reads is ``model.conditioning_channels = 3 + model.blur_channels`` channels per frame,
 (F, 3 + 3, H, W) at the frame size:
 
 - channels 0-2: the rasterised pose (skeleton body + both hands + face, or a DensePose render), RGB in [0, 1];
-- channel 3, 4 (the motion-blur condition): each hand's displacement to the previous frame, ``dx / W`` and ``dy / H``
-  (signed, so in [-1, 1]), written on that hand's region and 0 elsewhere;
-- channel 5: each hand's sharpness in (0, 1] (1 = sharp; never exactly 0 on a hand, so the channel also marks the
-  regions) written on that hand's region, 0 elsewhere. At inference ``sampling.sharp_hands`` sets it to 1 on every
+- channel 3, 4 (the motion-blur condition): each hand's displacement to the previous frame,
+  ``keypoints.motion_gain * dx / W`` and ``keypoints.motion_gain * dy / H`` clipped to [-1, 1] (signed), written on
+  that hand's region and 0 elsewhere;
+- channel 5: each hand's sharpness in (0, 1] (``v / (v + keypoints.sharpness_ref)`` for ``v`` the variance of the
+  Laplacian of the hand crop; 1 = sharp; never exactly 0 on a hand, so the channel also marks the regions) written
+  on that hand's region, 0 elsewhere. At inference ``sampling.sharp_hands`` sets it to 1 on every
   region (``> 0``), asking for crisp hands.
 """
 
@@ -331,24 +334,44 @@ class KeypointsConfig:
     """Whole-body keypoints from videos: backend, gap filling, smoothing, retargeting, hint rendering.
 
     Args:
-        backend: ``"json"`` (DWPose / OpenPose JSON files), ``"dwpose"`` (rtmlib-style onnxruntime models) or
-            ``"mediapipe"`` (Holistic, offline; mediapipe 0.10.21 installed separately).
+        backend: ``"json"`` (DWPose / OpenPose JSON files), ``"dwpose"`` (rtmlib-style onnxruntime models),
+            ``"mediapipe"`` (Holistic, offline; mediapipe 0.10.21 installed separately) or ``"dlib"`` (offline with
+            ``humananim[face]``: the face detected, the body and hands a template placed from it, so only face and head
+            motion is followed).
         min_confidence: Keypoints below this confidence count as missing.
+        max_gap: Gap filling of missed detections: frames where nobody is found are always interpolated from their
+            neighbours (and counted); in frames where the person is found, a single keypoint (say a hand) missing for
+            at most ``max_gap`` consecutive frames is interpolated too, while a longer absence (a hand out of view)
+            stays absent (8; 0 fills only the empty frames).
         smooth_window: Frames of the temporal smoothing window (1: none).
         retarget: Rescale the driving skeleton to the reference person's bone lengths and placement.
         blur_sharpness: How a hand's sharpness is measured on the ground-truth frames: ``"laplacian_var"`` (variance
             of the Laplacian in the hand crop) [unverified].
+        sharpness_ref: The Laplacian variance (grey levels 0..255) that maps to sharpness 0.5 in the hint's sharpness
+            channel, ``v / (v + sharpness_ref)`` (100 [unverified]; for scale, a 64-px crop of the face in scikit-image's
+            astronaut measures 927, and 107 after a 9-px horizontal box blur). Training only: at inference the channel
+            is set to sharp.
+        motion_gain: Scale of the hint's displacement channels, ``clip(motion_gain * dx / W, -1, 1)`` (and ``dy / H``)
+            (1 [unverified]; a larger gain spreads slow hand motion over more of the channel's range). Training and
+            inference must use the same value: it is part of the hint the ControlNet learned.
     """
 
-    backend: Literal["json", "dwpose", "mediapipe"] = "json"
+    backend: Literal["json", "dwpose", "mediapipe", "dlib"] = "json"
     min_confidence: float = 0.3
+    max_gap: int = 8
     smooth_window: int = 5
     retarget: bool = True
     blur_sharpness: Literal["laplacian_var"] = "laplacian_var"
+    sharpness_ref: float = 100.0
+    motion_gain: float = 1.0
 
     def __post_init__(self) -> None:
         _probability("min_confidence", self.min_confidence)
         _positive("smooth_window", self.smooth_window)
+        if self.max_gap < 0:
+            raise FieldError("max_gap", f"expected a frame count >= 0, got {self.max_gap}")
+        _positive("sharpness_ref", self.sharpness_ref)
+        _positive("motion_gain", self.motion_gain)
 
 
 @dataclass(frozen=True)

@@ -25,9 +25,9 @@ import torch
 from PIL import Image
 
 from humananim.config import HumanAnimConfig
-from humananim.keypoints import Keypoints, body_template, pose_hint, render_pose, save_keypoints, scripted_dance
+from humananim.keypoints import Keypoints, body_template, render_pose, save_keypoints, scripted_dance
 
-__all__ = ["astronaut_reference", "reference_skeleton", "run_demo", "schematic_face"]
+__all__ = ["astronaut_reference", "reference_skeleton", "run_demo"]
 
 logger = logging.getLogger(__name__)
 
@@ -46,28 +46,6 @@ def astronaut_reference(height: int, width: int) -> np.ndarray:
     return np.ascontiguousarray(image[:crop_h, left : left + crop_w])
 
 
-def schematic_face(box: tuple[float, float, float, float]) -> np.ndarray:
-    """A generic iBUG-68 face filling a face box ``(x0, y0, x1, y1)``: jaw on the lower half-ellipse, brows, nose, eyes
-    and mouth at average proportions. Returns (68, 2)."""
-    x0, y0, x1, y1 = box
-    cx, w, h = (x0 + x1) / 2, x1 - x0, y1 - y0
-    points = np.zeros((68, 2))
-    angles = np.linspace(np.pi, 0, 17)
-    points[0:17] = np.stack([cx + 0.5 * w * np.cos(angles), y0 + 0.35 * h + 0.65 * h * np.sin(angles)], 1)
-    points[17:22] = np.stack([np.linspace(x0 + 0.12 * w, x0 + 0.42 * w, 5), np.full(5, y0 + 0.25 * h)], 1)
-    points[22:27] = np.stack([np.linspace(x0 + 0.58 * w, x0 + 0.88 * w, 5), np.full(5, y0 + 0.25 * h)], 1)
-    points[27:31] = np.stack([np.full(4, cx), np.linspace(y0 + 0.35 * h, y0 + 0.6 * h, 4)], 1)
-    points[31:36] = np.stack([np.linspace(cx - 0.1 * w, cx + 0.1 * w, 5), np.full(5, y0 + 0.65 * h)], 1)
-    for start, ex in ((36, x0 + 0.3 * w), (42, x0 + 0.7 * w)):
-        ring = np.linspace(0, 2 * np.pi, 6, endpoint=False)
-        points[start : start + 6] = np.stack([ex - 0.1 * w * np.cos(ring), y0 + 0.4 * h + 0.04 * h * np.sin(ring)], 1)
-    outer = np.linspace(0, 2 * np.pi, 12, endpoint=False)
-    points[48:60] = np.stack([cx - 0.2 * w * np.cos(outer), y0 + 0.8 * h + 0.07 * h * np.sin(outer)], 1)
-    inner = np.linspace(0, 2 * np.pi, 8, endpoint=False)
-    points[60:68] = np.stack([cx - 0.12 * w * np.cos(inner), y0 + 0.8 * h + 0.03 * h * np.sin(inner)], 1)
-    return points
-
-
 def reference_skeleton(image: np.ndarray) -> tuple[Keypoints, str]:
     """The reference person's skeleton and how it was found (``mediapipe``, ``dlib landmarks``, ``dlib face box``)."""
     height, width = image.shape[:2]
@@ -79,33 +57,25 @@ def reference_skeleton(image: np.ndarray) -> tuple[Keypoints, str]:
             return Keypoints(points[None], width, height), "mediapipe"
     except ImportError:
         logger.info("demo: mediapipe is not installed; anchoring a body template on the face")
-    try:
-        from genblocks.faces import DlibFaceAnalyzer
+    from humananim.keypoints_backends import DlibTemplateBackend, schematic_face
 
-        faces = [f for f in DlibFaceAnalyzer().analyze(image, embed=False) if f.landmarks68 is not None]
-        if faces:
-            face = max(faces, key=lambda f: f.area)
-            assert face.landmarks68 is not None
-            return body_template(face.landmarks68, width, height), "dlib landmarks + body template"
-    except (ImportError, OSError, ValueError) as error:
-        logger.info("demo: dlib landmarks unavailable (%s); using dlib's face box", error)
-    import dlib
-
-    rects = dlib.get_frontal_face_detector()(image, 1)
-    if not rects:
-        box = (0.35 * width, 0.12 * height, 0.65 * width, 0.4 * height)
-        how = "fixed face box + body template"
-    else:
-        rect = max(rects, key=lambda r: r.width() * r.height())
-        box = (rect.left(), rect.top(), rect.right(), rect.bottom())
-        how = "dlib face box + schematic face + body template"
-    return body_template(schematic_face(box), width, height), how
+    backend = DlibTemplateBackend()
+    points = backend(image)
+    if (points[:18, 2] > 0).any():
+        how = (
+            "dlib landmarks + body template"
+            if backend.analyzer is not None
+            else "dlib face box + schematic face + body template"
+        )
+        return Keypoints(points[None], width, height), how
+    box = (0.35 * width, 0.12 * height, 0.65 * width, 0.4 * height)
+    return body_template(schematic_face(box), width, height), "fixed face box + body template"
 
 
 def run_demo(config: HumanAnimConfig, out: str | Path, num_frames: int = 8) -> dict[str, Any]:
     """Animate the astronaut (module docstring) and write the demo files; returns the summary."""
     from genblocks.media import label_frames, write_demo_card, write_image, write_video
-    from humananim.pipeline import load_pipeline, sampling_options
+    from humananim.pipeline import driving_hints, load_pipeline, sampling_options
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -115,14 +85,14 @@ def run_demo(config: HumanAnimConfig, out: str | Path, num_frames: int = 8) -> d
     skeleton = skeleton.resized(width, height)
     reference = np.array(Image.fromarray(full).resize((width, height), Image.Resampling.LANCZOS))
     dance = scripted_dance(skeleton, num_frames, amplitude=0.4)
-    hint = torch.from_numpy(pose_hint(dance, sharpness=1.0, blur=config.model.blur_channels == 3))
+    pose_images, blur_maps = driving_hints(dance, config)
     pipeline = load_pipeline(config)
     generator = torch.Generator().manual_seed(config.sampling.seed)
     start = time.perf_counter()
     output = pipeline(
         reference,
-        pose_images=hint[:, :3],
-        blur_maps=hint[:, 3:] if hint.shape[1] > 3 else None,
+        pose_images=pose_images,
+        blur_maps=blur_maps,
         generator=generator,
         output_type="pt",
         **sampling_options(config),

@@ -12,6 +12,12 @@
 - ``mediapipe``: MediaPipe Holistic (pose 33, face 468/478, hands 21 x 2), fully offline with ``mediapipe==0.10.21``,
   the last release whose wheel ships the Holistic models. Its pins (numpy<2, protobuf<5, Python <= 3.12) conflict with
   the workspace, so it is not a dependency: install it in its own environment (``make test-mediapipe`` shows how).
+- ``dlib``: the offline fallback that installs with ``humananim[face]`` (dlib and its model files, no download): the
+  face is detected (dlib's HOG detector and 68-point shape predictor, through :class:`genblocks.faces.DlibFaceAnalyzer`;
+  with dlib alone, a schematic 68-point face in the HOG box), and the body and both hands are a template placed from
+  the face (:func:`humananim.keypoints.body_template`). The limbs therefore do not follow the person's: this backend
+  is right for a reference portrait's skeleton and for face and head motion (a talking or turning head), not for a
+  dance, where ``dwpose`` or ``mediapipe`` is needed.
 
 Every backend is a callable ``frame (H, W, 3) uint8 RGB -> (128, 3)`` with all zeros when nobody is found;
 :func:`extract_keypoints` runs one over a video.
@@ -29,18 +35,20 @@ import numpy as np
 from PIL import Image
 
 from genblocks.errors import InputError
-from humananim.keypoints import NUM_POINTS, PARTS, Keypoints
+from humananim.keypoints import NUM_POINTS, PARTS, Keypoints, body_template
 
 __all__ = [
     "MEDIAPIPE_FACE_TO_IBUG68",
     "MEDIAPIPE_INSTALL",
     "DWPoseBackend",
+    "DlibTemplateBackend",
     "KeypointBackend",
     "MediaPipeBackend",
     "coco_wholebody_to_layout",
     "decode_simcc",
     "extract_keypoints",
     "load_backend",
+    "schematic_face",
 ]
 
 logger = logging.getLogger(__name__)
@@ -51,6 +59,7 @@ MEDIAPIPE_INSTALL = (
     "--with-editable packages/humananim humananim keypoints --backend mediapipe ...`, or use --backend dwpose/json"
 )
 ONNXRUNTIME_INSTALL = "the dwpose backend needs onnxruntime: pip install onnxruntime (or onnxruntime-gpu)"
+DLIB_INSTALL = "the dlib backend needs dlib: pip install 'humananim[face]' (dlib-bin and face-recognition-models)"
 
 _COCO17_TO_OPENPOSE18 = (0, -1, 6, 8, 10, 5, 7, 9, 12, 14, 16, 11, 13, 15, 2, 1, 4, 3)  # -1: the neck
 _MEDIAPIPE33_TO_OPENPOSE18 = (0, -1, 12, 14, 16, 11, 13, 15, 24, 26, 28, 23, 25, 27, 5, 2, 8, 7)
@@ -259,6 +268,80 @@ class MediaPipeBackend:
         return mediapipe_to_layout(result, width, height)
 
 
+def schematic_face(box: tuple[float, float, float, float]) -> np.ndarray:
+    """A generic iBUG-68 face filling a face box ``(x0, y0, x1, y1)``: jaw on the lower half-ellipse, brows, nose, eyes
+    and mouth at average proportions. Returns (68, 2)."""
+    x0, y0, x1, y1 = box
+    cx, w, h = (x0 + x1) / 2, x1 - x0, y1 - y0
+    points = np.zeros((68, 2))
+    angles = np.linspace(np.pi, 0, 17)
+    points[0:17] = np.stack([cx + 0.5 * w * np.cos(angles), y0 + 0.35 * h + 0.65 * h * np.sin(angles)], 1)
+    points[17:22] = np.stack([np.linspace(x0 + 0.12 * w, x0 + 0.42 * w, 5), np.full(5, y0 + 0.25 * h)], 1)
+    points[22:27] = np.stack([np.linspace(x0 + 0.58 * w, x0 + 0.88 * w, 5), np.full(5, y0 + 0.25 * h)], 1)
+    points[27:31] = np.stack([np.full(4, cx), np.linspace(y0 + 0.35 * h, y0 + 0.6 * h, 4)], 1)
+    points[31:36] = np.stack([np.linspace(cx - 0.1 * w, cx + 0.1 * w, 5), np.full(5, y0 + 0.65 * h)], 1)
+    for start, ex in ((36, x0 + 0.3 * w), (42, x0 + 0.7 * w)):
+        ring = np.linspace(0, 2 * np.pi, 6, endpoint=False)
+        points[start : start + 6] = np.stack([ex - 0.1 * w * np.cos(ring), y0 + 0.4 * h + 0.04 * h * np.sin(ring)], 1)
+    outer = np.linspace(0, 2 * np.pi, 12, endpoint=False)
+    points[48:60] = np.stack([cx - 0.2 * w * np.cos(outer), y0 + 0.8 * h + 0.07 * h * np.sin(outer)], 1)
+    inner = np.linspace(0, 2 * np.pi, 8, endpoint=False)
+    points[60:68] = np.stack([cx - 0.12 * w * np.cos(inner), y0 + 0.8 * h + 0.03 * h * np.sin(inner)], 1)
+    return points
+
+
+class DlibTemplateBackend:
+    """Face keypoints from dlib with a body and hands template placed from the face (module docstring: the limbs do
+    not follow the person's).
+
+    Args:
+        upsample: Times dlib's HOG detector upsamples the frame (1 finds faces down to about 40 px; each step costs
+            about 4x time).
+        threshold: The detector's minimum score (dlib's SVM margin; 0.5 drops its weak false positives).
+        template_confidence: Confidence given to the template's body and hand points (the detected face's points get
+            1), so a reader can tell them apart; at or above ``keypoints.min_confidence`` (0.3) so they are used.
+    """
+
+    def __init__(self, upsample: int = 1, threshold: float = 0.5, template_confidence: float = 0.5) -> None:
+        self.dlib = _import("dlib", DLIB_INSTALL)
+        self.upsample, self.threshold, self.template_confidence = upsample, threshold, template_confidence
+        self.detector = self.dlib.get_frontal_face_detector()
+        try:
+            from genblocks.faces import DlibFaceAnalyzer
+
+            self.analyzer: Any = DlibFaceAnalyzer(threshold=threshold, upsample=upsample)
+        except (ImportError, OSError) as error:
+            logger.info("dlib backend: no 68-point shape predictor (%s); using a schematic face in the HOG box", error)
+            self.analyzer = None
+
+    def face(self, frame: np.ndarray) -> np.ndarray | None:
+        """The 68 landmarks (68, 2) of the largest face in ``frame``, or ``None`` when no face is found."""
+        if self.analyzer is not None:
+            faces = [f for f in self.analyzer.analyze(frame, embed=False) if f.landmarks68 is not None]
+            if not faces:
+                return None
+            return np.asarray(max(faces, key=lambda f: f.area).landmarks68, dtype=np.float32)
+        rects, _, _ = self.detector.run(frame, self.upsample, self.threshold)
+        if not rects:
+            return None
+        rect = max(rects, key=lambda r: r.width() * r.height())
+        return schematic_face((rect.left(), rect.top(), rect.right(), rect.bottom())).astype(np.float32)
+
+    def __call__(self, frame: np.ndarray) -> np.ndarray:
+        """Keypoints (128, 3) of ``frame`` (H, W, 3) uint8 RGB: face detected, body and hands a template; zeros when
+        no face is found."""
+        frame = np.ascontiguousarray(_check_frame(frame))
+        landmarks = self.face(frame)
+        if landmarks is None:
+            return np.zeros((NUM_POINTS, 3), dtype=np.float32)
+        points = body_template(landmarks, frame.shape[1], frame.shape[0]).points[0].copy()
+        guessed = np.ones(NUM_POINTS, dtype=bool)
+        guessed[PARTS["face"]] = False
+        guessed[[0, 14, 15, 16, 17]] = False  # nose, eyes and ears come from the face landmarks
+        points[guessed & (points[:, 2] > 0), 2] = self.template_confidence
+        return points
+
+
 def _landmarks(landmarks: Any, width: int, height: int, visibility: bool) -> np.ndarray | None:
     if landmarks is None:
         return None
@@ -303,7 +386,8 @@ def load_backend(
     pose_model: str | Path | None = None,
     det_model: str | Path | None = None,
 ) -> KeypointBackend:
-    """A detector by name: ``dwpose`` (needs ``pose_model``, optional ``det_model``) or ``mediapipe``.
+    """A detector by name: ``dwpose`` (needs ``pose_model``, optional ``det_model``), ``mediapipe`` or ``dlib`` (face
+    detected, body and hands a template).
 
     The ``json`` backend reads files instead (:func:`humananim.keypoints.load_keypoints`).
     """
@@ -315,7 +399,9 @@ def load_backend(
         return DWPoseBackend(pose_model, det_model)
     if name == "mediapipe":
         return MediaPipeBackend()
-    raise InputError(f"--backend: expected dwpose, mediapipe or json, got {name!r}")
+    if name == "dlib":
+        return DlibTemplateBackend()
+    raise InputError(f"--backend: expected dwpose, mediapipe, dlib or json, got {name!r}")
 
 
 def extract_keypoints(

@@ -50,6 +50,7 @@ from genblocks.diffusion import (
 from genblocks.diffusion.reference_attention import FusionBlocks
 from genblocks.errors import InputError
 from humananim.config import POSE_CHANNELS, HumanAnimConfig
+from humananim.keypoints import Keypoints, pose_hint
 from humananim.modeling import (
     HumanAnimComponents,
     HumanAnimModel,
@@ -62,6 +63,7 @@ __all__ = [
     "HumanAnimPipeline",
     "HumanAnimPipelineOutput",
     "animation_windows",
+    "driving_hints",
     "load_pipeline",
     "sampling_options",
     "set_sharp_hands",
@@ -474,3 +476,25 @@ def sampling_options(config: HumanAnimConfig) -> dict[str, Any]:
         "vae_chunk_size": sampling.vae_chunk_size,
         "controlnet_scale": config.model.controlnet_scale,
     }
+
+
+def driving_hints(keypoints: Keypoints, config: HumanAnimConfig) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """The pipeline's ``pose_images`` and ``blur_maps`` for a prepared driving sequence (gaps filled, smoothed,
+    retargeted, at the frame size): the rendered skeleton, and with ``model.blur_channels == 3`` the blur channels with
+    the displacements scaled by ``keypoints.motion_gain`` (the value training used) and the sharpness set to sharp.
+
+    Returns:
+        `(torch.Tensor, torch.Tensor | None)`: (F, 3, H, W) pose images in [0, 1] and (F, 3, H, W) blur maps (``None``
+        without blur channels).
+    """
+    settings = config.keypoints
+    hint = torch.from_numpy(
+        pose_hint(
+            keypoints,
+            sharpness=1.0,
+            blur=config.model.blur_channels == 3,
+            min_confidence=settings.min_confidence,
+            motion_gain=settings.motion_gain,
+        )
+    )
+    return hint[:, :POSE_CHANNELS], (hint[:, POSE_CHANNELS:] if hint.shape[1] > POSE_CHANNELS else None)

@@ -42,7 +42,7 @@ from genblocks.errors import InputError
 from genblocks.training.fitting import FitResult, fit
 from genblocks.training.optim import OptimizerConfig
 from genblocks.training.reference_video import ReferenceVideoTrainingModule
-from humananim.config import HumanAnimConfig
+from humananim.config import HumanAnimConfig, KeypointsConfig
 from humananim.keypoints import Keypoints, body_template, load_keypoints, pose_hint, scripted_dance
 from humananim.losses import LossTerms, RegionalLoss, keypoint_region_masks, shifted_scheduler
 from humananim.modeling import HumanAnimComponents, HumanAnimModel, build_random_components
@@ -62,7 +62,11 @@ logger = logging.getLogger(__name__)
 
 
 def make_sample(
-    frames: np.ndarray, keypoints: Keypoints, reference: np.ndarray, blur: bool = True
+    frames: np.ndarray,
+    keypoints: Keypoints,
+    reference: np.ndarray,
+    blur: bool = True,
+    settings: KeypointsConfig | None = None,
 ) -> dict[str, torch.Tensor]:
     """One training sample from uint8 frames and their keypoints.
 
@@ -71,6 +75,8 @@ def make_sample(
         keypoints: (F, 128, 3) keypoints in the same frame size.
         reference: (H, W, 3) uint8 reference image.
         blur: Append the blur channels to the hint (``model.blur_channels == 3``).
+        settings: The ``keypoints`` config: ``min_confidence`` and the blur weighting (``motion_gain``,
+            ``sharpness_ref``: the sharpness is measured on ``frames``); ``None``: its defaults.
 
     Returns:
         The sample layout of the module docstring.
@@ -81,8 +87,18 @@ def make_sample(
             f"keypoints: {len(keypoints)} frames of {keypoints.width}x{keypoints.height} do not match the clip "
             f"({count} frames of {width}x{height})"
         )
-    hint = pose_hint(keypoints, frames=frames, blur=blur)
-    face, hand, boxes, valid = keypoint_region_masks(keypoints, (height, width))
+    settings = settings or KeypointsConfig()
+    hint = pose_hint(
+        keypoints,
+        frames=frames,
+        blur=blur,
+        min_confidence=settings.min_confidence,
+        motion_gain=settings.motion_gain,
+        sharpness_ref=settings.sharpness_ref,
+    )
+    face, hand, boxes, valid = keypoint_region_masks(
+        keypoints, (height, width), min_confidence=settings.min_confidence
+    )
     to_unit = torch.from_numpy(frames).permute(0, 3, 1, 2).float() / 127.5 - 1.0
     return {
         "frames": to_unit,
@@ -104,12 +120,20 @@ class SyntheticClips(Dataset):
         length: Number of clips.
         blur: Hint with blur channels.
         seed: Base seed (clip ``i`` uses ``seed + i``).
+        settings: The ``keypoints`` config the hint is made with (:func:`make_sample`).
     """
 
     def __init__(
-        self, size: tuple[int, int], num_frames: int, length: int = 8, blur: bool = True, seed: int = 0
+        self,
+        size: tuple[int, int],
+        num_frames: int,
+        length: int = 8,
+        blur: bool = True,
+        seed: int = 0,
+        settings: KeypointsConfig | None = None,
     ) -> None:
         self.size, self.num_frames, self.length, self.blur, self.seed = size, num_frames, length, blur, seed
+        self.settings = settings
 
     def __len__(self) -> int:
         return self.length
@@ -131,7 +155,7 @@ class SyntheticClips(Dataset):
         ).astype(np.uint8)
         reference = frames[0]
         clip = Keypoints(dance.points[1:], width, height)
-        return make_sample(frames[1:], clip, reference, self.blur)
+        return make_sample(frames[1:], clip, reference, self.blur, self.settings)
 
 
 def _read_frame(path: Path, size: tuple[int, int]) -> np.ndarray:
@@ -149,6 +173,7 @@ class ManifestClips(Dataset):
         stride: Frame stride inside a clip.
         blur: Hint with blur channels.
         seed: Seed of the clip positions (item ``i`` uses ``seed + i``: the data is a pure function of the index).
+        settings: The ``keypoints`` config the hint is made with (:func:`make_sample`).
     """
 
     def __init__(
@@ -159,6 +184,7 @@ class ManifestClips(Dataset):
         stride: int = 1,
         blur: bool = True,
         seed: int = 0,
+        settings: KeypointsConfig | None = None,
     ) -> None:
         self.manifest = Path(manifest)
         if not self.manifest.is_file():
@@ -172,6 +198,7 @@ class ManifestClips(Dataset):
         if short:
             raise InputError(f"train.manifest: videos shorter than a clip of {span} frames: {short[:3]}")
         self.size, self.num_frames, self.stride, self.blur, self.seed = size, num_frames, stride, blur, seed
+        self.settings = settings
 
     def __len__(self) -> int:
         return len(self.rows)
@@ -188,7 +215,7 @@ class ManifestClips(Dataset):
         keypoints = load_keypoints(self.root / row["keypoints"])
         clip = Keypoints(keypoints.points[picks], keypoints.width, keypoints.height, keypoints.fps)
         clip = clip.resized(self.size[1], self.size[0])
-        return make_sample(frames, clip, reference, self.blur)
+        return make_sample(frames, clip, reference, self.blur, self.settings)
 
 
 class HumanAnimDataModule(L.LightningDataModule):
@@ -386,10 +413,16 @@ def build_training(
     blur = config.model.blur_channels == 3
     dataset: Dataset
     if train_config.manifest is None:
-        dataset = SyntheticClips(size, num_frames, synthetic_clips, blur, train_config.seed)
+        dataset = SyntheticClips(size, num_frames, synthetic_clips, blur, train_config.seed, config.keypoints)
     else:
         dataset = ManifestClips(
-            train_config.manifest, size, num_frames, config.data.frame_stride, blur, train_config.seed
+            train_config.manifest,
+            size,
+            num_frames,
+            config.data.frame_stride,
+            blur,
+            train_config.seed,
+            config.keypoints,
         )
     datamodule = HumanAnimDataModule(dataset, train_config.batch_size, train_config.num_workers)
     return {
