@@ -79,7 +79,7 @@ def test_8bit_routes_and_thresholds() -> None:
     assert quantised == projected | {"lin2.bias", "conv.bias", "conv1.weight", "norm.weight", "norm.bias"}
     assert opt.state[model.conv1.bias]["exp_avg"].dtype == torch.float32  # 8 elements < 64
     assert opt.state[model.lin1.bias]["exp_avg"].shape == (32,)  # 32 elements < 64
-    assert opt.state[model.lin1.weight]["exp_avg_codes"].shape == (16 * 64,)
+    assert opt.state[model.lin1.weight]["exp_avg_codes"].shape == (16, 64)  # codes keep the moment's shape
     assert opt.state[model.lin1.weight]["exp_avg_absmax"].shape == (1,)
     assert opt.state[model.conv.weight]["exp_avg_absmax"].shape == (math.ceil(45 * 22 * 9 / 4096),)
 
@@ -112,3 +112,24 @@ def test_8bit_tucker_without_restore_state_refreshes() -> None:
         history.append(opt.state[model.conv.weight]["P0"].clone())
     assert not torch.equal(history[1], history[2])  # refreshed at t=2
     assert all(torch.isfinite(h).all() for h in history)
+
+
+def test_flat_codes_of_older_checkpoints_load_and_resume_identically() -> None:
+    """Codes keep the moment shape now; a state dict with the former flat codes loads into that shape and resumes."""
+    batches = tiny_batches(4)
+    model = tiny_model()
+    opt = CoapAdamW8bit(model.parameters(), lr=1e-2, min_8bit_size=64, **TINY_PROJECTION)
+    train(model, opt, batches[:2])
+    saved = opt.state_dict()
+    flat = {
+        index: {k: v.reshape(-1) if k.endswith("_codes") else v for k, v in state.items()}
+        for index, state in saved["state"].items()
+    }
+    resumed = tiny_model()
+    resumed.load_state_dict(model.state_dict())
+    opt_resumed = CoapAdamW8bit(resumed.parameters(), lr=1e-2, min_8bit_size=64, **TINY_PROJECTION)
+    opt_resumed.load_state_dict({**saved, "state": flat})
+    assert opt_resumed.state[resumed.lin1.weight]["exp_avg_codes"].shape == (16, 64)
+    train(model, opt, batches[2:])
+    train(resumed, opt_resumed, batches[2:])
+    assert max_param_diff(model, resumed) == 0.0

@@ -149,16 +149,19 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def test_sharded_parameters_are_rejected_when_projected() -> None:
-    """DTensor (FSDP2) and FSDP1 FlatParameter: a projection needs the full gradient on every rank."""
+def test_sharded_setups_still_unsupported_are_named() -> None:
+    """FSDP1 with a projection, Adafactor, Tucker or restore_state on FSDP2 shards, tensor-parallel placements."""
     import torch.distributed as dist
     from torch.distributed.device_mesh import init_device_mesh
     from torch.distributed.tensor import Shard, distribute_tensor
 
+    from coap_optim.sharding import UnsupportedShardingError
+
     flat = nn.Parameter(torch.zeros(16, 8))
     flat._is_flat_param = True
-    with pytest.raises(ValueError, match=r"parameter 'flat' \(shape \(16, 8\)\) is a sharded FSDP1 FlatParameter"):
+    with pytest.raises(UnsupportedShardingError, match=r"'flat' \(shape \(16, 8\)\) is a sharded FSDP1 FlatParameter"):
         CoapAdamW([("flat", flat)], rank=4)
+    CoapAdamW([("flat", flat)])  # projection off: the plain path needs no layout
 
     dist.init_process_group("gloo", rank=0, world_size=1, init_method=f"tcp://127.0.0.1:{free_port()}")
     try:
@@ -166,23 +169,32 @@ def test_sharded_parameters_are_rejected_when_projected() -> None:
         torch.manual_seed(0)
         full = torch.randn(16, 8)
         sharded = nn.Parameter(distribute_tensor(full.clone(), mesh, [Shard(0)]))
-        with pytest.raises(ValueError, match=r"'w' \(shape \(16, 8\)\) is a sharded DTensor.*rank=None"):
-            CoapAdamW([("w", sharded)], rank=4)
-        with pytest.raises(ValueError, match=r"DTensor.*factored moments"):
+        with pytest.raises(UnsupportedShardingError, match=r"'w' \(shape \(16, 8\)\) is a sharded DTensor.*factored"):
             CoapAdafactor([("w", sharded)])
-        with pytest.raises(ValueError, match=r"DTensor.*quantised blockwise"):
-            CoapAdamW8bit([("w", sharded)], min_8bit_size=64)
-        # Without projection the plain path runs on the DTensor and equals torch.optim.AdamW.
-        reference = nn.Parameter(full.clone())
-        ours = CoapAdamW([sharded], lr=1e-2, weight_decay=0.1, convention="torch", eps=1e-8)
-        theirs = torch.optim.AdamW([reference], lr=1e-2, weight_decay=0.1)
-        for _ in range(3):
-            grad = torch.randn(16, 8)
-            sharded.grad = distribute_tensor(grad, mesh, [Shard(0)])
-            reference.grad = grad
-            ours.step()
-            theirs.step()
-        assert torch.allclose(sharded.full_tensor(), reference.detach(), atol=1e-6)
+        with pytest.raises(UnsupportedShardingError, match=r"DTensor.*restore_state=True"):
+            CoapAdamW([("w", sharded)], rank=4, restore_state=True)
+        conv = nn.Parameter(distribute_tensor(torch.randn(64, 32, 3, 3), mesh, [Shard(0)]))
+        with pytest.raises(UnsupportedShardingError, match=r"DTensor.*Tucker"):
+            CoapAdamW([("conv", conv)], rank_ratio_conv=2)
+        columns = nn.Parameter(distribute_tensor(full.clone(), mesh, [Shard(1)]))
+        with pytest.raises(UnsupportedShardingError, match=r"placements \(Shard\(dim=1\),\).*not tensor-parallel"):
+            CoapAdamW([("tp", columns)], rank=4)
+        # Supported: a projected, an 8-bit projected and a plain row-sharded tensor equal the unsharded optimizer.
+        for make in (
+            lambda params: CoapAdamW(params, lr=1e-2, rank=4, update_interval=2, reproject_factor=2),
+            lambda params: CoapAdamW8bit(params, lr=1e-2, rank=4, update_interval=2, reproject_factor=2),
+            lambda params: CoapAdamW(params, lr=1e-2, weight_decay=0.1, convention="torch", eps=1e-8),
+        ):
+            dt = nn.Parameter(distribute_tensor(full.clone(), mesh, [Shard(0)]))
+            reference = nn.Parameter(full.clone())
+            ours, theirs = make([dt]), make([reference])
+            for _ in range(5):
+                grad = torch.randn(16, 8)
+                dt.grad = distribute_tensor(grad, mesh, [Shard(0)])
+                reference.grad = grad
+                ours.step()
+                theirs.step()
+            assert torch.allclose(dt.full_tensor(), reference.detach(), atol=1e-6)
     finally:
         dist.destroy_process_group()
 

@@ -184,8 +184,8 @@ class CoapAdafactor(CoapOptimizer):
         check_real(options, "beta1", where, low=0.0, high=1.0, high_open=True, optional=True)
         check_bool(options, "scale_parameter", where)
 
-    def _supports_sharded(self, param: Tensor, group: Mapping[str, Any]) -> str | None:
-        return "Adafactor's factored moments and RMS clipping need the whole tensor"
+    def _unsupported_sharded(self, param: Tensor, group: Mapping[str, Any], route: Route) -> str | None:
+        return "Adafactor's factored moments and RMS clipping need the whole tensor (not implemented for row shards)"
 
     # helpers -------------------------------------------------------------------------------------
 

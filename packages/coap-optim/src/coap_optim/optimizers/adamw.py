@@ -35,6 +35,7 @@ from coap_optim.optimizers.base import (
     projection_defaults,
 )
 from coap_optim.optimizers.routing import Route
+from coap_optim.sharding import RowShard
 
 __all__ = ["AdamCoefficients", "CoapAdamW", "adam_coefficients", "adam_plain_update"]
 
@@ -165,8 +166,9 @@ class CoapAdamW(CoapOptimizer):
             skips its step with a warning (``"skip"``) or raises ``FloatingPointError`` (``"raise"``).
 
     Raises:
-        `ValueError`: for an invalid option (the message names it), a complex parameter, or an FSDP-sharded parameter
-            with a projection configured.
+        `ValueError`: for an invalid option (the message names it) or a complex parameter;
+            `coap_optim.sharding.UnsupportedShardingError` (a `ValueError`) for a sharded set-up not supported
+            (FSDP1 with a projection, tensor-parallel placements, Tucker or ``restore_state`` on FSDP2 shards).
     """
 
     def __init__(
@@ -368,6 +370,82 @@ class CoapAdamW(CoapOptimizer):
             step_size=coefficients.step_size,
             decay=coefficients.decay,
             decay_before=coefficients.decay_before,
+        )
+
+    # FSDP2 row shards ---------------------------------------------------------------------------
+
+    def _init_low_rank_state_sharded(
+        self,
+        state: dict[str, Tensor],
+        group: Mapping[str, Any],
+        route: Route,
+        shard: RowShard,
+        shape: tuple[int, int],
+        device: torch.device,
+    ) -> None:
+        for key in ("exp_avg", "exp_avg_sq"):
+            if route.side == "right":
+                zeros = torch.zeros((shard.local_rows, route.rank), dtype=torch.float32, device=device)
+                state[key] = shard.sharded(zeros, (shape[0], route.rank))
+            else:
+                state[key] = shard.replicated(torch.zeros((route.rank, shape[1]), dtype=torch.float32, device=device))
+
+    def _first_moment_sharded(
+        self, state: dict[str, Tensor], group: Mapping[str, Any], route: Route, shard: RowShard
+    ) -> Tensor:
+        return state["exp_avg"].to_local()  # type: ignore[attr-defined]
+
+    def _low_rank_update_sharded(
+        self,
+        param: Tensor,
+        grad: Tensor,
+        state: dict[str, Tensor],
+        group: Mapping[str, Any],
+        route: Route,
+        proj: Tensor,
+        shard: RowShard,
+        step: int,
+    ) -> None:
+        beta1, beta2 = group["betas"]
+        coefficients = adam_coefficients(group, step, projected=True)
+        exp_avg = state["exp_avg"].to_local()  # type: ignore[attr-defined]
+        exp_avg_sq = state["exp_avg_sq"].to_local()  # type: ignore[attr-defined]
+        side = route.matrix_side
+        if side == "right":
+            if shard.local_rows == 0:
+                return
+            update = project_and_update_moments(
+                grad,
+                proj,
+                exp_avg,
+                exp_avg_sq,
+                side=side,
+                beta1=beta1,
+                beta2=beta2,
+                eps=group["eps"],
+                denom_scale=coefficients.denom_scale,
+                impl=group["impl"],
+            )
+        else:
+            # P^T G is a sum over rows: one all-reduce of r x n values; the moments are then the same on every rank.
+            low_rank = shard.all_reduce_(proj.float().T @ grad.float())
+            exp_avg.mul_(beta1).add_(low_rank, alpha=1.0 - beta1)
+            exp_avg_sq.mul_(beta2).addcmul_(low_rank, low_rank, value=1.0 - beta2)
+            denom = exp_avg_sq.sqrt()
+            if coefficients.denom_scale != 1.0:
+                denom.mul_(coefficients.denom_scale)
+            update = exp_avg / denom.add_(group["eps"])
+            if shard.local_rows == 0:
+                return
+        back_project_and_apply(
+            param,
+            update,
+            proj,
+            side=side,
+            step_size=coefficients.step_size,
+            decay=coefficients.decay,
+            decay_before=coefficients.decay_before,
+            impl=group["impl"],
         )
 
 

@@ -18,6 +18,7 @@ The quantisation kernels are :func:`coap_optim.kernels.adam_update_8bit` and fri
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any, Literal
 
@@ -32,8 +33,10 @@ from coap_optim.kernels import (
     quantize_blockwise,
 )
 from coap_optim.optimizers.adamw import CoapAdamW, adam_coefficients
-from coap_optim.optimizers.base import apply_update, check_int, is_dtensor
-from coap_optim.optimizers.routing import Route
+from coap_optim.optimizers.base import apply_update, check_int
+from coap_optim.optimizers.routing import Route, low_rank_shape
+from coap_optim.sharded_quant8 import ShardedBlocks, sharded_adam_update_8bit, sharded_dequantize, sharded_quantize
+from coap_optim.sharding import RowShard, is_dtensor
 
 __all__ = ["CoapAdamW8bit"]
 
@@ -45,7 +48,8 @@ class CoapAdamW8bit(CoapAdamW):
 
     State per projected tensor: ``step``, ``P`` (or ``P0``/``P1``) in fp32, and for each moment ``exp_avg`` /
     ``exp_avg_sq``: ``<moment>_codes`` (uint8, one per element of the low-rank shape, flattened) and
-    ``<moment>_absmax`` (fp32, one per block). Plain tensors with at least ``min_8bit_size`` elements are quantised the
+    ``<moment>_absmax`` (fp32, one per block); the codes keep the moment's shape (flat codes of older checkpoints are
+    reshaped on load), so that an FSDP2 checkpoint can be re-sharded by rows. Plain tensors with at least ``min_8bit_size`` elements are quantised the
     same way; smaller ones keep fp32 ``exp_avg`` / ``exp_avg_sq`` (projected moments are always quantised, as in the
     official code).
 
@@ -59,8 +63,10 @@ class CoapAdamW8bit(CoapAdamW):
             ``block_size`` and ``min_8bit_size`` may also be set per param group.
 
     Raises:
-        `ValueError`: as :class:`CoapAdamW`, and for a bad ``block_size`` / ``min_8bit_size`` or a DTensor that would
-            be quantised.
+        `ValueError`: as :class:`CoapAdamW`, and for a bad ``block_size`` / ``min_8bit_size``.
+
+    Under FSDP2 the quantisation blocks are those of the unsharded tensor (:mod:`coap_optim.sharded_quant8`): the
+    codes of row-sharded moments are row-sharded, the block scales replicated.
     """
 
     def __init__(
@@ -131,11 +137,6 @@ class CoapAdamW8bit(CoapAdamW):
         check_int(options, "block_size", where, minimum=1)
         check_int(options, "min_8bit_size", where, minimum=0)
 
-    def _supports_sharded(self, param: Tensor, group: Mapping[str, Any]) -> str | None:
-        if is_dtensor(param) and param.numel() >= group["min_8bit_size"]:
-            return "its moments would be quantised blockwise (numel >= min_8bit_size), which needs a local tensor"
-        return None
-
     # quantisation helpers ----------------------------------------------------------------------
 
     def _maps(self, device: torch.device) -> tuple[Tensor, Tensor]:
@@ -153,9 +154,10 @@ class CoapAdamW8bit(CoapAdamW):
         qmap_m, qmap_v = self._maps(device)
         for name, qmap in zip(_MOMENTS, (qmap_m, qmap_v)):
             zeros = torch.zeros(shape, dtype=torch.float32, device=device)
-            state[f"{name}_codes"], state[f"{name}_absmax"] = quantize_blockwise(
+            codes, state[f"{name}_absmax"] = quantize_blockwise(
                 zeros, qmap, block_size=group["block_size"], impl=group["impl"]
             )
+            state[f"{name}_codes"] = codes.view(shape)
 
     def _dequantized(
         self, state: Mapping[str, Tensor], name: str, shape: tuple[int, ...], group: Mapping[str, Any]
@@ -172,9 +174,23 @@ class CoapAdamW8bit(CoapAdamW):
 
     def _store_quantized(self, state: dict[str, Tensor], name: str, value: Tensor, group: Mapping[str, Any]) -> None:
         qmap = self._maps(value.device)[_MOMENTS.index(name)]
-        state[f"{name}_codes"], state[f"{name}_absmax"] = quantize_blockwise(
+        codes, state[f"{name}_absmax"] = quantize_blockwise(
             value.float().contiguous(), qmap, block_size=group["block_size"], impl=group["impl"]
         )
+        state[f"{name}_codes"] = codes.view(value.shape)
+
+    def load_state_dict(self, state_dict: Mapping[str, Any]) -> None:
+        """:meth:`CoapOptimizer.load_state_dict`, reshaping the flat codes of older checkpoints to the moment shape."""
+        super().load_state_dict(state_dict)
+        for group in self.param_groups:
+            for param in group["params"]:
+                state = self.state.get(param, {})
+                route = self._route(group, param)
+                shape = tuple(param.shape) if route.kind == "plain" else low_rank_shape(param.shape, route)
+                for name in _MOMENTS:
+                    codes = state.get(f"{name}_codes")
+                    if codes is not None and not is_dtensor(codes) and codes.dim() == 1 and len(shape) != 1:
+                        state[f"{name}_codes"] = codes.view(shape)
 
     def _update_8bit(
         self, grad: Tensor, state: dict[str, Tensor], group: Mapping[str, Any], denom_scale: float
@@ -221,6 +237,11 @@ class CoapAdamW8bit(CoapAdamW):
         if param.numel() < group["min_8bit_size"]:
             super()._init_plain_state(param, state, group)
             return
+        shard = self._row_shard(param) if is_dtensor(param) else None
+        if shard is not None:
+            local_shape = tuple(param.to_local().shape)  # type: ignore[attr-defined]
+            self._quantized_zeros_sharded(state, group, shard, local_shape, tuple(param.shape), param.device)
+            return
         self._quantized_zeros(state, tuple(param.shape), group, param.device)
 
     def _plain_update(
@@ -230,6 +251,18 @@ class CoapAdamW8bit(CoapAdamW):
             super()._plain_update(param, grad, state, group, step)
             return
         coefficients = adam_coefficients(group, step, projected=False)
+        shard = self._row_shard(param) if is_dtensor(param) else None
+        if shard is not None:
+            local_param = param.to_local()  # type: ignore[attr-defined]
+            update = self._update_8bit_sharded(grad.to_local().float(), state, group, shard, coefficients.denom_scale)  # type: ignore[attr-defined]
+            apply_update(
+                local_param,
+                update,
+                step_size=coefficients.step_size,
+                decay=coefficients.decay,
+                decay_before=coefficients.decay_before,
+            )
+            return
         update = self._update_8bit(grad.float(), state, group, coefficients.denom_scale)
         apply_update(
             param,
@@ -293,4 +326,116 @@ class CoapAdamW8bit(CoapAdamW):
             step_size=coefficients.step_size,
             decay=coefficients.decay,
             decay_before=coefficients.decay_before,
+        )
+
+    # FSDP2 row shards ---------------------------------------------------------------------------
+
+    def _blocks(self, shard: RowShard, global_shape: tuple[int, ...], group: Mapping[str, Any], device: torch.device):
+        width = math.prod(global_shape[1:])
+        return ShardedBlocks(shard, width, group["block_size"], device)
+
+    def _quantized_zeros_sharded(
+        self,
+        state: dict[str, Tensor],
+        group: Mapping[str, Any],
+        shard: RowShard,
+        local_shape: tuple[int, ...],
+        global_shape: tuple[int, ...],
+        device: torch.device,
+    ) -> None:
+        """Row-sharded codes of zeros and replicated zero block scales (the global block layout)."""
+        blocks = self._blocks(shard, global_shape, group, device)
+        for name, qmap in zip(_MOMENTS, self._maps(device)):
+            absmax = torch.zeros(blocks.n_blocks, dtype=torch.float32, device=device)
+            codes = sharded_quantize(torch.zeros(math.prod(local_shape), device=device), absmax, qmap, blocks)
+            state[f"{name}_codes"] = shard.sharded(codes.view(local_shape), global_shape)
+            state[f"{name}_absmax"] = shard.replicated(absmax)
+
+    def _update_8bit_sharded(
+        self, grad: Tensor, state: dict[str, Tensor], group: Mapping[str, Any], shard: RowShard, denom_scale: float
+    ) -> Tensor:
+        """Adam on row-sharded quantised moments (global blocks; one small all-reduce of the block scales)."""
+        beta1, beta2 = group["betas"]
+        qmap_m, qmap_v = self._maps(grad.device)
+        codes_m = state["exp_avg_codes"]
+        blocks = self._blocks(shard, tuple(codes_m.shape), group, grad.device)
+        return sharded_adam_update_8bit(
+            grad,
+            codes_m.to_local(),  # type: ignore[attr-defined]
+            state["exp_avg_absmax"].to_local(),  # type: ignore[attr-defined]
+            state["exp_avg_sq_codes"].to_local(),  # type: ignore[attr-defined]
+            state["exp_avg_sq_absmax"].to_local(),  # type: ignore[attr-defined]
+            qmap_m,
+            qmap_v,
+            blocks,
+            beta1=beta1,
+            beta2=beta2,
+            eps=group["eps"],
+            denom_scale=denom_scale,
+        )
+
+    def _init_low_rank_state_sharded(
+        self,
+        state: dict[str, Tensor],
+        group: Mapping[str, Any],
+        route: Route,
+        shard: RowShard,
+        shape: tuple[int, int],
+        device: torch.device,
+    ) -> None:
+        if route.side == "right":
+            local_shape = (shard.local_rows, route.rank)
+            self._quantized_zeros_sharded(state, group, shard, local_shape, (shape[0], route.rank), device)
+            return
+        self._quantized_zeros(state, (route.rank, shape[1]), group, device)
+        for key in list(state):
+            if key.endswith(("_codes", "_absmax")):
+                state[key] = shard.replicated(state[key])
+
+    def _first_moment_sharded(
+        self, state: dict[str, Tensor], group: Mapping[str, Any], route: Route, shard: RowShard
+    ) -> Tensor:
+        codes = state["exp_avg_codes"]
+        local_codes = codes.to_local()  # type: ignore[attr-defined]
+        absmax = state["exp_avg_absmax"].to_local()  # type: ignore[attr-defined]
+        qmap = self._maps(local_codes.device)[0]
+        if route.side == "right":
+            blocks = self._blocks(shard, tuple(codes.shape), group, local_codes.device)
+            return sharded_dequantize(local_codes, absmax, qmap, blocks).view(local_codes.shape)
+        return dequantize_blockwise(
+            local_codes, absmax, qmap, block_size=group["block_size"], shape=local_codes.shape, impl=group["impl"]
+        )
+
+    def _low_rank_update_sharded(
+        self,
+        param: Tensor,
+        grad: Tensor,
+        state: dict[str, Tensor],
+        group: Mapping[str, Any],
+        route: Route,
+        proj: Tensor,
+        shard: RowShard,
+        step: int,
+    ) -> None:
+        coefficients = adam_coefficients(group, step, projected=True)
+        side = route.matrix_side
+        if side == "right":
+            low_rank = grad.float() @ proj.float().T
+            update = self._update_8bit_sharded(low_rank, state, group, shard, coefficients.denom_scale)
+        else:
+            # P^T G is a sum over rows (one all-reduce); the quantised moments are then the same on every rank.
+            low_rank = shard.all_reduce_(proj.float().T @ grad.float())
+            local = {key: value.to_local() for key, value in state.items() if key.endswith(("_codes", "_absmax"))}  # type: ignore[attr-defined]
+            update = self._update_8bit(low_rank, local, group, coefficients.denom_scale)
+        if shard.local_rows == 0:
+            return
+        back_project_and_apply(
+            param,
+            update,
+            proj,
+            side=side,
+            step_size=coefficients.step_size,
+            decay=coefficients.decay,
+            decay_before=coefficients.decay_before,
+            impl=group["impl"],
         )

@@ -26,8 +26,11 @@ Differences from the official code, on purpose:
   unchanged; group option ``nonfinite_grad="raise"`` raises instead): one bad element would otherwise turn a whole
   row of the weight into NaN for good through the projection. Plain-route tensors follow ``torch.optim.AdamW`` and
   propagate non-finite values; a non-finite first moment never reaches ``P`` (refresh / re-projection keep it);
-* FSDP-sharded parameters (DTensor, FlatParameter) are rejected when a projection is configured for them, because the
-  projection needs the full gradient on every rank.
+* FSDP2 (DTensor) parameters are optimized shard by shard: every shape-dependent decision (route, side, rank,
+  8-bit or fp32 moments) uses the global shape, the projection is computed from the row shards with small
+  collectives (:mod:`coap_optim.sharded_projection`), and the state tensors are DTensors, so
+  ``torch.distributed.checkpoint`` saves and re-shards them. Set-ups still unsupported raise
+  :class:`coap_optim.sharding.UnsupportedShardingError` at construction, naming the set-up.
 """
 
 from __future__ import annotations
@@ -36,7 +39,6 @@ import functools
 import hashlib
 import logging
 import math
-import sys
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from itertools import chain
 from typing import Any
@@ -54,6 +56,14 @@ from coap_optim.projection import (
     reproject,
     svd_projection,
 )
+from coap_optim.sharded_projection import (
+    sharded_initial_projection,
+    sharded_random_projection,
+    sharded_refresh,
+    sharded_reproject,
+    sharded_svd_projection,
+)
+from coap_optim.sharding import RowShard, UnsupportedShardingError, is_dtensor, row_shard
 from coap_optim.tucker import hooi, tucker_back_project, tucker_project, tucker_refresh
 
 __all__ = ["PROJECTIONS", "CoapOptimizer", "apply_update", "derive_seed", "is_dtensor", "projection_defaults"]
@@ -224,19 +234,13 @@ def check_choice(options: Mapping[str, Any], key: str, where: str, choices: Sequ
         raise _invalid(key, options[key], where, f"must be one of {tuple(choices)}")
 
 
-def is_dtensor(tensor: Tensor) -> bool:
-    """Whether ``tensor`` is a DTensor, without importing ``torch.distributed.tensor`` (slow) when nobody did."""
-    module = sys.modules.get("torch.distributed.tensor")
-    return module is not None and isinstance(tensor, module.DTensor)
+def _is_flat_param(param: Tensor) -> bool:
+    return bool(getattr(param, "_is_flat_param", False) or getattr(param, "_fsdp_flattened", False))
 
 
-def _sharding_kind(param: Tensor) -> str | None:
-    """`"FSDP1 FlatParameter"`, `"DTensor (FSDP2 / tensor parallel)"` or `None` for an ordinary tensor."""
-    if getattr(param, "_is_flat_param", False) or getattr(param, "_fsdp_flattened", False):
-        return "FSDP1 FlatParameter"
-    if is_dtensor(param):
-        return "DTensor (FSDP2 / tensor parallel)"
-    return None
+def _local(tensor: Tensor) -> Tensor:
+    """The local shard of a DTensor (a view sharing its storage), or the tensor itself."""
+    return tensor.to_local() if is_dtensor(tensor) else tensor  # type: ignore[attr-defined]
 
 
 NONFINITE_GRAD = ("skip", "raise")
@@ -312,6 +316,7 @@ class CoapOptimizer(torch.optim.Optimizer):
 
     def __init__(self, params: Iterable[Any], defaults: dict[str, Any]) -> None:
         self._fallbacks: list[str] = []
+        self._shards: dict[int, RowShard | None] = {}
         self._warned: set[str] = set()
         self._constructing = True
         self._validate_options(defaults, "")
@@ -359,9 +364,23 @@ class CoapOptimizer(torch.optim.Optimizer):
             )
         self._validate_algorithm_options(options, where)
 
-    def _supports_sharded(self, param: Tensor, group: Mapping[str, Any]) -> str | None:
-        """`None` if this optimizer handles the sharded ``param`` (plain route), else the reason it does not."""
+    def _unsupported_sharded(self, param: Tensor, group: Mapping[str, Any], route: Route) -> str | None:
+        """`None` if this optimizer handles the FSDP2-sharded ``param`` with ``route``, else why not."""
+        if route.kind == "tucker":
+            return (
+                "its 4-D Tucker projection (HOOI over modes 0 and 1) is not implemented for row shards; set "
+                "rank_ratio_conv=None (plain Adam for convolutions) or keep that module out of fully_shard"
+            )
+        if route.kind == "matrix" and group["restore_state"]:
+            return "restore_state=True (moment rotation) is not implemented for row shards; use restore_state=False"
         return None
+
+    def _row_shard(self, param: Tensor) -> RowShard | None:
+        """The (cached) row layout of a DTensor parameter, `None` for an ordinary tensor."""
+        key = id(param)
+        if key not in self._shards:
+            self._shards[key] = row_shard(param, f"parameter of shape {tuple(param.shape)}")
+        return self._shards[key]
 
     @staticmethod
     def _param_label(group: Mapping[str, Any], position: int, group_index: int) -> str:
@@ -402,18 +421,22 @@ class CoapOptimizer(torch.optim.Optimizer):
                     raise ValueError(f"{type(self).__name__} does not support complex tensors: {label}")
                 if not param.is_floating_point():
                     raise ValueError(f"{type(self).__name__} optimizes floating-point tensors only: {label}")
-                kind = _sharding_kind(param)
-                if kind is not None:
-                    reason = "a projection is configured for it" if wants_projection else None
-                    reason = reason or self._supports_sharded(param, group)
-                    if reason is not None:
-                        raise ValueError(
-                            f"{label} is a sharded {kind}, and {reason}. {type(self).__name__} supports single-device "
-                            "and DDP training; under FSDP only with projection off (rank=None, rank_ratio=None, "
-                            "rank_ratio_conv=None, or project=False for that group), because the projection needs "
-                            "the full gradient of each weight on every rank."
-                        )
                 route = self._route(group, param)
+                if _is_flat_param(param) and wants_projection:
+                    raise UnsupportedShardingError(
+                        f"{label} is a sharded FSDP1 FlatParameter (flattened, concatenated weights), and a projection "
+                        f"is configured for it. {type(self).__name__} supports FSDP2 (fully_shard, DTensor "
+                        "parameters), DDP and single devices; under FSDP1 only with projection off (rank=None, "
+                        "rank_ratio=None, rank_ratio_conv=None, or project=False for that group)."
+                    )
+                if is_dtensor(param):
+                    row_shard(param, label)
+                    reason = self._unsupported_sharded(param, group, route)
+                    if reason is not None:
+                        raise UnsupportedShardingError(
+                            f"{label} is a sharded DTensor (FSDP2), and {reason}. {type(self).__name__} supports "
+                            "FSDP2's dim-0 sharding for plain and 2-D projected tensors."
+                        )
                 if route.reason:
                     self._fallbacks.append(f"{label}: {route.reason}")
         except ValueError:
@@ -737,6 +760,7 @@ class CoapOptimizer(torch.optim.Optimizer):
         if closure is not None:
             with torch.enable_grad():
                 loss = closure()
+        finite = self._sharded_finite()
         param_index = -1
         for group_index, group in enumerate(self.param_groups):
             plain: list[tuple[Tensor, Tensor, dict[str, Tensor]]] = []
@@ -758,6 +782,12 @@ class CoapOptimizer(torch.optim.Optimizer):
                         self._init_plain_state(param, state, group)
                     state["step"] += 1
                     plain.append((param, grad, state))
+                    continue
+                shard = self._row_shard(param) if is_dtensor(param) else None
+                if shard is not None:
+                    self._step_projected_sharded(
+                        param, grad, state, group, route, shard, finite[id(param)], group_index, position, param_index
+                    )
                     continue
                 self._step_projected(param, grad, state, group, route, group_index, position, param_index)
             if plain:
@@ -807,3 +837,146 @@ class CoapOptimizer(torch.optim.Optimizer):
         )
         state["step"] += 1
         self._low_rank_update(param, grad, state, group, route, factors, int(state["step"]))
+
+    # ------------------------------------------------------------------ FSDP2 (row-sharded DTensor) parameters
+
+    def _sharded_finite(self) -> dict[int, bool]:
+        """Whether each sharded projected parameter's *global* gradient is finite (one all-reduce per group).
+
+        Every rank must take the same skip / refresh decisions, so the local sums are added over the shard group.
+        """
+        pending: dict[int, tuple[RowShard, list[tuple[int, Tensor]]]] = {}
+        for group in self.param_groups:
+            for param in group["params"]:
+                if param.grad is None or not is_dtensor(param) or self._route(group, param).kind == "plain":
+                    continue
+                shard = self._row_shard(param)
+                assert shard is not None
+                entry = pending.setdefault(id(shard.group), (shard, []))
+                entry[1].append((id(param), _local(param.grad).float().sum()))
+        finite: dict[int, bool] = {}
+        for shard, items in pending.values():
+            sums = shard.all_reduce_(torch.stack([value for _, value in items]))
+            flags = torch.isfinite(sums).tolist()
+            finite.update((key, bool(flag)) for (key, _), flag in zip(items, flags))
+        return finite
+
+    def _step_projected_sharded(
+        self,
+        param: Tensor,
+        grad: Tensor,
+        state: dict[str, Tensor],
+        group: Mapping[str, Any],
+        route: Route,
+        shard: RowShard,
+        finite: bool,
+        group_index: int,
+        position: int,
+        param_index: int,
+    ) -> None:
+        """:meth:`_step_projected` for a row-sharded 2-D parameter: the same schedule, on this rank's rows."""
+        if not finite:
+            label = self._param_label(group, position, group_index)
+            if group.get("nonfinite_grad", "skip") == "raise":
+                raise FloatingPointError(f"{type(self).__name__}: non-finite gradient for {label}")
+            logger.warning(
+                "%s: non-finite gradient for %s; its step is skipped on every rank (weights, moments and P "
+                "unchanged; nonfinite_grad='raise' raises instead)",
+                type(self).__name__,
+                label,
+            )
+            return
+        local_grad = _local(grad)
+        if "step" not in state:
+            state["step"] = torch.zeros((), dtype=torch.int64)
+        step = int(state["step"])
+        side = route.matrix_side
+        method = group["projection"]
+        proj = state.get("P")
+        new_proj: Tensor | None = None
+        if proj is None:
+            shape = (int(param.shape[0]), int(param.shape[1]))
+            if method == "random":
+                seed = derive_seed(group["seed"], param_index, step)
+                new_proj = sharded_random_projection(shape, route.rank, side, shard, seed=seed, device=grad.device)
+            elif method == "svd":
+                new_proj = sharded_svd_projection(local_grad.float(), route.rank, side, shard)
+            else:
+                seed = derive_seed(group["seed"], param_index) if group["per_layer_seed"] else group["seed"]
+                new_proj = sharded_initial_projection(local_grad.float(), route.rank, side, shard, seed=seed)
+            self._init_low_rank_state_sharded(state, group, route, shard, shape, grad.device)
+        elif step % group["update_interval"] == 0:
+            local_proj = _local(proj)
+            if method == "random":
+                seed = derive_seed(group["seed"], param_index, step)
+                shape = (int(param.shape[0]), int(param.shape[1]))
+                new_proj = sharded_random_projection(shape, route.rank, side, shard, seed=seed, device=grad.device)
+            elif method == "svd":
+                new_proj = sharded_svd_projection(local_grad.float(), route.rank, side, shard)
+            elif step % (group["update_interval"] * group["reproject_factor"]) == 0:
+                new_proj = sharded_reproject(local_grad.float(), local_proj, side, shard)
+            else:
+                first_moment = self._first_moment_sharded(state, group, route, shard)
+                moment_sum = first_moment.sum()
+                if side == "right":
+                    shard.all_reduce_(moment_sum)
+                if torch.isfinite(moment_sum):
+                    new_proj = sharded_refresh(
+                        local_proj,
+                        first_moment,
+                        local_grad.float(),
+                        side,
+                        shard,
+                        lr=group["proj_lr"],
+                        max_norm=group["proj_clip"],
+                        steps=group["proj_sgd_steps"],
+                        reorthonormalize=group["reorthonormalize"],
+                    )
+                else:
+                    self._warn_once(
+                        "update",
+                        f"{type(self).__name__}: non-finite first moment at step {step} of "
+                        f"{self._param_label(group, position, group_index)}; the projection is kept unchanged.",
+                    )
+        if new_proj is not None:
+            new_proj = new_proj.to(torch.float32).contiguous()
+            if side == "right":
+                state["P"] = shard.replicated(new_proj)
+            else:
+                state["P"] = shard.sharded(new_proj, (int(param.shape[0]), route.rank))
+        state["step"] += 1
+        self._low_rank_update_sharded(
+            _local(param), local_grad, state, group, route, _local(state["P"]), shard, int(state["step"])
+        )
+
+    def _init_low_rank_state_sharded(
+        self,
+        state: dict[str, Tensor],
+        group: Mapping[str, Any],
+        route: Route,
+        shard: RowShard,
+        shape: tuple[int, int],
+        device: torch.device,
+    ) -> None:
+        """Zero moments of a row-sharded matrix: right `(m, r)` row-sharded, left `(r, n)` replicated (DTensors)."""
+        raise NotImplementedError
+
+    def _first_moment_sharded(
+        self, state: dict[str, Tensor], group: Mapping[str, Any], route: Route, shard: RowShard
+    ) -> Tensor:
+        """This rank's part of ``M`` in fp32: right `(local_rows, r)`, left `(r, n)`."""
+        raise NotImplementedError
+
+    def _low_rank_update_sharded(
+        self,
+        param: Tensor,
+        grad: Tensor,
+        state: dict[str, Tensor],
+        group: Mapping[str, Any],
+        route: Route,
+        proj: Tensor,
+        shard: RowShard,
+        step: int,
+    ) -> None:
+        """Moment update and weight update of this rank's rows (``param``, ``grad``, ``proj``: local tensors)."""
+        raise NotImplementedError
