@@ -4,6 +4,9 @@ exact kill/resume of the transfer stage, and a whole tiny style run."""
 from __future__ import annotations
 
 import dataclasses
+import signal
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -14,7 +17,6 @@ from agilegan3d.config import AgileGAN3DConfig, load_preset
 from agilegan3d.modeling_agilegan3d import StylePrior, build_g3d, prior_frozen_prefixes
 from agilegan3d.pairs import PairDataset, synthesize_pairs
 from agilegan3d.training import EncoderModule, TransferModule, build_stage, stage_finished, train_style
-from genblocks.testing.resume import assert_kill_resume_exact
 from genblocks.training import fit
 
 HERE = Path(__file__).resolve()
@@ -78,20 +80,42 @@ def test_encoder_losses_finite_and_train_the_encoder_only(tiny: AgileGAN3DConfig
     assert sum(float(p.grad.abs().sum()) for p in module.encoder.parameters() if p.grad is not None) > 0
 
 
-def build_transfer(out_dir: Path) -> dict[str, Any]:
-    """fit() arguments of a 2-iteration tiny transfer stage (pairs made next to the run, the same every call)."""
-    config = _toon(load_preset("tiny"), transfer_steps=8)
-    config = dataclasses.replace(config, train=dataclasses.replace(config.train, checkpoint_every_n_steps=4))
-    run = out_dir.parent / "style-run"
-    if not (run / "pairs" / "done.json").is_file():
-        _pairs(config, run)
-    return build_stage(config, "transfer", run)
+def _kill_resume_config() -> AgileGAN3DConfig:
+    config = _toon(load_preset("tiny"), transfer_steps=8, encoder_steps=2)
+    return dataclasses.replace(config, train=dataclasses.replace(config.train, checkpoint_every_n_steps=4))
+
+
+KILLED_RUN = """
+import torch; torch.set_num_threads({threads})
+from genblocks.testing.resume import KillAfterCheckpoint
+from agilegan3d.training import train_style
+from test_training import _kill_resume_config
+train_style(_kill_resume_config(), {run!r}, callbacks=[KillAfterCheckpoint(4)])
+"""
 
 
 @pytest.mark.slow
-def test_transfer_stage_kill_and_resume_is_exact(tmp_path: Path) -> None:
-    result = assert_kill_resume_exact(f"{HERE}:build_transfer", tmp_path, kill_after=4)
-    assert torch.load(result["killed_run"] / "checkpoints" / "last.ckpt", weights_only=True)["global_step"] == 8
+def test_style_run_killed_in_transfer_resumes_there_and_ends_identical(tmp_path: Path) -> None:
+    """The whole run (pairs, transfer, encoder) killed right after transfer's step-4 checkpoint and run again with
+    resume continues in the transfer stage and ends with the uninterrupted run's weights, bit for bit."""
+    straight = train_style(_kill_resume_config(), tmp_path / "straight")
+    killed_run = tmp_path / "killed"
+    code = KILLED_RUN.format(threads=torch.get_num_threads(), run=str(killed_run))
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=HERE.parent, timeout=900)
+    assert result.returncode == -signal.SIGKILL, result.stderr[-2000:]
+    assert stage_finished(killed_run, "pairs") and not stage_finished(killed_run, "transfer")
+    assert torch.load(killed_run / "transfer" / "checkpoints" / "last.ckpt", weights_only=True)["global_step"] == 4
+    assert not (killed_run / "encoder").exists()
+    resumed = train_style(_kill_resume_config(), killed_run, resume=True)
+    for name in ("g3_style.safetensors", "encoder.safetensors"):
+        assert (resumed / name).read_bytes() == (straight / name).read_bytes(), name
+    full = [
+        torch.load(run / "transfer" / "checkpoints" / "last.ckpt", weights_only=True)
+        for run in (tmp_path / "straight", killed_run)
+    ]
+    assert full[0]["global_step"] == full[1]["global_step"] == 8
+    for key, value in full[0]["state_dict"].items():  # G, D, G_ema, buffers
+        assert torch.equal(value, full[1]["state_dict"][key]), key
 
 
 def test_train_style_runs_every_stage_and_skips_finished_ones(tiny: AgileGAN3DConfig, tmp_path: Path) -> None:
