@@ -257,3 +257,9 @@ def test_keypoints_max_gap_decides_which_missing_hands_are_filled(tmp_path: Path
         hand = load_keypoints(out / "keypoints.json").valid()[2:5][:, PARTS["left_hand"]]
         assert hand.all() if max_gap == 3 else not hand.any(), max_gap
     assert filled == {3: 3 * 21, 2: 0}
+
+
+def test_smoke_command(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["smoke"]) == 0
+    err = capsys.readouterr().err
+    assert "humananim smoke: ok: 4 frames of 64x48" in err and "reproduces the animation" in err

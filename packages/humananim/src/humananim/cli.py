@@ -9,12 +9,14 @@
     humananim train --config tiny --stage video --set train.max_steps=2 --out runs/tiny   # synthetic clips
     humananim train --config paper --stage image --set train.manifest=data/tiny/manifest.jsonl --out runs/image
     humananim animate --image ref.png --pose out/pose/keypoints.json --out out/anim              # tiny random model
+    humananim animate --image ref.png --driving talk.mp4 --backend dlib --out out/talk   # offline: face + body template
     humananim animate --config paper --set components.source=pretrained components.pretrained=ckpt/humananim \
         --image ref.png --driving dance.mp4 --backend dwpose --pose-model dw-ll_ucoco_384.onnx --out out/anim
     humananim convert --from magicanimate --checkpoint MagicAnimate/ --config paper --set components.source=base \
         components.base_model=stable-diffusion-v1-5 --out checkpoints/humananim
     humananim demo --config tiny --out outputs/humananim/demo
     humananim eval --generated out/animation.mp4 --reference truth.mp4 --out out/eval
+    humananim smoke                                                  # the installed package's self-check
 
 Configs ship in ``humananim/configs/`` (``tiny``, ``paper``), one schema for every command
 (:class:`humananim.config.HumanAnimConfig`); ``--set keypoints.smooth_window=7`` overrides a field. Files in ``--out``:
@@ -36,7 +38,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from genblocks.cli import Command, CommandLine
+from genblocks.cli import Command, CommandLine, smoke_command
 from genblocks.errors import InputError
 
 if TYPE_CHECKING:
@@ -412,6 +414,7 @@ command_line = CommandLine(
             schema=SCHEMA,
             arguments=_eval_arguments,
         ),
+        smoke_command("humananim"),
     ),
 )
 
