@@ -1,0 +1,113 @@
+"""Training: Stage I and Stage II on the shared fit(), finite losses, the control loss falls on one batch, exact
+kill/resume."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+
+from genblocks.config import load_config
+from genblocks.testing.resume import assert_kill_resume_exact
+from genblocks.training.fitting import fit
+from genblocks.training.gan_module import GANBatch
+from omniavatar.config import OmniAvatarConfig
+from omniavatar.training import (
+    OmniAvatarDataModule,
+    OmniAvatarGANModule,
+    SemanticSDFModule,
+    control_loss,
+    mirror_labels,
+    save_generator,
+    save_semantic_sdf,
+    step_datamodule,
+)
+
+CONFIG = Path(__file__).resolve().parents[1] / "src" / "omniavatar" / "configs" / "tiny.yaml"
+
+
+def build(out_dir: Path) -> dict[str, Any]:
+    """Tiny Stage II run for the kill/resume check (module-level, loaded by path)."""
+    import lightning as L
+
+    config = load_config(OmniAvatarConfig, CONFIG)
+    L.seed_everything(0)
+    return {
+        "module": OmniAvatarGANModule(config),
+        "datamodule": OmniAvatarDataModule(config),
+        "train_config": config.train,
+        "config": config,
+    }
+
+
+def _batch(module: OmniAvatarGANModule, data: OmniAvatarDataModule) -> GANBatch:
+    batch = next(iter(data.train_dataloader()))
+    return module._gan_batch(batch)
+
+
+@pytest.mark.parametrize("estimator", ["disc_head", "trained"])
+def test_control_loss_falls_on_one_batch(tiny_config: OmniAvatarConfig, estimator: str) -> None:
+    config = replace(tiny_config, ctrl_loss=replace(tiny_config.ctrl_loss, estimator=estimator))
+    torch.manual_seed(0)
+    module = OmniAvatarGANModule(config)
+    data = OmniAvatarDataModule(config)
+    batch = _batch(module, data)
+    if estimator == "trained":
+        history = module.fit_estimator(3, batch_size=2)
+        assert all(torch.isfinite(torch.tensor(history)))
+    z = torch.randn(2, config.generator.z_dim)
+    c = batch.c
+    assert c is not None
+    optimizer = torch.optim.Adam(module.generator.parameters(), lr=1e-2)
+    losses = []
+    for _ in range(10):
+        fake, _ = module.generate(z, c)
+        estimate = module.estimate_controls(fake, c)
+        loss = control_loss(estimate, module.control_targets(c), config.flame.expression, 1.0, "l1")
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        losses.append(float(loss.detach()))
+    assert losses[-1] < 0.9 * losses[0]
+
+
+def test_losses_are_finite(tiny_config: OmniAvatarConfig) -> None:
+    torch.manual_seed(0)
+    module = OmniAvatarGANModule(tiny_config)
+    batch = _batch(module, OmniAvatarDataModule(tiny_config))
+    logged: dict[str, float] = {}
+    module.log = lambda name, value, **_: logged.__setitem__(name, float(value))  # type: ignore[method-assign]
+    g = module.generator_loss(batch)
+    reg = module.generator_regularization(batch)
+    d = module.discriminator_loss(batch)
+    assert reg is not None
+    assert all(torch.isfinite(t) for t in (g, reg, d))
+    assert {"train/control_loss", "train/prior_loss", "train/d_control"} <= logged.keys()
+
+
+def test_mirror_labels_is_an_involution(tiny_config: OmniAvatarConfig) -> None:
+    labels = torch.randn(3, 25 + tiny_config.flame.feature_dim)
+    mirrored = mirror_labels(labels, tiny_config.flame.feature_dim)
+    assert torch.equal(mirror_labels(mirrored, tiny_config.flame.feature_dim), labels)
+    assert torch.equal(mirrored[:, 25:-6], labels[:, 25:-6])
+    assert torch.equal(mirrored[:, -3], labels[:, -3]) and torch.equal(mirrored[:, -2:], -labels[:, -2:])
+
+
+def test_stage1_through_fit(tmp_path: Path, tiny_config: OmniAvatarConfig) -> None:
+    config = replace(tiny_config, train=replace(tiny_config.train, max_steps=4, stage="sdf"))
+    module = SemanticSDFModule(config)
+    result = fit(module, step_datamodule(4), config.train, tmp_path / "sdf", config=config,
+                 save_trained=save_semantic_sdf)  # fmt: skip
+    assert result.global_step == 4
+    assert result.trained is not None and (result.trained / "semantic_sdf.safetensors").is_file()
+
+
+@pytest.mark.slow
+def test_gan_kill_resume_exact(tmp_path: Path) -> None:
+    result = assert_kill_resume_exact(f"{__file__}:build", tmp_path, kill_after=4)
+    trained = result["resumed"]
+    save_generator(trained, tmp_path / "trained")
+    assert (tmp_path / "trained" / "generator.safetensors").is_file()
