@@ -139,7 +139,7 @@ def test_pipelines_report_time_and_memory(dry_run: dict[str, Any]) -> None:
 def test_summary_table_holds_every_section(dry_run: dict[str, Any]) -> None:
     summary = (dry_run["out"] / "summary.md").read_text()
     assert summary == dry_run["stdout"].strip("\n") + "\n" or summary.strip() in dry_run["stdout"]
-    for title in ("COAP Triton kernels vs torch twins", "Optimizers on LLaMA", "Pipelines at paper size"):
+    for title in ("COAP Triton kernels vs torch twins", "Optimizers on LLaMA", "Pipelines at tiny sizes (dry run)"):
         assert title in summary
     for row in ("| adam_update_8bit | float32 |", "| coap_8bit |", "| x-portrait |", "| id-patch |", "| fg-net |"):
         assert row in summary
@@ -187,3 +187,12 @@ def test_meta_parameters_materialise_on_the_device_with_shared_weights_kept() ->
     assert count_parameters(model) == 8 * 16 + 16 + 32 + 16 * 8 + 8
     out = model(torch.randn(2, 8, dtype=torch.bfloat16))
     assert out.shape == (2, 8) and torch.isfinite(out).all()
+
+
+def test_pending_probe_says_what_a_package_without_a_builder_exposes() -> None:
+    from benchmarks.gpu.pipelines import _pending
+
+    assert "not importable" in _pending("nope", "no_such_package_for_gpu_check", ("pipeline",))["skipped"]
+    assert "no generator API yet" in _pending("fg-net", "fg_net", ("no_such_module",))["skipped"]
+    present = _pending("fg-net", "fg_net", ("pipeline_fg_net", "no_such_module"))["skipped"]
+    assert present.startswith("API present (pipeline_fg_net:") and "no adapter yet" in present

@@ -165,7 +165,7 @@ def parameters_on_meta() -> Iterator[None]:
             meta = nn.Parameter(param.detach().to("meta"), requires_grad=param.requires_grad)
             module._parameters[name] = meta
 
-    nn.Module.register_parameter = register  # type: ignore[method-assign]
+    nn.Module.register_parameter = register  # type: ignore[method-assign,assignment]
     try:
         yield
     finally:

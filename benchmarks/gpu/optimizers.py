@@ -75,8 +75,8 @@ def _model(setup: LlamaSetup, device: torch.device) -> nn.Module:
     )
     torch.manual_seed(0)
     with device:
-        model = LlamaForCausalLM(config)
-    return model.to(torch.bfloat16)
+        model: nn.Module = LlamaForCausalLM(config)
+    return model.to(dtype=torch.bfloat16)
 
 
 def _batches(setup: LlamaSetup) -> list[torch.Tensor]:
@@ -198,7 +198,7 @@ def run(ctx: Context) -> dict[str, Any]:
             runs[name] = _train(setup, ctx, make, tokens)
         except Exception as error:  # one optimizer failing (bnb on CPU, OOM) must not lose the others
             runs[name] = {"error": f"{type(error).__name__}: {error}"[:500]}
-            free_memory()
+        free_memory()  # after the except block, whose traceback held the failed run's tensors
     reference = runs.get("adamw", {})
     rows = []
     for name, result in runs.items():
@@ -233,7 +233,7 @@ def run(ctx: Context) -> dict[str, Any]:
         "runs": runs,
         "projection": projection,
         "table": {
-            "title": f"Optimizers on LLaMA {params / 1e6:.0f}M ({setup.steps} steps, bf16, seq {setup.seq})",
+            "title": f"Optimizers on LLaMA {params / 1e6:.3g}M ({setup.steps} steps, bf16, seq {setup.seq})",
             "columns": [
                 "optimizer",
                 "state MiB",

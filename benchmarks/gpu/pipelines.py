@@ -169,10 +169,11 @@ def build_diffportrait3d(ctx: Context) -> Built:
 def _clip_text(hidden: int, layers: int, heads: int, vocab: int, act: str, projection: int | None) -> Any:
     from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection
 
+    extra: dict[str, Any] = {} if projection is None else {"projection_dim": projection}
     config = CLIPTextConfig(
         vocab_size=vocab, hidden_size=hidden, intermediate_size=4 * hidden, num_hidden_layers=layers,
         num_attention_heads=heads, max_position_embeddings=77, hidden_act=act, bos_token_id=vocab - 2,
-        eos_token_id=vocab - 1, pad_token_id=vocab - 1, **({} if projection is None else {"projection_dim": projection}),
+        eos_token_id=vocab - 1, pad_token_id=vocab - 1, **extra,
     )  # fmt: skip
     return CLIPTextModel(config) if projection is None else CLIPTextModelWithProjection(config)
 
@@ -477,11 +478,14 @@ def _run_all(
             key = "skipped" if missing_api_skips else "error"
             prefix = "API absent: " if missing_api_skips else ""
             rows.append({"pipeline": name, key: f"{prefix}{type(error).__name__}: {error}"[:500]})
-            free_memory()
         except Exception as error:  # one pipeline failing (API drift, OOM) must not lose the others
             rows.append({"pipeline": name, "error": f"{type(error).__name__}: {error}"[:500]})
-            free_memory()
+        free_memory()  # after the except block: its traceback (and the tensors its frames hold) is gone by now
     return rows
+
+
+def _scale(ctx: Context) -> str:
+    return "tiny sizes (dry run)" if ctx.dry_run else "paper size"
 
 
 def _table(title: str, rows: list[dict[str, Any]]) -> dict[str, Any]:
@@ -504,7 +508,7 @@ def run(ctx: Context) -> dict[str, Any]:
     rows = _run_all(ctx, PAPER_PIPELINES)
     return {
         "rows": rows,
-        "table": _table("Pipelines at paper size, random weights", rows),
+        "table": _table(f"Pipelines at {_scale(ctx)}, random weights", rows),
         "notes": "Weights random (meta-device init, materialised on the device); s/step includes the VAE and text "
         "encoders of the call divided by its steps; peak memory includes the weights.",
     }
@@ -527,7 +531,7 @@ def run_new(ctx: Context) -> dict[str, Any]:
     rows += [_pending(name, module, wanted) for name, (module, wanted) in PENDING.items() if name not in NEW_PIPELINES]
     return {
         "rows": rows,
-        "table": _table("Newer packages at paper size, random weights", rows),
+        "table": _table(f"Newer packages at {_scale(ctx)}, random weights", rows),
         "notes": "omniavatar (heads from seeds), agilegan3d (photo -> stylised views, no latent refinement) and "
         "dream-talk (motion from audio features) were written while this check was prepared: a builder that finds "
         "their API missing records a skipped row with the reason; a package without a builder is listed with what it "
