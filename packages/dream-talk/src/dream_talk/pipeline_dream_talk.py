@@ -177,15 +177,19 @@ class DreamTalkPipeline:
         emodiff, style_encoder, lip_refiner = build_components(config)
         return cls(emodiff, style_encoder, lip_refiner, config)
 
-    def save_pretrained(self, folder: str | Path) -> Path:
-        """Write ``emodiff.safetensors``, ``style_encoder.safetensors``, ``lip_refiner.safetensors`` and ``config.json``
-        (the whole config plus the blendshape names, the pose layout, the frame rate and the audio front-end ID)."""
+    def save_pretrained(
+        self, folder: str | Path, parts: tuple[str, ...] = ("emodiff", "style_encoder", "lip_refiner")
+    ) -> Path:
+        """Write ``emodiff.safetensors``, ``style_encoder.safetensors``, ``lip_refiner.safetensors`` (those of ``parts``
+        that exist) and ``config.json`` (the whole config plus the blendshape names, the pose layout, the frame rate
+        and the audio front-end ID)."""
         from safetensors.torch import save_file
 
         folder = Path(folder)
         folder.mkdir(parents=True, exist_ok=True)
         modules = {"emodiff": self.emodiff, "style_encoder": self.style_encoder, "lip_refiner": self.lip_refiner}
-        for name, module in modules.items():
+        for name in parts:
+            module = modules[name]
             if module is not None:
                 state = {k: v.detach().contiguous().cpu() for k, v in module.state_dict().items()}
                 save_file(state, str(folder / _FILES[name]))
@@ -201,8 +205,15 @@ class DreamTalkPipeline:
         return folder
 
     @classmethod
-    def from_pretrained(cls, folder: str | Path) -> DreamTalkPipeline:
-        """Load a folder written by :meth:`save_pretrained` (strict: every key must match)."""
+    def from_pretrained(cls, folder: str | Path, lip_folder: str | Path | None = None) -> DreamTalkPipeline:
+        """Load a folder written by :meth:`save_pretrained` (strict: every key must match).
+
+        Args:
+            folder: Holds ``config.json``, ``emodiff.safetensors``, ``style_encoder.safetensors`` and optionally
+                ``lip_refiner.safetensors``.
+            lip_folder: A folder whose ``lip_refiner.safetensors`` is used instead (the ``lip`` training stage's
+                ``trained/``).
+        """
         from safetensors.torch import load_file
 
         from genblocks.config import merge_config
@@ -217,19 +228,26 @@ class DreamTalkPipeline:
         document = json.loads(path.read_text(encoding="utf-8"))
         config = merge_config(DreamTalkConfig, (str(path), document["config"]))
         emodiff, style_encoder, lip_refiner = build_components(config)
+        files = {
+            "emodiff": folder / _FILES["emodiff"],
+            "style_encoder": folder / _FILES["style_encoder"],
+            "lip_refiner": Path(lip_folder if lip_folder is not None else folder) / _FILES["lip_refiner"],
+        }
         modules: dict[str, torch.nn.Module] = {
             "emodiff": emodiff,
             "style_encoder": style_encoder,
             "lip_refiner": lip_refiner,
         }
         for name, module in modules.items():
-            file = folder / _FILES[name]
-            if not file.is_file():
-                if name == "lip_refiner":
+            if not files[name].is_file():
+                if name == "lip_refiner" and lip_folder is None:
                     continue
-                raise InputError(f"{file}: missing")
-            module.load_state_dict(load_file(str(file)), strict=True)
-        has_lip = (folder / _FILES["lip_refiner"]).is_file()
+                raise InputError(f"{files[name]}: missing")
+            try:
+                module.load_state_dict(load_file(str(files[name])), strict=True)
+            except RuntimeError as error:
+                raise InputError(f"{files[name]}: does not fit the config's sizes ({error})") from error
+        has_lip = files["lip_refiner"].is_file()
         return cls(emodiff, style_encoder, lip_refiner if has_lip else None, config)
 
     # ------------------------------------------------------------------ the steps
