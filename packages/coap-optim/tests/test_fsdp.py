@@ -47,11 +47,13 @@ ATOL = 1e-5
 # one quantisation step (measured: parameters within 9e-5, P within 1.1e-4).
 ATOL_8BIT = 3e-4
 
-TOLERANCE = {"coap": ATOL, "coap_8bit": ATOL_8BIT, "svd": ATOL}
+TOLERANCE = {"coap": ATOL, "coap_8bit": ATOL_8BIT, "svd": ATOL, "coap_right": ATOL}
 VARIANTS = {
     "coap": partial(CoapAdamW, lr=1e-2, **PROJECTION),
     "coap_8bit": partial(CoapAdamW8bit, lr=1e-2, block_size=64, min_8bit_size=32, **PROJECTION),
     "svd": partial(CoapAdamW, lr=1e-2, projection="svd", **PROJECTION),
+    # every matrix projected on the right: the plain step needs no collective under row sharding
+    "coap_right": partial(CoapAdamW, lr=1e-2, side="right", **PROJECTION),
 }
 
 
@@ -222,3 +224,11 @@ def test_dcp_checkpoint_saved_on_2_ranks_resumes_on_1_2_and_4(tmp_path) -> None:
             _assert_same(resumed["final"], uninterrupted["final"])  # same world size: bit for bit
         for key, value in resumed["final"].items():
             torch.testing.assert_close(value, uninterrupted["final"][key], rtol=0, atol=ATOL_8BIT)
+
+
+def test_side_right_projects_wide_matrices_on_the_right() -> None:
+    model, optimizer = _train_single(VARIANTS["coap_right"], 1)
+    assert optimizer.state[model[2].weight]["P"].shape == (13, 42)  # (26, 42) is left-projected by default
+    assert optimizer.state[model[2].weight]["exp_avg"].shape == (26, 13)
+    with pytest.raises(ValueError, match=r"Invalid side='top'.*must be one of \('auto', 'right', 'left'\)"):
+        CoapAdamW(model.parameters(), rank=2, side="top")

@@ -164,6 +164,9 @@ class CoapAdamW(CoapOptimizer):
         impl (`str`, *optional*, defaults to `"auto"`): Kernel backend (``"auto"``, ``"triton"``, ``"torch"``).
         nonfinite_grad (`str`, *optional*, defaults to `"skip"`): A projected parameter with an inf/NaN gradient
             skips its step with a warning (``"skip"``) or raises ``FloatingPointError`` (``"raise"``).
+        side (`str`, *optional*, defaults to `"auto"`): Side of matrix projections: ``"auto"`` (the official rule,
+            right when ``m >= n``), ``"right"`` or ``"left"``. Under FSDP2, ``"right"`` makes a plain step free of
+            collectives.
 
     Raises:
         `ValueError`: for an invalid option (the message names it) or a complex parameter;
@@ -198,6 +201,7 @@ class CoapAdamW(CoapOptimizer):
         min_conv_numel: int = 9216,
         impl: Literal["auto", "triton", "torch"] = "auto",
         nonfinite_grad: Literal["skip", "raise"] = "skip",
+        side: Literal["auto", "right", "left"] = "auto",
     ) -> None:
         defaults = {
             "lr": lr,
@@ -224,6 +228,7 @@ class CoapAdamW(CoapOptimizer):
                 min_conv_numel=min_conv_numel,
                 impl=impl,
                 nonfinite_grad=nonfinite_grad,
+                side=side,
             ),
         }
         super().__init__(params, {**defaults, **self._extra_defaults()})

@@ -56,7 +56,7 @@ class CoapAdamW8bit(CoapAdamW):
     Args:
         params, lr, betas, eps, weight_decay, rank, rank_ratio, update_interval, reproject_factor, scale,
         restore_state, projection, correct_bias, convention, proj_lr, proj_clip, proj_sgd_steps, reorthonormalize,
-        seed, per_layer_seed, rank_ratio_conv, min_conv_numel, impl, nonfinite_grad: As in :class:`CoapAdamW`.
+        seed, per_layer_seed, rank_ratio_conv, min_conv_numel, impl, nonfinite_grad, side: As in :class:`CoapAdamW`.
         block_size (`int`, *optional*, defaults to 4096): Values per quantisation block (the official code uses
             bitsandbytes' default, 4096).
         min_8bit_size (`int`, *optional*, defaults to 4096): Plain tensors with fewer elements keep fp32 moments.
@@ -96,6 +96,7 @@ class CoapAdamW8bit(CoapAdamW):
         min_conv_numel: int = 9216,
         impl: Literal["auto", "triton", "torch"] = "auto",
         nonfinite_grad: Literal["skip", "raise"] = "skip",
+        side: Literal["auto", "right", "left"] = "auto",
         block_size: int = 4096,
         min_8bit_size: int = 4096,
     ) -> None:
@@ -127,6 +128,7 @@ class CoapAdamW8bit(CoapAdamW):
             min_conv_numel=min_conv_numel,
             impl=impl,
             nonfinite_grad=nonfinite_grad,
+            side=side,
         )
 
     def _extra_defaults(self) -> dict[str, Any]:

@@ -71,6 +71,7 @@ __all__ = ["PROJECTIONS", "CoapOptimizer", "apply_update", "derive_seed", "is_dt
 logger = logging.getLogger(__name__)
 
 PROJECTIONS = ("coap", "svd", "random")
+SIDES = ("auto", "right", "left")
 IMPLS = ("auto", "triton", "torch")
 
 # Keys of the official code (and of GaLore) that mean something else here; a group using them gets a hint.
@@ -102,6 +103,7 @@ def projection_defaults(
     min_conv_numel: int,
     impl: str,
     nonfinite_grad: str = "skip",
+    side: str = "auto",
 ) -> dict[str, Any]:
     """The per-group projection options shared by every COAP optimizer, as a defaults dict.
 
@@ -137,6 +139,7 @@ def projection_defaults(
         "min_conv_numel": min_conv_numel,
         "impl": impl,
         "nonfinite_grad": nonfinite_grad,
+        "side": side,
     }
 
 
@@ -265,10 +268,12 @@ def _cached_route(
     rank_ratio: float | None,
     rank_ratio_conv: float | None,
     min_conv_numel: int,
+    side: str,
 ) -> Route:
     """:func:`route_for_shape`, memoised: the step routes every parameter on every call."""
     return route_for_shape(
         shape,
+        side=side,
         project=project,
         rank=rank,
         rank_ratio=rank_ratio,
@@ -310,6 +315,9 @@ class CoapOptimizer(torch.optim.Optimizer):
     - ``seed`` (`int`, 3407) and ``per_layer_seed`` (`bool`, `False`): seed of the initial range finder, the same for
       every tensor as in the official code unless ``per_layer_seed`` derives one per parameter index.
     - ``impl`` (`str`, ``"auto"``): kernel backend, ``"auto"``, ``"triton"`` or ``"torch"``.
+    - ``side`` (`str`, ``"auto"``): side of matrix projections: ``"auto"`` (the official rule: right when ``m >= n``),
+      ``"right"`` or ``"left"``. Under FSDP2's row sharding ``"right"`` needs no collective in a plain step (a left
+      projection all-reduces ``P^T G``, ``r x n`` values, every step); see :mod:`coap_optim.sharded_projection`.
 
     The projection configuration of a parameter must not change after its first step.
     """
@@ -357,6 +365,7 @@ class CoapOptimizer(torch.optim.Optimizer):
         check_int(options, "min_conv_numel", where, minimum=0)
         check_choice(options, "impl", where, IMPLS)
         check_choice(options, "nonfinite_grad", where, NONFINITE_GRAD)
+        check_choice({"side": options.get("side", "auto")}, "side", where, SIDES)
         if options["projection"] == "random" and options["rank_ratio_conv"] is not None:
             raise ValueError(
                 f"Invalid projection='random' with rank_ratio_conv={options['rank_ratio_conv']!r}{where}: the Flora "
@@ -398,6 +407,7 @@ class CoapOptimizer(torch.optim.Optimizer):
             rank_ratio=group["rank_ratio"],
             rank_ratio_conv=group["rank_ratio_conv"],
             min_conv_numel=group["min_conv_numel"],
+            side=group.get("side", "auto"),
         )
 
     def add_param_group(self, param_group: dict[str, Any]) -> None:

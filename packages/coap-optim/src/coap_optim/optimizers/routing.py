@@ -87,6 +87,7 @@ def route_for_shape(
     rank_ratio: float | None,
     rank_ratio_conv: float | None,
     min_conv_numel: int,
+    side: str = "auto",
 ) -> Route:
     """Route a tensor of the given shape.
 
@@ -102,6 +103,8 @@ def route_for_shape(
         rank_ratio (`float`, *optional*): Matrix compression ratio (has priority over ``rank``).
         rank_ratio_conv (`float`, *optional*): Tucker compression ratio for 4-D tensors.
         min_conv_numel (`int`): 4-D tensors with at most this many elements stay plain (official: ``32*32*3*3``).
+        side (`str`, *optional*, defaults to ``"auto"``): Side of matrix projections: ``"auto"`` (the official rule,
+            right when ``m >= n``), ``"right"`` or ``"left"`` for every matrix.
 
     Returns:
         `Route`: The route.
@@ -115,7 +118,7 @@ def route_for_shape(
             return PLAIN
         if r >= min(shape):
             return Route("plain", reason=f"rank {r} >= min{shape} = {min(shape)}")
-        return Route("matrix", side=choose_side(shape), rank=r)
+        return Route("matrix", side=choose_side(shape) if side == "auto" else side, rank=r)  # type: ignore[arg-type]
     if len(shape) == 4 and rank_ratio_conv is not None and math.prod(shape) > min_conv_numel:
         modes, ranks = tucker_ranks(torch.Size(shape), rank_ratio_conv)
         if all(r >= shape[m] for m, r in zip(modes, ranks)):
