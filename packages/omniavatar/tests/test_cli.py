@@ -1,0 +1,86 @@
+"""The command line: render files, conversion, and exit status 2 with one line naming the expected layout."""
+
+from __future__ import annotations
+
+import json
+import pickle
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from omniavatar.cli import main
+
+
+def test_help_imports_no_heavy_library() -> None:
+    code = (
+        "import sys; from omniavatar.cli import command_line; command_line().build_parser(); "
+        "print(sorted(m for m in ('lightning', 'diffusers', 'transformers', 'torch') if m in sys.modules))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"
+
+
+def test_render_writes_labelled_files(tmp_path: Path) -> None:
+    labels = np.zeros((4, 51), dtype=np.float32)
+    labels[:, 35:45] = np.random.RandomState(0).randn(4, 10)
+    np.save(tmp_path / "labels.npy", labels)
+    out = tmp_path / "render"
+    status = main(["render", "--seed", "2", "--yaw", "0.1", "--jaw", "0.2,0,0", "--labels", str(tmp_path / "labels.npy"),
+                   "--row", "1", "--path", "orbit", "--set", "render.frames=3", "--out", str(out)])  # fmt: skip
+    assert status == 0
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["random_weights"] is True
+    assert {"image.png", "grid.png", "depth.png", "mask.png", "orbit.gif"} <= set(summary["files"])
+    assert summary["features"][-3] == pytest.approx(0.2)
+    assert summary["features"][10:20] == pytest.approx(labels[1, 35:45].tolist())
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["render", "--expression", "1,2,3"], "expected 10 values (layout shape 10 | expression 10 | neck 3 | jaw 3"),
+        (["render", "--jaw", "1,2"], "--jaw: expected 3 values"),
+        (["render", "--labels", "LABELS", "--row", "0"], "rows of 51 numbers (25 camera values then shape 10"),
+        (["convert", "--pkl", "PKL"], "not a readable pickle"),
+        (["train", "--stage", "sdf", "--set", "model.head=flame", "model.flame_path=FLAME"], "not FLAME, missing"),
+    ],
+)
+def test_bad_input_exits_2(tmp_path: Path, capsys: pytest.CaptureFixture[str], argv: list[str], message: str) -> None:
+    np.save(tmp_path / "labels.npy", np.zeros((2, 40), dtype=np.float32))
+    (tmp_path / "model.pkl").write_text("not a pickle")
+    (tmp_path / "flame.pkl").write_bytes(pickle.dumps({"v_template": np.zeros((3, 3))}, protocol=2))
+    replacements = {"LABELS": str(tmp_path / "labels.npy"), "PKL": str(tmp_path / "model.pkl"),
+                    "FLAME": str(tmp_path / "flame.pkl")}  # fmt: skip
+    argv = [replacements.get(a, a.replace("FLAME", str(tmp_path / "flame.pkl"))) for a in argv]
+    out = tmp_path / "out"
+    status = main([*argv, "--out", str(out)])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert status == 2
+    assert len(err) == 1 and message in err[0]
+    assert not (out / "summary.json").exists()
+
+
+def test_convert_command_round_trip(tmp_path: Path, tiny_config: object) -> None:
+    from test_convert import _authors_config, _write
+
+    from omniavatar.pipeline_omniavatar import OmniAvatarPipeline
+
+    path, reference = _write(tmp_path, _authors_config(tiny_config))  # type: ignore[arg-type]
+    assert main(["convert", "--pkl", str(path), "--out", str(tmp_path / "weights")]) == 0
+    report = json.loads((tmp_path / "weights" / "conversion_report.json").read_text())
+    assert report["ok"] and report["unexpected"] == []
+    loaded = OmniAvatarPipeline.from_pretrained(tmp_path / "weights")
+    assert (loaded([1]).images == reference([1]).images).all()
+    assert main(["render", "--weights", str(tmp_path / "weights"), "--out", str(tmp_path / "r")]) == 0
+    assert json.loads((tmp_path / "r" / "summary.json").read_text())["random_weights"] is False
+
+
+@pytest.mark.slow
+def test_demo(tmp_path: Path) -> None:
+    assert main(["demo", "--set", "render.frames=4", "--out", str(tmp_path)]) == 0
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert summary["headline"]["stage1_sdf_l1_last"] < summary["headline"]["stage1_sdf_l1_first"]
+    assert (tmp_path / "demo.gif").is_file() and (tmp_path / "strip.png").is_file()
