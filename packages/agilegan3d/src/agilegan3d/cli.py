@@ -8,6 +8,8 @@
     agilegan3d train --config tiny --stage transfer --out runs/toon      # one stage (earlier ones finished)
     agilegan3d stylize --image face.png --style runs/toon/style --out out/
     agilegan3d convert --checkpoint ffhq512-128.pkl --config paper --out weights/eg3d
+    agilegan3d eval --images photos/ --exemplars styles/pixar --style runs/pixar/style --identity arcface.ts \
+        --features inception.ts --out eval/
     agilegan3d demo --out outputs/agilegan3d/demo
     agilegan3d smoke
 
@@ -15,7 +17,7 @@ Files in ``--out``: ``train`` (a style run): ``prior/``, ``pairs/``, ``transfer/
 folder: ``config.yaml``, ``checkpoints/``, ``metrics.csv``, ``loss.png``, ``trained/``; pairs: PNG + ``.npz`` tuples and
 ``done.json``) and ``style/`` (``config.json``, ``g3_style.safetensors``, ``encoder.safetensors``,
 ``g2_style.safetensors``); ``stylize``: ``strip.png``, ``orbit.gif``, ``views/view_<k>.png``, ``summary.json``;
-``convert``: ``g3d.safetensors``, ``conversion_report.json``; ``demo``: ``strip.png``, ``README.txt``,
+``eval``: ``metrics.json``; ``convert``: ``g3d.safetensors``, ``conversion_report.json``; ``demo``: ``strip.png``, ``README.txt``,
 ``summary.json``, ``stylize/``.
 """
 
@@ -59,6 +61,16 @@ def _convert_arguments(parser: argparse.ArgumentParser) -> None:
         "--checkpoint", type=Path, required=True, metavar="FILE", help="official EG3D network-snapshot.pkl"
     )
     parser.add_argument("--network", default="G_ema", help="network of the pickle (G_ema or G)")
+
+
+def _eval_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--images", type=Path, required=True, metavar="DIR", help="folder of test portrait photos")
+    parser.add_argument("--exemplars", type=Path, required=True, metavar="DIR", help="the style's exemplars")
+    parser.add_argument(
+        "--style", type=Path, default=None, metavar="DIR", help="a style folder (run/style); default: random tiny"
+    )
+    parser.add_argument("--identity", type=Path, default=None, metavar="FILE", help="TorchScript face embedder")
+    parser.add_argument("--features", type=Path, default=None, metavar="FILE", help="TorchScript FID/KID features")
 
 
 def _demo_arguments(parser: argparse.ArgumentParser) -> None:
@@ -116,6 +128,19 @@ def _convert(args: argparse.Namespace, config: AgileGAN3DConfig) -> int:
     return 0
 
 
+def _eval(args: argparse.Namespace, config: AgileGAN3DConfig) -> int:
+    require_folder(args.images, "--images", "a folder of portrait photos")
+    require_folder(args.exemplars, "--exemplars", "a folder of style images")
+    require_folder(args.style, "--style", "a style folder (run/style)")
+    require_file(args.identity, "--identity", "a TorchScript face-embedding network")
+    require_file(args.features, "--features", "a TorchScript feature extractor")
+    from agilegan3d.evaluation_run import evaluate_style
+
+    metrics = evaluate_style(config, args.images, args.exemplars, args.out, args.style, args.identity, args.features)
+    print(json.dumps(metrics))
+    return 0
+
+
 def _demo(args: argparse.Namespace, config: AgileGAN3DConfig) -> int:
     from agilegan3d.demo import run_demo
 
@@ -158,6 +183,14 @@ command_line = CommandLine(
             default_config="paper",
             arguments=_convert_arguments,
             out=None,
+        ),
+        Command(
+            "eval",
+            "identity similarity, multi-view identity consistency, FID/KID to the exemplars (networks you give)",
+            _eval,
+            schema=SCHEMA,
+            config_group=GROUP,
+            arguments=_eval_arguments,
         ),
         Command(
             "demo",

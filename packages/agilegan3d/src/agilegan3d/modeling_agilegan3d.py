@@ -77,7 +77,9 @@ def load_torchscript(path: str | os.PathLike | None, what: str) -> nn.Module | N
         network = torch.jit.load(str(path), map_location="cpu")
     except RuntimeError as error:
         raise InputError(f"{what} {path}: not a TorchScript file ({str(error).splitlines()[0]})") from None
-    return cast(nn.Module, network.eval().requires_grad_(False))
+    for parameter in network.parameters():
+        parameter.requires_grad_(False)
+    return cast(nn.Module, network.eval())
 
 
 # ---------------------------------------------------------------------------------------------------------------------

@@ -100,5 +100,5 @@ def prepare_photo(
         raise InputError(f"{name}: the face analyzer gives no 68 landmarks; use --set inference.camera_from=frontal")
     crop = eg3d_crop(array, face.landmarks68, size=size, level=True)
     camera, yaw, pitch = estimate_camera(torch.as_tensor(face.landmarks68, dtype=torch.float32))
-    image = to_tensor(np.array(crop.image, dtype=np.uint8, copy=True))
-    return PreparedPhoto(image, camera, yaw, pitch, "EG3D crop, camera from 68 landmarks")
+    face_image = to_tensor(np.array(crop.image, dtype=np.uint8, copy=True))
+    return PreparedPhoto(face_image, camera, yaw, pitch, "EG3D crop, camera from 68 landmarks")
