@@ -25,30 +25,26 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path
+from typing import ClassVar
 
 import torch
-from diffusers.configuration_utils import register_to_config
 from diffusers.models.autoencoders.autoencoder_kl import AutoencoderKL
 from diffusers.models.controlnets.controlnet import ControlNetModel
 from diffusers.models.modeling_utils import ModelMixin  # noqa: F401  (diffusers' pipeline loader looks it up here)
 from diffusers.models.unets.unet_2d_condition import UNet2DConditionModel
 from diffusers.schedulers.scheduling_ddim import DDIMScheduler
-from torch import nn
 from transformers import CLIPTextModel, CLIPTokenizer
 
 from diffportrait3d.config import ModelConfig, RandomComponentsConfig
 from genblocks.diffusion import (
     MotionPlacement,
-    ReferenceBank,
-    TemporalModuleConfig,
-    TemporalModules,
-    attach_reference_pair,
+    PlacedTemporalModules,
+    ReferenceDenoiser,
+    controlnet_from_unet,
+    copy_unet,
     ldm_ddim_scheduler,
-    reference_mode,
-    write_reference_bank,
+    load_sd15_folder,
 )
 from genblocks.diffusion.reference_attention import FusionBlocks
 from genblocks.tiny import random_sd15_base
@@ -65,63 +61,22 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 
-class DiffPortrait3DViewModules(TemporalModules):
+class DiffPortrait3DViewModules(PlacedTemporalModules):
     """DiffPortrait3D's cross-view attention modules as one saveable diffusers model (``config.json`` + safetensors).
 
-    A thin subclass of :class:`~genblocks.diffusion.TemporalModules` (attach/remove, frames, unconditional pass,
-    saving) that holds DiffPortrait3D's settings. The modules are AnimateDiff "Vanilla" temporal transformers
-    (``genblocks.diffusion.TemporalTransformer``) run over the *views* of a ``(b v)`` batch, held in a
-    :class:`~genblocks.diffusion.TemporalModuleSet` (attribute ``view_modules``) keyed
-    ``input_blocks_{i}``, ``middle_block``, ``output_blocks_{j}[_1]``. They are hooked into a UNet with
-    :meth:`attach`; the views per sample are set with :meth:`views`, the unconditional pass with
+    A :class:`~genblocks.diffusion.PlacedTemporalModules` (attach/remove, frames, unconditional pass, saving;
+    constructor arguments ``input_blocks``, ``output_blocks``, ``output_second_blocks``, ``middle_block``,
+    ``middle_uncond_only``, ``module_channels``, ``num_attention_heads``, ``num_layers``, ``max_len``,
+    ``norm_num_groups``, ``zero_init``, ...) with DiffPortrait3D's defaults (no modules until placed, ``max_len`` 32).
+    The modules are AnimateDiff "Vanilla" temporal transformers (``genblocks.diffusion.TemporalTransformer``) run over
+    the *views* of a ``(b v)`` batch, held in a :class:`~genblocks.diffusion.TemporalModuleSet` (attribute
+    ``view_modules``) keyed ``input_blocks_{i}``, ``middle_block``, ``output_blocks_{j}[_1]``. They are hooked into a
+    UNet with :meth:`attach`; the views per sample are set with :meth:`views`, the unconditional pass with
     :meth:`unconditional_pass` (it enables the middle module when ``middle_uncond_only``).
-
-    Args:
-        input_blocks (`Sequence[int]`): LDM input blocks followed by a module.
-        output_blocks (`Sequence[int]`): LDM output blocks followed by a module.
-        output_second_blocks (`Sequence[int]`): Output blocks followed by a second module (after each upsampler).
-        middle_block (`bool`): A module after the middle block's attention.
-        middle_uncond_only (`bool`): The middle module runs only in the unconditional pass.
-        module_channels (`Sequence[int]`): Channels of each module, in :meth:`MotionPlacement.module_names` order.
-        num_attention_heads (`int`, defaults to 8): Heads per attention.
-        num_layers (`int`, defaults to 1): Transformer blocks per module.
-        max_len (`int`, defaults to 32): Position-table length (most views per call).
-        norm_num_groups (`int`, defaults to 32): GroupNorm groups.
-        zero_init (`bool`, defaults to `True`): Zero the output projections (new modules are identities).
     """
 
     set_attribute = "view_modules"
-
-    @register_to_config
-    def __init__(
-        self,
-        input_blocks: Sequence[int] = (),
-        output_blocks: Sequence[int] = (),
-        output_second_blocks: Sequence[int] = (),
-        middle_block: bool = False,
-        middle_uncond_only: bool = False,
-        module_channels: Sequence[int] = (),
-        num_attention_heads: int = 8,
-        num_layers: int = 1,
-        max_len: int = 32,
-        norm_num_groups: int = 32,
-        zero_init: bool = True,
-    ) -> None:
-        placement = MotionPlacement(
-            input_blocks=tuple(input_blocks),
-            output_blocks=tuple(output_blocks),
-            output_second_blocks=tuple(output_second_blocks),
-            middle_block=middle_block,
-            middle_uncond_only=middle_uncond_only,
-        )
-        temporal = TemporalModuleConfig(
-            num_attention_heads=num_attention_heads,
-            num_layers=num_layers,
-            max_len=max_len,
-            norm_num_groups=norm_num_groups,
-            zero_init=zero_init,
-        )
-        super().__init__(placement, module_channels, temporal)
+    defaults: ClassVar[dict[str, object]] = {"max_len": 32}
 
     @classmethod
     def from_unet(
@@ -139,21 +94,15 @@ class DiffPortrait3DViewModules(TemporalModules):
         On SD1.5: input blocks 1-11, the middle block, output blocks 0-11 with second modules after 2, 5, 8
         (29 modules); a smaller UNet gets the same pattern.
         """
-        placement = MotionPlacement.diffportrait3d(unet, middle_uncond_only=middle_uncond_only)
-        modules = cls(
-            input_blocks=placement.input_blocks,
-            output_blocks=placement.output_blocks,
-            output_second_blocks=placement.output_second_blocks,
-            middle_block=placement.middle_block,
-            middle_uncond_only=placement.middle_uncond_only,
-            module_channels=cls.placement_channels(unet, placement),
+        return cls.for_placement(
+            unet,
+            MotionPlacement.diffportrait3d(unet, middle_uncond_only=middle_uncond_only),
             num_attention_heads=num_attention_heads,
             num_layers=num_layers,
             max_len=max_len,
             norm_num_groups=norm_num_groups,
             zero_init=zero_init,
         )
-        return modules.to_unet(unet)
 
     @property
     def max_views(self) -> int:
@@ -194,11 +143,13 @@ class DiffPortrait3DComponents:
         return {name: getattr(self, name) for name in self.__dataclass_fields__}
 
 
-class DiffPortrait3DModel(nn.Module):
+class DiffPortrait3DModel(ReferenceDenoiser):
     """One DiffPortrait3D denoising step around a UNet: reference bank + view ControlNet + cross-view modules.
 
-    Building the model attaches bank processors to ``reference_unet`` (write) and ``unet`` (read) and hooks the view
-    modules into ``unet``; components are shared, not copied. A step is::
+    A :class:`~genblocks.diffusion.ReferenceDenoiser` (bank, :meth:`write_reference`, :meth:`clear_reference`, the
+    view modules under ``view_modules``) whose UNet also takes the view ControlNet's residuals. Building the model
+    attaches bank processors to ``reference_unet`` (write) and ``unet`` (read) and hooks the view modules into
+    ``unet``; components are shared, not copied. A step is::
 
         model.write_reference(source_latents, t, text)               # clean source latent, same t
         eps_c = model(x_t, t, text_views, num_views=v, view_image=cond)
@@ -213,6 +164,9 @@ class DiffPortrait3DModel(nn.Module):
         fusion_blocks (`str`, defaults to `"full"`): Blocks whose ``attn1`` reads the bank.
     """
 
+    temporal_attribute = "view_modules"
+    frames_name = "num_views"
+
     def __init__(
         self,
         unet: UNet2DConditionModel,
@@ -221,36 +175,10 @@ class DiffPortrait3DModel(nn.Module):
         view_modules: DiffPortrait3DViewModules | None = None,
         fusion_blocks: FusionBlocks = "full",
     ) -> None:
-        super().__init__()
-        self.unet = unet
-        self.reference_unet = reference_unet
+        super().__init__(unet, reference_unet, fusion_blocks)
         self.view_controlnet = view_controlnet
-        self.view_modules = view_modules
-        self.bank = ReferenceBank()
-        attach_reference_pair(reference_unet, unet, self.bank, fusion_blocks)
-        if view_modules is not None and not view_modules.attached:
-            view_modules.attach(unet)
-
-    def write_reference(
-        self, reference_latents: torch.Tensor, timestep: torch.Tensor | int, encoder_hidden_states: torch.Tensor
-    ) -> None:
-        """Clear the bank and fill it from the reference UNet on the clean source latent at ``timestep``.
-
-        Args:
-            reference_latents (`torch.Tensor` of shape `(B, 4, h, w)`): Scaled VAE latents of the portraits.
-            timestep (`torch.Tensor` or `int`): The current timestep.
-            encoder_hidden_states (`torch.Tensor` of shape `(B, T, D)`): Text context.
-        """
-        write_reference_bank(self.reference_unet, self.bank, reference_latents, timestep, encoder_hidden_states)
-
-    def clear_reference(self) -> None:
-        """Empty the bank."""
-        self.bank.clear()
-
-    def _views(self, num_views: int) -> contextlib.AbstractContextManager[object]:
-        if self.view_modules is None:
-            return contextlib.nullcontext()
-        return self.view_modules.views(num_views)
+        self.view_modules: DiffPortrait3DViewModules | None
+        self.set_temporal_modules(view_modules)
 
     def forward(
         self,
@@ -277,12 +205,7 @@ class DiffPortrait3DModel(nn.Module):
         Returns:
             `torch.Tensor` of shape `(B * V, 4, h, w)`: the epsilon prediction.
         """
-        if sample.ndim != 4 or sample.shape[0] % num_views:
-            raise ValueError(
-                f"sample must be (B * num_views, C, h, w) with num_views={num_views}, got {tuple(sample.shape)}"
-            )
-        if use_reference and self.bank.is_empty():
-            raise ValueError("use_reference=True but the reference bank is empty: call write_reference first")
+        self.check_sample(sample, num_views, use_reference)
         residuals: dict[str, object] = {}
         if view_image is not None and controlnet_scale != 0.0:
             if view_image.shape[0] != sample.shape[0]:
@@ -296,8 +219,7 @@ class DiffPortrait3DModel(nn.Module):
                 return_dict=False,
             )
             residuals = {"down_block_additional_residuals": down, "mid_block_additional_residual": mid}
-        with reference_mode(self.unet, "read" if use_reference else "off"), self._views(num_views):
-            return self.unet(sample, timestep, encoder_hidden_states=encoder_hidden_states, **residuals).sample
+        return self.denoise(sample, timestep, encoder_hidden_states, num_views, use_reference, residuals)
 
     def unconditional(
         self,
@@ -318,9 +240,9 @@ class DiffPortrait3DModel(nn.Module):
         Returns:
             `torch.Tensor` of shape `(B * V, 4, h, w)`.
         """
-        uncond = self.view_modules.unconditional_pass() if self.view_modules is not None else contextlib.nullcontext()
-        with reference_mode(self.unet, "off"), self._views(num_views), uncond:
-            return self.unet(sample, timestep, encoder_hidden_states=encoder_hidden_states).sample
+        return self.denoise(
+            sample, timestep, encoder_hidden_states, num_views, use_reference=False, unconditional=True
+        )
 
     def enable_gradient_checkpointing(self) -> None:
         """Checkpoint the activations of both UNets and the ControlNet (training)."""
@@ -343,16 +265,8 @@ def build_trainable_parts(
     Returns:
         `tuple`: ``(reference_unet, view_controlnet, view_modules)``.
     """
-    reference_unet = UNet2DConditionModel.from_config(unet.config)
-    reference_unet.load_state_dict(unet.state_dict())
-    torch.manual_seed(seed)
-    controlnet = ControlNetModel.from_unet(
-        unet, conditioning_embedding_out_channels=tuple(config.controlnet_embedding_channels)
-    )
-    for net in (reference_unet, controlnet):
-        net.to(unet.device)
-        if unet.dtype != torch.float32:
-            net.to(unet.dtype)
+    reference_unet = copy_unet(unet)
+    controlnet = controlnet_from_unet(unet, seed, config.controlnet_embedding_channels, match_dtype=True)
     modules = None
     if with_view_modules:
         torch.manual_seed(seed)
@@ -402,19 +316,15 @@ def build_base_components(
         with_view_modules (`bool`, defaults to `True`): Build cross-view modules.
         seed (`int`, defaults to 0): Seed of freshly initialised layers.
     """
-    root = Path(base_model)
-    if not (root / "unet").is_dir():
-        raise ValueError(f"base_model {root} must be a diffusers SD1.5 folder with unet/, vae/, text_encoder/")
-    unet = UNet2DConditionModel.from_pretrained(root, subfolder="unet")
-    unet.requires_grad_(False)
+    unet, vae, text_encoder, tokenizer = load_sd15_folder(base_model)
     reference_unet, controlnet, modules = build_trainable_parts(unet, config, with_view_modules, seed)
     return DiffPortrait3DComponents(
         unet=unet,
         reference_unet=reference_unet,
         view_controlnet=controlnet,
         view_modules=modules,
-        vae=AutoencoderKL.from_pretrained(root, subfolder="vae"),
-        text_encoder=CLIPTextModel.from_pretrained(root, subfolder="text_encoder"),
-        tokenizer=CLIPTokenizer.from_pretrained(root, subfolder="tokenizer"),
+        vae=vae,
+        text_encoder=text_encoder,
+        tokenizer=tokenizer,
         scheduler=ldm_ddim_scheduler(),
     )

@@ -23,36 +23,32 @@ motion modules.
 
 from __future__ import annotations
 
-import contextlib
+import dataclasses
 import logging
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
-from diffusers.configuration_utils import register_to_config
 from diffusers.models.autoencoders.autoencoder_kl import AutoencoderKL
 from diffusers.models.controlnets.controlnet import ControlNetModel
 from diffusers.models.modeling_utils import ModelMixin  # noqa: F401  (diffusers' pipeline loader looks it up here)
 from diffusers.models.unets.unet_2d_condition import UNet2DConditionModel
 from diffusers.schedulers.scheduling_ddim import DDIMScheduler
-from torch import nn
 from transformers import CLIPTextModel, CLIPTokenizer
 
 from genblocks.diffusion import (
     ControlNetStack,
     LdmDdimConfig,
     MotionPlacement,
-    ReferenceBank,
-    TemporalModuleConfig,
-    TemporalModules,
-    attach_reference_pair,
+    PlacedTemporalModules,
+    ReferenceDenoiser,
+    controlnet_from_unet,
+    copy_unet,
     ldm_ddim_scheduler,
-    reference_mode,
+    load_sd15_folder,
     widen_conv_in,
-    write_reference_bank,
 )
 from genblocks.diffusion.reference_attention import FusionBlocks
 from genblocks.diffusion.temporal import MIDDLE_NAME, convert_animatediff_motion_state_dict, unet_ldm_layout
@@ -85,61 +81,29 @@ SD15_MOTION_CHANNELS: tuple[int, ...] = (
 """Channels of the 20 motion modules on SD1.5 (no middle module): 8 after down-block layers, 12 in the up blocks."""
 
 
-class HumanAnimMotionModules(TemporalModules):
+class HumanAnimMotionModules(PlacedTemporalModules):
     """AnimateDiff "Vanilla" temporal modules placed as diffusers' ``MotionAdapter`` / MagicAnimate's UNet3D, as one
     saveable diffusers model.
 
-    A thin subclass of :class:`~genblocks.diffusion.TemporalModules` (attach/remove, :meth:`frames`, saving); the
-    modules (attribute ``motion_modules``, keyed ``input_blocks_{i}`` / ``output_blocks_{j}`` / ``middle_block`` by
-    LDM block index) are hooked into a plain ``UNet2DConditionModel`` with :meth:`attach`. AnimateDiff checkpoints
-    (``mm_sd_v15*.ckpt``, MagicAnimate's ``temporal_attention.ckpt``) and diffusers ``MotionAdapter`` state dicts load
-    with :meth:`load_motion_adapter`; :meth:`motion_adapter_state_dict` writes the ``MotionAdapter`` keys back.
-
-    Args:
-        input_blocks (`Sequence[int]`): LDM input blocks followed by a module (SD1.5: every down-block layer).
-        output_blocks (`Sequence[int]`): LDM output blocks followed by a module (SD1.5: all 12).
-        module_channels (`Sequence[int]`): Channels of each module, input modules first, then the middle module when
-            there is one, then the output modules.
-        middle_block (`bool`, defaults to `False`): A module after the middle block's attention (AnimateDiff v2).
-        num_attention_heads (`int`, defaults to 8): Heads per temporal attention.
-        num_layers (`int`, defaults to 1): Temporal transformer blocks per module.
-        max_len (`int`, defaults to 24): Length of the sinusoidal frame-position table (most frames per call).
-        norm_num_groups (`int`, defaults to 32): GroupNorm groups.
-        norm_per_frame (`bool`, defaults to `True`): GroupNorm statistics per frame (AnimateDiff / MagicAnimate).
-        zero_init (`bool`, defaults to `True`): Zero the output projections, so new modules are identities.
+    A :class:`~genblocks.diffusion.PlacedTemporalModules` (attach/remove, :meth:`frames`, saving; constructor arguments
+    ``input_blocks``, ``output_blocks``, ``module_channels``, ``middle_block``, ``num_attention_heads``, ``num_layers``,
+    ``max_len``, ``norm_num_groups``, ``norm_per_frame``, ``zero_init``, ...) whose defaults are the 20 SD1.5 modules
+    (every down-block layer, all 12 output blocks, no middle module) run before the upsampler
+    (``output_before_upsampler=True``), 8 heads, 1 layer, ``max_len`` 24, per-frame GroupNorm, zero-initialised
+    outputs. The modules (attribute ``motion_modules``, keyed ``input_blocks_{i}`` / ``output_blocks_{j}`` /
+    ``middle_block`` by LDM block index) are hooked into a plain ``UNet2DConditionModel`` with :meth:`attach`.
+    AnimateDiff checkpoints (``mm_sd_v15*.ckpt``, MagicAnimate's ``temporal_attention.ckpt``) and diffusers
+    ``MotionAdapter`` state dicts load with :meth:`load_motion_adapter`; :meth:`motion_adapter_state_dict` writes the
+    ``MotionAdapter`` keys back.
     """
 
     set_attribute = "motion_modules"
-
-    @register_to_config
-    def __init__(
-        self,
-        input_blocks: Sequence[int] = SD15_INPUT_MOTION_BLOCKS,
-        output_blocks: Sequence[int] = SD15_OUTPUT_MOTION_BLOCKS,
-        module_channels: Sequence[int] = SD15_MOTION_CHANNELS,
-        middle_block: bool = False,
-        num_attention_heads: int = 8,
-        num_layers: int = 1,
-        max_len: int = 24,
-        norm_num_groups: int = 32,
-        norm_per_frame: bool = True,
-        zero_init: bool = True,
-    ) -> None:
-        placement = MotionPlacement(
-            input_blocks=tuple(input_blocks),
-            output_blocks=tuple(output_blocks),
-            middle_block=middle_block,
-            output_before_upsampler=True,
-        )
-        temporal = TemporalModuleConfig(
-            num_attention_heads=num_attention_heads,
-            num_layers=num_layers,
-            max_len=max_len,
-            norm_num_groups=norm_num_groups,
-            norm_per_frame=norm_per_frame,
-            zero_init=zero_init,
-        )
-        super().__init__(placement, module_channels, temporal)
+    defaults: ClassVar[dict[str, object]] = {
+        "input_blocks": SD15_INPUT_MOTION_BLOCKS,
+        "output_blocks": SD15_OUTPUT_MOTION_BLOCKS,
+        "module_channels": SD15_MOTION_CHANNELS,
+        "output_before_upsampler": True,
+    }
 
     @classmethod
     def from_unet(
@@ -154,25 +118,16 @@ class HumanAnimMotionModules(TemporalModules):
     ) -> HumanAnimMotionModules:
         """Zero-initialised modules at the ``MotionAdapter`` placement sized for ``unet`` (after every down-block
         layer and every up-block layer, optionally the middle block)."""
-        base = MotionPlacement.animatediff(unet, output_before_upsampler=True)
-        placement = MotionPlacement(
-            input_blocks=base.input_blocks,
-            output_blocks=base.output_blocks,
-            middle_block=middle_block,
-            output_before_upsampler=True,
-        )
-        modules = cls(
-            input_blocks=placement.input_blocks,
-            output_blocks=placement.output_blocks,
-            module_channels=cls.placement_channels(unet, placement),
-            middle_block=middle_block,
+        placement = MotionPlacement.animatediff(unet, output_before_upsampler=True)
+        return cls.for_placement(
+            unet,
+            dataclasses.replace(placement, middle_block=middle_block),
             num_attention_heads=num_attention_heads,
             num_layers=num_layers,
             max_len=max_len,
             norm_num_groups=norm_num_groups,
             norm_per_frame=norm_per_frame,
         )
-        return modules.to_unet(unet)
 
     def adapter_key_map(self, unet: UNet2DConditionModel) -> dict[str, str]:
         """Our module names -> ``MotionAdapter`` prefixes on ``unet``: ``input_blocks_{i}`` ->
@@ -267,11 +222,12 @@ class HumanAnimComponents:
         return {name: getattr(self, name) for name in self.__dataclass_fields__}
 
 
-class HumanAnimModel(nn.Module):
+class HumanAnimModel(ReferenceDenoiser):
     """One humananim denoising step: reference bank + pose ControlNet + temporal modules around a UNet.
 
-    Building the model attaches bank processors to ``reference_unet`` (write) and ``unet`` (read) in the
-    ``fusion_blocks`` and hooks the motion modules into ``unet``; the components are shared, not copied. A step is::
+    A :class:`~genblocks.diffusion.ReferenceDenoiser` (bank, :meth:`write_reference`, :meth:`clear_reference`, temporal
+    modules) whose UNet also takes the pose ControlNet's residuals. Building the model attaches bank processors to
+    ``reference_unet`` (write) and ``unet`` (read) in the ``fusion_blocks`` and hooks the motion modules into ``unet``; the components are shared, not copied. A step is::
 
         model.write_reference(reference_latents, t, text)      # reference UNet on the clean reference latent, same t
         eps_c = model(x_t, t, text_frames, num_frames=f, hint=hints)              # bank + ControlNet + motion
@@ -298,16 +254,10 @@ class HumanAnimModel(nn.Module):
         fusion_blocks: FusionBlocks = "midup",
         controlnet_scale: float = 1.0,
     ) -> None:
-        super().__init__()
-        self.unet = unet
-        self.reference_unet = reference_unet
+        super().__init__(unet, reference_unet, fusion_blocks)
         self.controlnets = ControlNetStack([controlnet], names=(CONTROLNET_NAME,), scales=(controlnet_scale,))
-        self.motion_modules = motion_modules
-        self.bank = ReferenceBank()
-        self.fusion_blocks = fusion_blocks
-        attach_reference_pair(reference_unet, unet, self.bank, fusion_blocks)
-        if motion_modules is not None and not motion_modules.attached:
-            motion_modules.attach(unet)
+        self.motion_modules: HumanAnimMotionModules | None
+        self.set_temporal_modules(motion_modules)
 
     @property
     def controlnet(self) -> ControlNetModel:
@@ -318,31 +268,6 @@ class HumanAnimModel(nn.Module):
     def conditioning_channels(self) -> int:
         """Channels of the hint the ControlNet reads (3 pose + blur channels)."""
         return int(self.controlnet.config["conditioning_channels"])
-
-    def write_reference(
-        self,
-        reference_latents: torch.Tensor,
-        timestep: torch.Tensor | int,
-        encoder_hidden_states: torch.Tensor,
-    ) -> None:
-        """Clear the bank and fill it from the reference UNet run on the clean reference latent at ``timestep``.
-
-        Args:
-            reference_latents (`torch.Tensor` of shape `(B, 4, h, w)`): Scaled VAE latents of the references (not
-                noised, as MagicAnimate's appearance encoder reads them).
-            timestep (`torch.Tensor` or `int`): The current timestep (scalar or (B,)).
-            encoder_hidden_states (`torch.Tensor` of shape `(B, T, D)`): Text context of the references.
-        """
-        write_reference_bank(self.reference_unet, self.bank, reference_latents, timestep, encoder_hidden_states)
-
-    def clear_reference(self) -> None:
-        """Empty the bank."""
-        self.bank.clear()
-
-    def _frames(self, num_frames: int) -> contextlib.AbstractContextManager[object]:
-        if self.motion_modules is None:
-            return contextlib.nullcontext()
-        return self.motion_modules.frames(num_frames)
 
     def forward(
         self,
@@ -369,12 +294,7 @@ class HumanAnimModel(nn.Module):
         Returns:
             `torch.Tensor` of shape `(B * F, 4, h, w)`: the UNet's epsilon prediction.
         """
-        if sample.ndim != 4 or sample.shape[0] % num_frames:
-            raise InputError(
-                f"sample: expected (B * num_frames, C, h, w) with num_frames={num_frames}, got {tuple(sample.shape)}"
-            )
-        if use_reference and self.bank.is_empty():
-            raise InputError("use_reference=True but the reference bank is empty: call write_reference first")
+        self.check_sample(sample, num_frames, use_reference)
         scale = self.controlnets.scales[CONTROLNET_NAME] if controlnet_scale is None else float(controlnet_scale)
         residuals: dict[str, object] = {}
         if hint is not None and scale != 0.0:
@@ -390,8 +310,7 @@ class HumanAnimModel(nn.Module):
                 controlnet_cond={CONTROLNET_NAME: hint.to(sample.dtype)},
                 conditioning_scale={CONTROLNET_NAME: scale},
             ).unet_kwargs()
-        with reference_mode(self.unet, "read" if use_reference else "off"), self._frames(num_frames):
-            return self.unet(sample, timestep, encoder_hidden_states=encoder_hidden_states, **residuals).sample
+        return self.denoise(sample, timestep, encoder_hidden_states, num_frames, use_reference, residuals)
 
     def enable_gradient_checkpointing(self) -> None:
         """Checkpoint the activations of both UNets and the ControlNet (for training)."""
@@ -445,13 +364,9 @@ def build_humananim_modules(
     Returns:
         `tuple`: ``(reference_unet, controlnet, motion_modules)``.
     """
-    reference_unet = UNet2DConditionModel.from_config(unet.config)
-    reference_unet.load_state_dict(unet.state_dict())
-    torch.manual_seed(seed)
-    controlnet = ControlNetModel.from_unet(
-        unet,
-        conditioning_embedding_out_channels=config.controlnet_embedding_channels,
-        conditioning_channels=config.conditioning_channels,
+    reference_unet = copy_unet(unet)
+    controlnet = controlnet_from_unet(
+        unet, seed, config.controlnet_embedding_channels, conditioning_channels=config.conditioning_channels
     )
     motion_modules = None
     if with_motion_modules:
@@ -465,10 +380,7 @@ def build_humananim_modules(
             norm_num_groups=config.temporal_norm_groups,
             norm_per_frame=config.temporal_norm_per_frame,
         )
-    reference_unet.to(unet.device)
-    if unet.dtype != torch.float32:
-        reference_unet.to(unet.dtype)
-    return reference_unet, controlnet.to(unet.device), motion_modules
+    return reference_unet, controlnet, motion_modules
 
 
 def build_random_components(
@@ -517,20 +429,15 @@ def build_base_components(
         with_motion_modules (`bool`, defaults to `True`): Build temporal modules.
         seed (`int`, defaults to 0): Seed of the freshly initialised layers.
     """
-    root = Path(base_model)
-    missing = [name for name in ("unet", "vae", "text_encoder", "tokenizer") if not (root / name).is_dir()]
-    if missing:
-        raise InputError(f"base_model {root}: expected a diffusers SD1.5 folder; missing sub-folders {missing}")
-    unet = UNet2DConditionModel.from_pretrained(root, subfolder="unet")
-    unet.requires_grad_(False)
+    unet, vae, text_encoder, tokenizer = load_sd15_folder(base_model)
     reference_unet, controlnet, modules = build_humananim_modules(unet, config, with_motion_modules, seed)
     return HumanAnimComponents(
         unet=unet,
         reference_unet=reference_unet,
         controlnet=controlnet,
         motion_modules=modules,
-        vae=AutoencoderKL.from_pretrained(root, subfolder="vae"),
-        text_encoder=CLIPTextModel.from_pretrained(root, subfolder="text_encoder"),
-        tokenizer=CLIPTokenizer.from_pretrained(root, subfolder="tokenizer"),
+        vae=vae,
+        text_encoder=text_encoder,
+        tokenizer=tokenizer,
         scheduler=humananim_scheduler(config),
     )

@@ -21,33 +21,28 @@ X-Portrait step, the motion modules as a saveable diffusers model, and builders 
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import os
-from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path
+from typing import ClassVar
 
 import torch
-from diffusers.configuration_utils import register_to_config
 from diffusers.models.autoencoders.autoencoder_kl import AutoencoderKL
 from diffusers.models.controlnets.controlnet import ControlNetModel
 from diffusers.models.modeling_utils import ModelMixin  # noqa: F401  (diffusers' pipeline loader looks it up here)
 from diffusers.models.unets.unet_2d_condition import UNet2DConditionModel
 from diffusers.schedulers.scheduling_ddim import DDIMScheduler
-from torch import nn
 from transformers import CLIPTextModel, CLIPTokenizer
 
 from genblocks.diffusion import (
     ControlNetStack,
     MotionPlacement,
-    ReferenceBank,
-    TemporalModuleConfig,
-    TemporalModules,
-    attach_reference_pair,
+    PlacedTemporalModules,
+    ReferenceDenoiser,
+    controlnet_from_unet,
+    copy_unet,
     ldm_ddim_scheduler,
-    reference_mode,
-    write_reference_bank,
+    load_sd15_folder,
 )
 from genblocks.diffusion.reference_attention import FusionBlocks
 from genblocks.tiny import random_sd15_base
@@ -77,63 +72,28 @@ SD15_MOTION_CHANNELS: tuple[int, ...] = (
 """Channels of X-Portrait's 20 motion modules on SD1.5: 8 after input blocks, 12 after output blocks."""
 
 
-class XPortraitMotionModules(TemporalModules):
+class XPortraitMotionModules(PlacedTemporalModules):
     """X-Portrait's temporal modules as one saveable diffusers model (``config.json`` + safetensors).
 
-    A thin subclass of :class:`~genblocks.diffusion.TemporalModules` (attach/remove, :meth:`frames`, saving) that holds
-    X-Portrait's settings. The modules are AnimateDiff "Vanilla" temporal transformers
-    (``genblocks.diffusion.TemporalTransformer``: per-frame GroupNorm, 2 frame self-attentions with sinusoidal
-    positions, GEGLU feed-forward, zero-initialised output projection), held in a
-    :class:`~genblocks.diffusion.TemporalModuleSet` (attribute ``motion_modules``) keyed ``input_blocks_{i}`` /
-    ``output_blocks_{j}`` by LDM block index. They are not part of the UNet's state dict: :meth:`attach` hooks them in
-    after their blocks, and the frame count of the UNet's ``(b f)`` batch is set with :meth:`frames`. The defaults are
-    X-Portrait's SD1.5 placement (``MotionPlacement.animatediff``: after input blocks 1, 2, 4, 5, 7, 8, 10, 11 and all
-    12 output blocks, no middle module).
-
-    Args:
-        input_blocks (`Sequence[int]`): LDM input blocks followed by a module.
-        output_blocks (`Sequence[int]`): LDM output blocks followed by a module.
-        module_channels (`Sequence[int]`): Channels of each module, input modules first, in block order.
-        output_before_upsampler (`bool`, defaults to `False`): Run an upsampling output block's module before the
-            upsampler (diffusers' ``UNetMotionModel``) instead of after it (X-Portrait).
-        num_attention_heads (`int`, defaults to 8): Heads per temporal attention.
-        num_layers (`int`, defaults to 1): Temporal transformer blocks per module.
-        max_len (`int`, defaults to 24): Length of the sinusoidal frame-position table (most frames per call).
-        norm_num_groups (`int`, defaults to 32): GroupNorm groups.
-        norm_per_frame (`bool`, defaults to `True`): GroupNorm statistics per frame (AnimateDiff / X-Portrait).
-        zero_init (`bool`, defaults to `True`): Zero the output projections, so new modules are identities.
+    A :class:`~genblocks.diffusion.PlacedTemporalModules` (attach/remove, :meth:`frames`, saving; constructor arguments
+    ``input_blocks``, ``output_blocks``, ``module_channels``, ``output_before_upsampler``, ``num_attention_heads``,
+    ``num_layers``, ``max_len``, ``norm_num_groups``, ``norm_per_frame``, ``zero_init``, ...) with X-Portrait's
+    defaults. The modules are AnimateDiff "Vanilla" temporal transformers (``genblocks.diffusion.TemporalTransformer``:
+    per-frame GroupNorm, 2 frame self-attentions with sinusoidal positions, GEGLU feed-forward, zero-initialised output
+    projection), held in a :class:`~genblocks.diffusion.TemporalModuleSet` (attribute ``motion_modules``) keyed
+    ``input_blocks_{i}`` / ``output_blocks_{j}`` by LDM block index. They are not part of the UNet's state dict:
+    :meth:`attach` hooks them in after their blocks, and the frame count of the UNet's ``(b f)`` batch is set with
+    :meth:`frames`. The defaults are X-Portrait's SD1.5 placement (``MotionPlacement.animatediff``: after input blocks
+    1, 2, 4, 5, 7, 8, 10, 11 and all 12 output blocks, no middle module, modules after the upsampler), 8 heads, 1
+    layer, ``max_len`` 24, 32 groups, per-frame GroupNorm, zero-initialised outputs.
     """
 
     set_attribute = "motion_modules"
-
-    @register_to_config
-    def __init__(
-        self,
-        input_blocks: Sequence[int] = SD15_INPUT_MOTION_BLOCKS,
-        output_blocks: Sequence[int] = SD15_OUTPUT_MOTION_BLOCKS,
-        module_channels: Sequence[int] = SD15_MOTION_CHANNELS,
-        output_before_upsampler: bool = False,
-        num_attention_heads: int = 8,
-        num_layers: int = 1,
-        max_len: int = 24,
-        norm_num_groups: int = 32,
-        norm_per_frame: bool = True,
-        zero_init: bool = True,
-    ) -> None:
-        placement = MotionPlacement(
-            input_blocks=tuple(input_blocks),
-            output_blocks=tuple(output_blocks),
-            output_before_upsampler=output_before_upsampler,
-        )
-        temporal = TemporalModuleConfig(
-            num_attention_heads=num_attention_heads,
-            num_layers=num_layers,
-            max_len=max_len,
-            norm_num_groups=norm_num_groups,
-            norm_per_frame=norm_per_frame,
-            zero_init=zero_init,
-        )
-        super().__init__(placement, module_channels, temporal)
+    defaults: ClassVar[dict[str, object]] = {
+        "input_blocks": SD15_INPUT_MOTION_BLOCKS,
+        "output_blocks": SD15_OUTPUT_MOTION_BLOCKS,
+        "module_channels": SD15_MOTION_CHANNELS,
+    }
 
     @classmethod
     def from_unet(
@@ -151,19 +111,15 @@ class XPortraitMotionModules(TemporalModules):
         On SD1.5 this gives input blocks 1, 2, 4, 5, 7, 8, 10, 11 and output blocks 0-11; a smaller UNet gets the same
         pattern (after every down-block layer and every output block).
         """
-        placement = MotionPlacement.animatediff(unet, output_before_upsampler=output_before_upsampler)
-        modules = cls(
-            input_blocks=placement.input_blocks,
-            output_blocks=placement.output_blocks,
-            module_channels=cls.placement_channels(unet, placement),
-            output_before_upsampler=output_before_upsampler,
+        return cls.for_placement(
+            unet,
+            MotionPlacement.animatediff(unet, output_before_upsampler=output_before_upsampler),
             num_attention_heads=num_attention_heads,
             num_layers=num_layers,
             max_len=max_len,
             norm_num_groups=norm_num_groups,
             norm_per_frame=norm_per_frame,
         )
-        return modules.to_unet(unet)
 
 
 @dataclass
@@ -197,11 +153,13 @@ class XPortraitComponents:
         return {name: getattr(self, name) for name in self.__dataclass_fields__}
 
 
-class XPortraitModel(nn.Module):
+class XPortraitModel(ReferenceDenoiser):
     """One X-Portrait denoising step: reference bank + summed ControlNets + temporal modules around a UNet.
 
-    Building the model attaches bank processors to ``reference_unet`` (write) and ``unet`` (read) and hooks the motion
-    modules into ``unet``; the components are shared, not copied. A step is::
+    A :class:`~genblocks.diffusion.ReferenceDenoiser` (bank, :meth:`write_reference`, :meth:`clear_reference`, temporal
+    modules) whose UNet also takes both ControlNets' summed residuals. Building the model attaches bank processors to
+    ``reference_unet`` (write) and ``unet`` (read) and hooks the motion modules into ``unet``; the components are
+    shared, not copied. A step is::
 
         model.write_reference(source_latents, t, text)          # reference UNet on the clean source latent, same t
         eps_c = model(x_t, t, text_frames, num_frames=f, motion_image=driving, local_image=patches)
@@ -231,18 +189,12 @@ class XPortraitModel(nn.Module):
         fusion_blocks: FusionBlocks = "full",
         controlnet_scales: tuple[float, float] = (1.0, 1.0),
     ) -> None:
-        super().__init__()
-        self.unet = unet
-        self.reference_unet = reference_unet
+        super().__init__(unet, reference_unet, fusion_blocks)
         self.controlnets = ControlNetStack(
             [motion_controlnet, local_controlnet], names=CONTROLNET_NAMES, scales=controlnet_scales
         )
-        self.motion_modules = motion_modules
-        self.bank = ReferenceBank()
-        self.fusion_blocks = fusion_blocks
-        attach_reference_pair(reference_unet, unet, self.bank, fusion_blocks)
-        if motion_modules is not None and not motion_modules.attached:
-            motion_modules.attach(unet)
+        self.motion_modules: XPortraitMotionModules | None
+        self.set_temporal_modules(motion_modules)
 
     @property
     def motion_controlnet(self) -> ControlNetModel:
@@ -253,31 +205,6 @@ class XPortraitModel(nn.Module):
     def local_controlnet(self) -> ControlNetModel:
         """The ControlNet on the eye/eye/mouth patch image."""
         return self.controlnets["local"]
-
-    def write_reference(
-        self,
-        reference_latents: torch.Tensor,
-        timestep: torch.Tensor | int,
-        encoder_hidden_states: torch.Tensor,
-    ) -> None:
-        """Clear the bank and fill it from the reference UNet run on the clean source latent at ``timestep``.
-
-        Args:
-            reference_latents (`torch.Tensor` of shape `(B, 4, h, w)`): Scaled VAE latents of the sources (not noised;
-                upstream's ``wonoise``).
-            timestep (`torch.Tensor` or `int`): The current timestep (scalar or (B,)).
-            encoder_hidden_states (`torch.Tensor` of shape `(B, T, D)`): Text context of the sources.
-        """
-        write_reference_bank(self.reference_unet, self.bank, reference_latents, timestep, encoder_hidden_states)
-
-    def clear_reference(self) -> None:
-        """Empty the bank."""
-        self.bank.clear()
-
-    def _frames(self, num_frames: int) -> contextlib.AbstractContextManager[object]:
-        if self.motion_modules is None:
-            return contextlib.nullcontext()
-        return self.motion_modules.frames(num_frames)
 
     def forward(
         self,
@@ -308,12 +235,7 @@ class XPortraitModel(nn.Module):
         Returns:
             `torch.Tensor` of shape `(B * F, 4, h, w)`: the UNet's epsilon prediction.
         """
-        if sample.ndim != 4 or sample.shape[0] % num_frames:
-            raise ValueError(
-                f"sample must be (B * num_frames, C, h, w) with num_frames={num_frames}, got {tuple(sample.shape)}"
-            )
-        if use_reference and self.bank.is_empty():
-            raise ValueError("use_reference=True but the reference bank is empty: call write_reference first")
+        self.check_sample(sample, num_frames, use_reference)
         scales = dict(self.controlnets.scales)
         if controlnet_scales is not None:
             scales = dict(zip(CONTROLNET_NAMES, (float(s) for s in controlnet_scales), strict=True))
@@ -328,8 +250,7 @@ class XPortraitModel(nn.Module):
             residuals = self.controlnets(
                 sample, timestep, encoder_hidden_states, controlnet_cond=conditions, conditioning_scale=scales
             ).unet_kwargs()
-        with reference_mode(self.unet, "read" if use_reference else "off"), self._frames(num_frames):
-            return self.unet(sample, timestep, encoder_hidden_states=encoder_hidden_states, **residuals).sample
+        return self.denoise(sample, timestep, encoder_hidden_states, num_frames, use_reference, residuals)
 
     def unconditional(
         self,
@@ -351,8 +272,7 @@ class XPortraitModel(nn.Module):
         Returns:
             `torch.Tensor` of shape `(B * F, 4, h, w)`.
         """
-        with reference_mode(self.unet, "off"), self._frames(num_frames):
-            return self.unet(sample, timestep, encoder_hidden_states=encoder_hidden_states).sample
+        return self.denoise(sample, timestep, encoder_hidden_states, num_frames, use_reference=False)
 
     def enable_gradient_checkpointing(self) -> None:
         """Checkpoint the activations of both UNets and both ControlNets (for training)."""
@@ -375,14 +295,10 @@ def build_x_portrait_modules(
     Returns:
         `tuple`: ``(reference_unet, motion_controlnet, local_controlnet, motion_modules)``.
     """
-    reference_unet = UNet2DConditionModel.from_config(unet.config)
-    reference_unet.load_state_dict(unet.state_dict())
-    nets = []
-    for offset in range(2):
-        torch.manual_seed(seed + offset)
-        nets.append(
-            ControlNetModel.from_unet(unet, conditioning_embedding_out_channels=config.controlnet_embedding_channels)
-        )
+    reference_unet = copy_unet(unet)
+    motion, local = (
+        controlnet_from_unet(unet, seed + offset, config.controlnet_embedding_channels) for offset in (0, 1)
+    )
     motion_modules = None
     if with_motion_modules:
         torch.manual_seed(seed)
@@ -395,10 +311,7 @@ def build_x_portrait_modules(
             norm_per_frame=config.temporal_norm_per_frame,
             output_before_upsampler=config.temporal_before_upsampler,
         )
-    reference_unet.to(unet.device)
-    if unet.dtype != torch.float32:
-        reference_unet.to(unet.dtype)
-    return reference_unet, nets[0].to(unet.device), nets[1].to(unet.device), motion_modules
+    return reference_unet, motion, local, motion_modules
 
 
 def build_random_components(
@@ -450,16 +363,7 @@ def build_base_components(
             only, e.g. when a converted checkpoint will overwrite it).
         seed (`int`, defaults to 0): Seed of the freshly initialised layers.
     """
-    root = Path(base_model)
-    if not (root / "unet").is_dir():
-        raise ValueError(
-            f"base_model {root} must be a diffusers SD1.5 folder with unet/, vae/, text_encoder/, tokenizer/"
-        )
-    if load_unet_weights:
-        unet = UNet2DConditionModel.from_pretrained(root, subfolder="unet")
-    else:
-        unet = UNet2DConditionModel.from_config(UNet2DConditionModel.load_config(root, subfolder="unet"))
-    unet.requires_grad_(False)
+    unet, vae, text_encoder, tokenizer = load_sd15_folder(base_model, load_unet_weights)
     reference_unet, motion, local, modules = build_x_portrait_modules(unet, config, with_motion_modules, seed)
     return XPortraitComponents(
         unet=unet,
@@ -467,8 +371,8 @@ def build_base_components(
         motion_controlnet=motion,
         local_controlnet=local,
         motion_modules=modules,
-        vae=AutoencoderKL.from_pretrained(root, subfolder="vae"),
-        text_encoder=CLIPTextModel.from_pretrained(root, subfolder="text_encoder"),
-        tokenizer=CLIPTokenizer.from_pretrained(root, subfolder="tokenizer"),
+        vae=vae,
+        text_encoder=text_encoder,
+        tokenizer=tokenizer,
         scheduler=ldm_ddim_scheduler(),
     )

@@ -61,7 +61,7 @@ from dataclasses import dataclass
 from typing import Any, ClassVar, Literal, Self, cast
 
 import torch
-from diffusers.configuration_utils import ConfigMixin
+from diffusers.configuration_utils import ConfigMixin, register_to_config
 from diffusers.models.modeling_utils import ModelMixin
 from diffusers.models.unets.unet_2d_condition import UNet2DConditionModel
 from diffusers.models.unets.unet_motion_model import AnimateDiffTransformer3D
@@ -641,6 +641,109 @@ class TemporalModules(ModelMixin, ConfigMixin):
         )
 
 
+_PLACEMENT_FIELDS = (
+    "input_blocks",
+    "output_blocks",
+    "output_second_blocks",
+    "middle_block",
+    "middle_uncond_only",
+    "output_before_upsampler",
+)
+_MODULE_FIELDS = ("num_attention_heads", "num_layers", "max_len", "norm_num_groups", "norm_per_frame", "zero_init")
+
+
+class PlacedTemporalModules(TemporalModules):
+    """:class:`TemporalModules` whose constructor takes the placement and the module settings as flat, JSON-able
+    arguments: the saveable form of a paper's motion (X-Portrait, humananim) or cross-view (DiffPortrait3D) modules.
+
+    A paper's class only names its :attr:`~TemporalModules.set_attribute` and its :attr:`defaults` (the values of the
+    arguments left ``None``); diffusers saves the resolved arguments in ``config.json`` and resolves a saved folder by
+    the subclass's name. Its module must import ``ModelMixin`` (see :class:`TemporalModules`). Arguments missing from
+    an older ``config.json`` take the class's defaults.
+
+    Args:
+        input_blocks (`Sequence[int]`, *optional*): LDM input blocks followed by a module.
+        output_blocks (`Sequence[int]`, *optional*): LDM output blocks followed by a module.
+        module_channels (`Sequence[int]`, *optional*): Channels of each module, in :meth:`MotionPlacement.module_names`
+            order.
+        output_second_blocks, middle_block, middle_uncond_only, output_before_upsampler: The other
+            :class:`MotionPlacement` fields.
+        num_attention_heads, num_layers, max_len, norm_num_groups, norm_per_frame, zero_init: The
+            :class:`TemporalModuleConfig` fields.
+
+    Every argument left ``None`` takes :attr:`defaults`, else the :class:`MotionPlacement` /
+    :class:`TemporalModuleConfig` default (no modules, AnimateDiff "Vanilla" settings).
+    """
+
+    defaults: ClassVar[Mapping[str, Any]] = {}
+    """A paper's values of the arguments left ``None`` (e.g. SD1.5's blocks and channels, ``max_len``)."""
+
+    @register_to_config
+    def __init__(
+        self,
+        input_blocks: Sequence[int] | None = None,
+        output_blocks: Sequence[int] | None = None,
+        module_channels: Sequence[int] | None = None,
+        output_second_blocks: Sequence[int] | None = None,
+        middle_block: bool | None = None,
+        middle_uncond_only: bool | None = None,
+        output_before_upsampler: bool | None = None,
+        num_attention_heads: int | None = None,
+        num_layers: int | None = None,
+        max_len: int | None = None,
+        norm_num_groups: int | None = None,
+        norm_per_frame: bool | None = None,
+        zero_init: bool | None = None,
+    ) -> None:
+        given: dict[str, Any] = {
+            "input_blocks": input_blocks,
+            "output_blocks": output_blocks,
+            "module_channels": module_channels,
+            "output_second_blocks": output_second_blocks,
+            "middle_block": middle_block,
+            "middle_uncond_only": middle_uncond_only,
+            "output_before_upsampler": output_before_upsampler,
+            "num_attention_heads": num_attention_heads,
+            "num_layers": num_layers,
+            "max_len": max_len,
+            "norm_num_groups": norm_num_groups,
+            "norm_per_frame": norm_per_frame,
+            "zero_init": zero_init,
+        }
+        base = {
+            **{name: getattr(MotionPlacement(), name) for name in _PLACEMENT_FIELDS},
+            **{name: getattr(TemporalModuleConfig(), name) for name in _MODULE_FIELDS},
+            "module_channels": (),
+        }
+        settings = {
+            name: value if value is not None else self.defaults.get(name, base[name]) for name, value in given.items()
+        }
+        for name in ("input_blocks", "output_blocks", "output_second_blocks", "module_channels"):
+            settings[name] = tuple(int(v) for v in settings[name])
+        placement = MotionPlacement(**{name: settings[name] for name in _PLACEMENT_FIELDS})
+        temporal = TemporalModuleConfig(**{name: settings[name] for name in _MODULE_FIELDS})
+        super().__init__(placement, settings["module_channels"], temporal)
+        self.register_to_config(**settings)  # the resolved values, so config.json reads on its own
+
+    @classmethod
+    def for_placement(cls, unet: UNet2DConditionModel, placement: MotionPlacement, **settings: Any) -> Self:
+        """Modules at ``placement`` sized for ``unet`` (channels from its blocks), on its device and dtype.
+
+        Args:
+            unet (`UNet2DConditionModel`): The UNet they will be attached to.
+            placement (`MotionPlacement`): Where they go (e.g. :meth:`MotionPlacement.animatediff` on ``unet``).
+            **settings: :class:`TemporalModuleConfig` fields (``num_attention_heads``, ``max_len``, ...).
+        """
+        unknown = sorted(set(settings) - set(_MODULE_FIELDS))
+        if unknown:
+            raise TypeError(
+                f"{cls.__name__}.for_placement got unknown settings {unknown}; known: {list(_MODULE_FIELDS)}"
+            )
+        placed = {name: getattr(placement, name) for name in _PLACEMENT_FIELDS}
+        modules = cls(module_channels=cls.placement_channels(unet, placement), **placed, **settings)
+        return modules.to_unet(unet)
+
+
 def insert_temporal_modules(
     unet: UNet2DConditionModel,
     placement: MotionPlacement,
@@ -849,6 +952,7 @@ def convert_animatediff_motion_state_dict(
 __all__ = [
     "LdmBlock",
     "MotionPlacement",
+    "PlacedTemporalModules",
     "TemporalModuleConfig",
     "TemporalModuleSet",
     "TemporalModules",
