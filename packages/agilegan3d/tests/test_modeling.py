@@ -106,7 +106,7 @@ def test_multiview_loss_zero_for_identical_latents_positive_and_differentiable(t
     g3d = build_g3d(tiny.g3d)
     c = cameras_at(torch.tensor([0.3, -0.2]), torch.tensor([0.1, 0.0]))
     ws = g3d.mapping(torch.randn(2, g3d.z_dim), c).detach()
-    assert float(multiview_consistency_loss(g3d, ws.clone(), ws, c)) == 0.0
+    assert float(multiview_consistency_loss(g3d, ws.clone(), ws, c).detach()) == 0.0
     ws_hat = (ws + 0.5 * torch.randn_like(ws)).requires_grad_(True)
     loss = multiview_consistency_loss(g3d, ws_hat, ws, c)
     assert torch.isfinite(loss) and float(loss.detach()) > 0

@@ -128,3 +128,15 @@ def test_train_style_runs_every_stage_and_skips_finished_ones(tiny: AgileGAN3DCo
     train_style(config, tmp_path / "run", resume=True)  # everything finished: nothing retrains
     assert (tmp_path / "run" / "transfer" / "trained" / "g3_style.safetensors").read_bytes() == weights
     assert (style / "g3_style.safetensors").stat().st_mtime_ns >= stamp
+
+
+def test_exemplars_of_mixed_sizes_are_cropped_and_resized_with_notes(tmp_path: Path) -> None:
+    from agilegan3d.training import load_exemplars
+    from genblocks.media import write_image
+
+    for k, (h, w) in enumerate([(40, 40), (64, 48), (32, 32), (20, 30), (50, 50)]):
+        write_image(tmp_path / f"{k}.png", torch.rand(3, h, w) * 2 - 1)
+    data = load_exemplars(tmp_path, 32, min_count=5)
+    assert data.images.shape == (5, 3, 32, 32) and len(set(data.hashes)) == 5
+    assert any("centre-cropped" in note for note in data.notes) and any("resized" in note for note in data.notes)
+    assert not any(note.startswith("2.png") for note in data.notes)  # already 32 x 32: untouched
