@@ -21,6 +21,8 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 RUN = ROOT / "benchmarks" / "gpu" / "run.sh"
 SECTIONS = ("env", "kernels", "optimizers", "pipelines", "new_packages")
+# one worker runs the whole module under `pytest -n N --dist loadgroup`, so the dry run (module fixture) runs once
+pytestmark = pytest.mark.xdist_group("gpu_check")
 
 
 def _run(out: Path, *args: str, timeout: float = 900) -> subprocess.CompletedProcess[str]:

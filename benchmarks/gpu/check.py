@@ -55,15 +55,18 @@ def env_section(ctx: Any) -> dict[str, Any]:
             versions[name] = None
     device = torch.cuda.get_device_name(0) if ctx.cuda else platform.processor() or platform.machine()
     memory = torch.cuda.get_device_properties(0).total_memory / 2**30 if ctx.cuda else None
+    cuda_version = torch.version.cuda if ctx.cuda else None
     rows = [
         ["device", device],
         ["device memory GiB", memory if memory else "n/a"],
+        ["CUDA", cuda_version or "n/a"],
         ["python", platform.python_version()],
     ]
     rows += [[name, version or "missing"] for name, version in versions.items()]
     return {
         "device": device,
         "device_memory_gib": memory,
+        "cuda_version": cuda_version,
         "cuda": ctx.cuda,
         "dry_run": ctx.dry_run,
         "python": platform.python_version(),
