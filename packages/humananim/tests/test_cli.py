@@ -240,6 +240,11 @@ def test_animate_a_driving_video_through_the_dlib_detector(tmp_path: Path, capsy
     neck_x = keypoints.points[:, 1, 0]
     assert (np.diff(neck_x) < 0).all(), neck_x  # the detected face's slide, retargeted onto the reference
     assert (tmp_path / "anim" / "animation.gif").stat().st_size > 0 and (tmp_path / "anim" / "strip.png").is_file()
+    close_up = np.asarray(Image.fromarray(skdata.astronaut()[0:220, 140:330]).resize((256, 256)))
+    write_image(tmp_path / "face.png", close_up)  # the neck is out of the picture: nothing to retarget onto
+    argv = ["animate", "--image", str(tmp_path / "face.png"), "--driving", str(tmp_path / "drive.gif")]
+    assert main([*argv, "--backend", "dlib", "--out", str(tmp_path / "a2")]) == 2
+    assert "reference image: no person found" in capsys.readouterr().err
 
 
 def test_keypoints_max_gap_decides_which_missing_hands_are_filled(tmp_path: Path) -> None:

@@ -274,8 +274,9 @@ def run_animate(args: argparse.Namespace, config: HumanAnimConfig) -> int:
         fps = config.sampling.fps or video_fps
     if config.sampling.max_frames is not None:
         raw = type(raw)(raw.points[: config.sampling.max_frames], raw.width, raw.height, raw.fps)
-    reference = _reference_keypoints(args, detector) if (args.reference_pose or detector is not None) else None
     settings = config.keypoints
+    wants_reference = settings.retarget and (args.reference_pose is not None or detector is not None)
+    reference = _reference_keypoints(args, detector) if wants_reference else None
     driving = raw.resized(width, height)
     if reference is not None:
         reference = reference.resized(width, height)
