@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 # Share of the whole budget each section may use (what a section leaves unused flows to the next ones).
-SHARES = {"env": 0.02, "kernels": 0.12, "optimizers": 0.36, "pipelines": 0.34, "new_packages": 0.16}
+SHARES = {"env": 0.01, "kernels": 0.15, "optimizers": 0.34, "pipelines": 0.34, "new_packages": 0.16}
 LIBRARIES = ("torch", "triton", "transformers", "diffusers", "omegaconf", "bitsandbytes", "numpy", "huggingface_hub")
 
 
