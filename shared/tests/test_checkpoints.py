@@ -6,6 +6,8 @@ The LDM layout is produced from tiny diffusers models by the inverse key maps be
 
 from __future__ import annotations
 
+import json
+
 import pytest
 import torch
 from diffusers import ControlNetModel, UNet2DConditionModel
@@ -15,7 +17,9 @@ from genblocks.diffusion.checkpoints import (
     LDM_TEXT_ENCODER_PREFIX,
     LDM_UNET_PREFIX,
     LDM_VAE_PREFIX,
+    PipelineConversionReport,
     clean_state_dict,
+    convert_reference_ldm_state_dict,
     load_ldm_checkpoint,
     load_ldm_component,
     load_ldm_motion_modules,
@@ -24,6 +28,7 @@ from genblocks.diffusion.checkpoints import (
     save_components,
     split_by_prefix,
     split_ldm_motion_keys,
+    write_converted_pipeline,
 )
 from genblocks.diffusion.temporal import MotionPlacement, TemporalModuleConfig, TemporalModuleSet
 from genblocks.testing.ldm_layout import clip_to_ldm, controlnet_to_ldm, motion_modules_to_ldm, unet_to_ldm, vae_to_ldm
@@ -261,3 +266,109 @@ def test_pipeline_report_ignores_scheduler_buffers_and_refuses_a_foreign_file() 
     assert not report.is_exact  # the unclaimed key
     report.unclaimed_keys.clear()
     assert report.is_exact and "unet: 12 loaded" in report.summary()
+
+
+class _ViewReport(PipelineConversionReport):
+    temporal_name = "view_modules"
+
+
+def _reference_paper_checkpoint() -> tuple[dict[str, torch.Tensor], dict[str, torch.nn.Module]]:
+    """An official-layout checkpoint of a reference-UNet paper (DiffPortrait3D's prefixes) and the models it holds."""
+    unet = tiny_unet(seed=1)
+    modules = _temporal_set(unet, seed=2)
+    reference = tiny_unet(seed=3)
+    controlnet = tiny_controlnet(unet, seed=4)
+    with torch.no_grad():
+        for p in controlnet.parameters():
+            p.add_(torch.randn_like(p) * 0.01)
+    reference_state = {k: v for k, v in unet_to_ldm(reference).items() if not k.startswith("out.")}
+    reference_state["input_hint_block.0.weight"] = torch.ones(2)
+    checkpoint = {
+        **_prefixed(LDM_UNET_PREFIX, {**unet_to_ldm(unet), **motion_modules_to_ldm(modules)}),
+        **_prefixed("control_model.", reference_state),
+        **_prefixed("pose_control_model.", controlnet_to_ldm(controlnet)),
+        "betas": torch.linspace(0, 1, 4),  # a complete training checkpoint's DDPM schedule
+        "lr_scheduler.step": torch.zeros(1),
+    }
+    return checkpoint, {"unet": unet, "temporal": modules, "reference_unet": reference, "view_controlnet": controlnet}
+
+
+PAPER_PREFIXES = {
+    "unet": LDM_UNET_PREFIX,
+    "reference_unet": "control_model.",
+    "view_controlnet": "pose_control_model.",
+    "vae": LDM_VAE_PREFIX,
+    "text_encoder": LDM_TEXT_ENCODER_PREFIX,
+}
+
+
+def test_convert_reference_ldm_state_dict_loads_every_part_and_reports_the_rest() -> None:
+    checkpoint, sources = _reference_paper_checkpoint()
+    unet = tiny_unet(seed=10)
+    targets = {
+        "unet": unet,
+        "reference_unet": tiny_unet(seed=11),
+        "view_controlnet": tiny_controlnet(unet, seed=12),
+        "vae": tiny_vae(seed=13),
+        "text_encoder": tiny_clip_text_encoder(seed=14),
+    }
+    vae_before = {k: v.clone() for k, v in targets["vae"].state_dict().items()}
+    temporal = _temporal_set(unet, seed=15)
+    wrapped = {"state_dict": {"module." + key: value for key, value in checkpoint.items()}}
+    report = convert_reference_ldm_state_dict(wrapped, PAPER_PREFIXES, targets, temporal, _ViewReport)
+    assert isinstance(report, _ViewReport)
+    assert list(report.components) == ["unet", "reference_unet", "view_controlnet"]  # no vae/text keys: kept
+    assert all(part.is_exact for part in report.components.values()) and report.temporal.is_exact
+    for name in ("unet", "reference_unet", "view_controlnet"):
+        own = {k: v for k, v in targets[name].state_dict().items() if name != "reference_unet" or "_out." not in k}
+        theirs = sources[name].state_dict()
+        assert all(torch.equal(value, theirs[key]) for key, value in own.items()), name
+    _assert_same_weights(temporal, sources["temporal"])
+    assert all(torch.equal(v, vae_before[k]) for k, v in targets["vae"].state_dict().items())
+    assert report.ignored_keys == [
+        "betas",
+        "control_model.input_hint_block.0.weight",
+        "reference_unet.conv_norm_out.bias",
+        "reference_unet.conv_norm_out.weight",
+        "reference_unet.conv_out.bias",
+        "reference_unet.conv_out.weight",
+    ]
+    assert report.unclaimed_keys == ["lr_scheduler.step"] and not report.is_exact
+    expected = sum(len(sources[n].state_dict()) for n in ("unet", "temporal", "view_controlnet"))
+    assert report.loaded_keys == expected + len(sources["reference_unet"].state_dict()) - 4  # no out layers
+    assert report.to_dict()["view_modules"]["loaded_keys"] == len(sources["temporal"].state_dict())
+
+    # the optional parts load when the checkpoint has them; without temporal modules their keys are unexpected
+    vae = tiny_vae(seed=20)
+    with_vae = {**checkpoint, **_prefixed(LDM_VAE_PREFIX, vae_to_ldm(vae))}
+    with_vae.pop("lr_scheduler.step")
+    report = convert_reference_ldm_state_dict(with_vae, PAPER_PREFIXES, targets, None, _ViewReport)
+    assert list(report.components) == ["unet", "reference_unet", "view_controlnet", "vae"]
+    _assert_same_weights(targets["vae"], vae)
+    assert len(report.temporal.unexpected_keys) == len(motion_modules_to_ldm(sources["temporal"]))
+    without_text = {name: model for name, model in targets.items() if name != "text_encoder"}
+    with pytest.raises(ValueError, match=r"lacks components \['text_encoder'\]"):
+        convert_reference_ldm_state_dict(checkpoint, PAPER_PREFIXES, without_text, None, _ViewReport)
+
+
+def test_write_converted_pipeline_saves_the_pipeline_and_its_report(tmp_path) -> None:
+    class _Pipeline:
+        def save_pretrained(self, output, safe_serialization: bool) -> None:
+            output.mkdir(parents=True)
+            (output / "model_index.json").write_text(json.dumps({"safe": safe_serialization}))
+
+    report = _ViewReport(unclaimed_keys=["x"])
+    folder = write_converted_pipeline(_Pipeline(), report, tmp_path / "out")
+    assert folder == tmp_path / "out"
+    assert json.loads((folder / "model_index.json").read_text()) == {"safe": True}
+    saved = json.loads((folder / "conversion_report.json").read_text())
+    assert saved == json.loads(json.dumps(report.to_dict())) and saved["unclaimed_keys"] == ["x"]
+
+
+def test_read_ldm_checkpoint_unpickles_in_full_only_when_trusted(tmp_path) -> None:
+    path = tmp_path / "model_state.th"
+    torch.save({"state_dict": {"module.a": torch.ones(2)}, "opaque": _Opaque()}, path)
+    with pytest.raises(ValueError, match="weights_only"):
+        read_ldm_checkpoint(path)
+    state = read_ldm_checkpoint(path, trust_pickle=True)
+    assert list(state) == ["a"] and torch.equal(state["a"], torch.ones(2))

@@ -21,7 +21,6 @@ block k + 1, ``output_blocks_motion_module.{j}.1`` the second module after an up
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 from collections.abc import Mapping
@@ -38,13 +37,9 @@ from genblocks.diffusion.checkpoints import (
     LDM_VAE_PREFIX,
     ConversionReport,
     PipelineConversionReport,
-    clean_state_dict,
-    load_ldm_component,
-    load_ldm_motion_modules,
-    load_ldm_reference_unet,
+    convert_reference_ldm_state_dict,
     read_ldm_checkpoint,
-    split_by_prefix,
-    split_ldm_motion_keys,
+    write_converted_pipeline,
 )
 
 __all__ = [
@@ -83,10 +78,6 @@ class DiffPortrait3DConversionReport(PipelineConversionReport):
         """The cross-view modules' report."""
         return self.temporal
 
-    @view_modules.setter
-    def view_modules(self, report: ConversionReport) -> None:
-        self.temporal = report
-
 
 def convert_diffportrait3d_state_dict(
     checkpoint: Mapping[str, torch.Tensor], components: DiffPortrait3DComponents
@@ -101,33 +92,11 @@ def convert_diffportrait3d_state_dict(
     Returns:
         `DiffPortrait3DConversionReport`.
     """
-    state = clean_state_dict(checkpoint)
-    groups, rest = split_by_prefix(state, DIFFPORTRAIT3D_PREFIXES.values())
-    report = DiffPortrait3DConversionReport.from_unclaimed(rest)
-
-    unet_state = groups[LDM_UNET_PREFIX]
-    motion_state, unet_only = split_ldm_motion_keys(unet_state)
-    report.components["unet"] = load_ldm_component(components.unet, unet_only)
     modules = components.view_modules.view_modules if components.view_modules is not None else None
-    report.view_modules = load_ldm_motion_modules(motion_state, modules)
-
-    prefix = DIFFPORTRAIT3D_PREFIXES["reference_unet"]
-    reference_report, ignored = load_ldm_reference_unet(components.reference_unet, groups[prefix], prefix)
-    report.ignored_keys += ignored
-    report.components["reference_unet"] = reference_report
-
-    report.components["view_controlnet"] = load_ldm_component(
-        components.view_controlnet, groups[DIFFPORTRAIT3D_PREFIXES["view_controlnet"]]
+    models = {name: getattr(components, name) for name in DIFFPORTRAIT3D_PREFIXES}
+    return convert_reference_ldm_state_dict(
+        checkpoint, DIFFPORTRAIT3D_PREFIXES, models, modules, DiffPortrait3DConversionReport
     )
-    for name in ("vae", "text_encoder"):
-        part = groups[DIFFPORTRAIT3D_PREFIXES[name]]
-        if part:
-            report.components[name] = load_ldm_component(getattr(components, name), part)
-        else:
-            logger.info("checkpoint has no %s keys; keeping the given %s", name, name)
-    if not report.is_exact:
-        logger.warning("DiffPortrait3D conversion is not exact: %s", json.dumps(report.to_dict())[:2000])
-    return report
 
 
 def convert_diffportrait3d_checkpoint(
@@ -135,11 +104,7 @@ def convert_diffportrait3d_checkpoint(
 ) -> DiffPortrait3DConversionReport:
     """Read ``model_state-*.th`` (``torch.load(weights_only=True)``, or full unpickling only with
     ``trust_pickle=True``; ``.safetensors`` also works) and load it into ``components``."""
-    if trust_pickle and Path(path).suffix != ".safetensors":
-        checkpoint = torch.load(path, map_location="cpu", weights_only=False)
-    else:
-        checkpoint = read_ldm_checkpoint(path)
-    return convert_diffportrait3d_state_dict(checkpoint, components)
+    return convert_diffportrait3d_state_dict(read_ldm_checkpoint(path, trust_pickle=trust_pickle), components)
 
 
 def save_converted_pipeline(
@@ -149,11 +114,8 @@ def save_converted_pipeline(
     views_per_batch: int = 8,
 ) -> Path:
     """Write the converted components as a ``DiffPortrait3DPipeline`` folder plus ``conversion_report.json``."""
-    output = Path(output_dir)
     pipeline = DiffPortrait3DPipeline(**components.as_dict(), views_per_batch=views_per_batch)
-    pipeline.save_pretrained(output, safe_serialization=True)
-    (output / "conversion_report.json").write_text(json.dumps(report.to_dict(), indent=2))
-    return output
+    return write_converted_pipeline(pipeline, report, output_dir)
 
 
 def convert_checkpoint(

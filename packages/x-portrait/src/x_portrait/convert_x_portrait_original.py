@@ -29,7 +29,6 @@ mismatches, and keys known to be unused (the reference UNet's ``input_hint_block
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 from collections.abc import Mapping
@@ -43,13 +42,9 @@ from genblocks.diffusion.checkpoints import (
     LDM_VAE_PREFIX,
     ConversionReport,
     PipelineConversionReport,
-    clean_state_dict,
-    load_ldm_component,
-    load_ldm_motion_modules,
-    load_ldm_reference_unet,
+    convert_reference_ldm_state_dict,
     read_ldm_checkpoint,
-    split_by_prefix,
-    split_ldm_motion_keys,
+    write_converted_pipeline,
 )
 from x_portrait.modeling_x_portrait import XPortraitComponents
 from x_portrait.pipeline_x_portrait import XPortraitPipeline
@@ -91,10 +86,6 @@ class XPortraitConversionReport(PipelineConversionReport):
         """The temporal modules' report."""
         return self.temporal
 
-    @motion_modules.setter
-    def motion_modules(self, report: ConversionReport) -> None:
-        self.temporal = report
-
 
 def convert_x_portrait_state_dict(
     checkpoint: Mapping[str, torch.Tensor], components: XPortraitComponents
@@ -111,42 +102,11 @@ def convert_x_portrait_state_dict(
     Returns:
         `XPortraitConversionReport`.
     """
-    state = clean_state_dict(checkpoint)
-    groups, rest = split_by_prefix(state, X_PORTRAIT_PREFIXES.values())
-    report = XPortraitConversionReport.from_unclaimed(rest)
-
-    unet_state = groups[LDM_UNET_PREFIX]
-    motion_state, unet_only = split_ldm_motion_keys(unet_state)
-    report.components["unet"] = load_ldm_component(components.unet, unet_only)
     modules = components.motion_modules.motion_modules if components.motion_modules is not None else None
-    report.motion_modules = load_ldm_motion_modules(motion_state, modules)
-
-    reference_prefix = X_PORTRAIT_PREFIXES["reference_unet"]
-    reference_report, ignored = load_ldm_reference_unet(
-        components.reference_unet, groups[reference_prefix], reference_prefix
+    models = {name: getattr(components, name) for name in X_PORTRAIT_PREFIXES}
+    return convert_reference_ldm_state_dict(
+        checkpoint, X_PORTRAIT_PREFIXES, models, modules, XPortraitConversionReport
     )
-    report.ignored_keys += ignored
-    report.components["reference_unet"] = reference_report
-
-    for name in ("motion_controlnet", "local_controlnet"):
-        report.components[name] = load_ldm_component(getattr(components, name), groups[X_PORTRAIT_PREFIXES[name]])
-    for name in ("vae", "text_encoder"):
-        part = groups[X_PORTRAIT_PREFIXES[name]]
-        if part:
-            report.components[name] = load_ldm_component(getattr(components, name), part)
-        else:
-            logger.info("checkpoint has no %s keys (%s); keeping the given %s", name, X_PORTRAIT_PREFIXES[name], name)
-    for name, part in report.components.items():
-        logger.info(
-            "%s: %d missing, %d unexpected, %d mismatched keys",
-            name,
-            len(part.missing_keys),
-            len(part.unexpected_keys),
-            len(part.mismatched_keys),
-        )
-    if not report.is_exact:
-        logger.warning("X-Portrait conversion is not exact:\n%s", report.summary())
-    return report
 
 
 def convert_x_portrait_checkpoint(
@@ -171,8 +131,5 @@ def save_converted_pipeline(
     Returns:
         `Path`: ``output_dir``.
     """
-    output = Path(output_dir)
     pipeline = XPortraitPipeline(**components.as_dict(), patch_size=patch_size, landmark_scale=landmark_scale)
-    pipeline.save_pretrained(output, safe_serialization=True)
-    (output / "conversion_report.json").write_text(json.dumps(report.to_dict(), indent=2))
-    return output
+    return write_converted_pipeline(pipeline, report, output_dir)

@@ -7,6 +7,7 @@ module that defines a name.
 from genblocks.diffusion.checkpoints import (
     ConversionReport,
     LdmCheckpointReport,
+    convert_reference_ldm_state_dict,
     load_ldm_checkpoint,
     load_ldm_component,
     load_ldm_motion_modules,
@@ -14,6 +15,7 @@ from genblocks.diffusion.checkpoints import (
     read_ldm_checkpoint,
     save_components,
     split_ldm_motion_keys,
+    write_converted_pipeline,
 )
 from genblocks.diffusion.controlnets import ControlNetResiduals, ControlNetStack
 from genblocks.diffusion.reference_attention import (
@@ -76,6 +78,7 @@ __all__ = [
     "attach_reference_attention",
     "attach_reference_pair",
     "controlnet_from_unet",
+    "convert_reference_ldm_state_dict",
     "copy_unet",
     "denoise_windows",
     "detach_reference_attention",
@@ -101,5 +104,6 @@ __all__ = [
     "vae_encode",
     "widen_conv",
     "widen_conv_in",
+    "write_converted_pipeline",
     "write_reference_bank",
 ]

@@ -17,6 +17,7 @@ packages map them with their own index maps. Files are read with ``torch.load(we
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import pickle
@@ -24,7 +25,7 @@ import re
 from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Self
+from typing import Any, Self, TypeVar, cast
 
 import torch
 from diffusers.loaders.single_file_utils import (
@@ -51,11 +52,13 @@ __all__ = [
     "LDM_TEXT_ENCODER_PREFIX",
     "LDM_UNET_PREFIX",
     "LDM_VAE_PREFIX",
+    "OPTIONAL_LDM_COMPONENTS",
     "ConversionReport",
     "LdmCheckpointReport",
     "PipelineConversionReport",
     "clean_state_dict",
     "convert_ldm_component",
+    "convert_reference_ldm_state_dict",
     "load_ldm_checkpoint",
     "load_ldm_component",
     "load_ldm_motion_modules",
@@ -64,6 +67,7 @@ __all__ = [
     "save_components",
     "split_by_prefix",
     "split_ldm_motion_keys",
+    "write_converted_pipeline",
 ]
 
 logger = logging.getLogger(__name__)
@@ -254,12 +258,14 @@ def clean_state_dict(checkpoint: Mapping[str, Any]) -> dict[str, torch.Tensor]:
     return cleaned
 
 
-def read_ldm_checkpoint(path: str | os.PathLike) -> dict[str, torch.Tensor]:
+def read_ldm_checkpoint(path: str | os.PathLike, trust_pickle: bool = False) -> dict[str, torch.Tensor]:
     """Read a single-file checkpoint (``.safetensors``, or ``.ckpt``/``.th``/``.pt``/``.bin`` with
     ``torch.load(weights_only=True)``) and clean it with `clean_state_dict`.
 
     Args:
         path (`str` or `os.PathLike`): the file.
+        trust_pickle (`bool`, defaults to `False`): Unpickle a ``torch.load`` file in full (it may run code: only for
+            a file from a source you trust, holding objects ``weights_only`` refuses).
 
     Returns:
         `dict[str, torch.Tensor]`: flat state dict on CPU with the LDM top-level prefixes.
@@ -270,7 +276,7 @@ def read_ldm_checkpoint(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     if path.suffix == ".safetensors":
         return clean_state_dict(load_file(path))
     try:
-        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+        checkpoint = torch.load(path, map_location="cpu", weights_only=not trust_pickle)
     except pickle.UnpicklingError as error:
         raise ValueError(
             f"checkpoint {path} holds objects other than tensors and plain containers, which "
@@ -556,6 +562,92 @@ def load_ldm_checkpoint(
         top = sorted({key.split(".", 1)[0] for key in rest})
         logger.info("%d checkpoint keys under no requested prefix (top-level names: %s)", len(rest), top)
     return report
+
+
+R = TypeVar("R", bound=PipelineConversionReport)
+
+OPTIONAL_LDM_COMPONENTS: tuple[str, ...] = ("vae", "text_encoder")
+"""Components a paper's official checkpoint may leave out (the base model's are kept then)."""
+
+
+def convert_reference_ldm_state_dict(
+    checkpoint: Mapping[str, Any],
+    prefixes: Mapping[str, str],
+    models: Mapping[str, nn.Module],
+    temporal: TemporalModuleSet | None,
+    report_type: type[R],
+    optional: Iterable[str] = OPTIONAL_LDM_COMPONENTS,
+) -> R:
+    """Load the official single-file checkpoint of a reference-UNet paper (X-Portrait, DiffPortrait3D) into its
+    prebuilt models, in place, and report every key that did not load.
+
+    The ``unet`` group is split into the UNet's own keys and its motion-module keys (loaded into ``temporal``); the
+    ``reference_unet`` group goes through :func:`load_ldm_reference_unet` (its unused ``input_hint_block`` and missing
+    ``out`` layers become ignored keys); a component named in ``optional`` loads only when the checkpoint has keys
+    under its prefix; every other component through :func:`load_ldm_component`. Checkpoint keys under no prefix are
+    unclaimed, except the DDPM schedule buffers of a complete checkpoint, which are ignored.
+
+    Args:
+        checkpoint (`Mapping[str, Any]`): The official state dict (a ``state_dict`` wrapper and ``module.`` prefixes
+            are removed).
+        prefixes (`Mapping[str, str]`): Component name -> top-level checkpoint prefix; holds ``unet`` and
+            ``reference_unet``. Reports follow its order.
+        models (`Mapping[str, nn.Module]`): Component name -> model, for every name of ``prefixes``.
+        temporal (`TemporalModuleSet`, *optional*): The temporal modules; `None` reports their keys as unexpected.
+        report_type (`type[PipelineConversionReport]`): The paper's report class (its :attr:`temporal_name`).
+        optional (`Iterable[str]`, defaults to ``("vae", "text_encoder")``): Components the checkpoint may lack.
+
+    Returns:
+        An instance of ``report_type``.
+    """
+    missing = sorted({"unet", "reference_unet", *prefixes} - set(models))
+    if missing:
+        raise ValueError(f"models lacks components {missing} (prefixes name {list(prefixes)})")
+    optional = set(optional)
+    groups, rest = split_by_prefix(clean_state_dict(checkpoint), prefixes.values())
+    report = report_type.from_unclaimed(rest)
+    for name, prefix in prefixes.items():
+        part = groups[prefix]
+        if name == "unet":
+            motion_state, unet_only = split_ldm_motion_keys(part)
+            report.components[name] = load_ldm_component(models[name], unet_only)
+            report.temporal = load_ldm_motion_modules(motion_state, temporal)
+        elif name == "reference_unet":
+            reference = cast(UNet2DConditionModel, models[name])
+            report.components[name], ignored = load_ldm_reference_unet(reference, part, prefix, name)
+            report.ignored_keys += ignored
+        elif name in optional and not part:
+            logger.info("checkpoint has no %s keys (%s); keeping the given %s", name, prefix, name)
+        else:
+            report.components[name] = load_ldm_component(models[name], part)
+    for name, component in report.reports.items():
+        logger.info(
+            "%s: %d missing, %d unexpected, %d mismatched keys",
+            name,
+            len(component.missing_keys),
+            len(component.unexpected_keys),
+            len(component.mismatched_keys),
+        )
+    if not report.is_exact:
+        logger.warning("conversion is not exact:\n%s", report.summary())
+    return report
+
+
+def write_converted_pipeline(pipeline: Any, report: PipelineConversionReport, output_dir: str | os.PathLike) -> Path:
+    """Save a converted pipeline (``pipeline.save_pretrained``, safetensors) and its ``conversion_report.json``.
+
+    Args:
+        pipeline: A diffusers pipeline holding the converted components.
+        report (`PipelineConversionReport`): What the conversion loaded and left out.
+        output_dir (`str` or `os.PathLike`): The folder (created).
+
+    Returns:
+        `Path`: ``output_dir``.
+    """
+    output = Path(output_dir)
+    pipeline.save_pretrained(output, safe_serialization=True)
+    (output / "conversion_report.json").write_text(json.dumps(report.to_dict(), indent=2))
+    return output
 
 
 def save_components(
