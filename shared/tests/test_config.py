@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from genblocks.config import ConfigError, config_to_yaml, load_config
+from genblocks.config import ConfigError, config_to_yaml, load_config, load_shipped_config
 from genblocks.errors import FieldError
 from genblocks.training.config import TrainConfig
 
@@ -197,3 +197,26 @@ def test_shared_train_schema_under_another_section_name() -> None:
         load_config(PackageRun, None, ["training.max_steps=0"])
     with pytest.raises(ConfigError, match=r"^config: training\.optimizer\.lr: expected a positive learning rate"):
         load_config(PackageRun, None, ["training.optimizer.lr=-1"])
+
+
+def test_load_shipped_config_reads_a_packages_flat_or_grouped_configs(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    name = f"shipped_{abs(hash(tmp_path)) % 10**8}"
+    root = tmp_path / "site" / name
+    (root / "configs" / "train").mkdir(parents=True)
+    (root / "__init__.py").write_text("")
+    (root / "configs" / "tiny.yaml").write_text("seed: 3\nmodel:\n  width: 8\n")
+    (root / "configs" / "paper.yaml").write_text("seed: 7\n")
+    (root / "configs" / "train" / "tiny.yaml").write_text("optim:\n  lr: 0.5\n")
+    monkeypatch.syspath_prepend(str(tmp_path / "site"))
+    tiny = load_shipped_config(Run, name, "tiny")
+    assert (tiny.seed, tiny.model.width, tiny.optim.lr) == (3, 8, 1e-4)
+    assert load_shipped_config(Run, name, "tiny", group="train").optim.lr == 0.5
+    with pytest.raises(ConfigError, match=r"no shipped config 'sd15' in configs/ \(shipped: paper, tiny\)"):
+        load_shipped_config(Run, name, "sd15")
+    with pytest.raises(ConfigError, match=r"in configs/eval/ \(shipped: none\)"):
+        load_shipped_config(Run, name, "tiny", group="eval")
+    (root / "configs" / "bad.yaml").write_text("sead: 1\n")
+    with pytest.raises(ConfigError, match="sead"):
+        load_shipped_config(Run, name, "bad")

@@ -60,10 +60,10 @@ def test_predict_aligned_input_and_bad_inputs(tmp_path: Path, capsys: pytest.Cap
     assert main(["predict", "--image", str(tmp_path / "missing.jpg"), "--aligned", "--out", str(out)]) == 2
     err = capsys.readouterr().err
     assert "missing.jpg" in err and "Traceback" not in err and len(err.strip().splitlines()) == 1
-    assert main(["predict", "--image", str(image_path), "--config", "bp4d", "--aligned", "--out", str(out)]) == 2
+    assert main(["predict", "--image", str(image_path), "--config", "paper", "--aligned", "--out", str(out)]) == 2
     assert "checkpoints/stylegan2-ffhq-config-f.pt" in capsys.readouterr().err  # the paper config names its weights
     no_weights = ["--set", "stylegan_checkpoint=null", "encoder_checkpoint=null"]
-    assert main(["predict", "--image", str(image_path), "--config", "bp4d", "--aligned", *no_weights]) == 2
+    assert main(["predict", "--image", str(image_path), "--config", "paper", "--aligned", *no_weights]) == 2
     assert "no weights configured" in capsys.readouterr().err
     assert (
         main(["predict", "--image", str(image_path), "--aligned", "--set", "model.aus=[1,5]", "--out", str(out)]) == 2
@@ -155,7 +155,7 @@ def test_convert_command(tmp_path: Path) -> None:
     assert metadata["fold"] == 1 and metadata["select_on_test"] is None
     assert main(args) == 2  # latent_avg missing without encoder.pt: refused unless --allow-partial
     assert main([*args, "--allow-partial"]) == 0
-    assert main(["convert", "--checkpoint", str(tmp_path / "model.pth"), "--out", str(out)]) == 2  # bp4d: no fit
+    assert main(["convert", "--checkpoint", str(tmp_path / "model.pth"), "--out", str(out)]) == 2  # paper: no fit
 
 
 def test_demo_writes_overlays_and_headline(tmp_path: Path, face_analyzer: Any, face_image: Any) -> None:
@@ -178,10 +178,11 @@ def test_shipped_configs_are_the_python_presets() -> None:
     from fg_net.heatmaps import DATASET_AUS
 
     for dataset in ("BP4D", "DISFA"):
-        config, path = load_command_config(FGNetRunConfig, "fg_net", "run", dataset.lower())
+        name = {"BP4D": "paper", "DISFA": "disfa"}[dataset]
+        config, path = load_command_config(FGNetRunConfig, "fg_net", "train", name)
         assert config.model == paper_config(dataset) == FGNetConfig(dataset=dataset, aus=DATASET_AUS[dataset])
-        assert path.parent.name == "run" and path.parent.parent.name == "configs"
-    tiny, _ = load_command_config(FGNetRunConfig, "fg_net", "run", "tiny")
+        assert path.name == f"{name}.yaml" and path.parent.name == "configs"  # flat: configs/{tiny,paper,disfa}.yaml
+    tiny, _ = load_command_config(FGNetRunConfig, "fg_net", "predict", "tiny")
     assert tiny == tiny_run_config() and tiny.model == tiny_config() and tiny.tiny_random
 
 

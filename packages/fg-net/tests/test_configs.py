@@ -19,7 +19,7 @@ from fg_net.config import (
 from fg_net.heatmaps import BP4D_AUS, DISFA_AUS
 from genblocks.config import ConfigError, load_config
 
-CONFIGS = Path(__file__).resolve().parents[1] / "src" / "fg_net" / "configs" / "run"
+CONFIGS = Path(__file__).resolve().parents[1] / "src" / "fg_net" / "configs"
 
 
 def test_tiny_yaml_is_the_tiny_preset() -> None:
@@ -30,7 +30,7 @@ def test_tiny_yaml_is_the_tiny_preset() -> None:
     assert (schedule.max_steps, schedule.val_every_n_steps, schedule.checkpoint_every_n_steps) == (4, 2, 2)
 
 
-@pytest.mark.parametrize(("name", "dataset", "aus"), [("bp4d", "BP4D", BP4D_AUS), ("disfa", "DISFA", DISFA_AUS)])
+@pytest.mark.parametrize(("name", "dataset", "aus"), [("paper", "BP4D", BP4D_AUS), ("disfa", "DISFA", DISFA_AUS)])
 def test_paper_yamls(name: str, dataset: str, aus: tuple[int, ...]) -> None:
     run = load_config(FGNetRunConfig, CONFIGS / f"{name}.yaml")
     assert run.model == paper_config(dataset) and run.model.aus == aus
@@ -48,17 +48,17 @@ def test_paper_yamls(name: str, dataset: str, aus: tuple[int, ...]) -> None:
 
 def test_overrides_and_errors_name_the_key() -> None:
     run = load_config(
-        FGNetRunConfig, CONFIGS / "bp4d.yaml", ["data.fold=2", "data.subset=1000", "training.select_on_test=true"]
+        FGNetRunConfig, CONFIGS / "paper.yaml", ["data.fold=2", "data.subset=1000", "training.select_on_test=true"]
     )
     assert (run.data.fold, run.data.subset, run.training.select_on_test) == (2, 1000, True)
     with pytest.raises(ConfigError, match=r"training\.optimizer\.lr"):
-        load_config(FGNetRunConfig, CONFIGS / "bp4d.yaml", ["training.optimizer.lr=fast"])
+        load_config(FGNetRunConfig, CONFIGS / "paper.yaml", ["training.optimizer.lr=fast"])
     with pytest.raises(ConfigError, match=r"optimizer\.name.*sgd"):
-        load_config(FGNetRunConfig, CONFIGS / "bp4d.yaml", ["training.optimizer.name=sgd"])
-    run = load_config(FGNetRunConfig, CONFIGS / "bp4d.yaml", ["training.epochs=2", "training.optimizer.lr=1e-4"])
+        load_config(FGNetRunConfig, CONFIGS / "paper.yaml", ["training.optimizer.name=sgd"])
+    run = load_config(FGNetRunConfig, CONFIGS / "paper.yaml", ["training.epochs=2", "training.optimizer.lr=1e-4"])
     assert (run.training.fit_config().max_steps, run.training.optimizer.lr) == (1000, 1e-4)
     with pytest.raises(ConfigError, match="selct_on_test"):
-        load_config(FGNetRunConfig, CONFIGS / "bp4d.yaml", ["training.selct_on_test=true"])
+        load_config(FGNetRunConfig, CONFIGS / "paper.yaml", ["training.selct_on_test=true"])
     with pytest.raises(ValueError, match="subset"):
         DataConfig(subset=200)
     with pytest.raises(ValueError, match="fold"):

@@ -21,6 +21,7 @@ import dataclasses
 import difflib
 import typing
 from collections.abc import Sequence
+from importlib import resources
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -30,7 +31,15 @@ from omegaconf.errors import ConfigAttributeError, ConfigKeyError, MissingMandat
 
 from genblocks.errors import FieldError, InputError
 
-__all__ = ["ConfigError", "config_keys", "config_to_yaml", "load_config", "merge_config", "read_yaml"]
+__all__ = [
+    "ConfigError",
+    "config_keys",
+    "config_to_yaml",
+    "load_config",
+    "load_shipped_config",
+    "merge_config",
+    "read_yaml",
+]
 
 T = TypeVar("T")
 
@@ -211,6 +220,38 @@ def load_config(schema: type[T], path: str | Path | None = None, overrides: Sequ
     if overrides:
         sources.append(("command line", _parse_overrides(overrides)))
     return merge_config(schema, *sources)
+
+
+def load_shipped_config(schema: type[T], package: str, name: str, group: str | None = None) -> T:
+    """A config shipped inside an installed package, ``<package>/configs/[<group>/]<name>.yaml``, loaded onto
+    ``schema``: what a package's ``tiny_config()`` / ``paper_config()`` return (the YAML file is the one source of
+    truth, so the Python presets and ``--config NAME`` cannot drift apart).
+
+    Args:
+        schema: The package's config dataclass.
+        package: Its import name (``"x_portrait"``).
+        name: The bare config name (``"tiny"``, ``"paper"``).
+        group: A folder under ``configs/`` (packages whose commands ship different configs); ``None``: ``configs/``.
+
+    Raises:
+        ConfigError: no such shipped file (the message lists the names there are), or a file that does not fit.
+    """
+    folder = resources.files(package) / "configs"
+    if group is not None:
+        folder = folder / group
+    resource = folder / f"{name}.yaml"
+    if not resource.is_file():
+        shipped = (
+            sorted(e.name.rsplit(".", 1)[0] for e in folder.iterdir() if e.name.endswith(".yaml"))
+            if folder.is_dir()
+            else []
+        )
+        where = f"configs/{group}/" if group is not None else "configs/"
+        raise ConfigError(
+            f"{package}: no shipped config {name!r} in {where} (shipped: {', '.join(shipped) or 'none'})"
+        )
+    with resources.as_file(resource) as path:
+        return load_config(schema, path)
 
 
 def config_to_yaml(config: Any) -> str:

@@ -4,17 +4,17 @@ convention of :mod:`genblocks.cli`.
 ::
 
     fg-net predict --image face.jpg --out outputs/fg-net/predict                    # tiny random model (--config tiny)
-    fg-net predict --image face.jpg --config bp4d --checkpoint checkpoints/fg-net-bp4d --out out/
+    fg-net predict --image face.jpg --config paper --checkpoint checkpoints/fg-net-bp4d --out out/
     fg-net train --config tiny --out runs/tiny                                      # synthetic corpus, no dataset
-    fg-net train --config bp4d --set data.root=/data data.fold=1 data.subset=1000 --out runs/bp4d
-    fg-net train --config bp4d --set data.root=/data --out runs/bp4d --resume      # continue from last.ckpt
-    fg-net train --config bp4d --protocol within --out runs/bp4d-3fold            # 3 folds, averaged F1
-    fg-net eval --config bp4d --checkpoint runs/bp4d/trained --target-dataset DISFA --out runs/bp4d/eval
+    fg-net train --config paper --set data.root=/data data.fold=1 data.subset=1000 --out runs/bp4d
+    fg-net train --config paper --set data.root=/data --out runs/bp4d --resume     # continue from last.ckpt
+    fg-net train --config paper --protocol within --out runs/bp4d-3fold           # 3 folds, averaged F1
+    fg-net eval --config paper --checkpoint runs/bp4d/trained --target-dataset DISFA --out runs/bp4d/eval
     fg-net convert --checkpoint model.pth --config disfa --encoder-checkpoint encoder.pt --out checkpoints/fg-net-disfa
     fg-net demo --out outputs/fg-net/demo                                           # astronaut, tiny random model
     fg-net smoke
 
-Configs ship inside the package in ``fg_net/configs/run/`` (``tiny``, ``bp4d``, ``disfa``) on
+Configs ship inside the package in ``fg_net/configs/`` (``tiny``, ``paper`` = BP4D, ``disfa``) on
 `fg_net.config.FGNetRunConfig`; ``predict``, ``train``, ``eval`` and ``convert`` share them. Files written in ``--out``:
 ``predict``: ``<image stem>_heatmaps.png``, ``<stem>_AU<n>.png``, ``<stem>_aus.json``; ``train``: the run folder of
 `genblocks.training.fit` (``config.yaml``, ``checkpoints/{last,best,step-<N>}.ckpt``, ``metrics.csv``, ``loss.png``,
@@ -208,7 +208,6 @@ command_line = CommandLine(
             " <stem>_aus.json in --out",
             _predict,
             schema=SCHEMA,
-            config_group="run",
             arguments=_predict_arguments,
         ),
         Command(
@@ -216,7 +215,6 @@ command_line = CommandLine(
             "train FG-Net on one fold (or the 3-fold protocol); --out is the run folder",
             _train,
             schema=SCHEMA,
-            config_group="run",
             arguments=_train_arguments,
             resume=True,
         ),
@@ -225,17 +223,15 @@ command_line = CommandLine(
             "F1 of a model on a fold's test CSV (within- or cross-corpus); writes scores.json",
             _evaluate,
             schema=SCHEMA,
-            config_group="run",
             arguments=_eval_arguments,
         ),
         Command(
             "convert",
             "convert the authors' model.pth into --out: {encoder,generator,interpreter}.safetensors and config.json"
-            " (--config names its model: bp4d or disfa)",
+            " (--config names its model: paper (BP4D) or disfa)",
             _convert,
             schema=SCHEMA,
-            config_group="run",
-            default_config="bp4d",
+            default_config="paper",
             arguments=_convert_arguments,
             out=None,
         ),

@@ -2,14 +2,14 @@
 
 Every value the spec (``shared/papers/fg-net.md``) marks as unverified is a field with a documented default (§8):
 ``select_on_test`` (`TrainingConfig`), ``fold`` (`DataConfig`), ``remap_encoder_latents`` (`FGNetConfig`) and
-``backend`` (`LandmarkConfig`). The YAML files shipped in ``fg_net/configs/run/`` (``tiny``, ``bp4d``, ``disfa``) are
+``backend`` (`LandmarkConfig`). The YAML files shipped in ``fg_net/configs/`` (``tiny``, ``paper`` (BP4D), ``disfa``) are
 the one source of truth (`paper_config`, `tiny_config` and `tiny_run_config` read them); they load onto
 `FGNetRunConfig` through :func:`genblocks.cli.load_command_config`::
 
     from genblocks.cli import load_command_config
     from fg_net.config import FGNetRunConfig
 
-    run, path = load_command_config(FGNetRunConfig, "fg_net", "run", "bp4d", ["data.fold=1"])
+    run, path = load_command_config(FGNetRunConfig, "fg_net", "train", "paper", ["data.fold=1"])
 """
 
 from __future__ import annotations
@@ -137,17 +137,20 @@ class FGNetConfig:
         return 2 * int(math.log2(self.resolution)) - 2
 
 
-def _shipped(name: str) -> FGNetRunConfig:
-    """The run config ``configs/run/<name>.yaml`` shipped inside the package (the one source of truth)."""
-    from genblocks.cli import resolve_config
-    from genblocks.config import load_config
+PAPER_CONFIG_NAMES: dict[str, str] = {"BP4D": "paper", "DISFA": "disfa"}
+"""The shipped config of each dataset's paper model: ``configs/paper.yaml`` (BP4D), ``configs/disfa.yaml``."""
 
-    return load_config(FGNetRunConfig, resolve_config("fg_net", "run", name))
+
+def _shipped(name: str) -> FGNetRunConfig:
+    """The run config ``configs/<name>.yaml`` shipped inside the package (the one source of truth)."""
+    from genblocks.config import load_shipped_config
+
+    return load_shipped_config(FGNetRunConfig, "fg_net", name)
 
 
 def paper_config(dataset: str = "BP4D") -> FGNetConfig:
     """The paper's model for ``dataset`` (``"BP4D"``: 12 AUs, ``"DISFA"``: 8 AUs): the ``model`` of the shipped
-    ``configs/run/bp4d.yaml`` / ``disfa.yaml``.
+    ``configs/paper.yaml`` (BP4D) / ``configs/disfa.yaml``.
 
     Args:
         dataset (`str`, defaults to `"BP4D"`): ``"BP4D"`` or ``"DISFA"``.
@@ -157,11 +160,11 @@ def paper_config(dataset: str = "BP4D") -> FGNetConfig:
     """
     if dataset not in DATASET_AUS:
         raise ValueError(f"`dataset` must be one of {sorted(DATASET_AUS)}, got {dataset!r}.")
-    return _shipped(dataset.lower()).model
+    return _shipped(PAPER_CONFIG_NAMES[dataset]).model
 
 
 def tiny_config(aus: tuple[int, ...] = (1, 2, 6, 12)) -> FGNetConfig:
-    """The spec's tiny test model (fg-net §9), the ``model`` of the shipped ``configs/run/tiny.yaml``: 32-px StyleGAN2
+    """The spec's tiny test model (fg-net §9), the ``model`` of the shipped ``configs/tiny.yaml``: 32-px StyleGAN2
     with <= 32 channels and 2 mapping layers, a tiny IR-SE encoder (8 styles) on 32-px inputs, a 16-px interpreter
     with 8 outputs (sigma scaled to 2.5 px).
 
@@ -374,7 +377,7 @@ class FGNetRunConfig:
 
 
 def tiny_run_config() -> FGNetRunConfig:
-    """The shipped ``configs/run/tiny.yaml``: `tiny_config` with a short CPU training schedule and random weights.
+    """The shipped ``configs/tiny.yaml``: `tiny_config` with a short CPU training schedule and random weights.
 
     Returns:
         `FGNetRunConfig`.
