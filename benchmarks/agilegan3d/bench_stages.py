@@ -106,14 +106,14 @@ def measure(setup: str, iterations: int) -> dict[str, float]:
     from agilegan3d.modeling_agilegan3d import build_g3d
     from agilegan3d.pairs import synthesize_pairs
     from agilegan3d.pipeline_agilegan3d import orbit_cameras
-    from agilegan3d.training import _load_prior
+    from agilegan3d.training import load_style_prior
 
     config = _config(setup, iterations)
     with tempfile.TemporaryDirectory() as folder:
         run = Path(folder)
         prior = _fit_seconds(config, "prior", run)
         start = time.perf_counter()
-        synthesize_pairs(build_g3d(config.g3d), _load_prior(config, run), config.pairs, run / "pairs")
+        synthesize_pairs(build_g3d(config.g3d), load_style_prior(config, run), config.pairs, run / "pairs")
         pair = (time.perf_counter() - start) / config.pairs.n
         transfer = _fit_seconds(config, "transfer", run)
         encoder = _fit_seconds(config, "encoder", run)

@@ -131,7 +131,7 @@ def test_train_style_runs_every_stage_and_skips_finished_ones(tiny: AgileGAN3DCo
 
 
 def test_exemplars_of_mixed_sizes_are_cropped_and_resized_with_notes(tmp_path: Path) -> None:
-    from agilegan3d.training import load_exemplars
+    from agilegan3d.data import load_exemplars
     from genblocks.media import write_image
 
     for k, (h, w) in enumerate([(40, 40), (64, 48), (32, 32), (20, 30), (50, 50)]):

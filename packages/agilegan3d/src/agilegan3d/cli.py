@@ -79,7 +79,8 @@ def _demo_arguments(parser: argparse.ArgumentParser) -> None:
 
 def _train(args: argparse.Namespace, config: AgileGAN3DConfig) -> int:
     require_folder(args.exemplars, "--exemplars", "a folder of style images")
-    from agilegan3d.training import load_exemplars, train_style
+    from agilegan3d.data import load_exemplars
+    from agilegan3d.training import train_style
 
     if args.exemplars is not None:  # refuse too few / unreadable exemplars before anything is written
         load_exemplars(args.exemplars, config.exemplar_resolution or config.prior.resolution, config.min_exemplars)

@@ -38,8 +38,8 @@ def evaluate_style(
     Raises:
         InputError: No photos, or neither ``identity`` nor ``features`` (nothing to measure).
     """
+    from agilegan3d.data import load_exemplars
     from agilegan3d.demo import random_pipeline
-    from agilegan3d.training import load_exemplars
 
     if identity is None and features is None:
         raise InputError("--identity / --features: give at least one network (nothing to measure otherwise)")

@@ -1,5 +1,5 @@
-"""AgileGAN3D training: the three Lightning modules of stages A, C and D, their data, and the stage runner that trains
-a style into a run folder with exact resume (``genblocks.training.fit``).
+"""AgileGAN3D training: the three Lightning modules of stages A, C and D and the stage runner that trains
+a style into a run folder with exact resume (``genblocks.training.fit``; the data is in :mod:`agilegan3d.data`).
 
 - :class:`PriorModule` (stage A): few-shot fine-tuning of a 2-D StyleGAN2 on the exemplars, the mapping and low
   resolutions frozen, every discriminator input DiffAugmented (optionally with ADA's adaptive p).
@@ -18,12 +18,10 @@ for pairs, ``done.json``, and is skipped) and assembles the style folder ``run/s
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
 import logging
 import os
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, cast
 
@@ -32,10 +30,18 @@ import torch
 import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import Dataset
 
 from agilegan3d.augment import ada_adjust, augment_pair, resize_like
 from agilegan3d.config import STAGES, AgileGAN3DConfig, AugmentConfig
+from agilegan3d.data import (
+    ExemplarDataset,
+    Exemplars,
+    SeedDataset,
+    StageDataModule,
+    load_exemplars,
+    synthetic_exemplars,
+)
 from agilegan3d.modeling_agilegan3d import (
     PerceptualDistance,
     StylePrior,
@@ -51,7 +57,6 @@ from agilegan3d.modeling_agilegan3d import (
     paired_guidance_loss,
     prior_frozen_prefixes,
     set_trainable,
-    toon_filter,
 )
 from agilegan3d.pairs import PairDataset, cameras_at, pair_draw, synthesize_pairs
 from genblocks.errors import InputError
@@ -63,134 +68,21 @@ from genblocks.gan import (
     TriPlaneGenerator,
     discriminator_logistic_loss,
 )
-from genblocks.media import read_image, to_tensor
 from genblocks.training import fit
 from genblocks.training.gan_module import GANBatch, GANTrainingModule
 
 __all__ = [
     "EncoderModule",
-    "Exemplars",
     "PriorModule",
-    "SeedDataset",
     "TransferModule",
     "build_stage",
     "exemplar_hashes",
-    "load_exemplars",
+    "load_style_prior",
     "stage_finished",
-    "synthetic_exemplars",
     "train_style",
 ]
 
 logger = logging.getLogger(__name__)
-
-_IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp")
-
-
-# ---------------------------------------------------------------------------------------------------------------------
-# Data
-# ---------------------------------------------------------------------------------------------------------------------
-
-
-@dataclass
-class Exemplars:
-    """The style exemplars as a batch.
-
-    Attributes:
-        images: (N, 3, R, R) in [-1, 1].
-        hashes: SHA-256 of each source file (or of the synthetic pixels), for ``config.json``.
-        notes: What was changed (resizes), one line each.
-    """
-
-    images: Tensor
-    hashes: list[str]
-    notes: list[str]
-
-
-def load_exemplars(folder: str | os.PathLike, resolution: int, min_count: int = 5) -> Exemplars:
-    """Read a folder of style exemplars, resized (with a note) to ``resolution`` squares.
-
-    Raises:
-        InputError: Not a folder, or fewer than ``min_count`` images.
-    """
-    folder = Path(folder)
-    if not folder.is_dir():
-        raise InputError(f"--exemplars {folder}: expected a folder of style images")
-    files = sorted(p for p in folder.iterdir() if p.suffix.lower() in _IMAGE_SUFFIXES)
-    if len(files) < min_count:
-        raise InputError(
-            f"--exemplars {folder}: {len(files)} style images, expected at least {min_count} (the paper uses about 20)"
-        )
-    images, hashes, notes = [], [], []
-    for path in files:
-        array = read_image(path)
-        hashes.append(hashlib.sha256(path.read_bytes()).hexdigest())
-        tensor = to_tensor(array).unsqueeze(0)
-        h, w = tensor.shape[-2:]
-        if h != w:
-            side = min(h, w)
-            top, left = (h - side) // 2, (w - side) // 2
-            tensor = tensor[..., top : top + side, left : left + side]
-            notes.append(f"{path.name}: {w}x{h} centre-cropped to {side}x{side}")
-        if tensor.shape[-1] != resolution:
-            notes.append(f"{path.name}: resized {tensor.shape[-1]} -> {resolution}")
-            tensor = resize_like(tensor, resolution)
-        images.append(tensor[0].clamp(-1, 1))
-    return Exemplars(torch.stack(images), hashes, notes)
-
-
-@torch.no_grad()
-def synthetic_exemplars(generator: TriPlaneGenerator, count: int, resolution: int, seed: int = 1234) -> Exemplars:
-    """A built-in style with no files: :func:`~agilegan3d.modeling_agilegan3d.toon_filter` of ``count`` G3D renders at
-    random cameras (for trying the package and for tests; label anything made from it as such)."""
-    rng = torch.Generator().manual_seed(seed)
-    z = torch.randn(count, generator.z_dim, generator=rng)
-    angles = (torch.rand(2, count, generator=rng) * 2 - 1) * torch.tensor([[0.5], [0.2]])
-    c = cameras_at(angles[0], angles[1])
-    images = generator.eval()(z, c, truncation_psi=0.7, noise_mode="const")["image"]
-    images = resize_like(toon_filter(images.clamp(-1, 1)), resolution)
-    hashes = [hashlib.sha256(image.numpy().tobytes()).hexdigest() for image in images]
-    return Exemplars(images, hashes, [f"{count} synthetic exemplars (toon filter of random G3D renders)"])
-
-
-class SeedDataset(Dataset[Tensor]):
-    """Item i is the integer ``seed + i`` (as a 0-d tensor): per-sample draws made from it are the same on resume."""
-
-    def __init__(self, length: int, seed: int = 0) -> None:
-        self.length, self.seed = length, seed
-
-    def __len__(self) -> int:
-        return self.length
-
-    def __getitem__(self, index: int) -> Tensor:
-        return torch.tensor(self.seed + index)
-
-
-class _DataModule(L.LightningDataModule):
-    """One shuffled training loader over ``dataset`` (fit replaces its sampler with the resumable one)."""
-
-    def __init__(self, dataset: Dataset[Any], batch_size: int) -> None:
-        super().__init__()
-        self.dataset, self.batch_size = dataset, batch_size
-
-    def train_dataloader(self) -> DataLoader:
-        return DataLoader(self.dataset, batch_size=self.batch_size, shuffle=True, drop_last=False)
-
-
-class _ExemplarDataset(Dataset[dict[str, Tensor]]):
-    """Exemplars as ``{"image": (3, R, R)}``, with a camera ``"c"`` per exemplar for the naive 3-D ablation."""
-
-    def __init__(self, images: Tensor, cameras: Tensor | None = None) -> None:
-        self.images, self.cameras = images, cameras
-
-    def __len__(self) -> int:
-        return len(self.images)
-
-    def __getitem__(self, index: int) -> dict[str, Tensor]:
-        item = {"image": self.images[index]}
-        if self.cameras is not None:
-            item["c"] = self.cameras[index]
-        return item
-
 
 # ---------------------------------------------------------------------------------------------------------------------
 # Stage A: the 2-D style prior
@@ -596,8 +488,10 @@ def _exemplars(config: AgileGAN3DConfig, exemplars: str | os.PathLike | None) ->
     return synthetic_exemplars(build_g3d(config.g3d), config.synthetic_exemplars, resolution, config.seed + 1234)
 
 
-def _load_prior(config: AgileGAN3DConfig, run: Path) -> StylePrior:
-    """The style prior of stage B: G2s from ``prior/trained`` for ``stylegan2_finetune``."""
+def load_style_prior(config: AgileGAN3DConfig, run: str | os.PathLike) -> StylePrior:
+    """The 2-D style prior of stage B: for ``stylegan2_finetune``, G2s from ``run/prior/trained`` and E2 from
+    ``prior.encoder`` (or seeded random); else the configured filter / callable."""
+    run = Path(run)
     if not config.prior.trains:
         return StylePrior.from_config(config.prior)
     generator = build_prior_generator(config.prior, config.seed)
@@ -630,7 +524,7 @@ def build_stage(
             r1_gamma=config.prior.r1_gamma,
             seed=config.seed,
         )
-        datamodule = _DataModule(_ExemplarDataset(data.images), min(4, len(data.images)))
+        datamodule = StageDataModule(ExemplarDataset(data.images), min(4, len(data.images)))
 
         def save_prior(trained: L.LightningModule, folder: Path) -> None:
             ema = cast(PriorModule, trained).generator_ema
@@ -646,13 +540,13 @@ def build_stage(
             images = resize_like(data.images, config.g3d.img_resolution)
             draws = [pair_draw(config.pairs, i, g3d.z_dim) for i in range(len(images))]
             cameras = cameras_at(torch.tensor([d[1] for d in draws]), torch.tensor([d[2] for d in draws]))
-            dataset: Dataset[Any] = _ExemplarDataset(images, cameras)
+            dataset: Dataset[Any] = ExemplarDataset(images, cameras)
         else:
             dataset = PairDataset(run / "pairs")
         module = TransferModule(
             g3d.train(),
             build_g3d_discriminator(config.g3d, config.seed + 5),
-            t.train_layers if t.freeze_mapping else ("backbone", "decoder", "superresolution"),
+            t.train_layers if t.freeze_mapping else (*t.train_layers, "backbone.mapping"),
             adv=t.adv,
             l1=t.l1,
             lpips=t.lpips,
@@ -670,7 +564,7 @@ def build_stage(
             ema_kimg=t.ema_kimg,
             seed=config.seed,
         )
-        datamodule = _DataModule(dataset, t.batch_size)
+        datamodule = StageDataModule(dataset, t.batch_size)
 
         def save_transfer(trained: L.LightningModule, folder: Path) -> None:
             ema = cast(TransferModule, trained).generator_ema
@@ -697,7 +591,7 @@ def build_stage(
             truncation_psi=e.truncation_psi,
         )
         samples = max(e.batch_size * train_config.max_steps, e.batch_size)
-        datamodule = _DataModule(SeedDataset(samples, config.seed * 1_000_003 + 17), e.batch_size)
+        datamodule = StageDataModule(SeedDataset(samples, config.seed * 1_000_003 + 17), e.batch_size)
 
         def save_encoder(trained: L.LightningModule, folder: Path) -> None:
             encoder = cast(EncoderModule, trained).encoder
@@ -723,7 +617,7 @@ def _run_pairs(config: AgileGAN3DConfig, run: Path, progress: Callable[[int, int
         (run / "pairs" / "done.json").write_text(json.dumps({"n": 0, "naive": True}))
         return
     torch.manual_seed(config.seed)
-    prior = _load_prior(config, run)
+    prior = load_style_prior(config, run)
     g3d = build_g3d(config.g3d)
     synthesize_pairs(g3d, prior, config.pairs, run / "pairs", progress)
     (run / "pairs" / "done.json").write_text(json.dumps({"n": config.pairs.n}))
