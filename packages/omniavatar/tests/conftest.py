@@ -13,14 +13,14 @@ from pathlib import Path
 import pytest
 import torch
 
-_TESTS_DIR = str(Path(__file__).resolve().parent)
-if _TESTS_DIR not in sys.path:
-    sys.path.insert(0, _TESTS_DIR)
-
 from genblocks.config import load_config
 from omniavatar.config import OmniAvatarConfig
 from omniavatar.head_model import ProceduralHead
 from omniavatar.semantic_sdf import SemanticSDF, fit_semantic_sdf
+
+_TESTS_DIR = str(Path(__file__).resolve().parent)
+if _TESTS_DIR not in sys.path:
+    sys.path.insert(0, _TESTS_DIR)
 
 CONFIGS = Path(__file__).resolve().parents[1] / "src" / "omniavatar" / "configs"
 SDF_STEPS = 300

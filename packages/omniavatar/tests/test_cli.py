@@ -28,8 +28,27 @@ def test_render_writes_labelled_files(tmp_path: Path) -> None:
     labels[:, 35:45] = np.random.RandomState(0).randn(4, 10)
     np.save(tmp_path / "labels.npy", labels)
     out = tmp_path / "render"
-    status = main(["render", "--seed", "2", "--yaw", "0.1", "--jaw", "0.2,0,0", "--labels", str(tmp_path / "labels.npy"),
-                   "--row", "1", "--path", "orbit", "--set", "render.frames=3", "--out", str(out)])  # fmt: skip
+    status = main(
+        [
+            "render",
+            "--seed",
+            "2",
+            "--yaw",
+            "0.1",
+            "--jaw",
+            "0.2,0,0",
+            "--labels",
+            str(tmp_path / "labels.npy"),
+            "--row",
+            "1",
+            "--path",
+            "orbit",
+            "--set",
+            "render.frames=3",
+            "--out",
+            str(out),
+        ]
+    )
     assert status == 0
     summary = json.loads((out / "summary.json").read_text())
     assert summary["random_weights"] is True
@@ -52,8 +71,11 @@ def test_bad_input_exits_2(tmp_path: Path, capsys: pytest.CaptureFixture[str], a
     np.save(tmp_path / "labels.npy", np.zeros((2, 40), dtype=np.float32))
     (tmp_path / "model.pkl").write_text("not a pickle")
     (tmp_path / "flame.pkl").write_bytes(pickle.dumps({"v_template": np.zeros((3, 3))}, protocol=2))
-    replacements = {"LABELS": str(tmp_path / "labels.npy"), "PKL": str(tmp_path / "model.pkl"),
-                    "FLAME": str(tmp_path / "flame.pkl")}  # fmt: skip
+    replacements = {
+        "LABELS": str(tmp_path / "labels.npy"),
+        "PKL": str(tmp_path / "model.pkl"),
+        "FLAME": str(tmp_path / "flame.pkl"),
+    }
     argv = [replacements.get(a, a.replace("FLAME", str(tmp_path / "flame.pkl"))) for a in argv]
     out = tmp_path / "out"
     status = main([*argv, "--out", str(out)])

@@ -42,7 +42,7 @@ def test_shape_expression_and_neck_change_the_mesh(head: ProceduralHead) -> None
 
 
 def test_bad_parameter_size_names_the_layout(head: ProceduralHead) -> None:
-    with pytest.raises(InputError, match="shape 10 | expression 10 | neck 3 | jaw 3"):
+    with pytest.raises(InputError, match=r"shape 10 \| expression 10 \| neck 3 \| jaw 3"):
         head.vertices(torch.zeros(1, 7))
 
 

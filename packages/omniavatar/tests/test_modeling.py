@@ -108,8 +108,13 @@ def test_background_and_torgb(tiny_config: OmniAvatarConfig) -> None:
 
 def test_gradients_reach_backbone_decoder_and_beta(tiny_config: OmniAvatarConfig) -> None:
     generator = _pipeline(tiny_config).generator.train()
-    c = torch.cat([OmniAvatarPipeline(generator, tiny_config).cameras(0.0, 0.0).expand(2, -1),
-                   torch.randn(2, tiny_config.flame.feature_dim) * 0.3], dim=1)  # fmt: skip
+    c = torch.cat(
+        [
+            OmniAvatarPipeline(generator, tiny_config).cameras(0.0, 0.0).expand(2, -1),
+            torch.randn(2, tiny_config.flame.feature_dim) * 0.3,
+        ],
+        dim=1,
+    )
     out = generator(torch.randn(2, 32), c)
     out["image"].square().mean().backward()
     assert generator.backbone.synthesis.b4.const.grad is not None

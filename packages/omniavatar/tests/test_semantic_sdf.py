@@ -29,10 +29,20 @@ def test_authors_layout_rescales_the_warp() -> None:
     bbox = ((-0.2, -0.3, -0.1), (0.2, 0.1, 0.3))
     network = IGRNetwork([16], [], bbox, feature_dim=0, output_dim=4, rescale_warp=True)
     points = torch.rand(1, 5, 3) * 0.1
-    raw = network.fc1(network.activation(network.fc0(torch.cat(
-        [q := (points - network.bbox_center) / network.bbox_half_edge, torch.sin(torch.pi * q), torch.cos(torch.pi * q)],
-        dim=-1,
-    ))))
+    raw = network.fc1(
+        network.activation(
+            network.fc0(
+                torch.cat(
+                    [
+                        q := (points - network.bbox_center) / network.bbox_half_edge,
+                        torch.sin(torch.pi * q),
+                        torch.cos(torch.pi * q),
+                    ],
+                    dim=-1,
+                )
+            )
+        )
+    )
     out = network(points)
     torch.testing.assert_close(out[..., 1:], raw[..., 1:] * network.bbox_half_edge + network.bbox_center)
     torch.testing.assert_close(out[..., :1], raw[..., :1])

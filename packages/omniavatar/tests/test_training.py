@@ -99,8 +99,9 @@ def test_mirror_labels_is_an_involution(tiny_config: OmniAvatarConfig) -> None:
 def test_stage1_through_fit(tmp_path: Path, tiny_config: OmniAvatarConfig) -> None:
     config = replace(tiny_config, train=replace(tiny_config.train, max_steps=4, stage="sdf"))
     module = SemanticSDFModule(config)
-    result = fit(module, step_datamodule(4), config.train, tmp_path / "sdf", config=config,
-                 save_trained=save_semantic_sdf)  # fmt: skip
+    result = fit(
+        module, step_datamodule(4), config.train, tmp_path / "sdf", config=config, save_trained=save_semantic_sdf
+    )
     assert result.global_step == 4
     assert result.trained is not None and (result.trained / "semantic_sdf.safetensors").is_file()
 

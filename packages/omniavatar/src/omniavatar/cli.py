@@ -38,7 +38,9 @@ SCHEMA = "omniavatar.config:OmniAvatarConfig"
 
 def _render_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int, default=0, help="z seed")
-    parser.add_argument("--weights", type=Path, default=None, metavar="DIR", help="converted or trained weights folder")
+    parser.add_argument(
+        "--weights", type=Path, default=None, metavar="DIR", help="converted or trained weights folder"
+    )
     parser.add_argument("--yaw", type=float, default=0.0, help="camera yaw offset (radians)")
     parser.add_argument("--pitch", type=float, default=0.0, help="camera pitch offset (radians)")
     parser.add_argument("--radius", type=float, default=None, help="camera orbit radius (default: the config's)")
@@ -157,8 +159,15 @@ def _train(args: argparse.Namespace, config: OmniAvatarConfig) -> int:
     L.seed_everything(config.train.seed, verbose=False)
     if config.train.stage == "sdf":
         module: L.LightningModule = training.SemanticSDFModule(config)
-        result = fit(module, training.step_datamodule(config.train.max_steps), config.train, args.out,
-                     resume=args.resume, config=config, save_trained=training.save_semantic_sdf)  # fmt: skip
+        result = fit(
+            module,
+            training.step_datamodule(config.train.max_steps),
+            config.train,
+            args.out,
+            resume=args.resume,
+            config=config,
+            save_trained=training.save_semantic_sdf,
+        )
     else:
         if config.train.sdf_checkpoint is None:
             print(
@@ -167,8 +176,15 @@ def _train(args: argparse.Namespace, config: OmniAvatarConfig) -> int:
                 file=sys.stderr,
             )
         module = training.OmniAvatarGANModule(config)
-        result = fit(module, training.OmniAvatarDataModule(config), config.train, args.out, resume=args.resume,
-                     config=config, save_trained=training.save_generator)  # fmt: skip
+        result = fit(
+            module,
+            training.OmniAvatarDataModule(config),
+            config.train,
+            args.out,
+            resume=args.resume,
+            config=config,
+            save_trained=training.save_generator,
+        )
     print(f"trained {result.global_step} steps; run folder {args.out}; weights in {result.trained}")
     return 0
 
@@ -183,22 +199,48 @@ def _demo(args: argparse.Namespace, config: OmniAvatarConfig) -> int:
 
 def command_line() -> CommandLine:
     """The ``omniavatar`` command line."""
-    render = Command("render", "render a head: images, grid, depth, path GIF/MP4, mesh", _render, SCHEMA,
-                     arguments=_render_arguments)  # fmt: skip
+    render = Command(
+        "render",
+        "render a head: images, grid, depth, path GIF/MP4, mesh",
+        _render,
+        SCHEMA,
+        arguments=_render_arguments,
+    )
     return CommandLine(
         prog="omniavatar",
         package="omniavatar",
         description="OmniAvatar: geometry-guided controllable 3D head synthesis (CVPR 2023, arXiv 2303.15539).",
         commands=(
             render,
-            Command("generate", "the same as render", _render, SCHEMA, config_group="render",
-                    arguments=_render_arguments),  # fmt: skip
-            Command("convert", "the authors' omniavatar.pkl -> a weights folder", _convert, SCHEMA,
-                    config_group="render", arguments=_convert_arguments, out=None),  # fmt: skip
-            Command("train", "train Stage I (sdf) or Stage II (gan)", _train, SCHEMA, config_group="render",
-                    stages=("sdf", "gan"), resume=True, out=None),  # fmt: skip
-            Command("demo", "tiny random-weights demo: GIF over cameras and expressions, mesh", _demo, SCHEMA,
-                    config_group="render"),  # fmt: skip
+            Command(
+                "generate", "the same as render", _render, SCHEMA, config_group="render", arguments=_render_arguments
+            ),
+            Command(
+                "convert",
+                "the authors' omniavatar.pkl -> a weights folder",
+                _convert,
+                SCHEMA,
+                config_group="render",
+                arguments=_convert_arguments,
+                out=None,
+            ),
+            Command(
+                "train",
+                "train Stage I (sdf) or Stage II (gan)",
+                _train,
+                SCHEMA,
+                config_group="render",
+                stages=("sdf", "gan"),
+                resume=True,
+                out=None,
+            ),
+            Command(
+                "demo",
+                "tiny random-weights demo: GIF over cameras and expressions, mesh",
+                _demo,
+                SCHEMA,
+                config_group="render",
+            ),
             smoke_command("omniavatar"),
         ),
     )

@@ -26,7 +26,7 @@ import os
 import re
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import torch
@@ -34,7 +34,7 @@ from torch import Tensor
 
 from genblocks.errors import InputError
 from genblocks.gan.network_pickle import NetworkRecord, read_network_pickle
-from omniavatar.config import FlameLayout, GeneratorConfig, IGRConfig, OmniAvatarConfig
+from omniavatar.config import FlameLayout, IGRConfig, OmniAvatarConfig
 from omniavatar.modeling_omniavatar import OmniAvatarGenerator
 from omniavatar.pipeline_omniavatar import OmniAvatarPipeline
 
@@ -47,7 +47,7 @@ __all__ = [
     "record_to_config",
 ]
 
-_SR_CLASSES = {
+_SR_CLASSES: dict[str, tuple[Literal["hybrid2x", "hybrid4x", "hybrid8xdc"], tuple[int, int]]] = {
     "SuperresolutionHybrid2X": ("hybrid2x", (128, 64)),
     "SuperresolutionHybrid4X": ("hybrid4x", (128, 64)),
     "SuperresolutionHybrid8X": ("hybrid8xdc", (128, 64)),
@@ -318,8 +318,11 @@ def convert_omniavatar(
     generator = OmniAvatarGenerator(config.generator, config.flame, config.igr)
     report = ConversionReport()
     if config.generator.superresolution_noise_mode != "none":
-        strengths = [float(v.abs().max()) for k, v in record.state_dict.items()
-                     if k.startswith("superresolution.") and k.endswith("noise_strength")]  # fmt: skip
+        strengths = [
+            float(v.abs().max())
+            for k, v in record.state_dict.items()
+            if k.startswith("superresolution.") and k.endswith("noise_strength")
+        ]
         report.notes.append(
             f"superresolution_noise_mode={config.generator.superresolution_noise_mode!r}: the authors' SR adds noise "
             f"(max |noise_strength| {max(strengths, default=0.0):.3g}); ours does not"

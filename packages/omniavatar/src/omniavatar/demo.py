@@ -81,9 +81,7 @@ def run_demo(config: OmniAvatarConfig, out: str | Path) -> dict[str, Any]:
     depth = rendered.depth
     depth = (depth.amax() - depth) / (depth.amax() - depth.amin()).clamp_min(1e-8) * 2 - 1
     depth = torch.nn.functional.interpolate(depth, size=(size, size), mode="nearest").expand(-1, 3, -1, -1)
-    meshes = torch.stack(
-        [splat_mesh(head.vertices(smile[i : i + 1])[0], cameras[i], size) for i in range(frames)]
-    )
+    meshes = torch.stack([splat_mesh(head.vertices(smile[i : i + 1])[0], cameras[i], size) for i in range(frames)])
     captions = ["OmniAvatar (random weights)", "depth (random weights)", "procedural head mesh (FLAME stand-in)"]
     video = label_frames([images, depth, meshes], captions, title="camera and expression path, tiny model")
     gif = write_video(out / "demo.gif", video, fps=config.render.fps)

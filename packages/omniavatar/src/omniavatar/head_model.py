@@ -322,7 +322,10 @@ def _as_array(value: Any, key: str, path: Path) -> np.ndarray:
         if "x" in state:
             return _as_array(state["x"], key, path)
         if {"data", "indices", "indptr"} <= set(state):
-            rows, cols = (int(v) for v in state.get("_shape", state.get("shape")))
+            shape = state.get("_shape", state.get("shape"))
+            if shape is None:
+                raise InputError(f"FLAME model {path}: {key!r} is a sparse matrix without a shape")
+            rows, cols = (int(v) for v in shape)
             dense = np.zeros((rows, cols), dtype=np.float64)
             data, indices, indptr = (np.asarray(state[k]) for k in ("data", "indices", "indptr"))
             compressed_columns = "csc" in value.qualified_name
@@ -444,7 +447,7 @@ class FlameHead:
         corrective = (rotations[:, 1:] - eye).reshape(n, -1)
         count = min(corrective.shape[1], self.posedirs.shape[-1])
         posed = shaped + torch.einsum("vck,nk->nvc", self.posedirs[..., :count], corrective[:, :count])
-        transforms = []
+        transforms: list[Tensor] = []
         for j in range(num_joints):
             local = torch.eye(4, dtype=shaped.dtype).repeat(n, 1, 1)
             local[:, :3, :3] = rotations[:, j]

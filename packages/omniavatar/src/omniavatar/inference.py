@@ -43,9 +43,7 @@ def parse_vector(text: str | None, size: int, name: str, layout: FlameLayout) ->
     except (ValueError, OSError) as error:
         raise InputError(f"--{name} {text!r}: expected {size} comma-separated numbers ({error})") from None
     if values.shape != (size,):
-        raise InputError(
-            f"--{name}: expected {size} values (layout {layout.describe()}), got {values.size}"
-        )
+        raise InputError(f"--{name}: expected {size} values (layout {layout.describe()}), got {values.size}")
     return torch.from_numpy(values)
 
 
@@ -115,23 +113,29 @@ def render_to_folder(pipeline: OmniAvatarPipeline, request: RenderRequest, out: 
     r = pipeline.config.render
     rows, row_labels = [], []
     for yaw in (-r.yaw_range, 0.0, r.yaw_range):
-        cameras = pipeline.cameras(torch.full((len(columns),), request.yaw + yaw),
-                                   torch.full((len(columns),), request.pitch + r.pitch_offset))  # fmt: skip
+        cameras = pipeline.cameras(
+            torch.full((len(columns),), request.yaw + yaw), torch.full((len(columns),), request.pitch + r.pitch_offset)
+        )
         images = pipeline.render(ws, pipeline.labels(cameras, columns)).images
         rows.append(list(images))
         row_labels.append(f"yaw {request.yaw + yaw:+.2f}")
     captions = [["requested", "variation 1", "variation 2", "variation 3"]] * len(rows)
     grid = make_labelled_grid(
-        rows, captions, row_labels, title=f"OmniAvatar seed {request.seed}: ws fixed, expression varies{tag}",
+        rows,
+        captions,
+        row_labels,
+        title=f"OmniAvatar seed {request.seed}: ws fixed, expression varies{tag}",
         height=max(128, pipeline.generator.img_resolution),
-    )  # fmt: skip
+    )
     files.append(write_image(out / "grid.png", grid))
     if request.path != "none":
         if request.path == "orbit":
             frames = pipeline.orbit(request.seed, features).images
             caption = f"camera orbit{tag}"
         else:
-            frames = pipeline.expression_path(request.seed, torch.zeros_like(request.features), request.features).images
+            frames = pipeline.expression_path(
+                request.seed, torch.zeros_like(request.features), request.features
+            ).images
             caption = f"neutral -> requested expression{tag}"
         labelled = label_frames(frames, caption, height=max(128, pipeline.generator.img_resolution))
         files.append(write_video(out / f"{request.path}.{request.video_format}", labelled, fps=r.fps))

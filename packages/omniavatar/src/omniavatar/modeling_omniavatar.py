@@ -91,7 +91,9 @@ class OmniAvatarDecoder(nn.Module):
         self.pose_net: nn.Sequential | None = None
         if pose_dim > 0:
             width = 3 * pose_dim if pose_embed else pose_dim
-            self.pose_net = nn.Sequential(EqualLinear(width, plane_channels, lr_multiplier=lr_multiplier), nn.Softplus())
+            self.pose_net = nn.Sequential(
+                EqualLinear(width, plane_channels, lr_multiplier=lr_multiplier), nn.Softplus()
+            )
         in_features = plane_channels * (2 if pose_dim > 0 else 1)
         self.sigma_net = nn.Sequential(
             EqualLinear(in_features, hidden, lr_multiplier=lr_multiplier),
@@ -118,7 +120,7 @@ class OmniAvatarDecoder(nn.Module):
     def forward(self, features: Tensor, pose_embedding: Tensor | None = None) -> dict[str, Tensor]:
         """Decode volume features `(N, M, C)` with the pose embedding `(N, C)` ->
         ``{"sigma": (N, M, 1), "features": (N, M, output_dim)}`` (colours in (−0.001, 1.001) for ``sigmoid``)."""
-        n, m, c = features.shape
+        n, m, _ = features.shape
         x = features
         if self.pose_net is not None:
             if pose_embedding is None:
@@ -270,8 +272,13 @@ class OmniAvatarGenerator(TriPlaneGenerator):
         sigma_dec = out["sigma"]
         if s is None:
             zeros = torch.zeros_like(sigma_dec)
-            return {"sigma": sigma_dec, "features": out["features"], "sdf": zeros, "prior_sigma": zeros,
-                    "geom_delta": zeros}  # fmt: skip
+            return {
+                "sigma": sigma_dec,
+                "features": out["features"],
+                "sdf": zeros,
+                "prior_sigma": zeros,
+                "geom_delta": zeros,
+            }
         beta = self.sigmoid_beta.to(sigma_dec.dtype)
         sigma_prior = prior_density(s, beta)
         if self.density_mode == "delta_geom":
@@ -338,10 +345,8 @@ class OmniAvatarGenerator(TriPlaneGenerator):
             feature_image = feature_image + (1 - opacity) * background
         if self.decoder.activation == "sigmoid":
             feature_image = feature_image * 2 - 1
-        if self.torgb is not None:
-            rgb = self.torgb(feature_image, ws[:, -1])
-        else:
-            rgb = feature_image[:, : self.img_channels]
+        torgb = self.torgb
+        rgb = torgb(feature_image, ws[:, -1]) if torgb is not None else feature_image[:, : self.img_channels]
         out = {
             "image": self.superresolution(rgb, feature_image, ws),
             "image_raw": rgb,

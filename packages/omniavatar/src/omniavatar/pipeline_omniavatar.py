@@ -28,7 +28,7 @@ from genblocks.config import merge_config
 from genblocks.errors import InputError
 from genblocks.render3d.cameras import camera_label, intrinsics_matrix, orbit_cam2world
 from omniavatar.config import OmniAvatarConfig
-from omniavatar.modeling_omniavatar import OmniAvatarGenerator, NoiseMode
+from omniavatar.modeling_omniavatar import NoiseMode, OmniAvatarGenerator
 
 __all__ = [
     "CONFIG_NAME",
@@ -114,7 +114,9 @@ class OmniAvatarPipeline:
         config_path, weights_path = folder / CONFIG_NAME, folder / WEIGHTS_NAME
         for path in (config_path, weights_path):
             if not path.is_file():
-                raise InputError(f"weights folder {folder}: {path.name} not found (expected {CONFIG_NAME} + {WEIGHTS_NAME})")
+                raise InputError(
+                    f"weights folder {folder}: {path.name} not found (expected {CONFIG_NAME} + {WEIGHTS_NAME})"
+                )
         data = json.loads(config_path.read_text(encoding="utf-8"))
         data.pop("rendering_kwargs", None)
         data.pop("conversion", None)
@@ -174,8 +176,12 @@ class OmniAvatarPipeline:
             InputError: a part of the wrong length (the message names the layout).
         """
         layout = self.layout
-        parts = {"shape": (shape, layout.shape), "expression": (expression, layout.expression),
-                 "neck": (neck, layout.neck), "jaw": (jaw, layout.jaw)}  # fmt: skip
+        parts = {
+            "shape": (shape, layout.shape),
+            "expression": (expression, layout.expression),
+            "neck": (neck, layout.neck),
+            "jaw": (jaw, layout.jaw),
+        }
         columns = []
         for name, (value, size) in parts.items():
             if value is None:

@@ -100,6 +100,8 @@ class IGRNetwork(nn.Module):
         self.rescale_warp = rescale_warp
         self.residual_warp = residual_warp and output_dim >= 3
         self.outside_offset = outside_offset
+        self.bbox_center: Tensor
+        self.bbox_half_edge: Tensor
         self.register_buffer("bbox_center", 0.5 * (low + high), persistent=False)
         self.register_buffer("bbox_half_edge", 0.5 * (high - low), persistent=False)
         self.activation = _activation(activation)
@@ -185,22 +187,28 @@ class SemanticSDF(nn.Module):
 
     def __init__(self, feature_dim: int, config: IGRConfig) -> None:
         super().__init__()
-        common = {
-            "skip_connection_layers": config.skip_connection_layers,
-            "bbox": config.bbox,
-            "activation": config.activation,
-            "radius_init": config.radius_init,
-            "outside_offset": config.outside_offset,
-        }
         self.correspondence = IGRNetwork(
             config.intermediate_dims,
+            config.skip_connection_layers,
+            config.bbox,
             feature_dim=feature_dim,
             output_dim=4,
+            activation=config.activation,
+            radius_init=config.radius_init,
             rescale_warp=True,
+            outside_offset=config.outside_offset,
             residual_warp=config.residual_warp,
-            **common,
         )
-        self.template = IGRNetwork(config.template_intermediate_dims, feature_dim=0, output_dim=1, **common)
+        self.template = IGRNetwork(
+            config.template_intermediate_dims,
+            config.skip_connection_layers,
+            config.bbox,
+            feature_dim=0,
+            output_dim=1,
+            activation=config.activation,
+            radius_init=config.radius_init,
+            outside_offset=config.outside_offset,
+        )
 
     def warp(self, points: Tensor, features: Tensor) -> tuple[Tensor, Tensor]:
         """Observation points `(N, P, 3)` and features `(N, F)` -> (canonical points `(N, P, 3)`, s `(N, P, 1)`)."""

@@ -140,7 +140,9 @@ def save_semantic_sdf(module: L.LightningModule, folder: Path) -> None:
     from safetensors.torch import save_file
 
     network = cast(SemanticSDFModule, module).network
-    save_file({k: v.detach().contiguous() for k, v in network.state_dict().items()}, str(folder / "semantic_sdf.safetensors"))
+    save_file(
+        {k: v.detach().contiguous() for k, v in network.state_dict().items()}, str(folder / "semantic_sdf.safetensors")
+    )
 
 
 def load_semantic_sdf(network: SemanticSDF, path: str | Path) -> None:
