@@ -390,10 +390,9 @@ class HumanAnimConfig:
 
 def _shipped(name: str) -> HumanAnimConfig:
     """The config ``configs/<name>.yaml`` shipped inside the package (the one source of truth)."""
-    from genblocks.cli import resolve_config
-    from genblocks.config import load_config
+    from genblocks.config import load_shipped_config
 
-    return load_config(HumanAnimConfig, resolve_config("humananim", "animate", name))
+    return load_shipped_config(HumanAnimConfig, "humananim", name)
 
 
 def tiny_config() -> HumanAnimConfig:
