@@ -31,7 +31,7 @@ def test_synthetic_pairs_load_as_batches(tmp_path: Path) -> None:
     )  # only the lower half changes
     assert not torch.allclose(batch["source"][..., size // 2 :, :], batch["target"][..., size // 2 :, :])
     assert batch["prompt"] == ["a person, red costume"] * 2 and batch["source_prompt"] == ["a person"] * 2
-    assert len((tmp_path / "synthetic_pairs" / "pairs.jsonl").read_text().splitlines()) == config.data.synthetic_pairs
+    assert len((tmp_path / "data" / "pairs.jsonl").read_text().splitlines()) == config.data.synthetic_pairs
 
 
 def test_make_pairs_output_is_a_training_manifest(tmp_path: Path) -> None:

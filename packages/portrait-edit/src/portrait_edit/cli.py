@@ -1,11 +1,14 @@
-"""The ``portrait-edit`` command line: ``edit``, ``make-pairs``, ``eval``, ``convert``, ``demo`` and ``smoke``, in the one
-convention of :mod:`genblocks.cli`.
+"""The ``portrait-edit`` command line: ``edit``, ``make-pairs``, ``train``, ``eval``, ``convert``, ``demo`` and
+``smoke``, in the one convention of :mod:`genblocks.cli`.
 
 ::
 
     portrait-edit edit --image face.png --prompt "a man, santa claus costume" --source-prompt "a man" --out out/
     portrait-edit edit --config paper --set model.source=pretrained model.pretrained=ckpt/outfit --image photo.jpg ...
     portrait-edit make-pairs --sources portraits/ --prompt "a man, santa claus costume" --source-prompt "a man" --out pairs/
+    portrait-edit train --config tiny --out runs/pe
+    portrait-edit train --config paper --set data.manifest=pairs/pairs.jsonl model.source=base ... --out runs/pe
+    portrait-edit train --config tiny --out runs/pe --resume --set train.max_steps=10
     portrait-edit eval --source face.png --edited out/edit.png --prompt "a man, santa claus costume" --out eval/
     portrait-edit convert --unet unet.pth --adapter adapter.pth --base sd15/ --image-encoder clip-b32/ --out ckpt/outfit
     portrait-edit demo --out outputs/portrait-edit/demo
@@ -16,7 +19,8 @@ settings), shared by every command (one schema, :class:`portrait_edit.config.Por
 any field and ``--print-config`` shows the merged config. Files in ``--out``: ``edit`` and ``demo`` write ``edit.png``,
 ``mask.png`` (the edit mask as a heat overlay), ``strip.png`` (labelled before | mask | after) and ``summary.json``
 (``demo`` also ``README.txt``); ``make-pairs`` writes ``condition/``, ``gt/``, ``pairs.jsonl`` (the training manifest)
-and ``report.jsonl``; ``eval`` writes ``metrics.json``; ``convert`` writes a ``PortraitEditPipeline`` folder
+and ``report.jsonl``; ``train`` fills the run folder (``config.yaml``, ``checkpoints/``, ``metrics.csv``, ``loss.png``,
+``trained/`` (a ``PortraitEditPipeline`` folder), ``summary.json``); ``eval`` writes ``metrics.json``; ``convert`` writes a ``PortraitEditPipeline`` folder
 (``model_index.json``, component sub-folders, ``conversion_report.json``).
 """
 
@@ -114,6 +118,30 @@ def _make_pairs(args: argparse.Namespace, config: PortraitEditConfig) -> int:
     print(
         f"pairs: {summary.kept} kept, {summary.rejected} rejected, {summary.skipped} done earlier; "
         f"manifest {summary.manifest}, report {summary.report}"
+    )
+    return 0
+
+
+def _train_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--overwrite", action="store_true", help="start again in a used run folder")
+
+
+def _train(args: argparse.Namespace, config: PortraitEditConfig) -> int:
+    data, train = config.data, config.train
+    if data.manifest is not None:
+        require_file(Path(data.manifest), "data.manifest", "the pairs.jsonl of make-pairs")
+    if train.init_from is not None:
+        require_folder(Path(train.init_from), "train.init_from", "a PortraitEditPipeline folder")
+    if data.manifest is None:
+        print(
+            "portrait-edit train: data.manifest is unset: synthetic pairs (a smoke run, not training)", file=sys.stderr
+        )
+    from portrait_edit.training import train_from_config
+
+    summary = train_from_config(config, args.out, resume=args.resume, overwrite=args.overwrite)
+    print(
+        f"trained {summary['steps']} steps ({summary['optimizer']}, {summary['prediction_type']}): loss "
+        f"{summary['first_loss']:.4g} -> {summary['last_loss']:.4g}; pipeline in {summary['trained']}"
     )
     return 0
 
@@ -226,6 +254,16 @@ command_line = CommandLine(
             schema=SCHEMA,
             arguments=_pairs_arguments,
             out=None,
+        ),
+        Command(
+            "train",
+            "train the UNet and the adapter on pairs (data.manifest; synthetic pairs when unset): --out is the run "
+            "folder (config.yaml, checkpoints/, metrics.csv, loss.png, trained/ pipeline, summary.json)",
+            _train,
+            schema=SCHEMA,
+            arguments=_train_arguments,
+            out=None,
+            resume=True,
         ),
         Command(
             "eval",

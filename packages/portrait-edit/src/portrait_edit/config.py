@@ -221,6 +221,10 @@ class TrainConfig(SharedTrainConfig):
         drop_all: Probability band that drops all three.
         reconstruction_prob: Probability that a sample's target and prompt are replaced by its source and source
             prompt (0.05 in ``train.sh``).
+        condition_latents: The source and grey-pixel latents as a posterior ``"sample"`` (upstream) or its ``"mean"``.
+        clip_unet_only: ``gradient_clip_val`` clips the UNet's gradients only (upstream), or UNet and adapter
+            together (``false``).
+        ema_decay: EMA of the trainable weights (``None``: none, as upstream).
         init_from: ``PortraitEditPipeline`` folder to start from (``None``: ``model``).
         gradient_checkpointing: Checkpoint the UNet's activations.
         num_workers: Data-loader workers.
@@ -235,6 +239,9 @@ class TrainConfig(SharedTrainConfig):
     drop_text: float = 0.05
     drop_all: float = 0.05
     reconstruction_prob: float = 0.05
+    condition_latents: ImageLatentsMode = "sample"
+    clip_unet_only: bool = True
+    ema_decay: float | None = None
     init_from: str | None = None
     gradient_checkpointing: bool = False
     num_workers: int = 0

@@ -77,14 +77,14 @@ def write_synthetic_pairs(folder: str | Path, count: int, image_size: int, seed:
 
 
 def pair_datamodule(config: PortraitEditConfig, run_dir: str | Path) -> ManifestDataModule:
-    """The data module of ``config.data``: its manifest, or synthetic pairs written into ``<run_dir>/synthetic_pairs``
-    when ``data.manifest`` is unset."""
+    """The data module of ``config.data``: its manifest, or synthetic pairs written into ``<run_dir>/data`` (the
+    folder a run folder may hold before training starts) when ``data.manifest`` is unset."""
     from genblocks.training.data import ManifestDataModule
 
     data = config.data
     if data.manifest is None:
         manifest = write_synthetic_pairs(
-            Path(run_dir) / "synthetic_pairs", data.synthetic_pairs, data.image_size, seed=config.model.seed
+            Path(run_dir) / "data", data.synthetic_pairs, data.image_size, seed=config.model.seed
         )
     else:
         manifest = Path(data.manifest)
