@@ -28,6 +28,8 @@ _EXPORTS: dict[str, str] = {
     "PortraitEditConfig": "portrait_edit.config",
     "PortraitEditPipeline": "portrait_edit.pipeline_portrait_edit",
     "PortraitEditPipelineOutput": "portrait_edit.pipeline_portrait_edit",
+    "PortraitEditTrainingModule": "portrait_edit.training",
+    "train_from_config": "portrait_edit.training",
 }
 
 __all__ = ["__version__", *sorted(_EXPORTS)]
