@@ -112,8 +112,9 @@ def test_lip_refinement_in_the_pipeline_touches_only_mouth_channels(pipe: DreamT
     audio, style = _conditions(frames=12)
     out = pipe(audio, style)
     others = [i for i in range(58) if i not in set(mouth_indices())]
-    assert torch.equal(out.motion[..., others], out.raw_motion[..., others])
-    assert not torch.equal(out.motion, out.raw_motion)
+    clamped = torch.cat([out.raw_motion[..., :52].clamp(0, 1), out.raw_motion[..., 52:]], dim=-1)
+    assert torch.equal(out.motion[..., others], clamped[..., others])
+    assert not torch.equal(out.motion, clamped)
 
 
 def test_save_and_load_reproduce_the_motion(pipe: DreamTalkPipeline, tmp_path: Path) -> None:
@@ -134,3 +135,15 @@ def test_bad_shapes_are_refused(pipe: DreamTalkPipeline) -> None:
         pipe(audio[..., :5], style)
     with pytest.raises(ValueError, match="style"):
         pipe(audio, style[..., :52])
+
+
+def test_clip_sample_bounds_the_ddim_result_and_blendshapes_are_clamped() -> None:
+    config = load_shipped_config("tiny", ["diffusion.clip_sample=0.5", "diffusion.sampler=ddim"])
+    pipe = DreamTalkPipeline.from_config(config)
+    audio, style = _conditions(frames=8)
+    out = pipe(audio, style, initial_state=torch.full((2, 58), 0.25), refine_lips=False)
+    assert out.raw_motion.abs().amax() <= 0.5 + 1e-5  # the last DDIM step returns the clamped x0_hat
+    unclipped = DreamTalkPipeline.from_config(load_shipped_config("tiny", ["diffusion.clip_sample=null"]))
+    free = unclipped(audio, style, sampler="ddim", refine_lips=False)
+    assert free.raw_motion.abs().amax() > 1.5
+    assert free.motion[..., :52].min() >= 0 and free.motion[..., :52].max() <= 1

@@ -39,8 +39,9 @@ __all__ = [
 
 
 def frame_count(num_samples: int, sample_rate: int, fps: float) -> int:
-    """Video frames covering ``num_samples`` of audio: ``max(1, round(N / sample_rate * fps))``."""
-    return max(1, round(num_samples / sample_rate * fps))
+    """Video frames covering ``num_samples`` of audio: ``max(1, floor(N / sample_rate * fps + 0.5))`` (halves round
+    up: 0.5 s at 25 fps is 13 frames)."""
+    return max(1, math.floor(num_samples / sample_rate * fps + 0.5))
 
 
 def _hz_to_mel(hz: np.ndarray) -> np.ndarray:

@@ -199,6 +199,9 @@ class DiffusionConfig:
         sample_steps: Denoising steps at inference (strided over the training timesteps; 50 for DDIM).
         beta_start: First beta of the linear schedule.
         beta_end: Last beta of the linear schedule.
+        clip_sample: Clamp the predicted clean motion x0_hat to [-clip_sample, clip_sample] at every step (the noise
+            prediction is re-derived from the clamped x0_hat); ``None`` disables it [unverified: 1.5, blendshapes live
+            in [0, 1] and head rotations within about +-1 rad].
     """
 
     schedule: Schedule = "cosine"
@@ -207,9 +210,12 @@ class DiffusionConfig:
     sample_steps: int = 50
     beta_start: float = 1e-4
     beta_end: float = 0.02
+    clip_sample: float | None = 1.5
 
     def __post_init__(self) -> None:
         _positive("steps", self.steps)
+        if self.clip_sample is not None:
+            _positive("clip_sample", self.clip_sample)
         _positive("sample_steps", self.sample_steps)
         if self.sample_steps > self.steps:
             raise FieldError("sample_steps", f"must not exceed steps={self.steps}, got {self.sample_steps}")
@@ -271,13 +277,15 @@ class InferenceConfig:
             (overlapping windows denoised together, predictions averaged; genblocks ``sliding_windows``).
         overlap: Frames shared by neighbouring windows in ``"sliding"`` mode.
         head_motion_scale: Multiplies the head pose's motion around the initial pose (0 freezes the head).
+        clamp_blendshapes: Clamp the final blendshape weights to ARKit's [0, 1] (``raw_motion`` stays unclamped).
         seed: Seed of the sampling noise.
-        device: Torch device.
+        device: Torch device (``"auto"``: CUDA when available).
     """
 
     long_audio: LongAudio = "chain"
     overlap: int = 16
     head_motion_scale: float = 1.0
+    clamp_blendshapes: bool = True
     seed: int = 0
     device: str = "cpu"
 

@@ -10,6 +10,8 @@ at the next visited timestep (1 after the last):
   ``q(x_prev | x_t, x0_hat)``, :func:`posterior_mean`), ``x_prev = mu + sqrt(beta) z`` (no noise at the last step);
 - ``ddim`` (eta 0): ``x_prev = sqrt(a_prev) x0_hat + sqrt(1 - a_prev) eps``.
 
+With ``diffusion.clip_sample`` set, x0_hat is clamped before each step and eps re-derived from it.
+
 Guidance is genblocks' nested CFG over the branches [null, audio, audio + style]:
 ``eps = eps_null + s_a (eps_a - eps_null) + s_s (eps_as - eps_a)``; scales (1, 1) give the conditional prediction.
 
@@ -31,6 +33,7 @@ import torch
 from dream_talk.config import DreamTalkConfig
 from dream_talk.modeling_dream_talk import EmoDiff, LipRefiner, StyleEncoder
 from dream_talk.motion import ARKIT_BLENDSHAPES, POSE_NAMES
+from genblocks.diffusion.sampling import denoise_windows, nested_cfg, sliding_windows
 
 __all__ = [
     "DreamTalkPipeline",
@@ -171,6 +174,16 @@ class DreamTalkPipeline:
         self.alphas_cumprod = alphas_cumprod(d.schedule, d.steps, d.beta_start, d.beta_end)
 
     # ------------------------------------------------------------------ construction and files
+    def to(self, device: str | torch.device) -> DreamTalkPipeline:
+        """Move every component to ``device`` (``"auto"``: CUDA when available); returns ``self``."""
+        from genblocks.devices import resolve_device
+
+        target = resolve_device(device) if isinstance(device, str) else device
+        for module in (self.emodiff, self.style_encoder, self.lip_refiner):
+            if module is not None:
+                module.to(target)
+        return self
+
     @classmethod
     def from_config(cls, config: DreamTalkConfig) -> DreamTalkPipeline:
         """Seeded random components (the tiny config, tests, benchmarks)."""
@@ -272,8 +285,6 @@ class DreamTalkPipeline:
     ) -> torch.Tensor:
         """Nested-CFG noise prediction of a window from the three branches [null, audio, audio + style] run as one
         batch of 3B (genblocks ``nested_cfg``)."""
-        from genblocks.diffusion.sampling import nested_cfg
-
         batch = sample.shape[0]
         zeros, ones = sample.new_zeros(batch), sample.new_ones(batch)
         eps = self.emodiff(
@@ -316,6 +327,11 @@ class DreamTalkPipeline:
         for index, t in enumerate(timesteps):
             t_prev = timesteps[index + 1] if index + 1 < len(timesteps) else -1
             eps = predict(sample, t)
+            clip = self.config.diffusion.clip_sample
+            if clip is not None:
+                a_t = float(self.alphas_cumprod[t])
+                x0 = ((sample - (1 - a_t) ** 0.5 * eps) / a_t**0.5).clamp(-clip, clip)
+                eps = (sample - a_t**0.5 * x0) / (1 - a_t) ** 0.5
             if sampler == "ddim":
                 sample = ddim_step(eps, sample, self.alphas_cumprod, t, t_prev)
             else:
@@ -380,8 +396,6 @@ class DreamTalkPipeline:
                 audio, initial, style_embedding, scales, sampler, steps, generator
             )
         else:
-            from genblocks.diffusion.sampling import denoise_windows, sliding_windows
-
             overlap = min(c.inference.overlap, window - 1)
             windows = sliding_windows(frames, window, overlap, wrap=False)
 
@@ -411,6 +425,9 @@ class DreamTalkPipeline:
                 ],
                 dim=1,
             )
+        # 6. Blendshape weights into [0, 1]
+        if c.inference.clamp_blendshapes:
+            final = torch.cat([final[..., :nb].clamp(0.0, 1.0), final[..., nb:]], dim=-1)
         return DreamTalkPipelineOutput(final, motion, initial_states, windows)
 
     def _chain(

@@ -1,0 +1,188 @@
+"""One generation from files: speech + portrait + emotion-style clip -> motion files, a preview MP4 with the input
+audio and a plot of the main blendshape curves under the waveform (what ``dream-talk generate`` and ``demo`` run).
+
+Files written in the output folder: ``motion.json`` (ours, everything), ``motion.csv`` (LiveLinkFace columns),
+``preview.mp4`` (portrait | proxy avatar, labelled, with the input audio track at the motion's frame rate),
+``curves.png`` and ``summary.json``.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from dream_talk.config import DreamTalkConfig
+from dream_talk.motion import ARKIT_BLENDSHAPES, MotionSequence, blendshape_index, read_motion
+from genblocks.errors import InputError
+
+__all__ = ["GenerationResult", "generate_files", "load_pipeline", "load_style", "plot_curves"]
+
+_VIDEO_SUFFIXES = (".mp4", ".mov", ".mkv", ".webm", ".avi", ".gif")
+_CURVES = ("jawOpen", "mouthSmileLeft", "mouthFunnel", "eyeBlinkLeft", "browInnerUp")
+
+
+@dataclass
+class GenerationResult:
+    """What :func:`generate_files` made.
+
+    Args:
+        motion: The generated sequence.
+        files: Written files, by role.
+        seconds: Wall time of motion generation (audio features + sampling + lip refinement).
+        render_seconds: Wall time of rendering the preview frames.
+        notes: Lines for the user (random weights, the frame rate used).
+    """
+
+    motion: MotionSequence
+    files: dict[str, Path]
+    seconds: float
+    render_seconds: float
+    notes: list[str] = field(default_factory=list)
+
+
+def load_style(path: Path | None, config: DreamTalkConfig) -> np.ndarray:
+    """The emotion-style clip (S, 52 + P): a ``.json`` / ``.csv`` / ``.npy`` motion file, or a neutral clip (zeros)
+    when ``path`` is ``None``.
+
+    Raises:
+        InputError: a video (style videos need a face tracker, not shipped in this version), a missing file, missing
+            or unknown columns.
+    """
+    m = config.motion
+    if path is None:
+        return np.zeros((config.emodiff.style_frames, m.dim), np.float32)
+    if path.suffix.lower() in _VIDEO_SUFFIXES:
+        raise InputError(
+            f"--style {path}: style videos need a blendshape tracker, which this version does not ship; pass the "
+            "clip's blendshapes as .json, LiveLinkFace .csv or .npy"
+        )
+    return read_motion(path, m.fps, m.pose_dim).values
+
+
+def load_pipeline(config: DreamTalkConfig, weights: Path | None, lip_weights: Path | None = None) -> Any:
+    """A :class:`~dream_talk.pipeline_dream_talk.DreamTalkPipeline` from a weights folder, or seeded random components
+    of ``config``'s sizes when ``weights`` is ``None``."""
+    from dream_talk.pipeline_dream_talk import DreamTalkPipeline
+
+    if weights is None:
+        if lip_weights is not None:
+            raise InputError("--lip-weights needs --weights (the EmoDiff folder it completes)")
+        return DreamTalkPipeline.from_config(config).to(config.inference.device)
+    return DreamTalkPipeline.from_pretrained(weights, lip_weights).to(config.inference.device)
+
+
+def plot_curves(path: Path, samples: np.ndarray, sample_rate: int, motion: MotionSequence, title: str) -> Path:
+    """The waveform on top and the main blendshape curves plus head yaw below it, on one time axis (seconds)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, (wave, curves) = plt.subplots(2, 1, figsize=(9, 4.5), sharex=True, height_ratios=(1, 2))
+    seconds = np.arange(samples.size) / sample_rate
+    step = max(1, samples.size // 20000)
+    wave.plot(seconds[::step], samples[::step], color="0.3", linewidth=0.5)
+    wave.set_ylabel("audio")
+    wave.set_title(title, fontsize=9)
+    times = np.arange(motion.num_frames) / motion.fps
+    for name in _CURVES:
+        curves.plot(times, motion.values[:, blendshape_index(name)], label=name, linewidth=1.2)
+    if motion.pose.shape[1] >= 2:
+        curves.plot(times, motion.pose[:, 1], label="headYaw (rad)", linestyle="--", linewidth=1.0)
+    curves.set_xlabel("seconds")
+    curves.set_ylabel("weight")
+    curves.legend(fontsize=7, ncol=3, loc="upper right")
+    figure.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(path, dpi=100)
+    plt.close(figure)
+    return path
+
+
+def generate_files(
+    config: DreamTalkConfig,
+    audio_path: Path,
+    image_path: Path,
+    style_path: Path | None,
+    out: Path,
+    weights: Path | None = None,
+    lip_weights: Path | None = None,
+    fps: float | None = None,
+    label: str | None = None,
+) -> GenerationResult:
+    """Generate the motion for ``audio_path`` and write the files of the module docstring into ``out``.
+
+    Every input is read and checked before anything is written: missing, empty, silent or too-low-rate audio, an
+    unreadable portrait, a bad style file each raise :class:`InputError` naming the file.
+
+    Args:
+        config: The whole config (its ``audio`` section is replaced by the weights folder's when ``weights`` is
+            given, so the front-end matches the model).
+        audio_path: Speech (WAV, FLAC, MP3, an MP4's audio track).
+        image_path: The portrait.
+        style_path: Emotion-style clip, or ``None`` for a neutral style.
+        out: Output folder.
+        weights: A pipeline folder (``trained/`` of an EmoDiff run); ``None``: random weights of ``config``.
+        lip_weights: ``trained/`` of a lip run.
+        fps: Frame rate of the motion and the video; defaults to ``motion.fps``.
+        label: Caption of the preview (defaults to naming the weights).
+    """
+    import torch
+
+    from dream_talk.audio_features import AudioFrontEnd, load_speech
+    from dream_talk.render import KeypointPreviewRenderer
+    from genblocks.media import label_frames, read_image, write_video
+
+    # 1. Read and check every input
+    samples, rate = load_speech(audio_path, config.audio)
+    portrait = read_image(image_path)
+    pipe = load_pipeline(config, weights, lip_weights)
+    config = pipe.config
+    style = load_style(style_path, config)
+    frame_rate = float(fps) if fps is not None else config.motion.fps
+    if frame_rate <= 0:
+        raise InputError(f"--fps {fps}: expected a positive frame rate")
+    # 2. Audio features at the frame rate, then EmoDiff + lip refinement
+    start = time.perf_counter()
+    features = AudioFrontEnd(config.audio)(samples, rate, frame_rate)
+    generator = torch.Generator().manual_seed(config.inference.seed)
+    output = pipe(torch.from_numpy(features)[None], torch.from_numpy(style)[None], generator=generator)
+    seconds = time.perf_counter() - start
+    motion = MotionSequence(output.motion[0].numpy(), frame_rate)
+    # 3. Files
+    out.mkdir(parents=True, exist_ok=True)
+    files = {"motion_json": motion.write_json(out / "motion.json"), "motion_csv": motion.write_csv(out / "motion.csv")}
+    start = time.perf_counter()
+    frames = KeypointPreviewRenderer(256)(portrait, motion.values)
+    render_seconds = time.perf_counter() - start
+    weights_note = "random weights" if weights is None else f"weights: {weights.name}"
+    caption = label or f"portrait | proxy avatar ({weights_note})"
+    labelled = label_frames(frames, caption)
+    files["preview"] = write_video(out / "preview.mp4", labelled, fps=frame_rate, audio=(samples, rate))
+    duration = samples.size / rate
+    files["curves"] = plot_curves(
+        out / "curves.png", samples, rate, motion, f"DREAM-Talk motion ({weights_note}), {duration:.2f} s"
+    )
+    notes = [f"{motion.num_frames} frames at {frame_rate:g} fps for {duration:.2f} s of audio ({weights_note})"]
+    summary = {
+        "frames": motion.num_frames,
+        "fps": frame_rate,
+        "audio_seconds": duration,
+        "audio_sample_rate": rate,
+        "seconds": seconds,
+        "render_seconds": render_seconds,
+        "real_time_factor": seconds / duration,
+        "weights": "random" if weights is None else str(weights),
+        "audio_front_end": config.audio.kind,
+        "blendshapes": len(ARKIT_BLENDSHAPES),
+        "jaw_open_mean": float(motion.values[:, blendshape_index("jawOpen")].mean()),
+        "files": sorted(p.name for p in files.values()),
+    }
+    files["summary"] = out / "summary.json"
+    files["summary"].write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
+    return GenerationResult(motion, files, seconds, render_seconds, notes)

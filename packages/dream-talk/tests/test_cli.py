@@ -1,0 +1,115 @@
+"""The ``dream-talk`` command line: generate (files, frame count at the requested rate, the audio track), train,
+demo, and bad input -> exit status 2 with one line naming the input, nothing written."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from dream_talk.cli import main
+from dream_talk.demo import happy_style, synthetic_speech
+from genblocks.audio import read_audio, write_audio
+from genblocks.media import write_image
+
+
+@pytest.fixture(scope="module")
+def inputs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    folder = tmp_path_factory.mktemp("inputs")
+    files = {
+        "audio": write_audio(folder / "speech.wav", synthetic_speech(1.2, 22050), 22050),
+        "image": write_image(folder / "face.png", np.full((64, 48, 3), 128, np.uint8)),
+        "style": happy_style(12).write_csv(folder / "happy.csv"),
+        "silent": write_audio(folder / "silent.wav", np.zeros(16000, np.float32), 16000),
+        "low": write_audio(folder / "low.wav", synthetic_speech(1.0, 4000), 4000),
+        "empty": folder / "empty.wav",
+        "not_image": folder / "face.txt",
+        "bad_style": folder / "bad.csv",
+        "video_style": folder / "clip.mp4",
+    }
+    files["empty"].write_bytes(b"")
+    files["not_image"].write_text("not an image")
+    lines = files["style"].read_text().splitlines()
+    files["bad_style"].write_text("\n".join(",".join(line.split(",")[:20]) for line in lines) + "\n")
+    files["video_style"].write_bytes(b"\x00" * 10)
+    return files
+
+
+def test_help_imports_no_model_library() -> None:
+    code = (
+        "import sys; from dream_talk.cli import main\n"
+        "try:\n    main(['--help'])\nexcept SystemExit:\n    pass\n"
+        "print(sorted(m for m in ('torch', 'lightning', 'diffusers', 'transformers') if m in sys.modules))"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert result.stdout.strip().splitlines()[-1] == "[]"
+
+
+def test_generate_writes_motion_preview_and_plot(inputs: dict[str, Path], tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    argv = ["generate", "--audio", str(inputs["audio"]), "--image", str(inputs["image"]), "--fps", "30"]
+    assert main([*argv, "--style", str(inputs["style"]), "--out", str(out)]) == 0
+    names = {"motion.json", "motion.csv", "preview.mp4", "curves.png", "summary.json"}
+    assert names <= {p.name for p in out.iterdir()}
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["frames"] == 36 and summary["fps"] == 30.0 and summary["audio_sample_rate"] == 22050
+    motion = json.loads((out / "motion.json").read_text())
+    assert len(motion["frames"]) == 36 and len(motion["frames"][0]) == 58
+    assert all(0.0 <= v <= 1.0 for row in motion["frames"] for v in row[:52])
+    track, rate = read_audio(out / "preview.mp4")
+    assert abs(track.size / rate - 1.2) < 0.1  # the input audio is muxed in, over the video's 36 / 30 s
+
+
+@pytest.mark.parametrize(
+    ("flag", "key", "message"),
+    [
+        ("--audio", "missing", "file not found"),
+        ("--audio", "empty", "empty.wav"),
+        ("--audio", "silent", "silent"),
+        ("--audio", "low", "too low"),
+        ("--image", "not_image", "face.txt"),
+        ("--style", "bad_style", "missing columns"),
+        ("--style", "video_style", "style videos"),
+    ],
+)
+def test_bad_input_exits_2_with_one_line(
+    inputs: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str], flag: str, key: str, message: str
+) -> None:
+    files = {"--audio": inputs["audio"], "--image": inputs["image"], "--style": inputs["style"]}
+    files[flag] = inputs.get(key, tmp_path / "missing.wav")
+    out = tmp_path / "out"
+    argv = ["generate", "--out", str(out)]
+    for name, path in files.items():
+        argv += [name, str(path)]
+    assert main(argv) == 2
+    error = capsys.readouterr().err.strip().splitlines()
+    assert len(error) == 1 and error[0].startswith("dream-talk generate: error:") and message in error[0]
+    assert not out.exists()
+
+
+def test_train_tiny_then_generate_with_its_weights(inputs: dict[str, Path], tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    assert main(["train", "--config", "tiny", "--set", "train.max_steps=2", "--out", str(run)]) == 0
+    assert (run / "trained" / "emodiff.safetensors").is_file()
+    out = tmp_path / "out"
+    argv = ["generate", "--audio", str(inputs["audio"]), "--image", str(inputs["image"]), "--out", str(out)]
+    assert main([*argv, "--weights", str(run / "trained")]) == 0
+    assert json.loads((out / "summary.json").read_text())["frames"] == 30  # 1.2 s at 25 fps
+
+
+def test_demo_writes_a_labelled_card_and_headline(tmp_path: Path) -> None:
+    assert main(["demo", "--out", str(tmp_path)]) == 0
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert set(summary["headline"]) == {
+        "frames",
+        "motion_real_time_factor",
+        "render_real_time_factor",
+        "jaw_open_range",
+    }
+    assert "random weights" in (tmp_path / "README.txt").read_text()
+    for name in ("preview.mp4", "curves.png", "strip.png", "speech.wav", "style.json"):
+        assert (tmp_path / name).is_file()
