@@ -11,7 +11,7 @@ a loaded 2-core machine is much slower with 2).
 
 Setups:
 
-- ``tiny``: 64-px views, UNet (32, 64), VAE (8, 8, 8, 8), 2 cross-view heads (``diffportrait3d/configs/run/tiny.yaml``);
+- ``tiny``: 64-px views, UNet (32, 64), VAE (8, 8, 8, 8), 2 cross-view heads (``diffportrait3d/configs/tiny.yaml``);
 - ``mid``: 128-px views, UNet (64, 128, 256) with 2 layers per level, cross-attention width 256, VAE (32, 64, 64, 64),
   SD's hint encoder (16, 32, 96, 256), 8 cross-view heads.
 

@@ -11,7 +11,7 @@ pipeline's generator ``manual_seed(999)``. Weights are random (cost does not dep
 
 Setups (CPU, fp32, ``XP_BENCH_THREADS`` torch threads, default 2):
 
-- ``tiny``: the sizes of ``x-portrait --config tiny`` (``x_portrait/configs/run/tiny.yaml``): 64-px frames, UNet
+- ``tiny``: the sizes of ``x-portrait --config tiny`` (``x_portrait/configs/tiny.yaml``): 64-px frames, UNet
   (32, 64), VAE (8, 8, 8, 8), 2 temporal heads; its frame-position table is 24 long (8 in the YAML);
 - ``mid``: 128-px frames, UNet (64, 128, 256) with 2 layers per level and 8 heads, cross-attention width 256, VAE
   (32, 64, 64, 64), SD's hint encoder (16, 32, 96, 256), 8 temporal heads.

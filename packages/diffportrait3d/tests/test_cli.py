@@ -11,25 +11,25 @@ import pytest
 import yaml
 
 from diffportrait3d.cli import main
-from diffportrait3d.config import DiffPortrait3DConfig, sd15_config, tiny_config
+from diffportrait3d.config import DiffPortrait3DConfig, paper_config, tiny_config
 from genblocks.cli import load_command_config
 
 
 def test_shipped_configs_are_the_presets() -> None:
-    tiny, path = load_command_config(DiffPortrait3DConfig, "diffportrait3d", "run", "tiny")
-    assert tiny == tiny_config() and path.parent.name == "run"
-    sd15, _ = load_command_config(DiffPortrait3DConfig, "diffportrait3d", "run", "sd15")
-    assert sd15 == sd15_config()
-    assert (sd15.inference.num_inference_steps, sd15.inference.eta, sd15.inference.guidance_scale) == (50, 0.5, 3.0)
+    tiny, path = load_command_config(DiffPortrait3DConfig, "diffportrait3d", "render", "tiny")
+    assert tiny == tiny_config() and path.parent.name == "configs"  # flat: configs/{tiny,paper}.yaml
+    paper, _ = load_command_config(DiffPortrait3DConfig, "diffportrait3d", "train", "paper")
+    assert paper == paper_config()
+    assert (paper.inference.num_inference_steps, paper.inference.eta, paper.inference.guidance_scale) == (50, 0.5, 3.0)
     # the paper config is the YAML's: EG3D 3D-aware noise, a pretrained folder, the ~540k-step schedule
-    assert (sd15.inference.noise_prior, sd15.pretrained, sd15.train.max_steps) == (
+    assert (paper.inference.noise_prior, paper.pretrained, paper.train.max_steps) == (
         "eg3d",
         "checkpoints/diffportrait3d",
         540000,
     )
-    assert (sd15.dtype, tiny.dtype) == ("float16", "float32")  # the paper config samples in half precision
+    assert (paper.dtype, tiny.dtype) == ("float16", "float32")  # the paper config samples in half precision
     more, _ = load_command_config(
-        DiffPortrait3DConfig, "diffportrait3d", "run", "tiny", ["model.views_per_batch=2", "seed=3"]
+        DiffPortrait3DConfig, "diffportrait3d", "render", "tiny", ["model.views_per_batch=2", "seed=3"]
     )
     assert (more.model.views_per_batch, more.seed) == (2, 3)
 
@@ -149,7 +149,7 @@ def test_set_is_repeatable_and_print_config(capsys: pytest.CaptureFixture[str]) 
     assert not Path("unused").exists()
 
 
-def test_convert_reads_the_sd15_model_config(capsys: pytest.CaptureFixture[str]) -> None:
+def test_convert_reads_the_paper_model_config(capsys: pytest.CaptureFixture[str]) -> None:
     argv = ["convert", "--checkpoint", "x.th", "--base", "sd15", "--out", "unused", "--print-config"]
     assert main([*argv, "--set", "model.views_per_batch=4"]) == 0
     printed = yaml.safe_load(capsys.readouterr().out)
@@ -171,7 +171,7 @@ def test_user_errors_exit_2_with_one_line(tmp_path: Path, capsys: pytest.Capture
         (["train", "--manifest", str(tmp_path / "views.jsonl"), "--out", str(tmp_path / "r")], "views.jsonl"),
         (["convert", "--checkpoint", str(tmp_path / "m.th"), "--base", str(tmp_path), "--out", "o"], "m.th"),
         (["convert", "--checkpoint", face, "--base", str(tmp_path / "sd"), "--out", "o"], "--base"),
-        (["demo", "--config", "sd15", "--out", str(tmp_path / "d")], "source='pretrained'"),
+        (["demo", "--config", "paper", "--out", str(tmp_path / "d")], "source='pretrained'"),
     ]
     for argv, named in cases:
         assert main(argv) == 2, argv
@@ -184,7 +184,7 @@ def test_user_errors_exit_2_with_one_line(tmp_path: Path, capsys: pytest.Capture
 def test_paper_config_eg3d_noise_reaches_the_pipeline(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    """``noise_prior: eg3d`` of configs/run/sd15.yaml, end to end: render inverts the portrait into EG3D, and the
+    """``noise_prior: eg3d`` of configs/paper.yaml, end to end: render inverts the portrait into EG3D, and the
     pipeline call gets ``noise_prior="eg3d"`` with one 3D-aware render per camera, whose latents start the sampling."""
     import torch
 
@@ -198,8 +198,8 @@ def test_paper_config_eg3d_noise_reaches_the_pipeline(
     original_prepare = DiffPortrait3DPipeline.prepare_latents
 
     def loaded(config: DiffPortrait3DConfig) -> DiffPortrait3DPipeline:
-        assert config.inference.noise_prior == "eg3d" and config.source == "pretrained"  # sd15 as shipped
-        return tiny  # sd15's SD1.5 weights are not here: its settings drive the tiny random model
+        assert config.inference.noise_prior == "eg3d" and config.source == "pretrained"  # paper as shipped
+        return tiny  # paper's SD1.5 weights are not here: its settings drive the tiny random model
 
     def call(self: DiffPortrait3DPipeline, *args: object, **kwargs: object) -> object:
         calls.append(kwargs)
@@ -213,7 +213,7 @@ def test_paper_config_eg3d_noise_reaches_the_pipeline(
     monkeypatch.setattr(DiffPortrait3DPipeline, "__call__", call)
     monkeypatch.setattr(DiffPortrait3DPipeline, "prepare_latents", prepare)
     write_inputs(tmp_path)
-    argv = ["render", "--config", "sd15", "--image", str(tmp_path / "face.png"), "--views", "2"]
+    argv = ["render", "--config", "paper", "--image", str(tmp_path / "face.png"), "--views", "2"]
     quick = ["inference.num_inference_steps=1", "inference.inversion_steps=1", "inference.camera_from=grid"]
     assert main([*argv, "--out", str(tmp_path / "out"), "--set", *quick]) == 0
     assert len(calls) == 1 and calls[0]["noise_prior"] == "eg3d"
@@ -225,7 +225,7 @@ def test_paper_config_eg3d_noise_reaches_the_pipeline(
     argv = [
         "render",
         "--config",
-        "sd15",
+        "paper",
         "--image",
         str(tmp_path / "face.png"),
         "--conditions",

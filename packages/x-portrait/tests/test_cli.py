@@ -55,7 +55,7 @@ def test_demo_from_another_directory_writes_its_documented_files(tmp_path, monke
 
 
 def test_demo_refuses_trained_weights(tmp_path, capsys) -> None:
-    assert main(["demo", "--config", "sd15", "--out", str(tmp_path / "demo")]) == 2
+    assert main(["demo", "--config", "paper", "--out", str(tmp_path / "demo")]) == 2
     err = capsys.readouterr().err
     assert "components.source='pretrained'" in err and len(err.strip().splitlines()) == 1
     assert not (tmp_path / "demo").exists()
@@ -104,7 +104,7 @@ def test_repeated_set_and_stage_reach_the_printed_config(capsys) -> None:
     assert printed["inference"]["num_inference_steps"] == 7 and printed["inference"]["best_frame"] == 2
     assert printed["model"]["motion_scale"] == 0.5 and printed["model"]["resolution"] == RESOLUTION
     assert (
-        main(["convert", "--config", "sd15", "--checkpoint", "u", "--base", "u", "--out", "u", "--print-config"]) == 0
+        main(["convert", "--config", "paper", "--checkpoint", "u", "--base", "u", "--out", "u", "--print-config"]) == 0
     )
     printed = yaml.safe_load(capsys.readouterr().out)
     assert (printed["model"]["resolution"], printed["inference"]["num_inference_steps"]) == (512, 30)
@@ -139,7 +139,7 @@ def test_stage_and_print_config(capsys) -> None:
     assert main([*argv, "--set", "train.max_steps=9"]) == 0
     train = yaml.safe_load(capsys.readouterr().out)["train"]
     assert (train["stage"], train["optimizer"]["lr"], train["max_steps"]) == ("temporal", 0.5, 9)
-    assert main(["train", "--config", "sd15", "--print-config"]) == 0
+    assert main(["train", "--config", "paper", "--print-config"]) == 0
     train = yaml.safe_load(capsys.readouterr().out)["train"]
     assert (train["stage"], train["max_steps"], train["optimizer"]["lr"]) == ("image", 415000, 1e-5)
 

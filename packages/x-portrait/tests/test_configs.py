@@ -8,22 +8,22 @@ import pytest
 
 from genblocks.cli import load_command_config
 from genblocks.config import ConfigError, load_config
-from x_portrait.config import ModelConfig, TrainConfig, XPortraitConfig, sd15_config, tiny_config
+from x_portrait.config import ModelConfig, TrainConfig, XPortraitConfig, paper_config, tiny_config
 
-CONFIGS = Path(__file__).resolve().parents[1] / "src" / "x_portrait" / "configs" / "run"
+CONFIGS = Path(__file__).resolve().parents[1] / "src" / "x_portrait" / "configs"
 
 
 def load_cli_config(name: str, overrides: list[str]) -> XPortraitConfig:
-    return load_command_config(XPortraitConfig, "x_portrait", "run", name, overrides)[0]
+    return load_command_config(XPortraitConfig, "x_portrait", "animate", name, overrides)[0]
 
 
 def test_yaml_files_equal_the_built_in_configs() -> None:
     assert load_config(XPortraitConfig, CONFIGS / "tiny.yaml") == tiny_config()
-    assert load_config(XPortraitConfig, CONFIGS / "sd15.yaml") == sd15_config()
+    assert load_config(XPortraitConfig, CONFIGS / "paper.yaml") == paper_config()
 
 
-def test_sd15_config_holds_the_paper_values() -> None:
-    config = sd15_config()
+def test_paper_config_holds_the_paper_values() -> None:
+    config = paper_config()
     assert (config.model.resolution, config.model.patch_size) == (512, 128)
     assert config.model.controlnet_embedding_channels == (16, 32, 96, 256)
     assert (config.model.temporal_heads, config.model.temporal_max_len) == (8, 24)

@@ -90,12 +90,14 @@ def test_guidance_mode_is_validated_and_reaches_the_pipeline_from_the_config() -
     from x_portrait.config import XPortraitConfig
     from x_portrait.pipeline_x_portrait import sampling_options
 
-    config, _ = load_command_config(XPortraitConfig, "x_portrait", "run", "tiny", ["inference.guidance_mode=balance"])
+    config, _ = load_command_config(
+        XPortraitConfig, "x_portrait", "animate", "tiny", ["inference.guidance_mode=balance"]
+    )
     assert sampling_options(config)["guidance_mode"] == "balance"
-    sd15, _ = load_command_config(XPortraitConfig, "x_portrait", "run", "sd15", [])
-    assert sampling_options(sd15)["guidance_mode"] == "controlnet_important"  # upstream's default
+    paper, _ = load_command_config(XPortraitConfig, "x_portrait", "animate", "paper", [])
+    assert sampling_options(paper)["guidance_mode"] == "controlnet_important"  # upstream's default
     with pytest.raises(Exception, match="guidance_mode"):
-        load_command_config(XPortraitConfig, "x_portrait", "run", "tiny", ["inference.guidance_mode=both"])
+        load_command_config(XPortraitConfig, "x_portrait", "animate", "tiny", ["inference.guidance_mode=both"])
     pipe = _pipeline()
     source, driving, _, _ = tiny_video(2)
     with pytest.raises(ValueError, match="guidance_mode"):

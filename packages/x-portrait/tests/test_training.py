@@ -181,7 +181,7 @@ def build(out_dir: Path) -> dict:
         "train.synthetic_rows=5",
     ]
     overrides += ["train.progress_bar=false", "train.seed=3", "train.ema_decay=0.9"]
-    config, _ = load_command_config(XPortraitConfig, "x_portrait", "run", "tiny", overrides)
+    config, _ = load_command_config(XPortraitConfig, "x_portrait", "train", "tiny", overrides)
     L.seed_everything(3, verbose=False)
     module = build_training_module(config, tiny_components(seed=0))
     return {"module": module, "datamodule": build_datamodule(config, out_dir), "train_config": config.train}

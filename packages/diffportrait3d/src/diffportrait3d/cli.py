@@ -5,7 +5,7 @@ convention of :mod:`genblocks.cli`.
 
     diffportrait3d convert --checkpoint model_state-540000-001.th --base stable-diffusion-v1-5 \
         --out checkpoints/diffportrait3d
-    diffportrait3d render --config sd15 --image face.png --eg3d eg3d_G.safetensors --out out/ --views 8 --path orbit
+    diffportrait3d render --config paper --image face.png --eg3d eg3d_G.safetensors --out out/ --views 8 --path orbit
     diffportrait3d render --config tiny --image face.png --conditions cond/ --out out/      # tiny random model
     diffportrait3d train --config tiny --stage 2 --manifest data/views.jsonl --out runs/dp3d
     diffportrait3d train --config tiny --stage 2 --out runs/dp3d --resume --set train.max_steps=10
@@ -19,8 +19,8 @@ with ``--format mp4``); ``train`` (the run folder): ``config.yaml``, ``checkpoin
 ``conversion_report.json``; ``demo``: ``orbit.gif``, ``conditions.gif``, ``noise_renders.gif``, ``side_by_side.gif``,
 ``strip.png``, ``README.txt``, ``summary.json``.
 
-Configs ship inside the package in ``diffportrait3d/configs/run/`` (``tiny``, ``sd15``), one schema
-(:class:`diffportrait3d.config.DiffPortrait3DConfig`) shared by ``render``, ``train``, ``convert`` (default ``sd15``:
+Configs ship inside the package in ``diffportrait3d/configs/`` (``tiny``, ``paper``), one schema
+(:class:`diffportrait3d.config.DiffPortrait3DConfig`) shared by ``render``, ``train``, ``convert`` (default ``paper``:
 the model section of the converted pipeline) and ``demo``; ``--set key=value`` overrides any field and
 ``--print-config`` shows the merged config. The work lives in :mod:`diffportrait3d.pipeline_diffportrait3d`,
 :mod:`diffportrait3d.training`, :mod:`diffportrait3d.convert_diffportrait3d_original` and :mod:`diffportrait3d.demo`.
@@ -44,7 +44,6 @@ if TYPE_CHECKING:
 __all__ = ["command_line", "main"]
 
 SCHEMA = "diffportrait3d.config:DiffPortrait3DConfig"
-GROUP = "run"
 _IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp")
 
 
@@ -137,7 +136,7 @@ def _render(args: argparse.Namespace, config: DiffPortrait3DConfig) -> int:
     if conditions is None:
         cameras = orbit_cameras(args.views) if args.path == "orbit" else yaw_sweep_cameras(args.views)
     noise_renders = None
-    if config.inference.noise_prior == "eg3d" and cameras is not None:  # the paper's start latents (sd15)
+    if config.inference.noise_prior == "eg3d" and cameras is not None:  # the paper's start latents (paper config)
         # EG3D's crop and the camera from landmarks when a face analyzer finds a face, else the photo and a grid
         camera_from = config.inference.camera_from
         analyzer = default_face_analyzer() if camera_from != "grid" else None
@@ -204,14 +203,13 @@ def _demo(args: argparse.Namespace, config: DiffPortrait3DConfig) -> int:
 command_line = CommandLine(
     prog="diffportrait3d",
     package="diffportrait3d",
-    description="DiffPortrait3D portrait novel-view synthesis (arXiv 2312.13016). Configs: configs/run/ (tiny, sd15).",
+    description="DiffPortrait3D portrait novel-view synthesis (arXiv 2312.13016). Configs: configs/ (tiny, paper).",
     commands=(
         Command(
             "render",
             "render the portrait --image from new views: view_000.png, ... and views.gif (or views.mp4) in --out",
             _render,
             schema=SCHEMA,
-            config_group=GROUP,
             arguments=_render_arguments,
         ),
         Command(
@@ -220,7 +218,6 @@ command_line = CommandLine(
             "view sequences); --out is the run folder (config.yaml, checkpoints/, metrics.csv, loss.png, trained/)",
             _train,
             schema=SCHEMA,
-            config_group=GROUP,
             arguments=_train_arguments,
             stages=("1", "2"),
             resume=True,
@@ -231,8 +228,7 @@ command_line = CommandLine(
             "--out (model_index.json, component subfolders, conversion_report.json)",
             _convert,
             schema=SCHEMA,
-            config_group=GROUP,
-            default_config="sd15",
+            default_config="paper",
             arguments=_convert_arguments,
             out=None,
         ),
@@ -242,7 +238,6 @@ command_line = CommandLine(
             "noise_renders.gif, side_by_side.gif, strip.png, README.txt, summary.json in --out",
             _demo,
             schema=SCHEMA,
-            config_group=GROUP,
             arguments=_demo_arguments,
         ),
         smoke_command("diffportrait3d"),

@@ -1,5 +1,5 @@
 """The configuration schema of diffportrait3d: frozen dataclasses that ``genblocks.config.load_config`` fills from
-the YAML files shipped in ``diffportrait3d/configs/run/`` (``tiny``, ``sd15``: the one source of truth) plus
+the YAML files shipped in ``diffportrait3d/configs/`` (``tiny``, ``paper``: the one source of truth) plus
 dotted overrides (``inference.num_inference_steps=2``).
 
 Values the DiffPortrait3D spec marks [unverified] (§8) are fields with documented defaults: the training stage
@@ -23,7 +23,7 @@ __all__ = [
     "ModelConfig",
     "RandomComponentsConfig",
     "TrainConfig",
-    "sd15_config",
+    "paper_config",
     "tiny_config",
 ]
 
@@ -150,19 +150,18 @@ class DiffPortrait3DConfig:
 
 
 def _shipped(name: str) -> DiffPortrait3DConfig:
-    """The config ``configs/run/<name>.yaml`` shipped inside the package (the one source of truth)."""
-    from genblocks.cli import resolve_config
-    from genblocks.config import load_config
+    """The config ``configs/<name>.yaml`` shipped inside the package (the one source of truth)."""
+    from genblocks.config import load_shipped_config
 
-    return load_config(DiffPortrait3DConfig, resolve_config("diffportrait3d", "run", name))
+    return load_shipped_config(DiffPortrait3DConfig, "diffportrait3d", name)
 
 
 def tiny_config() -> DiffPortrait3DConfig:
-    """The shipped tiny CPU configuration ``configs/run/tiny.yaml`` (64-px views, 4 views per batch, 2 DDIM steps)."""
+    """The shipped tiny CPU configuration ``configs/tiny.yaml`` (64-px views, 4 views per batch, 2 DDIM steps)."""
     return _shipped("tiny")
 
 
-def sd15_config() -> DiffPortrait3DConfig:
-    """The shipped paper configuration ``configs/run/sd15.yaml`` (SD1.5 at 512 px, components from a saved pipeline
+def paper_config() -> DiffPortrait3DConfig:
+    """The shipped paper configuration ``configs/paper.yaml`` (SD1.5 at 512 px, components from a saved pipeline
     folder, EG3D 3D-aware noise)."""
-    return _shipped("sd15")
+    return _shipped("paper")

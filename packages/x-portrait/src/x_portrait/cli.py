@@ -3,14 +3,14 @@ of :mod:`genblocks.cli`.
 
 ::
 
-    x-portrait animate --image face.png --driving clip.mp4 --config sd15 --pretrained checkpoints/x-portrait --out out/
+    x-portrait animate --image face.png --driving clip.mp4 --config paper --pretrained checkpoints/x-portrait --out out/
     x-portrait animate --image face.png --driving frames/ --out out/                    # tiny random model
     x-portrait train --config tiny --stage temporal --set train.manifest=data/clips.jsonl train.max_steps=100 --out runs/xp
     x-portrait convert --checkpoint model_state-415001.th --base stable-diffusion-v1-5 --out checkpoints/x-portrait
     x-portrait demo --config tiny --out outputs/x-portrait/demo
     x-portrait smoke
 
-Configs ship inside the package in ``x_portrait/configs/run/`` (``tiny``: random 64-px model; ``sd15``: the paper's
+Configs ship inside the package in ``x_portrait/configs/`` (``tiny``: random 64-px model; ``paper``: the paper's
 settings), shared by ``animate``, ``train``, ``convert`` and ``demo`` (one schema, :class:`x_portrait.config.XPortraitConfig`);
 ``--set key=value`` overrides any field (``inference.num_inference_steps=2``) and ``--print-config`` shows the merged
 config. Files in ``--out``: ``animate`` writes ``animation.gif`` (``--format mp4``: ``animation.mp4``, at the driving
@@ -44,7 +44,6 @@ if TYPE_CHECKING:
 __all__ = ["DrivingInput", "command_line", "main", "read_driving"]
 
 SCHEMA = "x_portrait.config:XPortraitConfig"
-GROUP = "run"  # one schema, so animate, train, convert and demo share configs/run/
 _IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp")
 _VIDEO_SUFFIXES = (".gif", ".mp4", ".mov", ".avi", ".mkv", ".webm")
 
@@ -261,7 +260,7 @@ command_line = CommandLine(
     prog="x-portrait",
     package="x_portrait",
     description=(
-        "X-Portrait portrait animation (arXiv 2403.15931) on diffusers. Configs: x_portrait/configs/run/ (tiny, sd15), "
+        "X-Portrait portrait animation (arXiv 2403.15931) on diffusers. Configs: x_portrait/configs/ (tiny, paper), "
         "shared by every command; --print-config shows the merged one."
     ),
     commands=(
@@ -271,7 +270,6 @@ command_line = CommandLine(
             "animation.mp4) and, with --metrics, metrics.json in --out",
             _animate,
             schema=SCHEMA,
-            config_group=GROUP,
             arguments=_animate_arguments,
         ),
         Command(
@@ -281,7 +279,6 @@ command_line = CommandLine(
             "trained/)",
             _train,
             schema=SCHEMA,
-            config_group=GROUP,
             arguments=_train_arguments,
             stages=("image", "temporal"),
             resume=True,
@@ -292,8 +289,7 @@ command_line = CommandLine(
             "(model_index.json, component sub-folders, conversion_report.json)",
             _convert,
             schema=SCHEMA,
-            config_group=GROUP,
-            default_config="sd15",
+            default_config="paper",
             arguments=_convert_arguments,
             out=None,
         ),
@@ -304,7 +300,6 @@ command_line = CommandLine(
             "summary.json in --out",
             _demo,
             schema=SCHEMA,
-            config_group=GROUP,
             arguments=_demo_arguments,
         ),
         smoke_command("x_portrait"),

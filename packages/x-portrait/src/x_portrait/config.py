@@ -1,5 +1,5 @@
 """The configuration schema of x-portrait: frozen dataclasses that ``genblocks.config.load_config`` fills from
-the YAML files shipped in ``x_portrait/configs/run/`` (``tiny``, ``sd15``: the one source of truth) plus
+the YAML files shipped in ``x_portrait/configs/`` (``tiny``, ``paper``: the one source of truth) plus
 dotted command-line overrides (``inference.num_inference_steps=2``).
 
 Values the spec marks [unverified] (X-Portrait spec §8) are fields with documented defaults: the stage split
@@ -23,7 +23,7 @@ __all__ = [
     "RandomComponentsConfig",
     "TrainConfig",
     "XPortraitConfig",
-    "sd15_config",
+    "paper_config",
     "tiny_config",
 ]
 
@@ -257,7 +257,7 @@ class TrainConfig(SharedTrainConfig):
 
 @dataclass(frozen=True)
 class XPortraitConfig:
-    """Everything one ``x-portrait`` command reads: ``configs/run/tiny.yaml`` and ``configs/run/sd15.yaml`` fill it."""
+    """Everything one ``x-portrait`` command reads: ``configs/tiny.yaml`` and ``configs/paper.yaml`` fill it."""
 
     model: ModelConfig = field(default_factory=ModelConfig)
     components: ComponentsConfig = field(default_factory=ComponentsConfig)
@@ -267,20 +267,19 @@ class XPortraitConfig:
 
 
 def _shipped(name: str) -> XPortraitConfig:
-    """The config ``configs/run/<name>.yaml`` shipped inside the package (the one source of truth)."""
-    from genblocks.cli import resolve_config
-    from genblocks.config import load_config
+    """The config ``configs/<name>.yaml`` shipped inside the package (the one source of truth)."""
+    from genblocks.config import load_shipped_config
 
-    return load_config(XPortraitConfig, resolve_config("x_portrait", "run", name))
+    return load_shipped_config(XPortraitConfig, "x_portrait", name)
 
 
 def tiny_config() -> XPortraitConfig:
-    """The shipped tiny CPU configuration ``configs/run/tiny.yaml``: 64-px frames, 16-px patches, random (32, 64)
+    """The shipped tiny CPU configuration ``configs/tiny.yaml``: 64-px frames, 16-px patches, random (32, 64)
     UNet, 2 DDIM steps, windows of 4 with overlap 2. The demo, smoke check and tests use it."""
     return _shipped("tiny")
 
 
-def sd15_config() -> XPortraitConfig:
-    """The shipped paper settings ``configs/run/sd15.yaml``: 512-px frames, 128-px patches, 30 DDIM steps, CFG 5,
+def paper_config() -> XPortraitConfig:
+    """The shipped paper settings ``configs/paper.yaml``: 512-px frames, 128-px patches, 30 DDIM steps, CFG 5,
     windows of 16 with overlap 4, VAE chunks of 16, seed 999; weights from a converted pipeline folder."""
-    return _shipped("sd15")
+    return _shipped("paper")

@@ -6,7 +6,7 @@ found with the dlib face analyser when installed, else a fixed crop). The drivin
 small, smooth head motions (rotation, translation, zoom) taken from the full photograph, so their landmarks are known
 exactly (the source's, carried through each motion): a self-reenactment, where the driving frames are also the ground
 truth of the image metrics. The pipeline runs a configuration with ``components.source: random`` (by default the
-shipped ``x_portrait/configs/run/tiny.yaml``; ``x-portrait demo --config NAME|PATH --set ...``) with seeded random
+shipped ``x_portrait/configs/tiny.yaml``; ``x-portrait demo --config NAME|PATH --set ...``) with seeded random
 weights, optionally after a few training steps on these frames (``--train-steps``): the output shows the whole path
 (alignment, patches, reference bank, ControlNets, windows, CFG, chunked decoding) and its cost, not a trained model's
 quality; convert the official checkpoint (``x-portrait convert``) for that.
