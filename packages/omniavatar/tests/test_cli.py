@@ -16,7 +16,7 @@ from omniavatar.cli import main
 
 def test_help_imports_no_heavy_library() -> None:
     code = (
-        "import sys; from omniavatar.cli import command_line; command_line().build_parser(); "
+        "import sys; from omniavatar.cli import command_line; command_line.build_parser(); "
         "print(sorted(m for m in ('lightning', 'diffusers', 'transformers', 'torch') if m in sys.modules))"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout

@@ -197,58 +197,54 @@ def _demo(args: argparse.Namespace, config: OmniAvatarConfig) -> int:
     return 0
 
 
-def command_line() -> CommandLine:
-    """The ``omniavatar`` command line."""
-    render = Command(
-        "render",
-        "render a head: images, grid, depth, path GIF/MP4, mesh",
-        _render,
-        SCHEMA,
-        arguments=_render_arguments,
-    )
-    return CommandLine(
-        prog="omniavatar",
-        package="omniavatar",
-        description="OmniAvatar: geometry-guided controllable 3D head synthesis (CVPR 2023, arXiv 2303.15539).",
-        commands=(
-            render,
-            Command(
-                "generate", "the same as render", _render, SCHEMA, config_group="render", arguments=_render_arguments
-            ),
-            Command(
-                "convert",
-                "the authors' omniavatar.pkl -> a weights folder",
-                _convert,
-                SCHEMA,
-                config_group="render",
-                arguments=_convert_arguments,
-                out=None,
-            ),
-            Command(
-                "train",
-                "train Stage I (sdf) or Stage II (gan)",
-                _train,
-                SCHEMA,
-                config_group="render",
-                stages=("sdf", "gan"),
-                resume=True,
-                out=None,
-            ),
-            Command(
-                "demo",
-                "tiny random-weights demo: GIF over cameras and expressions, mesh",
-                _demo,
-                SCHEMA,
-                config_group="render",
-            ),
-            smoke_command("omniavatar"),
+_RENDER = Command(
+    "render",
+    "render a head: images, grid, depth, path GIF/MP4, mesh",
+    _render,
+    SCHEMA,
+    arguments=_render_arguments,
+)
+command_line = CommandLine(
+    prog="omniavatar",
+    package="omniavatar",
+    description="OmniAvatar: geometry-guided controllable 3D head synthesis (CVPR 2023, arXiv 2303.15539).",
+    commands=(
+        _RENDER,
+        Command("generate", "the same as render", _render, SCHEMA, config_group="render", arguments=_render_arguments),
+        Command(
+            "convert",
+            "the authors' omniavatar.pkl -> a weights folder",
+            _convert,
+            SCHEMA,
+            config_group="render",
+            arguments=_convert_arguments,
+            out=None,
         ),
-    )
+        Command(
+            "train",
+            "train Stage I (sdf) or Stage II (gan)",
+            _train,
+            SCHEMA,
+            config_group="render",
+            stages=("sdf", "gan"),
+            resume=True,
+            out=None,
+        ),
+        Command(
+            "demo",
+            "tiny random-weights demo: GIF over cameras and expressions, mesh",
+            _demo,
+            SCHEMA,
+            config_group="render",
+        ),
+        smoke_command("omniavatar"),
+    ),
+)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``omniavatar`` script."""
-    return command_line().main(argv)
+    return command_line.main(argv)
 
 
 if __name__ == "__main__":
