@@ -100,6 +100,21 @@ def test_convert_command_round_trip(tmp_path: Path, tiny_config: object) -> None
     assert json.loads((tmp_path / "r" / "summary.json").read_text())["random_weights"] is False
 
 
+def test_eval_command(tmp_path: Path, tiny_config: object) -> None:
+    from safetensors.torch import save_file
+
+    from omniavatar.training import ControlEstimator
+
+    torch_estimator = ControlEstimator(16, 8)
+    save_file(torch_estimator.state_dict(), str(tmp_path / "e.safetensors"))
+    status = main(
+        ["eval", "--count", "2", "--estimator", str(tmp_path / "e.safetensors"), "--out", str(tmp_path / "m")]
+    )
+    assert status == 0
+    metrics = json.loads((tmp_path / "m" / "metrics.json").read_text())
+    assert len(metrics["depth_consistency_chamfer"]) == 2 and metrics["control_error"]["expression"] >= 0
+
+
 @pytest.mark.slow
 def test_demo(tmp_path: Path) -> None:
     assert main(["demo", "--set", "render.frames=4", "--out", str(tmp_path)]) == 0

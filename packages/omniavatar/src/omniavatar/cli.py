@@ -7,6 +7,7 @@
     omniavatar generate ...            (the same as render)
     omniavatar convert --pkl omniavatar.pkl --out weights/
     omniavatar train --stage sdf --out runs/sdf      (Stage I; then --stage gan --set train.sdf_checkpoint=...)
+    omniavatar eval --weights DIR [--estimator E.safetensors] --out eval/
     omniavatar demo --out outputs/omniavatar/demo
     omniavatar smoke
 
@@ -189,6 +190,47 @@ def _train(args: argparse.Namespace, config: OmniAvatarConfig) -> int:
     return 0
 
 
+def _eval_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--weights", type=Path, default=None, metavar="DIR", help="weights folder (default: random)")
+    parser.add_argument(
+        "--estimator",
+        type=Path,
+        default=None,
+        metavar="FILE",
+        help="ControlEstimator weights (.safetensors) for the control error",
+    )
+    parser.add_argument("--count", type=int, default=8, help="heads per metric")
+
+
+def _eval(args: argparse.Namespace, config: OmniAvatarConfig) -> int:
+    from omniavatar.metrics import control_error, depth_consistency
+    from omniavatar.pipeline_omniavatar import OmniAvatarPipeline
+
+    pipeline, random_weights = _load_pipeline(args, config)
+    assert isinstance(pipeline, OmniAvatarPipeline)
+    metrics: dict[str, object] = {"random_weights": random_weights}
+    chamfer = [depth_consistency(pipeline, seed=s) for s in range(args.count)]
+    # inf: a view showed no opaque pixel (random weights); JSON has no inf
+    metrics["depth_consistency_chamfer"] = [value if value != float("inf") else None for value in chamfer]
+    if args.estimator is not None:
+        require_file(args.estimator, "--estimator", "ControlEstimator weights (.safetensors)")
+        from safetensors.torch import load_file
+
+        from omniavatar.training import ControlEstimator
+
+        estimator = ControlEstimator(pipeline.layout.pose_dim, pipeline.config.ctrl_loss.estimator_channels)
+        try:
+            estimator.load_state_dict(load_file(str(args.estimator)))
+        except RuntimeError as error:
+            raise InputError(f"--estimator {args.estimator}: does not fit ({str(error).splitlines()[0]})") from None
+        metrics["control_error"] = control_error(pipeline, estimator.eval(), count=args.count)
+    args.out.mkdir(parents=True, exist_ok=True)
+    text = json.dumps(metrics, indent=2)
+    (args.out / "metrics.json").write_text(text + "\n", encoding="utf-8")
+    print(text)
+    return 0
+
+
 def _demo(args: argparse.Namespace, config: OmniAvatarConfig) -> int:
     from omniavatar.demo import run_demo
 
@@ -229,6 +271,14 @@ command_line = CommandLine(
             stages=("sdf", "gan"),
             resume=True,
             out=None,
+        ),
+        Command(
+            "eval",
+            "metrics: depth consistency across views, control error (with --estimator)",
+            _eval,
+            SCHEMA,
+            config_group="render",
+            arguments=_eval_arguments,
         ),
         Command(
             "demo",
