@@ -88,6 +88,16 @@ def test_losses_are_finite(tiny_config: OmniAvatarConfig) -> None:
     assert {"train/control_loss", "train/prior_loss", "train/d_control"} <= logged.keys()
 
 
+def test_coap_is_selectable(tiny_config: OmniAvatarConfig) -> None:
+    coap_optim = pytest.importorskip("coap_optim")
+    optimizer = replace(tiny_config.train.optimizer, name="coap_adamw", weight_decay=0.0)
+    config = replace(tiny_config, train=replace(tiny_config.train, optimizer=optimizer))
+    g_opt, d_opt = OmniAvatarGANModule(config).configure_optimizers()
+    assert type(d_opt) is type(g_opt)
+    assert type(g_opt).__module__.startswith(coap_optim.__name__)
+    assert g_opt.param_groups[0]["lr"] == pytest.approx(config.gan.g_lr * 2 / 3)
+
+
 def test_mirror_labels_is_an_involution(tiny_config: OmniAvatarConfig) -> None:
     labels = torch.randn(3, 25 + tiny_config.flame.feature_dim)
     mirrored = mirror_labels(labels, tiny_config.flame.feature_dim)

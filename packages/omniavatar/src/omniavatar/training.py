@@ -13,6 +13,8 @@ regularisation, plus:
 - the control loss ``‖β̂ − β‖ + λ‖θ̂ − θ‖`` (L1 or L2) on the final image, β̂, θ̂ from the discriminator's parameter head
   (``disc_head``, trained on real images' FLAME fits in the D step), a user-given :class:`ControlEstimator`
   (``pretrained``) or one fitted first on generated images (``trained``);
+- optimizers: EG3D's Adam by default; ``train.optimizer.name`` ``coap_adamw`` (etc.) or ``adamw8bit`` picks genblocks'
+  optimizer factory with the same learning rates;
 - :class:`MaskDualDiscriminator`: EG3D's dual discriminator with a branch over the accumulated-opacity mask whose
   features are added after the first block, and a head regressing the (β, θ) values.
 
@@ -507,6 +509,26 @@ class OmniAvatarGANModule(GANTrainingModule):
             loss = loss + ctrl.weight * regression
         self.log("train/d_loss", loss.detach(), prog_bar=True, batch_size=batch.size)
         return loss
+
+    def configure_optimizers(self) -> list[torch.optim.Optimizer]:
+        """EG3D's Adam (the default, ``train.optimizer.name=adamw``), or ``train.optimizer`` by name (COAP, 8-bit
+        AdamW) with the GAN learning rates and betas, lazily scaled like Adam's."""
+        option = self.config.train.optimizer
+        if option.name == "adamw":
+            return super().configure_optimizers()
+        from dataclasses import replace
+
+        from genblocks.training.optim import build_optimizer
+
+        optimizers = []
+        for network, lr, interval in (
+            (self.generator, self.hparams["g_lr"], self.hparams["g_reg_interval"]),
+            (self.discriminator, self.hparams["d_lr"], self.hparams["r1_interval"]),
+        ):
+            ratio = 1.0 if interval is None else interval / (interval + 1)
+            betas = tuple(beta**ratio for beta in self.hparams["betas"])
+            optimizers.append(build_optimizer(network, replace(option, lr=lr * ratio, betas=betas)))
+        return optimizers
 
     def on_fit_start(self) -> None:
         if self.config.ctrl_loss.estimator == "trained" and self.trainer.global_step == 0:
