@@ -85,8 +85,9 @@ def synthetic_exemplars(generator: TriPlaneGenerator, count: int, resolution: in
     rng = torch.Generator().manual_seed(seed)
     z = torch.randn(count, generator.z_dim, generator=rng)
     angles = (torch.rand(2, count, generator=rng) * 2 - 1) * torch.tensor([[0.5], [0.2]])
-    c = cameras_at(angles[0], angles[1])
-    images = generator.eval()(z, c, truncation_psi=0.7, noise_mode="const")["image"]
+    device = next(generator.parameters()).device
+    c = cameras_at(angles[0], angles[1]).to(device)
+    images = generator.eval()(z.to(device), c, truncation_psi=0.7, noise_mode="const")["image"].cpu()
     images = resize_like(toon_filter(images.clamp(-1, 1)), resolution)
     hashes = [hashlib.sha256(image.numpy().tobytes()).hexdigest() for image in images]
     return Exemplars(images, hashes, [f"{count} synthetic exemplars (toon filter of random G3D renders)"])

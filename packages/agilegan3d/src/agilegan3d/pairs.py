@@ -92,7 +92,8 @@ def synthesize_pairs(
         z = torch.stack([d[0] for d in draws])
         yaw = torch.tensor([d[1] for d in draws])
         pitch = torch.tensor([d[2] for d in draws])
-        c = cameras_at(yaw, pitch)
+        device = next(generator.parameters()).device
+        z, c = z.to(device), cameras_at(yaw, pitch).to(device)
         ws = generator.mapping(z, c, truncation_psi=config.truncation_psi)
         real = generator.synthesis(ws, c, noise_mode="const")["image"].clamp(-1, 1)
         styled = prior(real).clamp(-1, 1)
@@ -101,8 +102,8 @@ def synthesize_pairs(
             write_image(stem.with_suffix(".png"), to_uint8(styled[k]))
             write_image(folder / f"{index:05d}_real.png", to_uint8(real[k]))
             arrays = {
-                "ws": ws[k].numpy().astype(np.float32),
-                "c": c[k].numpy().astype(np.float32),
+                "ws": ws[k].cpu().numpy().astype(np.float32),
+                "c": c[k].cpu().numpy().astype(np.float32),
                 "yaw": np.float32(yaw[k]),
                 "pitch": np.float32(pitch[k]),
             }

@@ -153,6 +153,8 @@ class AgileGAN3DPipeline(nn.Module):
         self.check_inputs(images, cameras)
         n = images.shape[0]
         input_cameras = input_cameras if input_cameras is not None else cameras_at(torch.zeros(n), torch.zeros(n))
+        cameras = cameras.to(images.device, images.dtype)  # built on the CPU by default
+        input_cameras = input_cameras.to(images.device, images.dtype)
         # 2. encode (and optionally refine against the input view)
         ws = encode(self.encoder, images)
         steps = inference.optimize_steps if optimize_steps is None else optimize_steps
