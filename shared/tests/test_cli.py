@@ -267,3 +267,33 @@ def test_a_package_without_group_folders_keeps_its_configs_at_the_top(
         InputError, match=r"--config sd15: no built-in 'run' config of that name \(built-in: paper, tiny\)"
     ):
         resolve_config(name, "run", "sd15")
+
+
+def _cli_raising(error: BaseException) -> CommandLine:
+    def run(args, config):
+        raise error
+
+    return CommandLine(prog="fake", package="fakepkg", description="d", commands=(Command("demo", "a demo", run),))
+
+
+def test_a_missing_optional_library_exits_2_with_one_line(capsys: pytest.CaptureFixture[str]) -> None:
+    assert _cli_raising(ModuleNotFoundError("No module named 'mediapipe'", name="mediapipe")).main(["demo"]) == 2
+    err = capsys.readouterr().err
+    assert (
+        err
+        == "fake demo: error: this command needs the module 'mediapipe', which is not installed (No module named 'mediapipe')\n"
+    )
+    try:
+        import no_such_module_xyz  # noqa: F401
+    except ImportError as cause:
+        hinted = ImportError("the demo needs scikit-image: pip install 'fakepkg[demo]'")
+        hinted.__cause__ = cause
+    assert _cli_raising(hinted).main(["demo"]) == 2
+    assert capsys.readouterr().err == "fake demo: error: the demo needs scikit-image: pip install 'fakepkg[demo]'\n"
+
+
+def test_an_import_bug_of_our_own_keeps_its_traceback() -> None:
+    with pytest.raises(ModuleNotFoundError):
+        _cli_raising(ModuleNotFoundError("No module named 'fakepkg.gone'", name="fakepkg.gone")).main(["demo"])
+    with pytest.raises(ImportError, match="cannot import name"):
+        _cli_raising(ImportError("cannot import name 'Thing' from 'genblocks.media'")).main(["demo"])

@@ -19,7 +19,9 @@
   continues the run in ``--out``.
 - A user error (a missing or unreadable file, bad YAML, a bad value, an unknown key, no face found: any
   :class:`~genblocks.errors.InputError`, ``ValueError`` or ``OSError``) exits with status 2 and one line on stderr naming
-  the input and what was expected; ``-v`` also shows the traceback and logs progress at INFO level.
+  the input and what was expected; ``-v`` also shows the traceback and logs progress at INFO level. So does a missing
+  optional library (a ``ModuleNotFoundError`` outside genblocks and the package, or an ``ImportError`` raised with an
+  install hint); any other ``ImportError`` is a bug and keeps its traceback.
 
 This module imports only the standard library at import time, so ``<pkg> --help`` stays fast: a package's ``cli.py``
 imports its heavy modules inside its command functions, and the config schema is named as ``"module:Class"`` and
@@ -319,6 +321,13 @@ class CommandLine:
                 traceback.print_exc()
             sys.stderr.write(f"{self.prog} {command.name}: error: {_one_line(error)}\n")
             return 2
+        except ImportError as error:
+            if not _missing_dependency(error, own=("genblocks", self.package)):
+                raise
+            if verbose:
+                traceback.print_exc()
+            sys.stderr.write(f"{self.prog} {command.name}: error: {_dependency_message(error)}\n")
+            return 2
         return 0 if status is None else int(status)
 
     def _config(self, command: Command, args: argparse.Namespace) -> Any:
@@ -343,6 +352,23 @@ def _quiet_libraries() -> None:
         os.environ.setdefault(name, value)
     warnings.filterwarnings("ignore", category=FutureWarning, module=r"(diffusers|transformers|torchvision)\..*")
     warnings.filterwarnings("ignore", category=UserWarning, module=r"torchvision\..*")
+
+
+def _missing_dependency(error: ImportError, own: Sequence[str]) -> bool:
+    """Whether ``error`` means an optional library is not installed (a user's set-up, exit 2), not a bug of ours.
+
+    True for a ``ModuleNotFoundError`` of a module outside ``own``, and for an ``ImportError`` a package raised on
+    purpose with an install hint (it chains the original import error or names ``pip install``).
+    """
+    if isinstance(error, ModuleNotFoundError):
+        return bool(error.name) and str(error.name).split(".")[0] not in own
+    return isinstance(error.__cause__, ImportError) or "pip install" in str(error)
+
+
+def _dependency_message(error: ImportError) -> str:
+    if isinstance(error, ModuleNotFoundError):
+        return f"this command needs the module '{error.name}', which is not installed ({_one_line(error)})"
+    return _one_line(error)
 
 
 def _one_line(error: BaseException) -> str:
