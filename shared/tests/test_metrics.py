@@ -9,7 +9,15 @@ import numpy as np
 import pytest
 import torch
 
-from genblocks.metrics import gaussian_window, identity_similarity, l1, psnr, ssim
+from genblocks.metrics import (
+    frechet_distance,
+    gaussian_window,
+    identity_similarity,
+    kernel_inception_distance,
+    l1,
+    psnr,
+    ssim,
+)
 
 
 def _astronaut_batch() -> torch.Tensor:
@@ -108,3 +116,40 @@ def test_weighted_psnr_and_ssim_measure_only_the_weighted_pixels() -> None:
     assert (ssim(x, y, weight=right) < 0.2).all()
     with pytest.raises(ValueError, match="weight"):
         psnr(x, y, weight=torch.ones(2, 3, 32, 32))
+
+
+def test_frechet_distance_equals_the_matrix_square_root_form() -> None:
+    from scipy import linalg
+
+    rng = np.random.default_rng(0)
+    real = rng.normal(size=(200, 6)) @ rng.normal(size=(6, 6))
+    fake = rng.normal(size=(150, 6)) @ rng.normal(size=(6, 6)) + 0.5
+    cov_r, cov_f = np.cov(real, rowvar=False), np.cov(fake, rowvar=False)
+    root = linalg.sqrtm(cov_r @ cov_f).real
+    expected = ((real.mean(0) - fake.mean(0)) ** 2).sum() + np.trace(cov_r + cov_f - 2 * root)
+    assert frechet_distance(real, fake) == pytest.approx(expected, rel=1e-9)
+    assert frechet_distance(torch.from_numpy(real).float(), torch.from_numpy(real).float()) == pytest.approx(
+        0, abs=1e-4
+    )
+    assert frechet_distance(real, real + 1.0) == pytest.approx(6.0, rel=1e-9)
+
+
+def test_kernel_inception_distance_is_the_unbiased_mmd() -> None:
+    rng = np.random.default_rng(1)
+    real, fake = rng.normal(size=(40, 3)), rng.normal(size=(30, 3)) + 1.0
+
+    def kernel(x: np.ndarray, y: np.ndarray) -> np.ndarray:
+        return (x @ y.T / 3 + 1) ** 3
+
+    terms = [kernel(real, real), kernel(fake, fake)]
+    same = sum((k.sum() - np.trace(k)) / (len(k) * (len(k) - 1)) for k in terms)
+    assert kernel_inception_distance(real, fake) == pytest.approx(same - 2 * kernel(real, fake).mean(), rel=1e-9)
+    assert abs(kernel_inception_distance(real, rng.normal(size=(40, 3)), subsets=20, subset_size=20)) < 0.5
+    assert kernel_inception_distance(real, fake, subsets=20, subset_size=20) > 1.0
+
+
+def test_feature_distances_name_a_bad_shape() -> None:
+    with pytest.raises(ValueError, match=r"features: expected \(N, D\) and \(M, D\) with N, M >= 2"):
+        frechet_distance(np.zeros((5, 3)), np.zeros((5, 4)))
+    with pytest.raises(ValueError, match="features"):
+        kernel_inception_distance(np.zeros((1, 3)), np.zeros((5, 3)))

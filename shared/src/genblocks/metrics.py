@@ -1,5 +1,5 @@
 """Image and identity metrics shared by the portrait packages (spec genblocks §6): identity cosine similarity, PSNR,
-SSIM and L1, batched in torch.
+SSIM and L1, batched in torch; and the distances between two sets of features (FID's Fréchet distance, KID).
 
 Images are (B, C, H, W) floats in ``[0, data_range]`` (``data_range=1.0`` for [0, 1]; pass ``data_range=2.0`` for
 [-1, 1] images, or ``255.0`` for uint8-valued tensors). Every metric returns one value per batch item, shape (B,).
@@ -12,10 +12,20 @@ No paper numbers live here.
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
-__all__ = ["frame_metrics", "gaussian_window", "identity_similarity", "l1", "psnr", "ssim"]
+__all__ = [
+    "frame_metrics",
+    "frechet_distance",
+    "gaussian_window",
+    "identity_similarity",
+    "kernel_inception_distance",
+    "l1",
+    "psnr",
+    "ssim",
+]
 
 
 def _check_pair(x: torch.Tensor, y: torch.Tensor) -> None:
@@ -184,3 +194,73 @@ def frame_metrics(generated: torch.Tensor, reference: torch.Tensor) -> dict[str,
         "psnr": psnr(generated, reference, data_range=1.0).tolist(),
         "ssim": ssim(generated, reference, data_range=1.0, window_size=window).tolist(),
     }
+
+
+def _feature_pair(
+    real: torch.Tensor | np.ndarray, fake: torch.Tensor | np.ndarray
+) -> tuple[torch.Tensor, torch.Tensor]:
+    a = torch.as_tensor(real).detach().to("cpu", torch.float64)
+    b = torch.as_tensor(fake).detach().to("cpu", torch.float64)
+    if a.ndim != 2 or b.ndim != 2 or a.shape[1] != b.shape[1] or min(len(a), len(b)) < 2:
+        raise ValueError(
+            f"features: expected (N, D) and (M, D) with N, M >= 2, got {tuple(a.shape)} and {tuple(b.shape)}"
+        )
+    return a, b
+
+
+def frechet_distance(real: torch.Tensor | np.ndarray, fake: torch.Tensor | np.ndarray) -> float:
+    """Fréchet distance between Gaussians fitted to two feature sets (FID/FVD on Inception/I3D features).
+
+    ``|mu_r - mu_f|^2 + tr(S_r) + tr(S_f) - 2 tr((S_r^1/2 S_f S_r^1/2)^1/2)``: the symmetric form of
+    ``tr((S_r S_f)^1/2)``, computed in float64 with eigen-decompositions (no complex square roots).
+
+    Args:
+        real: (N, D) features of the real samples, N >= 2.
+        fake: (M, D) features of the generated samples, M >= 2.
+    """
+    a, b = _feature_pair(real, fake)
+    cov_a, cov_b = torch.cov(a.T).reshape(a.shape[1], -1), torch.cov(b.T).reshape(b.shape[1], -1)
+    values, vectors = torch.linalg.eigh(cov_a)
+    root_a = (vectors * values.clamp(min=0).sqrt()) @ vectors.T
+    middle = root_a @ cov_b @ root_a
+    trace_root = torch.linalg.eigvalsh((middle + middle.T) / 2).clamp(min=0).sqrt().sum()
+    mean_term = (a.mean(0) - b.mean(0)).square().sum()
+    return float(mean_term + cov_a.trace() + cov_b.trace() - 2 * trace_root)
+
+
+def kernel_inception_distance(
+    real: torch.Tensor | np.ndarray,
+    fake: torch.Tensor | np.ndarray,
+    subsets: int | None = None,
+    subset_size: int = 1000,
+    seed: int = 0,
+) -> float:
+    """KID: the unbiased MMD² between two feature sets with the cubic kernel ``k(x, y) = (x·y / D + 1)^3``.
+
+    Args:
+        real: (N, D) features, N >= 2.
+        fake: (M, D) features, M >= 2.
+        subsets: ``None``: one estimate on the whole sets. Otherwise the mean over this many random subsets of
+            ``min(subset_size, N, M)`` rows of each set (the usual protocol for large sets), drawn from ``seed``.
+    """
+    a, b = _feature_pair(real, fake)
+    dim = a.shape[1]
+
+    def mmd(x: torch.Tensor, y: torch.Tensor) -> float:
+        kxx, kyy, kxy = (x @ x.T / dim + 1) ** 3, (y @ y.T / dim + 1) ** 3, (x @ y.T / dim + 1) ** 3
+        m, n = len(x), len(y)
+        same = (kxx.sum() - kxx.diagonal().sum()) / (m * (m - 1)) + (kyy.sum() - kyy.diagonal().sum()) / (n * (n - 1))
+        return float(same - 2 * kxy.mean())
+
+    if subsets is None:
+        return mmd(a, b)
+    size = min(subset_size, len(a), len(b))
+    generator = torch.Generator().manual_seed(seed)
+    draws = [
+        mmd(
+            a[torch.randperm(len(a), generator=generator)[:size]],
+            b[torch.randperm(len(b), generator=generator)[:size]],
+        )
+        for _ in range(subsets)
+    ]
+    return sum(draws) / subsets

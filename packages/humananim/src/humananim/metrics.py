@@ -30,7 +30,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from genblocks.errors import InputError
-from genblocks.metrics import frame_metrics
+from genblocks.metrics import frame_metrics, frechet_distance
 
 __all__ = ["LPIPS", "EvaluationResult", "evaluate", "frechet_distance", "load_extractor"]
 
@@ -113,29 +113,6 @@ def _read_state_dict(path: str | Path, option: str) -> dict[str, torch.Tensor]:
     if not isinstance(state, dict):
         raise InputError(f"{option} {path}: expected a state dict, got {type(state).__name__}")
     return state
-
-
-def frechet_distance(real: np.ndarray | torch.Tensor, fake: np.ndarray | torch.Tensor) -> float:
-    """Fréchet distance between Gaussians fitted to two feature sets.
-
-    ``|mu_r - mu_f|^2 + tr(S_r) + tr(S_f) - 2 tr((S_r^1/2 S_f S_r^1/2)^1/2)`` (the symmetric form of
-    ``tr((S_r S_f)^1/2)``), in float64 with eigen-decompositions.
-
-    Args:
-        real: (N, D) features of the real samples (N >= 2).
-        fake: (M, D) features of the generated samples (M >= 2).
-    """
-    a = np.asarray(real, dtype=np.float64)
-    b = np.asarray(fake, dtype=np.float64)
-    if a.ndim != 2 or b.ndim != 2 or a.shape[1] != b.shape[1] or min(len(a), len(b)) < 2:
-        raise InputError(f"features: expected (N, D) and (M, D) with N, M >= 2, got {a.shape} and {b.shape}")
-    mu_a, mu_b = a.mean(0), b.mean(0)
-    cov_a, cov_b = np.cov(a, rowvar=False), np.cov(b, rowvar=False)
-    values, vectors = np.linalg.eigh(cov_a)
-    root_a = (vectors * np.sqrt(np.clip(values, 0, None))) @ vectors.T
-    middle = root_a @ cov_b @ root_a
-    trace_root = float(np.sqrt(np.clip(np.linalg.eigvalsh((middle + middle.T) / 2), 0, None)).sum())
-    return float(((mu_a - mu_b) ** 2).sum() + np.trace(cov_a) + np.trace(cov_b) - 2 * trace_root)
 
 
 def load_extractor(path: str | Path, option: str) -> Callable[[torch.Tensor], torch.Tensor]:

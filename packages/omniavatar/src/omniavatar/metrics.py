@@ -18,6 +18,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from genblocks.metrics import frechet_distance, kernel_inception_distance
 from genblocks.render3d.cameras import split_camera_label
 from genblocks.render3d.rays import sample_rays
 from omniavatar.pipeline_omniavatar import OmniAvatarOutput, OmniAvatarPipeline
@@ -109,27 +110,3 @@ def depth_consistency(pipeline: OmniAvatarPipeline, seed: int = 0, yaw: float = 
     features = torch.zeros(2, pipeline.layout.feature_dim)
     out = pipeline([seed, seed], features, yaw=torch.tensor([-yaw, yaw]))
     return chamfer_distance(surface_points(out, 0, threshold), surface_points(out, 1, threshold))
-
-
-def frechet_distance(real: np.ndarray, fake: np.ndarray) -> float:
-    """FID formula on feature arrays `(N, D)`: ‖μ_r − μ_f‖² + tr(Σ_r + Σ_f − 2 (Σ_r Σ_f)^½)."""
-    mu_r, mu_f = real.mean(0), fake.mean(0)
-    sigma_r, sigma_f = np.cov(real, rowvar=False), np.cov(fake, rowvar=False)
-    product = sigma_r @ sigma_f
-    eigenvalues = np.linalg.eigvals(product)
-    trace_sqrt = float(np.sqrt(np.clip(eigenvalues.real, 0, None)).sum())
-    return float(((mu_r - mu_f) ** 2).sum() + np.trace(sigma_r) + np.trace(sigma_f) - 2 * trace_sqrt)
-
-
-def kernel_inception_distance(real: np.ndarray, fake: np.ndarray) -> float:
-    """KID: unbiased MMD² with the cubic polynomial kernel k(x, y) = (x·y / D + 1)³."""
-    d = real.shape[1]
-
-    def kernel(x: np.ndarray, y: np.ndarray) -> np.ndarray:
-        return (x @ y.T / d + 1) ** 3
-
-    m, n = len(real), len(fake)
-    k_rr, k_ff, k_rf = kernel(real, real), kernel(fake, fake), kernel(real, fake)
-    term_rr = (k_rr.sum() - np.trace(k_rr)) / (m * (m - 1))
-    term_ff = (k_ff.sum() - np.trace(k_ff)) / (n * (n - 1))
-    return float(term_rr + term_ff - 2 * k_rf.mean())
