@@ -19,6 +19,7 @@ from genblocks.diffusion import (
     MotionPlacement,
     PlacedTemporalModules,
     ReferenceBank,
+    ReferenceComponents,
     ReferenceDenoiser,
     TemporalModuleConfig,
     TemporalModules,
@@ -292,3 +293,37 @@ def test_placed_modules_of_a_middle_placement_resolve_every_field() -> None:
     modules: Any = _MotionModules.for_placement(unet, placement, **SETTINGS)
     assert modules.placement == placement and "middle_block" in modules.motion_modules
     assert modules.config["middle_block"] is True and modules.config["output_second_blocks"] == ()
+
+
+def test_reference_components_as_dict_holds_every_field_of_a_papers_subclass() -> None:
+    @dataclasses.dataclass
+    class _Components(ReferenceComponents):
+        controlnet: ControlNetModel
+        motion_modules: _MotionModules | None
+
+    parts = tiny_sd15_components(seed=1)
+    unet = parts.unet
+    reference = copy_unet(unet)
+    controlnet = controlnet_from_unet(unet, 0, (8, 16))
+    components = _Components(
+        unet=unet,
+        reference_unet=reference,
+        vae=parts.vae,
+        text_encoder=parts.text_encoder,
+        tokenizer=parts.tokenizer,
+        scheduler=parts.scheduler,
+        controlnet=controlnet,
+        motion_modules=None,
+    )
+    as_dict = components.as_dict()
+    assert list(as_dict) == [
+        "unet",
+        "reference_unet",
+        "vae",
+        "text_encoder",
+        "tokenizer",
+        "scheduler",
+        "controlnet",
+        "motion_modules",
+    ]
+    assert as_dict["unet"] is unet and as_dict["controlnet"] is controlnet and as_dict["motion_modules"] is None

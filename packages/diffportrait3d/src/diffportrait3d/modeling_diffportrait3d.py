@@ -29,17 +29,15 @@ from dataclasses import dataclass
 from typing import ClassVar
 
 import torch
-from diffusers.models.autoencoders.autoencoder_kl import AutoencoderKL
 from diffusers.models.controlnets.controlnet import ControlNetModel
 from diffusers.models.modeling_utils import ModelMixin  # noqa: F401  (diffusers' pipeline loader looks it up here)
 from diffusers.models.unets.unet_2d_condition import UNet2DConditionModel
-from diffusers.schedulers.scheduling_ddim import DDIMScheduler
-from transformers import CLIPTextModel, CLIPTokenizer
 
 from diffportrait3d.config import ModelConfig, RandomComponentsConfig
 from genblocks.diffusion import (
     MotionPlacement,
     PlacedTemporalModules,
+    ReferenceComponents,
     ReferenceDenoiser,
     controlnet_from_unet,
     copy_unet,
@@ -115,32 +113,20 @@ class DiffPortrait3DViewModules(PlacedTemporalModules):
 
 
 @dataclass
-class DiffPortrait3DComponents:
-    """The parts of a DiffPortrait3D pipeline, as built or loaded (no wiring yet).
+class DiffPortrait3DComponents(ReferenceComponents):
+    """The parts of a DiffPortrait3D pipeline, as built or loaded (no wiring yet): genblocks'
+    :class:`~genblocks.diffusion.ReferenceComponents` (``unet`` frozen, ``reference_unet`` = upstream
+    ``control_model``, ``vae``, ``text_encoder``, ``tokenizer``, ``scheduler`` with the LDM preset; the prompt is always
+    empty) plus the view ControlNet and the cross-view modules; :meth:`as_dict` gives the keyword arguments of
+    ``DiffPortrait3DPipeline``.
 
     Attributes:
-        unet: Frozen SD1.5 denoising UNet.
-        reference_unet: Appearance reference UNet (upstream ``control_model``).
         view_controlnet: ControlNet on the condition render at the target camera (upstream ``pose_control_model``).
         view_modules: Cross-view modules (``None`` for a stage-1 model).
-        vae: SD KL autoencoder.
-        text_encoder: CLIP text encoder (the prompt is always empty).
-        tokenizer: CLIP tokenizer.
-        scheduler: DDIM scheduler with the LDM preset.
     """
 
-    unet: UNet2DConditionModel
-    reference_unet: UNet2DConditionModel
     view_controlnet: ControlNetModel
     view_modules: DiffPortrait3DViewModules | None
-    vae: AutoencoderKL
-    text_encoder: CLIPTextModel
-    tokenizer: CLIPTokenizer
-    scheduler: DDIMScheduler
-
-    def as_dict(self) -> dict[str, object]:
-        """``{name: component}``, the keyword arguments of ``DiffPortrait3DPipeline``."""
-        return {name: getattr(self, name) for name in self.__dataclass_fields__}
 
 
 class DiffPortrait3DModel(ReferenceDenoiser):

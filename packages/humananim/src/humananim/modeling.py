@@ -28,21 +28,20 @@ import logging
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import ClassVar
 
 import torch
-from diffusers.models.autoencoders.autoencoder_kl import AutoencoderKL
 from diffusers.models.controlnets.controlnet import ControlNetModel
 from diffusers.models.modeling_utils import ModelMixin  # noqa: F401  (diffusers' pipeline loader looks it up here)
 from diffusers.models.unets.unet_2d_condition import UNet2DConditionModel
 from diffusers.schedulers.scheduling_ddim import DDIMScheduler
-from transformers import CLIPTextModel, CLIPTokenizer
 
 from genblocks.diffusion import (
     ControlNetStack,
     LdmDdimConfig,
     MotionPlacement,
     PlacedTemporalModules,
+    ReferenceComponents,
     ReferenceDenoiser,
     controlnet_from_unet,
     copy_unet,
@@ -194,32 +193,20 @@ class HumanAnimMotionModules(PlacedTemporalModules):
 
 
 @dataclass
-class HumanAnimComponents:
-    """The parts of a humananim pipeline, as built or loaded (no wiring yet).
+class HumanAnimComponents(ReferenceComponents):
+    """The parts of a humananim pipeline, as built or loaded (no wiring yet): genblocks'
+    :class:`~genblocks.diffusion.ReferenceComponents` (``unet``, frozen in the image and video stages;
+    ``reference_unet``, MagicAnimate's appearance encoder; ``vae``, MagicAnimate's ``sd-vae-ft-mse``; ``text_encoder``
+    and ``tokenizer``, the prompt is always empty; ``scheduler``, DDIM on the model's beta schedule) plus the pose
+    ControlNet and the temporal modules; :meth:`as_dict` gives the keyword arguments of ``HumanAnimPipeline``.
 
     Attributes:
-        unet: SD1.5 denoising UNet (frozen in the image and video stages).
-        reference_unet: Appearance reference UNet (MagicAnimate's appearance encoder; a trainable copy of ``unet``).
         controlnet: Pose ControlNet reading the ``3 + blur_channels``-channel hint.
         motion_modules: Temporal modules (``None`` for an image-stage model).
-        vae: SD KL autoencoder (MagicAnimate: ``sd-vae-ft-mse``).
-        text_encoder: CLIP text encoder (the prompt is always empty).
-        tokenizer: CLIP tokenizer.
-        scheduler: DDIM scheduler on the model's beta schedule.
     """
 
-    unet: UNet2DConditionModel
-    reference_unet: UNet2DConditionModel
     controlnet: ControlNetModel
     motion_modules: HumanAnimMotionModules | None
-    vae: AutoencoderKL
-    text_encoder: CLIPTextModel
-    tokenizer: CLIPTokenizer
-    scheduler: DDIMScheduler
-
-    def as_dict(self) -> dict[str, Any]:
-        """``{name: component}``, the keyword arguments of ``HumanAnimPipeline`` (no copies are made)."""
-        return {name: getattr(self, name) for name in self.__dataclass_fields__}
 
 
 class HumanAnimModel(ReferenceDenoiser):

@@ -27,17 +27,15 @@ from dataclasses import dataclass
 from typing import ClassVar
 
 import torch
-from diffusers.models.autoencoders.autoencoder_kl import AutoencoderKL
 from diffusers.models.controlnets.controlnet import ControlNetModel
 from diffusers.models.modeling_utils import ModelMixin  # noqa: F401  (diffusers' pipeline loader looks it up here)
 from diffusers.models.unets.unet_2d_condition import UNet2DConditionModel
-from diffusers.schedulers.scheduling_ddim import DDIMScheduler
-from transformers import CLIPTextModel, CLIPTokenizer
 
 from genblocks.diffusion import (
     ControlNetStack,
     MotionPlacement,
     PlacedTemporalModules,
+    ReferenceComponents,
     ReferenceDenoiser,
     controlnet_from_unet,
     copy_unet,
@@ -123,34 +121,21 @@ class XPortraitMotionModules(PlacedTemporalModules):
 
 
 @dataclass
-class XPortraitComponents:
-    """The parts of an X-Portrait pipeline, as built or loaded (no wiring yet).
+class XPortraitComponents(ReferenceComponents):
+    """The parts of an X-Portrait pipeline, as built or loaded (no wiring yet): genblocks'
+    :class:`~genblocks.diffusion.ReferenceComponents` (``unet`` frozen, ``reference_unet``, ``vae``, ``text_encoder``,
+    ``tokenizer``, ``scheduler`` with the LDM preset; X-Portrait's prompt is always empty) plus the ControlNets and the
+    temporal modules; :meth:`as_dict` gives the keyword arguments of ``XPortraitPipeline``.
 
     Attributes:
-        unet: Frozen SD1.5 denoising UNet.
-        reference_unet: Appearance reference UNet (a trainable copy of ``unet``).
         motion_controlnet: ControlNet on the raw, aligned driving frame.
         local_controlnet: ControlNet on the eye/eye/mouth patch image.
         motion_modules: Temporal modules (``None`` for a stage-1, image-only model).
-        vae: SD KL autoencoder.
-        text_encoder: CLIP text encoder (X-Portrait's prompt is always empty).
-        tokenizer: CLIP tokenizer.
-        scheduler: DDIM scheduler with the LDM preset.
     """
 
-    unet: UNet2DConditionModel
-    reference_unet: UNet2DConditionModel
     motion_controlnet: ControlNetModel
     local_controlnet: ControlNetModel
     motion_modules: XPortraitMotionModules | None
-    vae: AutoencoderKL
-    text_encoder: CLIPTextModel
-    tokenizer: CLIPTokenizer
-    scheduler: DDIMScheduler
-
-    def as_dict(self) -> dict[str, object]:
-        """``{name: component}``, the keyword arguments of ``XPortraitPipeline`` (no copies are made)."""
-        return {name: getattr(self, name) for name in self.__dataclass_fields__}
 
 
 class XPortraitModel(ReferenceDenoiser):

@@ -29,6 +29,7 @@ from genblocks.diffusion.reference_attention import (
     write_reference_bank,
 )
 from genblocks.diffusion.reference_models import (
+    ReferenceComponents,
     ReferenceDenoiser,
     controlnet_from_unet,
     copy_unet,
@@ -70,6 +71,7 @@ __all__ = [
     "PlacedTemporalModules",
     "ReferenceAttnProcessor",
     "ReferenceBank",
+    "ReferenceComponents",
     "ReferenceDenoiser",
     "TemporalModuleConfig",
     "TemporalModuleSet",

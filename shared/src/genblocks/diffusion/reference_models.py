@@ -24,6 +24,7 @@ Typical subclass::
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -33,6 +34,7 @@ import torch
 from diffusers.models.autoencoders.autoencoder_kl import AutoencoderKL
 from diffusers.models.controlnets.controlnet import ControlNetModel
 from diffusers.models.unets.unet_2d_condition import UNet2DConditionModel
+from diffusers.schedulers.scheduling_ddim import DDIMScheduler
 from torch import nn
 from transformers import CLIPTextModel, CLIPTokenizer
 
@@ -48,6 +50,7 @@ from genblocks.errors import InputError
 
 __all__ = [
     "SD15_FOLDERS",
+    "ReferenceComponents",
     "ReferenceDenoiser",
     "controlnet_from_unet",
     "copy_unet",
@@ -57,6 +60,32 @@ __all__ = [
 
 SD15_FOLDERS: tuple[str, ...] = ("unet", "vae", "text_encoder", "tokenizer")
 """Sub-folders of a diffusers SD1.5 folder that the reference-UNet papers read."""
+
+
+@dataclasses.dataclass
+class ReferenceComponents:
+    """The parts every reference-UNet paper's pipeline holds, as built or loaded (no wiring yet); a paper's dataclass
+    adds its ControlNets and temporal modules as further fields.
+
+    Attributes:
+        unet: The SD1.5 denoising UNet.
+        reference_unet: The appearance reference UNet (a trainable copy of ``unet``).
+        vae: SD KL autoencoder.
+        text_encoder: CLIP text encoder (the papers' prompt is always empty).
+        tokenizer: CLIP tokenizer.
+        scheduler: DDIM scheduler (the LDM preset, or the paper's beta schedule).
+    """
+
+    unet: UNet2DConditionModel
+    reference_unet: UNet2DConditionModel
+    vae: AutoencoderKL
+    text_encoder: CLIPTextModel
+    tokenizer: CLIPTokenizer
+    scheduler: DDIMScheduler
+
+    def as_dict(self) -> dict[str, Any]:
+        """``{name: component}`` for every field: the keyword arguments of the paper's pipeline (no copies)."""
+        return {field.name: getattr(self, field.name) for field in dataclasses.fields(self)}
 
 
 class ReferenceDenoiser(nn.Module):
@@ -167,9 +196,7 @@ class ReferenceDenoiser(nn.Module):
             `torch.Tensor` of shape `(B * F, 4, h, w)`: the UNet's prediction.
         """
         modules = self.temporal_modules
-        uncond = (
-            modules.unconditional_pass() if unconditional and modules is not None else contextlib.nullcontext()
-        )
+        uncond = modules.unconditional_pass() if unconditional and modules is not None else contextlib.nullcontext()
         with reference_mode(self.unet, "read" if use_reference else "off"), self.temporal_frames(num_frames), uncond:
             kwargs = dict(residuals or {})
             return self.unet(sample, timestep, encoder_hidden_states=encoder_hidden_states, **kwargs).sample
