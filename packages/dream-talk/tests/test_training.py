@@ -134,3 +134,32 @@ def test_kill_and_resume_is_exact(tmp_path: Path, builder: str) -> None:
     expected = ["config.json", "emodiff.safetensors", "style_encoder.safetensors"]
     assert trained == (expected if builder == "build" else ["config.json", "lip_refiner.safetensors"])
     assert result["killed_run"].is_dir()
+
+
+def test_manifest_windows_align_audio_to_motion_frames(tmp_path: Path) -> None:
+    import json
+
+    import numpy as np
+
+    from dream_talk.demo import happy_style, synthetic_speech
+    from dream_talk.training import ManifestWindows
+    from genblocks.audio import write_audio
+
+    rows = []
+    for index, (seconds, emotion) in enumerate(((1.0, "happy"), (0.8, "happy"), (0.6, "sad"))):
+        write_audio(tmp_path / f"a{index}.wav", synthetic_speech(seconds, 16000, seed=index), 16000)
+        happy_style(round(seconds * 25)).write_json(tmp_path / f"m{index}.json")
+        rows.append({"audio": f"a{index}.wav", "motion": f"m{index}.json", "emotion": emotion, "speaker": "s"})
+    (tmp_path / "manifest.jsonl").write_text("\n".join(json.dumps(row) for row in rows) + "\n")
+    data = ManifestWindows(tmp_path / "manifest.jsonl", load_shipped_config("tiny"))
+    # windows of 8 frames with stride 4: 25 frames -> 5, 20 -> 4, 15 -> 2
+    assert len(data) == 11
+    item = data[0]
+    assert item["motion"].shape == (8, 58) and item["audio"].shape == (8, 13) and item["style"].shape == (20, 58)
+    assert np.isfinite(item["audio"].numpy()).all()
+    assert data[10]["style"].shape == (15, 58)  # the only "sad" clip is its own style
+    (tmp_path / "bad.jsonl").write_text(json.dumps({"audio": "a0.wav"}) + "\n")
+    from genblocks.errors import InputError
+
+    with pytest.raises(InputError, match="lacks \\['motion'\\]"):
+        ManifestWindows(tmp_path / "bad.jsonl", load_shipped_config("tiny"))
