@@ -19,6 +19,10 @@ It owns the Lightning ``Trainer``, the run folder (:mod:`genblocks.training.run_
   ``loss.png`` and ``trained/`` (through the package's ``save_trained``).
 
 Several devices or nodes are ``train.devices`` / ``train.num_nodes`` / ``train.strategy``; nothing else changes.
+``train.strategy=fsdp`` is FSDP2 (Lightning's ``ModelParallelStrategy``; :func:`fully_shard_module` shards every
+submodule that holds parameters over the data-parallel mesh, so the parameters are ``Shard(0)`` DTensors): the COAP
+optimizers project such parameters shard by shard, which Lightning's FSDP1 strategy (flattened parameters) rules out.
+Checkpoints stay single files (full state dicts gathered on rank 0).
 """
 
 from __future__ import annotations
@@ -52,6 +56,7 @@ __all__ = [
     "SkippingBatchSampler",
     "StepBatchSampler",
     "fit",
+    "fully_shard_module",
     "plot_losses",
     "read_metrics",
 ]
@@ -558,7 +563,7 @@ def fit(
         accelerator=train_config.accelerator,
         devices=train_config.devices,
         num_nodes=train_config.num_nodes,
-        strategy=train_config.strategy,
+        strategy=_strategy(train_config),
         accumulate_grad_batches=train_config.accumulate_grad_batches,
         gradient_clip_val=train_config.gradient_clip_val,
         log_every_n_steps=train_config.log_every_n_steps,
@@ -589,6 +594,50 @@ def fit(
         best_score=run_callback.best_score,
         trained=trained,
     )
+
+
+def fully_shard_module(module: torch.nn.Module, mesh: Any) -> None:
+    """Apply FSDP2's ``fully_shard`` to every submodule of ``module`` that holds parameters of its own.
+
+    Args:
+        module: The LightningModule (it is not wrapped itself).
+        mesh: A 1-D device mesh of the data-parallel ranks.
+    """
+    from torch.distributed.fsdp import fully_shard
+
+    owners = [
+        sub for sub in module.modules() if sub is not module and any(True for _ in sub.parameters(recurse=False))
+    ]
+    for sub in owners:
+        fully_shard(sub, mesh=mesh)
+
+
+def _strategy(train_config: TrainConfig) -> Any:
+    """The Lightning strategy for ``train.strategy``: ``"fsdp"`` becomes FSDP2 (see the module docstring)."""
+    if train_config.strategy != "fsdp":
+        return train_config.strategy
+    from lightning.pytorch.strategies import ModelParallelStrategy
+    from lightning.pytorch.trainer.states import TrainerFn
+
+    class _FullyShardStrategy(ModelParallelStrategy):
+        """``ModelParallelStrategy`` that shards the module itself (no ``configure_model`` needed)."""
+
+        def setup(self, trainer: L.Trainer) -> None:
+            assert self.model is not None and self.accelerator is not None
+            self.accelerator.setup(trainer)
+            fully_shard_module(self.model, self.device_mesh["data_parallel"])
+            self.model = self.precision_plugin.convert_module(self.model)
+            self.model_to_device()
+            self.barrier()
+            if trainer.state.fn == TrainerFn.FITTING:
+                self.setup_optimizers(trainer)
+            self.setup_precision_plugin()
+
+        def load_checkpoint(self, checkpoint_path: Any, weights_only: bool | None = None) -> dict[str, Any]:
+            return super().load_checkpoint(checkpoint_path, weights_only=True)  # as AtomicCheckpointIO
+
+    world = train_config.devices * train_config.num_nodes
+    return _FullyShardStrategy(data_parallel_size=world, tensor_parallel_size=1, save_distributed_checkpoint=False)
 
 
 def _val_interval(train_config: TrainConfig) -> int | float:
