@@ -352,9 +352,13 @@ def test_ddp_on_two_processes_matches_one_process_on_the_doubled_batch(tmp_path:
     single = torch.load(tmp_path / "single-weights.pt", weights_only=True)
     initial = tiny_unet().state_dict()
     assert any(not torch.equal(single[k], initial[k]) for k in single)  # it trained
-    worst = max((ddp[k] - single[k]).abs().max().item() for k in single)
-    # Same samples, noise, timesteps and dropout; only the gradient all-reduce sums in another order.
-    assert worst < 1e-5, worst
+    gaps = torch.cat([(ddp[k] - single[k]).abs().flatten() for k in single])
+    # Same samples, noise, timesteps and dropout; only the gradient all-reduce sums in another order. Adam divides by
+    # sqrt(v), so where a gradient is near zero that round-off can grow: on one AMD EPYC host 7 of 792,964 weights
+    # differ by more than 1e-6 (the worst by 2.1e-5), on another none did. A real mismatch (a batch, a step or a
+    # dropout draw out of place) moves most weights.
+    assert gaps.max() < 1e-4, gaps.max()
+    assert (gaps > 1e-6).float().mean() < 1e-4, int((gaps > 1e-6).sum())
     states = torch.load(tmp_path / "ddp" / "checkpoints" / "last.ckpt", weights_only=True)
     assert states["global_step"] == 3 and states["genblocks_generator_states"].shape[0] == 1
 
