@@ -80,6 +80,15 @@ def test_shipped_configs_load_onto_their_schema(import_name: str, command: str, 
 
 
 @pytest.mark.parametrize("import_name", sorted(PACKAGES.values()))
+def test_every_config_group_ships_tiny_and_paper(import_name: str) -> None:
+    """``--config tiny`` (random CPU sizes) and ``--config paper`` (the paper's sizes) mean the same in every package."""
+    for command in command_line(import_name).commands:
+        if command.schema is not None:
+            shipped = set(available_configs(import_name, command.group))
+            assert {"tiny", "paper"} <= shipped, f"{import_name} {command.name}: ships {sorted(shipped)}"
+
+
+@pytest.mark.parametrize("import_name", sorted(PACKAGES.values()))
 def test_unknown_key_exits_2_with_one_line(import_name: str, capsys: pytest.CaptureFixture[str]) -> None:
     cli = command_line(import_name)
     for command in cli.commands:

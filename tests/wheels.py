@@ -99,6 +99,32 @@ CLI_CHECKS: dict[str, list[list[str]]] = {
             *["edit", "--config", "tiny", "--image", "{image}", "--aligned", "--prompt", "a man, santa claus costume"],
             *["--source-prompt", "a man", "--out", "{out}/edit"],
         ],
+        ["train", "--config", "tiny", "--out", "{out}/train"],
+    ],
+    "humananim": [
+        ["demo", "--out", "{out}/demo", "--frames", "4"],
+        [
+            *["animate", "--config", "tiny", "--image", "{image}", "--pose", "{out}/demo/keypoints.json"],
+            *["--out", "{out}/animate"],
+        ],
+    ],
+    "omniavatar": [
+        ["demo", "--out", "{out}/demo"],
+        ["render", "--config", "tiny", "--seed", "1", "--path", "orbit", "--out", "{out}/render"],
+    ],
+    "agilegan3d": [
+        ["demo", "--out", "{out}/demo"],
+        [
+            *["stylize", "--config", "tiny", "--image", "{image}", "--set", "inference.camera_from=frontal"],
+            *["--out", "{out}/stylize"],
+        ],
+    ],
+    "dream-talk": [
+        ["demo", "--out", "{out}/demo"],
+        [
+            *["generate", "--config", "tiny", "--audio", "{out}/demo/speech.wav", "--image", "{image}"],
+            *["--style", "{out}/demo/style.json", "--out", "{out}/generate"],
+        ],
     ],
 }
 """Per paper package: the demo and its main command on ``--config tiny``, run from a folder outside the repository

@@ -15,6 +15,7 @@ from coap_optim.layerwise import enable_layerwise
 from coap_optim.memory import state_nbytes
 from coap_optim.optimizers import CoapAdafactor, CoapAdamW, CoapAdamW8bit
 from coap_optim.param_groups import param_groups
+from coap_optim.sharding import UnsupportedShardingError
 
 try:
     __version__ = version("coap-optim")
@@ -27,6 +28,7 @@ __all__ = [
     "CoapAdamW",
     "CoapAdamW8bit",
     "CoapDefaults",
+    "UnsupportedShardingError",
     "__version__",
     "convert_official_state",
     "defaults",
