@@ -120,7 +120,11 @@ def paper_parameters() -> dict[str, int]:
     config = load_config(OmniAvatarConfig, str(resources.files("omniavatar") / "configs" / "paper.yaml"))
     with torch.device("meta"):
         generator = OmniAvatarGenerator(config.generator, config.flame, config.igr)
-    parts = {"backbone": generator.backbone, "decoder": generator.decoder, "superresolution": generator.superresolution}
+    parts = {
+        "backbone": generator.backbone,
+        "decoder": generator.decoder,
+        "superresolution": generator.superresolution,
+    }
     counts = {name: sum(p.numel() for p in module.parameters()) for name, module in parts.items()}
     assert generator.semantic_sdf is not None
     counts["semantic_sdf (W + template)"] = sum(p.numel() for p in generator.semantic_sdf.parameters())
