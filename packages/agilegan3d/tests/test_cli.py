@@ -43,6 +43,25 @@ def test_train_resume_and_stylize(tmp_path: Path, capsys: pytest.CaptureFixture[
     assert (out / "strip.png").is_file() and len(list((out / "views").iterdir())) == 3
 
 
+def test_fit_style_runs_every_stage_and_continues_a_used_run(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import agilegan3d.training
+
+    calls = []
+
+    def record(config, run, exemplars, resume, progress=None):
+        calls.append((config.stage, resume))
+        (Path(run) / "prior").mkdir(parents=True, exist_ok=True)
+        return Path(run) / "style"
+
+    monkeypatch.setattr(agilegan3d.training, "train_style", record)
+    run = tmp_path / "run"
+    argv = ["fit-style", "--config", "tiny", "--set", "stage=pairs", "--out", str(run)]
+    assert main(argv) == 0 and main(argv) == 0
+    assert calls == [("all", False), ("all", True)]
+
+
 def test_demo_writes_labelled_pictures(tmp_path: Path) -> None:
     pytest.importorskip("skimage")
     assert main(["demo", "--out", str(tmp_path)]) == 0

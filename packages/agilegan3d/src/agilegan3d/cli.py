@@ -6,6 +6,7 @@
     agilegan3d train --config paper --exemplars styles/pixar --out runs/pixar --set g3d.weights=ffhq512-128.pkl
     agilegan3d train --config tiny --out runs/toon --resume              # continue; finished stages are skipped
     agilegan3d train --config tiny --stage transfer --out runs/toon      # one stage (earlier ones finished)
+    agilegan3d fit-style --config paper --exemplars styles/pixar --out runs/pixar  # all stages; reruns continue
     agilegan3d stylize --image face.png --style runs/toon/style --out out/
     agilegan3d convert --checkpoint ffhq512-128.pkl --config paper --out weights/eg3d
     agilegan3d eval --images photos/ --exemplars styles/pixar --style runs/pixar/style --identity arcface.ts \
@@ -95,6 +96,12 @@ def _train(args: argparse.Namespace, config: AgileGAN3DConfig) -> int:
     return 0
 
 
+def _fit_style(args: argparse.Namespace, config: AgileGAN3DConfig) -> int:
+    """Every stage in order: a used ``--out`` is continued (a killed run resumes, finished stages are skipped)."""
+    args.resume = args.out.is_dir() and any(args.out.iterdir())
+    return _train(args, dataclasses.replace(config, stage="all"))
+
+
 def _stylize(args: argparse.Namespace, config: AgileGAN3DConfig) -> int:
     require_file(args.image, "--image", "a portrait photo")
     require_folder(args.style, "--style", "a style folder (run/style)")
@@ -166,6 +173,15 @@ command_line = CommandLine(
             stages=("prior", "pairs", "transfer", "encoder"),
             stage_key="stage",
             resume=True,
+        ),
+        Command(
+            "fit-style",
+            "train every stage in order into --out, continuing a killed run there and skipping finished stages",
+            _fit_style,
+            schema=SCHEMA,
+            config_group=GROUP,
+            arguments=_train_arguments,
+            out=None,
         ),
         Command(
             "stylize",
