@@ -27,6 +27,7 @@ from torch import Tensor
 from genblocks.config import merge_config
 from genblocks.errors import InputError
 from genblocks.render3d.cameras import camera_label, intrinsics_matrix, orbit_cam2world
+from genblocks.render3d.mesh import density_grid, marching_cubes_mesh, write_obj
 from omniavatar.config import OmniAvatarConfig
 from omniavatar.modeling_omniavatar import NoiseMode, OmniAvatarGenerator
 
@@ -290,16 +291,12 @@ class OmniAvatarPipeline:
     @torch.no_grad()
     def density_grid(self, ws: Tensor, features: Tensor, resolution: int, chunk: int = 32768) -> Tensor:
         """σ on a `resolution`³ grid spanning the volumes' box (``box_warp``), `(R, R, R)` indexed (x, y, z)."""
-        half = self.config.generator.box_warp / 2
-        axis = torch.linspace(-half, half, resolution)
-        grid = torch.stack(torch.meshgrid(axis, axis, axis, indexing="ij"), dim=-1).reshape(1, -1, 3)
         planes = self.generator.synthesize_planes(ws[:1], self.config.render.noise_mode)
-        values = []
-        for start in range(0, grid.shape[1], chunk):
-            points = grid[:, start : start + chunk]
-            out = self.generator.density_and_features(planes, points, torch.zeros_like(points), features[:1])
-            values.append(out["sigma"][0, :, 0])
-        return torch.cat(values).reshape(resolution, resolution, resolution)
+
+        def sigma(points: Tensor) -> Tensor:
+            return self.generator.density_and_features(planes, points, torch.zeros_like(points), features[:1])["sigma"]
+
+        return density_grid(sigma, self.config.generator.box_warp, resolution, chunk)
 
     def mesh(
         self, ws: Tensor, features: Tensor, resolution: int | None = None, level: float = 10.0
@@ -309,27 +306,9 @@ class OmniAvatarPipeline:
         Raises:
             InputError: scikit-image is missing (``pip install omniavatar[demo]``) or the level is not crossed.
         """
-        try:
-            from skimage.measure import marching_cubes
-        except ImportError:
-            raise InputError("mesh export needs scikit-image: pip install 'omniavatar[demo]'") from None
         resolution = self.config.render.mesh_resolution if resolution is None else resolution
-        sigma = torch.nn.functional.softplus(self.density_grid(ws, features, resolution) - 1).numpy()
-        if not sigma.min() < level < sigma.max():
-            raise InputError(f"mesh level {level}: the density spans [{sigma.min():.3g}, {sigma.max():.3g}]")
-        vertices, faces, _, _ = marching_cubes(sigma, level)
-        half = self.config.generator.box_warp / 2
-        vertices = vertices / (resolution - 1) * 2 * half - half
-        return vertices.astype(np.float32), faces.astype(np.int64)
-
-
-def write_obj(path: str | os.PathLike, vertices: np.ndarray, faces: np.ndarray) -> Path:
-    """Write a Wavefront OBJ (atomically)."""
-    lines = [f"v {x:.6f} {y:.6f} {z:.6f}" for x, y, z in vertices]
-    lines += [f"f {a + 1} {b + 1} {c + 1}" for a, b, c in faces]
-    path = Path(path)
-    _atomic_write_text(path, "\n".join(lines) + "\n")
-    return path
+        sigma = torch.nn.functional.softplus(self.density_grid(ws, features, resolution) - 1)
+        return marching_cubes_mesh(sigma, self.config.generator.box_warp, level)
 
 
 def _atomic_write_text(path: Path, text: str) -> None:

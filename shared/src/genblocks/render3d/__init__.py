@@ -1,10 +1,11 @@
 """Differentiable volume rendering for 3-D-aware GANs (EG3D, arXiv 2112.07945), in plain PyTorch.
 
 Modules: `cameras` (LookAt camera sampler, intrinsics, the 25-d EG3D camera label), `pose` (the camera of a face
-from its landmarks), `crop` (EG3D's crop of an ordinary photo from its landmarks), `rays` (pinhole ray sampler) and
-`renderer` (stratified + importance sampling and the MipRayMarcher2 compositor over any density/feature field). The
-renderer knows nothing about tri-planes: the field is a callable, so EG3D's planes, OmniAvatar's feature volumes and
-canonical-space warps plug in without copies (spec genblocks §3 "render3d").
+from its landmarks), `crop` (EG3D's crop of an ordinary photo from its landmarks), `rays` (pinhole ray sampler),
+`renderer` (stratified + importance sampling and the MipRayMarcher2 compositor over any density/feature field) and
+`mesh` (a marching-cubes mesh of any density field, OBJ export). The renderer knows nothing about tri-planes: the
+field is a callable, so EG3D's planes, OmniAvatar's feature volumes and canonical-space warps plug in without copies
+(spec genblocks §3 "render3d").
 """
 
 from genblocks.render3d.cameras import (
@@ -27,6 +28,7 @@ from genblocks.render3d.crop import (
     eg3d_crop_box,
     eg3d_five_points,
 )
+from genblocks.render3d.mesh import PointDensity, density_grid, marching_cubes_mesh, write_obj
 from genblocks.render3d.pose import estimate_camera
 from genblocks.render3d.rays import (
     pixel_centers,
@@ -53,9 +55,11 @@ __all__ = [
     "ImportanceRenderer",
     "LookAtCameraSampler",
     "MipRayMarcher2",
+    "PointDensity",
     "PointWarp",
     "RenderOutput",
     "camera_label",
+    "density_grid",
     "eg3d_canonical_points",
     "eg3d_crop",
     "eg3d_crop_box",
@@ -63,6 +67,7 @@ __all__ = [
     "estimate_camera",
     "intrinsics_matrix",
     "look_at",
+    "marching_cubes_mesh",
     "normalize_intrinsics",
     "orbit_cam2world",
     "pixel_centers",
@@ -71,4 +76,5 @@ __all__ = [
     "sample_rays",
     "sample_stratified",
     "split_camera_label",
+    "write_obj",
 ]
