@@ -14,7 +14,9 @@ import pytest
 from dream_talk.cli import main
 from dream_talk.demo import happy_style, synthetic_speech
 from genblocks.audio import read_audio, write_audio
-from genblocks.media import write_image
+from genblocks.media import write_image, write_video
+
+NO_FACE_CHECK = ["--set", "inference.check_face=false"]  # the flat grey test portrait has no face
 
 
 @pytest.fixture(scope="module")
@@ -51,7 +53,16 @@ def test_help_imports_no_model_library() -> None:
 
 def test_generate_writes_motion_preview_and_plot(inputs: dict[str, Path], tmp_path: Path) -> None:
     out = tmp_path / "out"
-    argv = ["generate", "--audio", str(inputs["audio"]), "--image", str(inputs["image"]), "--fps", "30"]
+    argv = [
+        "generate",
+        *NO_FACE_CHECK,
+        "--audio",
+        str(inputs["audio"]),
+        "--image",
+        str(inputs["image"]),
+        "--fps",
+        "30",
+    ]
     assert main([*argv, "--style", str(inputs["style"]), "--out", str(out)]) == 0
     names = {"motion.json", "motion.csv", "preview.mp4", "curves.png", "summary.json"}
     assert names <= {p.name for p in out.iterdir()}
@@ -73,7 +84,7 @@ def test_generate_writes_motion_preview_and_plot(inputs: dict[str, Path], tmp_pa
         ("--audio", "low", "too low"),
         ("--image", "not_image", "face.txt"),
         ("--style", "bad_style", "missing columns"),
-        ("--style", "video_style", "style videos"),
+        ("--style", "video_style", "style video not tracked"),
     ],
 )
 def test_bad_input_exits_2_with_one_line(
@@ -82,7 +93,7 @@ def test_bad_input_exits_2_with_one_line(
     files = {"--audio": inputs["audio"], "--image": inputs["image"], "--style": inputs["style"]}
     files[flag] = inputs.get(key, tmp_path / "missing.wav")
     out = tmp_path / "out"
-    argv = ["generate", "--out", str(out)]
+    argv = ["generate", *NO_FACE_CHECK, "--out", str(out)]
     for name, path in files.items():
         argv += [name, str(path)]
     assert main(argv) == 2
@@ -96,8 +107,8 @@ def test_train_tiny_then_generate_with_its_weights(inputs: dict[str, Path], tmp_
     assert main(["train", "--config", "tiny", "--set", "train.max_steps=2", "--out", str(run)]) == 0
     assert (run / "trained" / "emodiff.safetensors").is_file()
     out = tmp_path / "out"
-    argv = ["generate", "--audio", str(inputs["audio"]), "--image", str(inputs["image"]), "--out", str(out)]
-    assert main([*argv, "--weights", str(run / "trained")]) == 0
+    argv = ["generate", *NO_FACE_CHECK, "--audio", str(inputs["audio"]), "--image", str(inputs["image"])]
+    assert main([*argv, "--out", str(out), "--weights", str(run / "trained")]) == 0
     assert json.loads((out / "summary.json").read_text())["frames"] == 30  # 1.2 s at 25 fps
 
 
@@ -113,3 +124,61 @@ def test_demo_writes_a_labelled_card_and_headline(tmp_path: Path) -> None:
     assert "random weights" in (tmp_path / "README.txt").read_text()
     for name in ("preview.mp4", "curves.png", "strip.png", "speech.wav", "style.json"):
         assert (tmp_path / name).is_file()
+
+
+def test_portrait_without_a_face_exits_2_naming_image(
+    inputs: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "out"
+    argv = ["generate", "--audio", str(inputs["audio"]), "--image", str(inputs["image"]), "--out", str(out)]
+    assert main(argv) == 2  # no face found, or (without the face extra) the extra named
+    error = capsys.readouterr().err.strip().splitlines()
+    assert len(error) == 1 and "--image" in error[0] and ("no face" in error[0] or "face extra" in error[0])
+    assert not out.exists()
+
+
+@pytest.fixture(scope="module")
+def face_video(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """The astronaut portrait (cropped to her head) as a 5-frame video whose frame 2 is blank, and the portrait."""
+    skimage_data = pytest.importorskip("skimage.data")
+    pytest.importorskip("dlib")
+    folder = tmp_path_factory.mktemp("video")
+    head = skimage_data.astronaut()[0:256, 96:352]
+    frames = np.stack([np.roll(head, shift, axis=1) for shift in (0, 2, 4, 6, 8)])
+    frames[2] = 128
+    return write_video(folder / "clip.mp4", frames, fps=10.0), write_image(folder / "astronaut.png", head)
+
+
+def test_track_writes_motion_and_counts_gap_frames(face_video: tuple[Path, Path], tmp_path: Path) -> None:
+    assert main(["track", "--video", str(face_video[0]), "--out", str(tmp_path), "--smooth", "0.5"]) == 0
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert summary["frames"] == 5 and summary["gap_frames"] == 1 and summary["gap_frame_indices"] == [2]
+    motion = json.loads((tmp_path / "motion.json").read_text())
+    assert np.isfinite(np.array(motion["frames"])).all() and len(motion["frames"][0]) == 58
+
+
+def test_generate_with_a_real_portrait_and_a_style_video(
+    face_video: tuple[Path, Path], inputs: dict[str, Path], tmp_path: Path
+) -> None:
+    video, portrait = face_video
+    argv = ["generate", "--audio", str(inputs["audio"]), "--image", str(portrait), "--style", str(video)]
+    assert main([*argv, "--out", str(tmp_path)]) == 0
+    assert json.loads((tmp_path / "summary.json").read_text())["frames"] == 30
+
+
+@pytest.mark.parametrize("content", ["unreadable", "blank"])
+def test_track_bad_video_exits_2_with_one_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], content: str
+) -> None:
+    if content == "unreadable":
+        video = tmp_path / "clip.mp4"
+        video.write_bytes(b"\x00" * 10)
+    else:
+        pytest.importorskip("dlib")
+        video = write_video(tmp_path / "clip.mp4", np.full((3, 64, 64, 3), 128, np.uint8), fps=10.0)
+    out = tmp_path / "out"
+    assert main(["track", "--video", str(video), "--out", str(out)]) == 2
+    error = capsys.readouterr().err.strip().splitlines()
+    assert len(error) == 1 and error[0].startswith("dream-talk track: error: --video")
+    assert content == "unreadable" or "no face" in error[0]
+    assert not out.exists()

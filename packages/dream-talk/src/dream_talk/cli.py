@@ -5,6 +5,8 @@
 
     dream-talk generate --audio speech.wav --image face.png --style happy.csv --out out/
     dream-talk generate --config paper --weights runs/emodiff/trained --lip-weights runs/lip/trained --audio a.wav ...
+    dream-talk generate --audio speech.wav --image face.png --style talking_happily.mp4 --out out/
+    dream-talk track --video clip.mp4 --out style/ [--smooth 1.5]
     dream-talk train --config tiny --stage emodiff --out runs/emodiff [--resume]
     dream-talk train --config tiny --stage lip --out runs/lip
     dream-talk demo --out outputs/dream-talk/demo [--audio speech.wav]
@@ -14,8 +16,9 @@ Configs ship in ``dream_talk/configs/`` (``tiny``: random CPU sizes; ``paper``: 
 (:class:`dream_talk.config.DreamTalkConfig`) for every command. ``generate`` writes ``motion.json``, ``motion.csv``,
 ``preview.mp4`` (with the input audio), ``curves.png`` and ``summary.json``; ``train`` writes genblocks' run folder
 (``trained/`` is a pipeline folder for ``generate --weights``); ``demo`` also writes ``strip.png`` and
-``README.txt``. Bad input (missing, empty, silent or too-low-rate audio, an unreadable portrait, a style file with
-missing or unknown columns) exits with status 2 and one line naming it, before anything is written.
+``README.txt``; ``track`` writes ``motion.json``, ``motion.csv`` and ``summary.json`` (frames, ``gap_frames``: how many
+had no face and were interpolated). Bad input (missing, empty, silent or too-low-rate audio, an unreadable portrait or one without a face, a style
+file with missing or unknown columns, an unreadable video or one with no face in any frame) exits with status 2 and one line naming it, before anything is written.
 """
 
 from __future__ import annotations
@@ -41,7 +44,11 @@ def _generate_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--audio", type=Path, required=True, metavar="FILE", help="speech (WAV, FLAC, MP3, MP4 audio)")
     parser.add_argument("--image", type=Path, required=True, metavar="FILE", help="the portrait")
     parser.add_argument(
-        "--style", type=Path, default=None, metavar="FILE", help="emotion-style clip: .json, LiveLinkFace .csv or .npy"
+        "--style",
+        type=Path,
+        default=None,
+        metavar="FILE",
+        help="emotion-style clip: .json, LiveLinkFace .csv, .npy, or a video of a face (tracked on the fly)",
     )
     parser.add_argument("--weights", type=Path, default=None, metavar="DIR", help="pipeline folder (a run's trained/)")
     parser.add_argument("--lip-weights", type=Path, default=None, metavar="DIR", help="the lip run's trained/")
@@ -51,7 +58,7 @@ def _generate_arguments(parser: argparse.ArgumentParser) -> None:
 def _generate(args: argparse.Namespace, config: DreamTalkConfig) -> int:
     require_file(args.audio, "--audio", "a speech file")
     require_file(args.image, "--image", "a portrait image")
-    require_file(args.style, "--style", "an emotion-style clip (.json, .csv, .npy)")
+    require_file(args.style, "--style", "an emotion-style clip (.json, .csv, .npy or a video)")
     require_folder(args.weights, "--weights", "a dream-talk pipeline folder")
     require_folder(args.lip_weights, "--lip-weights", "a dream-talk lip-stage trained/ folder")
     from dream_talk.inference import generate_files
@@ -63,6 +70,52 @@ def _generate(args: argparse.Namespace, config: DreamTalkConfig) -> int:
         print(f"dream-talk generate: {note}", file=sys.stderr)
     print(
         f"motion in {result.seconds:.2f} s; wrote {', '.join(sorted(p.name for p in result.files.values()))} to {args.out}"
+    )
+    return 0
+
+
+def _track_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--video", type=Path, required=True, metavar="FILE", help="a video of one talking face")
+    parser.add_argument("--fps", type=float, default=None, help="frame rate of the motion (default: the video's)")
+    parser.add_argument(
+        "--smooth", type=float, default=0.0, metavar="SIGMA", help="Gaussian smoothing over frames (0: none)"
+    )
+
+
+def _track(args: argparse.Namespace, config: None) -> int:
+    require_file(args.video, "--video", "a video of a face")
+    import json
+
+    import numpy as np
+
+    from dream_talk.tracking import track_video
+    from genblocks.errors import InputError
+
+    if args.smooth < 0:
+        raise InputError(f"--smooth {args.smooth}: expected >= 0")
+    try:
+        result = track_video(args.video, fps=args.fps, smooth_sigma=args.smooth)
+    except InputError as error:
+        raise InputError(f"--video {error}") from error
+    except ImportError as error:
+        raise InputError(
+            f"--video {args.video}: tracking needs the face extra (pip install 'dream-talk[face]')"
+        ) from error
+    args.out.mkdir(parents=True, exist_ok=True)
+    result.motion.write_json(args.out / "motion.json")
+    result.motion.write_csv(args.out / "motion.csv")
+    summary = {
+        "frames": result.motion.num_frames,
+        "fps": result.motion.fps,
+        "gap_frames": result.num_gaps,
+        "gap_frame_indices": result.gap_frames,
+        "median_residual": float(np.nanmedian(result.residual)),
+        "files": ["motion.csv", "motion.json", "summary.json"],
+    }
+    (args.out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
+    print(
+        f"tracked {result.motion.num_frames} frames ({result.num_gaps} without a face, interpolated); "
+        f"wrote motion.json, motion.csv, summary.json to {args.out}"
     )
     return 0
 
@@ -107,6 +160,14 @@ command_line = CommandLine(
             schema=SCHEMA,
             config_group=GROUP,
             arguments=_generate_arguments,
+        ),
+        Command(
+            "track",
+            "a video of a face -> motion.json, motion.csv (blendshapes + head pose by inverting the proxy renderer on "
+            "dlib's landmarks) and summary.json (gap_frames: frames without a face, interpolated) in --out",
+            _track,
+            out=None,
+            arguments=_track_arguments,
         ),
         Command(
             "train",

@@ -280,6 +280,8 @@ class InferenceConfig:
         clamp_blendshapes: Clamp the final blendshape weights to ARKit's [0, 1] (``raw_motion`` stays unclamped).
         seed: Seed of the sampling noise.
         device: Torch device (``"auto"``: CUDA when available).
+        check_face: Refuse a portrait in which genblocks' dlib analyser finds no face (needs the ``face`` extra);
+            ``false`` skips the check (the proxy preview renders any picture).
     """
 
     long_audio: LongAudio = "chain"
@@ -288,6 +290,7 @@ class InferenceConfig:
     clamp_blendshapes: bool = True
     seed: int = 0
     device: str = "cpu"
+    check_face: bool = True
 
     def __post_init__(self) -> None:
         if self.overlap < 0:

@@ -20,7 +20,7 @@ from dream_talk.config import DreamTalkConfig
 from dream_talk.motion import ARKIT_BLENDSHAPES, MotionSequence, blendshape_index, read_motion
 from genblocks.errors import InputError
 
-__all__ = ["GenerationResult", "generate_files", "load_pipeline", "load_style", "plot_curves"]
+__all__ = ["GenerationResult", "check_portrait_face", "generate_files", "load_pipeline", "load_style", "plot_curves"]
 
 _VIDEO_SUFFIXES = (".mp4", ".mov", ".mkv", ".webm", ".avi", ".gif")
 _CURVES = ("jawOpen", "mouthSmileLeft", "mouthFunnel", "eyeBlinkLeft", "browInnerUp")
@@ -49,19 +49,46 @@ def load_style(path: Path | None, config: DreamTalkConfig) -> np.ndarray:
     """The emotion-style clip (S, 52 + P): a ``.json`` / ``.csv`` / ``.npy`` motion file, or a neutral clip (zeros)
     when ``path`` is ``None``.
 
+    A video is tracked on the fly (:func:`dream_talk.tracking.track_video`, genblocks' dlib analyser, the ``face``
+    extra) at ``motion.fps``.
+
     Raises:
-        InputError: a video (style videos need a face tracker, not shipped in this version), a missing file, missing
-            or unknown columns.
+        InputError: an unreadable video or one without a face, the face extra missing for a video, a missing file,
+            missing or unknown columns.
     """
     m = config.motion
     if path is None:
         return np.zeros((config.emodiff.style_frames, m.dim), np.float32)
     if path.suffix.lower() in _VIDEO_SUFFIXES:
-        raise InputError(
-            f"--style {path}: style videos need a blendshape tracker, which this version does not ship; pass the "
-            "clip's blendshapes as .json, LiveLinkFace .csv or .npy"
-        )
+        from dream_talk.tracking import track_video
+
+        try:
+            tracked = track_video(path, fps=m.fps)
+        except InputError as error:
+            raise InputError(f"--style {path}: style video not tracked: {error}") from error
+        except ImportError as error:
+            raise InputError(
+                f"--style {path}: tracking a style video needs the face extra (pip install 'dream-talk[face]'); "
+                "or pass the clip's blendshapes as .json, LiveLinkFace .csv or .npy"
+            ) from error
+        return tracked.motion.with_pose_dim(m.pose_dim).values
     return read_motion(path, m.fps, m.pose_dim).values
+
+
+def check_portrait_face(portrait: np.ndarray, path: Path | str) -> None:
+    """Raise :class:`InputError` naming ``--image`` when genblocks' dlib analyser finds no face in ``portrait``, or
+    when the ``face`` extra that the check needs is not installed."""
+    try:
+        from genblocks.faces import DlibFaceAnalyzer
+
+        analyzer = DlibFaceAnalyzer()
+    except ImportError as error:
+        raise InputError(
+            f"--image {path}: checking the portrait for a face needs the face extra (pip install 'dream-talk[face]'); "
+            "or pass --set inference.check_face=false"
+        ) from error
+    if not analyzer.analyze(portrait, embed=False):
+        raise InputError(f"--image {path}: no face found; expected a portrait with one visible face")
 
 
 def load_pipeline(config: DreamTalkConfig, weights: Path | None, lip_weights: Path | None = None) -> Any:
@@ -118,7 +145,8 @@ def generate_files(
     """Generate the motion for ``audio_path`` and write the files of the module docstring into ``out``.
 
     Every input is read and checked before anything is written: missing, empty, silent or too-low-rate audio, an
-    unreadable portrait, a bad style file each raise :class:`InputError` naming the file.
+    unreadable portrait or one without a face (``inference.check_face``), a bad style file or untrackable style video
+    each raise :class:`InputError` naming the file.
 
     Args:
         config: The whole config (its ``audio`` section is replaced by the weights folder's when ``weights`` is
@@ -141,6 +169,8 @@ def generate_files(
     # 1. Read and check every input
     samples, rate = load_speech(audio_path, config.audio)
     portrait = read_image(image_path)
+    if config.inference.check_face:
+        check_portrait_face(portrait, image_path)
     pipe = load_pipeline(config, weights, lip_weights)
     config = pipe.config
     style = load_style(style_path, config)
