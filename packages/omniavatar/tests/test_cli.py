@@ -86,11 +86,11 @@ def test_bad_input_exits_2(tmp_path: Path, capsys: pytest.CaptureFixture[str], a
 
 
 def test_convert_command_round_trip(tmp_path: Path, tiny_config: object) -> None:
-    from test_convert import _authors_config, _write
+    from omniavatar_authors_pickle import authors_config, write_authors_pickle
 
     from omniavatar.pipeline_omniavatar import OmniAvatarPipeline
 
-    path, reference = _write(tmp_path, _authors_config(tiny_config))  # type: ignore[arg-type]
+    path, reference = write_authors_pickle(tmp_path, authors_config(tiny_config))  # type: ignore[arg-type]
     assert main(["convert", "--pkl", str(path), "--out", str(tmp_path / "weights")]) == 0
     report = json.loads((tmp_path / "weights" / "conversion_report.json").read_text())
     assert report["ok"] and report["unexpected"] == []
