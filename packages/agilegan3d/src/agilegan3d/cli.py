@@ -7,7 +7,7 @@
     agilegan3d train --config tiny --out runs/toon --resume              # continue; finished stages are skipped
     agilegan3d train --config tiny --stage transfer --out runs/toon      # one stage (earlier ones finished)
     agilegan3d fit-style --config paper --exemplars styles/pixar --out runs/pixar  # all stages; reruns continue
-    agilegan3d stylize --image face.png --style runs/toon/style --out out/
+    agilegan3d stylize --image face.png --style runs/toon/style --out out/ [--format gif|mp4] [--mesh]
     agilegan3d convert --checkpoint ffhq512-128.pkl --config paper --out weights/eg3d
     agilegan3d eval --images photos/ --exemplars styles/pixar --style runs/pixar/style --identity arcface.ts \
         --features inception.ts --out eval/
@@ -17,7 +17,8 @@
 Files in ``--out``: ``train`` (a style run): ``prior/``, ``pairs/``, ``transfer/``, ``encoder/`` (each a genblocks run
 folder: ``config.yaml``, ``checkpoints/``, ``metrics.csv``, ``loss.png``, ``trained/``; pairs: PNG + ``.npz`` tuples and
 ``done.json``) and ``style/`` (``config.json``, ``g3_style.safetensors``, ``encoder.safetensors``,
-``g2_style.safetensors``); ``stylize``: ``strip.png``, ``orbit.gif``, ``views/view_<k>.png``, ``summary.json``;
+``g2_style.safetensors``); ``stylize``: ``strip.png``, ``orbit.gif`` (``orbit.mp4`` with ``--format mp4``),
+``views/view_<k>.png``, ``mesh.obj`` (with ``--mesh``), ``summary.json``;
 ``eval``: ``metrics.json``; ``convert``: ``g3d.safetensors``, ``conversion_report.json``; ``demo``: ``strip.png``, ``README.txt``,
 ``summary.json``, ``stylize/``.
 """
@@ -55,6 +56,12 @@ def _stylize_arguments(parser: argparse.ArgumentParser) -> None:
         "--style", type=Path, default=None, metavar="DIR", help="a style folder (run/style); default: random tiny"
     )
     parser.add_argument("--views", type=int, default=None, metavar="N", help="cameras on the orbit")
+    parser.add_argument(
+        "--format", choices=("gif", "mp4"), default="gif", help="orbit video container (mp4 needs imageio-ffmpeg)"
+    )
+    parser.add_argument(
+        "--mesh", action="store_true", help="also export mesh.obj from the stylised density (needs scikit-image)"
+    )
 
 
 def _convert_arguments(parser: argparse.ArgumentParser) -> None:
@@ -122,7 +129,7 @@ def _stylize(args: argparse.Namespace, config: AgileGAN3DConfig) -> int:
     analyzer = default_face_analyzer() if camera_from != "frontal" else None
     photo = prepare_photo(photo_array, analyzer, camera_from, 256, f"--image {args.image}")
     label = "" if args.style else "random weights"
-    _, summary = stylize_photo(pipeline, photo, args.out, args.views, label)
+    _, summary = stylize_photo(pipeline, photo, args.out, args.views, label, args.format, args.mesh)
     print(json.dumps({"out": str(args.out), "files": summary["files"][:2]}))
     return 0
 
@@ -185,7 +192,7 @@ command_line = CommandLine(
         ),
         Command(
             "stylize",
-            "stylise a portrait photo into a multi-view strip and an orbit GIF",
+            "stylise a portrait photo into a multi-view strip, an orbit GIF/MP4 and optionally a mesh",
             _stylize,
             schema=SCHEMA,
             config_group=GROUP,

@@ -342,7 +342,10 @@ class InferenceConfig:
         truncation_psi: Pull the encoded ws towards the generator's ``w_avg`` (1 = none).
         optimize_steps: Steps of latent refinement against the input view (0 = off, the default).
         optimize_lr: Adam learning rate of the refinement.
-        fps: Frames per second of the orbit GIF.
+        fps: Frames per second of the orbit GIF or MP4.
+        mesh_resolution: Grid points per axis of the density grid ``stylize --mesh`` runs marching cubes on.
+        mesh_level: Iso-level on the generator's raw density σ (EG3D's shape extraction uses 10); ``None``: the
+            grid's median σ, a surface for any field (for random-weight trials) [unverified: spec §5 mesh export].
     """
 
     views: int = 8
@@ -353,8 +356,14 @@ class InferenceConfig:
     optimize_steps: int = 0
     optimize_lr: float = 0.01
     fps: float = 8.0
+    mesh_resolution: int = 256
+    mesh_level: float | None = 10.0
 
     def __post_init__(self) -> None:
+        if self.mesh_resolution < 2:
+            raise FieldError(
+                "mesh_resolution", f"expected at least 2 grid points per axis, got {self.mesh_resolution}"
+            )
         if self.views < 1:
             raise FieldError("views", f"expected at least one view, got {self.views}")
         if self.camera_from not in ("auto", "landmarks", "frontal"):

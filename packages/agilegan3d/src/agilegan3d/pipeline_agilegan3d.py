@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
@@ -29,6 +30,7 @@ from agilegan3d.modeling_agilegan3d import build_encoder, build_g3d, encode
 from agilegan3d.pairs import cameras_at
 from genblocks.errors import InputError
 from genblocks.gan import GradualStyleEncoder, TriPlaneGenerator
+from genblocks.render3d.mesh import density_grid, marching_cubes_mesh
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -175,6 +177,35 @@ class AgileGAN3DPipeline(nn.Module):
             reconstructions = self.source_generator.synthesis(ws, input_cameras, noise_mode="const")["image"]
         return AgileGAN3DOutput(torch.stack(views, 1), torch.stack(depths, 1), ws, cameras, reconstructions)
 
+    @torch.no_grad()
+    def density_grid(self, ws: Tensor, resolution: int | None = None, chunk: int = 32768) -> Tensor:
+        """G3s's raw density σ (before the renderer's softplus) for the first code of ``ws`` (N, num_ws, w_dim) on a
+        ``resolution``³ grid (default ``inference.mesh_resolution``) spanning the tri-planes' box, `(R, R, R)` indexed
+        (x, y, z); constant noise, as the renders."""
+        resolution = self.config.inference.mesh_resolution if resolution is None else resolution
+        planes = self.generator.synthesize_planes(ws[:1], noise_mode="const")
+
+        def sigma(points: Tensor) -> Tensor:
+            points = points.to(planes.device, planes.dtype)
+            return self.generator.density_and_features(planes, points, torch.zeros_like(points))["sigma"]
+
+        return density_grid(sigma, _box_size(self.generator), resolution, chunk)
+
+    def mesh(
+        self, ws: Tensor, resolution: int | None = None, level: float | None = None
+    ) -> tuple[np.ndarray, np.ndarray, float]:
+        """Marching cubes on :meth:`density_grid`: vertices (V, 3) float32 in world units (inside the planes' box),
+        faces (T, 3) int64 and the level used (default ``inference.mesh_level``; ``None`` there: the grid's median).
+
+        Raises:
+            InputError: scikit-image is missing or the level is not crossed by the grid.
+        """
+        grid = self.density_grid(ws, resolution)
+        configured = self.config.inference.mesh_level if level is None else level
+        used = float(grid.median()) if configured is None else float(configured)
+        vertices, faces = marching_cubes_mesh(grid, _box_size(self.generator), used)
+        return vertices, faces, used
+
     # -------------------------------------------------------------------------------------------------------------
     # Style folders
     # -------------------------------------------------------------------------------------------------------------
@@ -203,6 +234,12 @@ class AgileGAN3DPipeline(nn.Module):
         encoder.load_state_dict(load_file(str(folder / "encoder.safetensors")))
         source = build_g3d(config.g3d) if with_source else None
         return cls(generator, encoder, source, config)
+
+
+def _box_size(generator: TriPlaneGenerator) -> float:
+    """Side of the cube the tri-planes span (the largest side when ``box_warp`` is given per axis)."""
+    box = generator.box_warp
+    return float(box) if isinstance(box, (int, float)) else float(max(box))
 
 
 def _contiguous(state: dict[str, Tensor]) -> dict[str, Tensor]:
