@@ -121,3 +121,15 @@ def test_demo(tmp_path: Path) -> None:
     summary = json.loads((tmp_path / "summary.json").read_text())
     assert summary["headline"]["stage1_sdf_l1_last"] < summary["headline"]["stage1_sdf_l1_first"]
     assert (tmp_path / "demo.gif").is_file() and (tmp_path / "strip.png").is_file()
+
+
+def test_render_mesh_is_a_closed_index_set_inside_the_box(tmp_path: Path) -> None:
+    pytest.importorskip("skimage")
+    out = tmp_path / "render"
+    assert main(["render", "--config", "tiny", "--seed", "1", "--mesh", "--out", str(out)]) == 0
+    lines = (out / "mesh.obj").read_text().splitlines()
+    vertices = np.array([[float(v) for v in line.split()[1:]] for line in lines if line.startswith("v ")])
+    faces = np.array([[int(i) for i in line.split()[1:]] for line in lines if line.startswith("f ")])
+    assert len(vertices) > 100 and faces.shape[1] == 3
+    assert faces.min() == 1 and faces.max() == len(vertices)  # OBJ indices are 1-based and all used
+    assert np.abs(vertices).max() <= 0.3 + 1e-6  # inside the volumes' box (tiny box_warp 0.6)
