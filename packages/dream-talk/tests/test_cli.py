@@ -12,9 +12,9 @@ import numpy as np
 import pytest
 
 from dream_talk.cli import main
-from dream_talk.demo import happy_style, synthetic_speech
+from dream_talk.demo import demo_portrait, happy_style, synthetic_speech
 from genblocks.audio import read_audio, write_audio
-from genblocks.media import write_image, write_video
+from genblocks.media import read_image, read_video, write_image, write_video
 
 NO_FACE_CHECK = ["--set", "inference.check_face=false"]  # the flat grey test portrait has no face
 
@@ -68,6 +68,7 @@ def test_generate_writes_motion_preview_and_plot(inputs: dict[str, Path], tmp_pa
     assert names <= {p.name for p in out.iterdir()}
     summary = json.loads((out / "summary.json").read_text())
     assert summary["frames"] == 36 and summary["fps"] == 30.0 and summary["audio_sample_rate"] == 22050
+    assert summary["renderer"] == "preview"  # render.kind=warp falls back: the grey portrait has no face
     motion = json.loads((out / "motion.json").read_text())
     assert len(motion["frames"]) == 36 and len(motion["frames"][0]) == 58
     assert all(0.0 <= v <= 1.0 for row in motion["frames"] for v in row[:52])
@@ -122,8 +123,16 @@ def test_demo_writes_a_labelled_card_and_headline(tmp_path: Path) -> None:
         "jaw_open_range",
     }
     assert "random weights" in (tmp_path / "README.txt").read_text()
-    for name in ("preview.mp4", "curves.png", "strip.png", "speech.wav", "style.json"):
+    # the warp renderer when the dlib face extra finds Grace Hopper's face, else the preview
+    video = "video.mp4" if summary["renderer"] == "warp" else "preview.mp4"
+    for name in (video, "curves.png", "strip.png", "speech.wav", "style.json"):
         assert (tmp_path / name).is_file()
+    if summary["renderer"] == "warp":
+        frames, _ = read_video(tmp_path / "video.mp4")
+        portrait = read_image(demo_portrait()[0])
+        assert frames.shape[0] == summary["frames"] and frames.shape[2] == portrait.shape[1]
+        track, rate = read_audio(tmp_path / "video.mp4")
+        assert rate > 0 and track.size > 0
 
 
 def test_portrait_without_a_face_exits_2_naming_image(

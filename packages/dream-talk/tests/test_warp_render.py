@@ -89,3 +89,12 @@ def test_border_pixels_unchanged_under_head_motion() -> None:
 def test_bad_landmarks_rejected() -> None:
     with pytest.raises(ValueError, match="landmarks"):
         PortraitWarpRenderer(np.zeros((5, 2)))
+
+
+def test_render_kind_config_defaults_to_warp_and_rejects_others() -> None:
+    from dream_talk.config import RenderConfig, load_shipped_config
+
+    assert load_shipped_config("paper").render.kind == "warp"
+    assert load_shipped_config("tiny", ["render.kind=preview"]).render.kind == "preview"
+    with pytest.raises(Exception, match="kind"):
+        RenderConfig(kind="photoreal")  # type: ignore[arg-type]

@@ -45,6 +45,7 @@ Schedule = Literal["cosine", "linear"]
 Sampler = Literal["ddpm_ancestral", "ddim"]
 LongAudio = Literal["chain", "sliding"]
 Stage = Literal["emodiff", "lip"]
+RenderKind = Literal["preview", "warp"]
 
 
 def _positive(name: str, value: float) -> None:
@@ -299,6 +300,28 @@ class InferenceConfig:
             raise FieldError("head_motion_scale", f"expected >= 0, got {self.head_motion_scale}")
 
 
+@dataclass(frozen=True)
+class RenderConfig:
+    """How the motion becomes video.
+
+    Args:
+        kind: ``"warp"``: :class:`~dream_talk.warp_render.PortraitWarpRenderer` animates the portrait itself (a
+            thin-plate-spline warp driven by its 68 dlib landmarks, the ``face`` extra; no mouth interior is
+            synthesised). When the analyser is missing or finds no face, ``generate`` falls back to the preview
+            and says so in its notes. ``"preview"``: :class:`~dream_talk.render.KeypointPreviewRenderer`, the
+            still portrait beside the proxy avatar.
+        preview_size: Height in pixels of the preview's panels.
+    """
+
+    kind: RenderKind = "warp"
+    preview_size: int = 256
+
+    def __post_init__(self) -> None:
+        if self.kind not in ("preview", "warp"):
+            raise FieldError("kind", f"expected preview or warp, got {self.kind!r}")
+        _positive("preview_size", self.preview_size)
+
+
 @dataclass
 class TrainConfig(SharedTrainConfig):
     """genblocks' shared training keys plus the stage and the data.
@@ -333,6 +356,7 @@ class DreamTalkConfig:
     cfg: CFGConfig = field(default_factory=CFGConfig)
     lip: LipConfig = field(default_factory=LipConfig)
     inference: InferenceConfig = field(default_factory=InferenceConfig)
+    render: RenderConfig = field(default_factory=RenderConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
 
 

@@ -1,5 +1,7 @@
 """``dream-talk demo``: speech drives matplotlib's public-domain ``grace_hopper.jpg`` with the tiny random EmoDiff
-(every output labelled "random weights"); the preview renderer is the real one.
+(every output labelled "random weights"). The renderer is ``render.kind``: by default the portrait itself is warped
+(a landmark-driven thin-plate spline, when the dlib ``face`` extra finds the face; otherwise the preview, portrait |
+proxy avatar, with a note).
 
 Speech: any WAV given with ``--audio``; otherwise a synthetic speech-like signal (voiced syllables at about 4 per
 second with a gliding pitch and two formants), since the optional eSpeak NG synthesiser is not a dependency. The
@@ -69,7 +71,8 @@ def happy_style(frames: int = 48, fps: float = 25.0, pose_dim: int = 6) -> Motio
 
 
 def run_demo(config: DreamTalkConfig, out_dir: Path, audio: Path | None = None) -> dict[str, Any]:
-    """Run the demo into ``out_dir``: ``preview.mp4`` (with sound), ``curves.png``, ``motion.json``, ``motion.csv``,
+    """Run the demo into ``out_dir``: ``video.mp4`` (the warped portrait; ``preview.mp4`` when it fell back to the
+    preview; with sound), ``curves.png``, ``motion.json``, ``motion.csv``,
     ``style.json``, ``strip.png``, ``README.txt`` and ``summary.json`` (with a ``headline``).
 
     Args:
@@ -92,26 +95,32 @@ def run_demo(config: DreamTalkConfig, out_dir: Path, audio: Path | None = None) 
     style_path = happy_style(fps=config.motion.fps, pose_dim=config.motion.pose_dim).write_json(out_dir / "style.json")
     # the portrait is a known face, and the check needs the face extra, which the demo extra does not bring
     config = replace(config, inference=replace(config.inference, check_face=False))
-    result = generate_files(
-        config, audio, portrait, style_path, out_dir, label="Grace Hopper | proxy avatar (random weights)"
-    )
+    result = generate_files(config, audio, portrait, style_path, out_dir, label="Grace Hopper")
+    summary = json.loads((out_dir / "summary.json").read_text())
     motion = result.motion.values
     jaw = motion[:, blendshape_index("jawOpen")]
     frames = [int(jaw.argmin()), int(jaw.argmax())]
-    avatars = [draw_avatar(points, 256) for points in proxy_landmarks(motion[frames])]
+    still = read_image(portrait)
+    if summary["renderer"] == "warp":
+        from dream_talk.warp_render import PortraitWarpRenderer, portrait_landmarks
+
+        pictures = list(PortraitWarpRenderer(portrait_landmarks(still))(still, motion[frames]))
+        video = "video.mp4 (the portrait warped by the motion: landmark-driven TPS, no mouth interior synthesis)"
+    else:
+        pictures = [draw_avatar(points, 256) for points in proxy_landmarks(motion[frames])]
+        video = "preview.mp4 (portrait | proxy avatar)"
     write_demo_card(
         out_dir,
-        "dream-talk demo: speech + happy style -> blendshapes -> proxy avatar (tiny random weights)",
-        [read_image(portrait), *avatars],
+        f"dream-talk demo: speech + happy style -> blendshapes -> {summary['renderer']} (tiny random weights)",
+        [still, *pictures],
         ["portrait", f"frame {frames[0]} (least jawOpen)", f"frame {frames[1]} (most jawOpen)"],
         notes=[
             f"Portrait: {credit}. Speech: {speech}. Style: synthetic happy clip (style.json).",
-            "Files: preview.mp4 (portrait | avatar, with the audio), curves.png (blendshapes under the waveform), "
+            f"Files: {video}, with the audio; curves.png (blendshapes under the waveform), "
             "motion.json, motion.csv (LiveLinkFace columns), strip.png, summary.json.",
             *result.notes,
         ],
     )
-    summary = json.loads((out_dir / "summary.json").read_text())
     duration = summary["audio_seconds"]
     summary["portrait"] = credit
     summary["headline"] = {

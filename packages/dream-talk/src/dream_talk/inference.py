@@ -1,9 +1,10 @@
-"""One generation from files: speech + portrait + emotion-style clip -> motion files, a preview MP4 with the input
-audio and a plot of the main blendshape curves under the waveform (what ``dream-talk generate`` and ``demo`` run).
+"""One generation from files: speech + portrait + emotion-style clip -> motion files, an MP4 with the input audio
+and a plot of the main blendshape curves under the waveform (what ``dream-talk generate`` and ``demo`` run).
 
 Files written in the output folder: ``motion.json`` (ours, everything), ``motion.csv`` (LiveLinkFace columns),
-``preview.mp4`` (portrait | proxy avatar, labelled, with the input audio track at the motion's frame rate),
-``curves.png`` and ``summary.json``.
+the video with the input audio track at the motion's frame rate and labelled (``render.kind``): ``video.mp4`` (the
+portrait warped by :class:`~dream_talk.warp_render.PortraitWarpRenderer`) or ``preview.mp4`` (portrait | proxy
+avatar, also the fallback when no face is found), ``curves.png`` and ``summary.json``.
 """
 
 from __future__ import annotations
@@ -20,7 +21,15 @@ from dream_talk.config import DreamTalkConfig
 from dream_talk.motion import ARKIT_BLENDSHAPES, MotionSequence, blendshape_index, read_motion
 from genblocks.errors import InputError
 
-__all__ = ["GenerationResult", "check_portrait_face", "generate_files", "load_pipeline", "load_style", "plot_curves"]
+__all__ = [
+    "GenerationResult",
+    "check_portrait_face",
+    "choose_renderer",
+    "generate_files",
+    "load_pipeline",
+    "load_style",
+    "plot_curves",
+]
 
 _VIDEO_SUFFIXES = (".mp4", ".mov", ".mkv", ".webm", ".avi", ".gif")
 _CURVES = ("jawOpen", "mouthSmileLeft", "mouthFunnel", "eyeBlinkLeft", "browInnerUp")
@@ -91,6 +100,28 @@ def check_portrait_face(portrait: np.ndarray, path: Path | str) -> None:
         raise InputError(f"--image {path}: no face found; expected a portrait with one visible face")
 
 
+def choose_renderer(config: DreamTalkConfig, portrait: np.ndarray) -> tuple[Any, str, list[str]]:
+    """The renderer ``config.render`` asks for: ``(renderer, kind actually used, notes)``.
+
+    ``warp`` finds the portrait's 68 landmarks with genblocks' dlib analyser; when the ``face`` extra is missing or
+    no face is found it falls back to the preview, with a note saying why.
+    """
+    from dream_talk.render import KeypointPreviewRenderer
+
+    preview = KeypointPreviewRenderer(config.render.preview_size)
+    if config.render.kind == "preview":
+        return preview, "preview", []
+    from dream_talk.warp_render import PortraitWarpRenderer, portrait_landmarks
+
+    try:
+        landmarks = portrait_landmarks(portrait)
+    except ImportError:
+        return preview, "preview", ["render.kind=warp needs the face extra (dlib landmarks); rendered the preview"]
+    except InputError:
+        return preview, "preview", ["render.kind=warp: no face found in the portrait; rendered the preview"]
+    return PortraitWarpRenderer(landmarks), "warp", []
+
+
 def load_pipeline(config: DreamTalkConfig, weights: Path | None, lip_weights: Path | None = None) -> Any:
     """A :class:`~dream_talk.pipeline_dream_talk.DreamTalkPipeline` from a weights folder, or seeded random components
     of ``config``'s sizes when ``weights`` is ``None``."""
@@ -158,12 +189,11 @@ def generate_files(
         weights: A pipeline folder (``trained/`` of an EmoDiff run); ``None``: random weights of ``config``.
         lip_weights: ``trained/`` of a lip run.
         fps: Frame rate of the motion and the video; defaults to ``motion.fps``.
-        label: Caption of the preview (defaults to naming the weights).
+        label: Caption of the video, before the weights note (default: what the renderer shows).
     """
     import torch
 
     from dream_talk.audio_features import AudioFrontEnd, load_speech
-    from dream_talk.render import KeypointPreviewRenderer
     from genblocks.media import label_frames, read_image, write_video
 
     # 1. Read and check every input
@@ -187,18 +217,27 @@ def generate_files(
     # 3. Files
     out.mkdir(parents=True, exist_ok=True)
     files = {"motion_json": motion.write_json(out / "motion.json"), "motion_csv": motion.write_csv(out / "motion.csv")}
+    renderer, render_kind, render_notes = choose_renderer(config, portrait)
     start = time.perf_counter()
-    frames = KeypointPreviewRenderer(256)(portrait, motion.values)
+    frames = renderer(portrait, motion.values)
     render_seconds = time.perf_counter() - start
     weights_note = "random weights" if weights is None else f"weights: {weights.name}"
-    caption = label or f"portrait | proxy avatar ({weights_note})"
+    if render_kind == "warp":
+        caption = (label or "portrait warped by the motion") + f" ({weights_note})"
+        video_name = "video.mp4"
+    else:
+        caption = (label or "portrait | proxy avatar") + f" ({weights_note})"
+        video_name = "preview.mp4"
     labelled = label_frames(frames, caption)
-    files["preview"] = write_video(out / "preview.mp4", labelled, fps=frame_rate, audio=(samples, rate))
+    files["video"] = write_video(out / video_name, labelled, fps=frame_rate, audio=(samples, rate))
     duration = samples.size / rate
     files["curves"] = plot_curves(
         out / "curves.png", samples, rate, motion, f"DREAM-Talk motion ({weights_note}), {duration:.2f} s"
     )
-    notes = [f"{motion.num_frames} frames at {frame_rate:g} fps for {duration:.2f} s of audio ({weights_note})"]
+    notes = [
+        f"{motion.num_frames} frames at {frame_rate:g} fps for {duration:.2f} s of audio ({weights_note})",
+        *render_notes,
+    ]
     summary = {
         "frames": motion.num_frames,
         "fps": frame_rate,
@@ -206,6 +245,7 @@ def generate_files(
         "audio_sample_rate": rate,
         "seconds": seconds,
         "render_seconds": render_seconds,
+        "renderer": render_kind,
         "real_time_factor": seconds / duration,
         "weights": "random" if weights is None else str(weights),
         "audio_front_end": config.audio.kind,

@@ -133,6 +133,8 @@ class PortraitWarpRenderer:
         border_margin: Width of the band along the border (fraction of the image side) over which the displacement
             fades to zero.
         regularization: TPS smoothing (see :func:`fit_tps`).
+        tps_resolution: The spline is evaluated on a grid of at most this many points per side and its
+            displacement upsampled bilinearly (the warp is smooth; this keeps a frame cheap).
     """
 
     def __init__(
@@ -142,6 +144,7 @@ class PortraitWarpRenderer:
         anchors_per_side: int = 8,
         border_margin: float = 0.05,
         regularization: float = 1e-6,
+        tps_resolution: int = 96,
     ) -> None:
         if landmarks is not None:
             landmarks = np.asarray(landmarks, np.float64)
@@ -152,6 +155,23 @@ class PortraitWarpRenderer:
         self.anchors_per_side = anchors_per_side
         self.border_margin = border_margin
         self.regularization = regularization
+        self.tps_resolution = tps_resolution
+        self._cache: tuple[tuple[int, int], torch.Tensor, torch.Tensor] | None = None
+
+    def _base_grid(self, height: int, width: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """The identity grid (H, W, 2) and the border fade (H, W, 1): 0 on the border, 1 past the margin."""
+        import torch
+
+        if self._cache is not None and self._cache[0] == (height, width):
+            return self._cache[1], self._cache[2]
+        ys = torch.linspace(-1.0, 1.0, height, dtype=torch.float64)
+        xs = torch.linspace(-1.0, 1.0, width, dtype=torch.float64)
+        grid = torch.stack(torch.meshgrid(xs, ys, indexing="xy"), dim=-1)  # (H, W, 2) as (x, y)
+        margin = max(self.border_margin * 2.0, 1e-6)
+        fade = ((1.0 - grid.abs()).amin(dim=-1, keepdim=True) / margin).clamp(0.0, 1.0)
+        fade = fade * fade * (3.0 - 2.0 * fade)
+        self._cache = ((height, width), grid.float(), fade.float())
+        return self._cache[1], self._cache[2]
 
     def sampling_grid(self, source: np.ndarray, target: np.ndarray, height: int, width: int) -> torch.Tensor:
         """Where each output pixel samples the portrait.
@@ -165,25 +185,27 @@ class PortraitWarpRenderer:
             float32 (H, W, 2) grid_sample coordinates (x, y in [-1, 1], ``align_corners=True``).
         """
         import torch
+        import torch.nn.functional as F
 
         scale = np.array([2.0 / max(width - 1, 1), 2.0 / max(height - 1, 1)])
         anchors = border_anchors(self.anchors_per_side)
         control = np.concatenate([target * scale - 1.0, anchors])
         values = np.concatenate([source * scale - 1.0, anchors])
         weights, affine = fit_tps(control, values, self.regularization)
-        ys = torch.linspace(-1.0, 1.0, height, dtype=torch.float64)
-        xs = torch.linspace(-1.0, 1.0, width, dtype=torch.float64)
-        grid = torch.stack(torch.meshgrid(xs, ys, indexing="xy"), dim=-1)  # (H, W, 2) as (x, y)
-        flat = grid.reshape(-1, 2).float()
-        kernel = _tps_kernel(torch.cdist(flat, torch.from_numpy(control).float()) ** 2)
+        # the spline is smooth: evaluate it on a grid of at most ``tps_resolution`` per side, upsample bilinearly
+        coarse_h, coarse_w = min(height, self.tps_resolution), min(width, self.tps_resolution)
+        coarse = torch.stack(
+            torch.meshgrid(torch.linspace(-1.0, 1.0, coarse_w), torch.linspace(-1.0, 1.0, coarse_h), indexing="xy"),
+            dim=-1,
+        ).reshape(-1, 2)
+        kernel = _tps_kernel(torch.cdist(coarse, torch.from_numpy(control).float()) ** 2)
         affine_t = torch.from_numpy(affine).float()
-        mapped = affine_t[0] + flat @ affine_t[1:] + kernel @ torch.from_numpy(weights).float()
-        displacement = (mapped - flat).reshape(height, width, 2).double()
-        margin = max(self.border_margin * 2.0, 1e-6)
-        edge = (1.0 - grid.abs()).amin(dim=-1) / margin  # 0 on the border, 1 once margin inside
-        fade = edge.clamp(0.0, 1.0)
-        fade = fade * fade * (3.0 - 2.0 * fade)
-        return (grid + displacement * fade[..., None]).float()
+        mapped = affine_t[0] + coarse @ affine_t[1:] + kernel @ torch.from_numpy(weights).float()
+        displacement = (mapped - coarse).reshape(1, coarse_h, coarse_w, 2).permute(0, 3, 1, 2)
+        displacement = F.interpolate(displacement, size=(height, width), mode="bilinear", align_corners=True)
+        displacement = displacement[0].permute(1, 2, 0)
+        grid, fade = self._base_grid(height, width)
+        return grid + displacement * fade
 
     def __call__(self, portrait: np.ndarray, motion: np.ndarray) -> np.ndarray:
         """Args: portrait uint8 (H, W, 3); motion (T, 52 + P). Returns uint8 (T, H, W, 3).
