@@ -98,3 +98,13 @@ def test_render_kind_config_defaults_to_warp_and_rejects_others() -> None:
     assert load_shipped_config("tiny", ["render.kind=preview"]).render.kind == "preview"
     with pytest.raises(Exception, match="kind"):
         RenderConfig(kind="photoreal")  # type: ignore[arg-type]
+
+
+def test_head_pose_held_within_the_warpable_range() -> None:
+    portrait = _portrait()
+    renderer = PortraitWarpRenderer(LANDMARKS, max_angle=0.3, max_shift=0.1)
+    extreme, limit = _motion(1, jaw=0.5), _motion(1, jaw=0.5)
+    extreme[0, 52:58] = [1.5, -1.5, 1.5, 1.5, -1.5, 1.5]
+    limit[0, 52:58] = [0.3, -0.3, 0.3, 0.1, -0.1, 0.1]
+    assert np.array_equal(renderer(portrait, extreme), renderer(portrait, limit))
+    assert not np.array_equal(renderer(portrait, limit), renderer(portrait, _motion(1, jaw=0.5)))

@@ -133,6 +133,10 @@ class PortraitWarpRenderer:
         border_margin: Width of the band along the border (fraction of the image side) over which the displacement
             fades to zero.
         regularization: TPS smoothing (see :func:`fit_tps`).
+        max_angle: Head pitch, yaw and roll are clipped to this many radians, and
+        max_shift: the head's x, y translation and z scale change to this (normalised units): a 2-D warp of one
+            photo cannot show a head turned or moved far (the stretched background folds), so poses beyond what it
+            can render (e.g. from random weights) are held at the limit.
         tps_resolution: The spline is evaluated on a grid of at most this many points per side and its
             displacement upsampled bilinearly (the warp is smooth; this keeps a frame cheap).
     """
@@ -144,6 +148,8 @@ class PortraitWarpRenderer:
         anchors_per_side: int = 8,
         border_margin: float = 0.05,
         regularization: float = 1e-6,
+        max_angle: float = 0.35,
+        max_shift: float = 0.15,
         tps_resolution: int = 96,
     ) -> None:
         if landmarks is not None:
@@ -155,6 +161,8 @@ class PortraitWarpRenderer:
         self.anchors_per_side = anchors_per_side
         self.border_margin = border_margin
         self.regularization = regularization
+        self.max_angle = max_angle
+        self.max_shift = max_shift
         self.tps_resolution = tps_resolution
         self._cache: tuple[tuple[int, int], torch.Tensor, torch.Tensor] | None = None
 
@@ -219,6 +227,9 @@ class PortraitWarpRenderer:
         portrait = np.asarray(portrait)
         height, width = portrait.shape[:2]
         source = self.landmarks if self.landmarks is not None else portrait_landmarks(portrait, self.analyzer)
+        motion = np.array(motion, np.float64)
+        motion[:, 52:55] = np.clip(motion[:, 52:55], -self.max_angle, self.max_angle)
+        motion[:, 55:58] = np.clip(motion[:, 55:58], -self.max_shift, self.max_shift)
         targets = target_landmarks(source, motion)
         image = torch.from_numpy(np.ascontiguousarray(portrait[..., :3])).permute(2, 0, 1)[None].float()
         frames = np.empty((len(targets), height, width, 3), np.uint8)
