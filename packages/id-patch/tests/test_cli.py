@@ -295,7 +295,7 @@ def test_demo_default_config_is_the_shipped_yaml() -> None:
     from id_patch.demo import tiny_generate_config
 
     config = tiny_generate_config()
-    assert config == load_config(GenerateConfig, CONFIGS / "generate" / "tiny.yaml")
+    assert config == load_config(GenerateConfig, CONFIGS / "tiny.yaml")
     assert (config.sampling.num_inference_steps, config.sampling.height, config.model.base) == (2, 64, "tiny")
 
 

@@ -220,7 +220,7 @@ def test_keypoint_positions_count_must_match(pipe: IDPatchPipeline) -> None:
         _run(pipe, 2, face_locations=None, keypoints=keypoints)
 
 
-CONFIGS = Path(__file__).resolve().parents[1] / "src" / "id_patch" / "configs" / "generate"
+CONFIGS = Path(__file__).resolve().parents[1] / "src" / "id_patch" / "configs"
 
 
 def test_sdxl_config_holds_the_paper_settings() -> None:

@@ -20,7 +20,7 @@ Files written into ``--out``: ``generate``: ``image.png``, ``condition.png``, ``
 ``group.png``, ``condition.png``, ``group_and_condition_x4.png``, ``subject_0.png``, ``subject_1.png``,
 ``subjects.png``, ``summary.json``.
 
-Configs ship inside the package: ``id_patch/configs/generate/`` (``tiny``, ``paper`` (SDXL): `id_patch.config.GenerateConfig`,
+Configs ship inside the package: ``id_patch/configs/`` (``tiny``, ``paper`` (SDXL): `id_patch.config.GenerateConfig`,
 also read by ``eval`` and ``demo``) and ``id_patch/configs/train/`` (``tiny``, ``paper`` (SDXL): `id_patch.config.TrainConfig`);
 ``--print-config`` shows the merged one. The script stays thin: the work lives in :mod:`id_patch.config` (generation),
 :mod:`id_patch.training`, :mod:`id_patch.evaluation`, :mod:`id_patch.convert_id_patch_original`, :mod:`id_patch.demo`

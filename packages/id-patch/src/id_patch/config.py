@@ -1,7 +1,7 @@
 """The configuration schemas of id-patch and the generation builders.
 
 - `GenerateConfig` (sections `PipelineSection`, `FaceSection`, `SamplingSection`): ``generate``, ``eval`` and ``demo``,
-  shipped as ``configs/generate/tiny.yaml`` and ``paper.yaml`` (SDXL);
+  shipped as ``configs/tiny.yaml`` and ``paper.yaml`` (SDXL);
 - `TrainConfig` (sections `ModelSection`, `DataSection`, `TrainSection`): ``train``, shipped as
   ``configs/train/tiny.yaml`` and ``paper.yaml`` (SDXL);
 - `IDPatchConfig`: the sizes and [unverified] choices of the ID projector (a section of both).
@@ -155,7 +155,7 @@ class IDPatchConfig:
         return cls(**{k: v for k, v in data.items() if k in known})
 
 
-# --------------------------------------------------------------------------- generation (configs/generate/*.yaml)
+# --------------------------------------------------------------------------- generation (configs/*.yaml)
 @dataclass
 class PipelineSection:
     """Where the pipeline's parts come from (later fields override earlier ones).
@@ -257,7 +257,7 @@ class SamplingSection:
 
 @dataclass
 class GenerateConfig:
-    """``id-patch generate --config ...`` (and ``eval``, ``demo``): ``configs/generate/<name>.yaml``.
+    """``id-patch generate --config ...`` (and ``eval``, ``demo``): ``configs/<name>.yaml``.
 
     Args:
         model (`PipelineSection`): the pipeline's parts.

@@ -17,7 +17,7 @@ Example::
 
     from id_patch.demo import run_demo
 
-    summary = run_demo("outputs/id-patch/demo")  # the shipped configs/generate/tiny.yaml
+    summary = run_demo("outputs/id-patch/demo")  # the shipped configs/tiny.yaml
 """
 
 from __future__ import annotations
@@ -89,7 +89,7 @@ def side_by_side(images: list[Image.Image], scale: int = 1, gap: int = 4) -> Ima
 
 
 def tiny_generate_config() -> GenerateConfig:
-    """The shipped ``configs/generate/tiny.yaml`` (the one source of truth, also inside an installed wheel)."""
+    """The shipped ``configs/tiny.yaml`` (the one source of truth, also inside an installed wheel)."""
     from genblocks.cli import load_command_config
 
     return load_command_config(GenerateConfig, "id_patch", "generate", "tiny")[0]
@@ -100,7 +100,7 @@ def run_demo(out_dir: str | Path, config: GenerateConfig | None = None) -> dict[
 
     Args:
         out_dir: Output folder (created).
-        config: A generate config; ``None``: the shipped ``configs/generate/tiny.yaml``.
+        config: A generate config; ``None``: the shipped ``configs/tiny.yaml``.
 
     Returns:
         The summary (also written to ``out_dir/summary.json``), with a ``headline`` mapping.
@@ -170,7 +170,7 @@ def run_demo(out_dir: str | Path, config: GenerateConfig | None = None) -> dict[
         "positions": [list(p) for p in positions],
         "size": [height, width],
         "model": (
-            "tiny random-weight SDXL + ControlNet + ID projector (configs/generate/tiny.yaml, spec §9): the image is "
+            "tiny random-weight SDXL + ControlNet + ID projector (configs/tiny.yaml, spec §9): the image is "
             "noise-like; the condition image shows the two stick-figure poses and the ID patches at the positions"
             if config.model.base == "tiny" and config.model.pipeline is None
             else f"base {config.model.base}, pipeline {config.model.pipeline}, release {config.model.official_release}"
