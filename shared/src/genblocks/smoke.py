@@ -13,12 +13,12 @@ import traceback
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     import torch
 
-__all__ = ["SmokeError", "main", "output_tensor", "run_checks", "run_smoke"]
+__all__ = ["SmokeError", "check_save_load", "main", "output_tensor", "run_checks", "run_smoke"]
 
 
 class SmokeError(RuntimeError):
@@ -47,6 +47,36 @@ def run_smoke(name: str, run_checks: Callable[[], list[str]]) -> int:
         return 1
     sys.stderr.write("".join(f"{name} smoke: ok: {line}\n" for line in passed))
     return 0
+
+
+def check_save_load(
+    pipe: Any, run: Callable[[Any], torch.Tensor], reference: torch.Tensor, what: str, atol: float = 1e-4
+) -> str:
+    """Save ``pipe`` with ``save_pretrained``, reload it with its class's ``from_pretrained`` and run it again.
+
+    Args:
+        pipe: A diffusers-style pipeline.
+        run: Calls a pipeline and returns the tensor to compare (same seed and inputs as ``reference``).
+        reference: What ``run(pipe)`` gave before saving.
+        what: The output's name for the report (``"edit"``, ``"animation"``).
+        atol: The largest difference accepted.
+
+    Returns:
+        The passed line: ``"save_pretrained / from_pretrained reproduces the {what}"``.
+
+    Raises:
+        SmokeError: the reloaded pipeline's output differs by more than ``atol``.
+    """
+    import torch
+
+    with tempfile.TemporaryDirectory() as folder:
+        pipe.save_pretrained(folder)
+        loaded = type(pipe).from_pretrained(folder)
+        loaded.set_progress_bar_config(disable=True)
+        again = run(loaded)
+    if not torch.allclose(again, reference, atol=atol):
+        raise SmokeError(f"save/load round trip changed the {what} by {float((again - reference).abs().max()):.3g}")
+    return f"save_pretrained / from_pretrained reproduces the {what}"
 
 
 def output_tensor(output: object, name: str) -> torch.Tensor:

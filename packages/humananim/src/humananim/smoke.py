@@ -11,12 +11,11 @@ no keypoint model.
 from __future__ import annotations
 
 import sys
-import tempfile
 
 import numpy as np
 import torch
 
-from genblocks.smoke import SmokeError, output_tensor, run_smoke
+from genblocks.smoke import SmokeError, check_save_load, output_tensor, run_smoke
 
 __all__ = ["SmokeError", "main", "run_checks"]
 
@@ -64,14 +63,7 @@ def run_checks() -> list[str]:
         f"{NUM_FRAMES} frames of {height}x{width} in windows of {config.sampling.window_size} "
         f"(overlap {config.sampling.window_overlap}), sharp-hand hint"
     ]
-    with tempfile.TemporaryDirectory() as folder:
-        pipe.save_pretrained(folder)
-        loaded = HumanAnimPipeline.from_pretrained(folder)
-        loaded.set_progress_bar_config(disable=True)
-        again, _ = animate(loaded)
-    if not torch.allclose(again, frames, atol=1e-4):
-        raise SmokeError(f"save/load round trip changed the animation by {float((again - frames).abs().max()):.3g}")
-    passed.append("save_pretrained / from_pretrained reproduces the animation")
+    passed.append(check_save_load(pipe, lambda loaded: animate(loaded)[0], frames, "animation"))
     return passed
 
 

@@ -8,11 +8,10 @@ round trip reproduces the edit. No download, no face model.
 from __future__ import annotations
 
 import sys
-import tempfile
 
 import torch
 
-from genblocks.smoke import SmokeError, run_smoke
+from genblocks.smoke import SmokeError, check_save_load, run_smoke
 
 __all__ = ["SmokeError", "main", "run_checks"]
 
@@ -53,14 +52,7 @@ def run_checks() -> list[str]:
     if masks is None or tuple(masks.shape) != (1, 1, size // 8, size // 8) or masks.min() < 0 or masks.max() > 1:
         raise SmokeError("the edit mask is missing or not a (1, 1, h, w) map in [0, 1]")
     passed = [f"one {size}-px edit and its {size // 8}x{size // 8} mask in [0, 1]"]
-    with tempfile.TemporaryDirectory() as folder:
-        pipe.save_pretrained(folder)
-        loaded = PortraitEditPipeline.from_pretrained(folder)
-        loaded.set_progress_bar_config(disable=True)
-        again, _ = edit(loaded)
-    if not torch.allclose(again, images, atol=1e-4):
-        raise SmokeError(f"save/load round trip changed the edit by {float((again - images).abs().max()):.3g}")
-    passed.append("save_pretrained / from_pretrained reproduces the edit")
+    passed.append(check_save_load(pipe, lambda loaded: edit(loaded)[0], images, "edit"))
     return passed
 
 
