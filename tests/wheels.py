@@ -67,7 +67,7 @@ CLI_CHECKS: dict[str, list[list[str]]] = {
     "id-patch": [
         ["demo", "--out", "{out}/demo"],
         [
-            "generate",
+            "speak",
             "--config",
             "tiny",
             "--image",
@@ -75,7 +75,7 @@ CLI_CHECKS: dict[str, list[list[str]]] = {
             "--set",
             "face.backend=tiny",
             "--out",
-            "{out}/generate",
+            "{out}/speak",
         ],
     ],
     "x-portrait": [
@@ -122,9 +122,9 @@ CLI_CHECKS: dict[str, list[list[str]]] = {
     "dream-talk": [
         ["demo", "--out", "{out}/demo"],
         [
-            *["generate", "--config", "tiny", "--set", "inference.check_face=false"],
+            *["speak", "--config", "tiny", "--set", "inference.check_face=false"],
             *["--audio", "{out}/demo/speech.wav", "--image", "{image}"],
-            *["--style", "{out}/demo/style.json", "--out", "{out}/generate"],
+            *["--style", "{out}/demo/style.json", "--out", "{out}/speak"],
         ],
     ],
 }

@@ -1,4 +1,4 @@
-"""The ``dream-talk`` command line: generate (files, frame count at the requested rate, the audio track), train,
+"""The ``dream-talk`` command line: speak (files, frame count at the requested rate, the audio track), train,
 demo, and bad input -> exit status 2 with one line naming the input, nothing written."""
 
 from __future__ import annotations
@@ -51,10 +51,10 @@ def test_help_imports_no_model_library() -> None:
     assert result.stdout.strip().splitlines()[-1] == "[]"
 
 
-def test_generate_writes_motion_preview_and_plot(inputs: dict[str, Path], tmp_path: Path) -> None:
+def test_speak_writes_motion_preview_and_plot(inputs: dict[str, Path], tmp_path: Path) -> None:
     out = tmp_path / "out"
     argv = [
-        "generate",
+        "speak",
         *NO_FACE_CHECK,
         "--audio",
         str(inputs["audio"]),
@@ -94,21 +94,21 @@ def test_bad_input_exits_2_with_one_line(
     files = {"--audio": inputs["audio"], "--image": inputs["image"], "--style": inputs["style"]}
     files[flag] = inputs.get(key, tmp_path / "missing.wav")
     out = tmp_path / "out"
-    argv = ["generate", *NO_FACE_CHECK, "--out", str(out)]
+    argv = ["speak", *NO_FACE_CHECK, "--out", str(out)]
     for name, path in files.items():
         argv += [name, str(path)]
     assert main(argv) == 2
     error = capsys.readouterr().err.strip().splitlines()
-    assert len(error) == 1 and error[0].startswith("dream-talk generate: error:") and message in error[0]
+    assert len(error) == 1 and error[0].startswith("dream-talk speak: error:") and message in error[0]
     assert not out.exists()
 
 
-def test_train_tiny_then_generate_with_its_weights(inputs: dict[str, Path], tmp_path: Path) -> None:
+def test_train_tiny_then_speak_with_its_weights(inputs: dict[str, Path], tmp_path: Path) -> None:
     run = tmp_path / "run"
     assert main(["train", "--config", "tiny", "--set", "train.max_steps=2", "--out", str(run)]) == 0
     assert (run / "trained" / "emodiff.safetensors").is_file()
     out = tmp_path / "out"
-    argv = ["generate", *NO_FACE_CHECK, "--audio", str(inputs["audio"]), "--image", str(inputs["image"])]
+    argv = ["speak", *NO_FACE_CHECK, "--audio", str(inputs["audio"]), "--image", str(inputs["image"])]
     assert main([*argv, "--out", str(out), "--weights", str(run / "trained")]) == 0
     assert json.loads((out / "summary.json").read_text())["frames"] == 30  # 1.2 s at 25 fps
 
@@ -139,7 +139,7 @@ def test_portrait_without_a_face_exits_2_naming_image(
     inputs: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     out = tmp_path / "out"
-    argv = ["generate", "--audio", str(inputs["audio"]), "--image", str(inputs["image"]), "--out", str(out)]
+    argv = ["speak", "--audio", str(inputs["audio"]), "--image", str(inputs["image"]), "--out", str(out)]
     assert main(argv) == 2  # no face found, or (without the face extra) the extra named
     error = capsys.readouterr().err.strip().splitlines()
     assert len(error) == 1 and "--image" in error[0] and ("no face" in error[0] or "face extra" in error[0])
@@ -166,11 +166,11 @@ def test_track_writes_motion_and_counts_gap_frames(face_video: tuple[Path, Path]
     assert np.isfinite(np.array(motion["frames"])).all() and len(motion["frames"][0]) == 58
 
 
-def test_generate_with_a_real_portrait_and_a_style_video(
+def test_speak_with_a_real_portrait_and_a_style_video(
     face_video: tuple[Path, Path], inputs: dict[str, Path], tmp_path: Path
 ) -> None:
     video, portrait = face_video
-    argv = ["generate", "--audio", str(inputs["audio"]), "--image", str(portrait), "--style", str(video)]
+    argv = ["speak", "--audio", str(inputs["audio"]), "--image", str(portrait), "--style", str(video)]
     assert main([*argv, "--out", str(tmp_path)]) == 0
     assert json.loads((tmp_path / "summary.json").read_text())["frames"] == 30
 

@@ -1,11 +1,11 @@
-"""The ``dream-talk`` command line: ``generate``, ``train``, ``demo`` and ``smoke``, in the one convention of
+"""The ``dream-talk`` command line: ``speak``, ``track``, ``train``, ``demo`` and ``smoke``, in the one convention of
 :mod:`genblocks.cli`.
 
 ::
 
-    dream-talk generate --audio speech.wav --image face.png --style happy.csv --out out/
-    dream-talk generate --config paper --weights runs/emodiff/trained --lip-weights runs/lip/trained --audio a.wav ...
-    dream-talk generate --audio speech.wav --image face.png --style talking_happily.mp4 --out out/
+    dream-talk speak --audio speech.wav --image face.png --style happy.csv --out out/
+    dream-talk speak --config paper --weights runs/emodiff/trained --lip-weights runs/lip/trained --audio a.wav ...
+    dream-talk speak --audio speech.wav --image face.png --style talking_happily.mp4 --out out/
     dream-talk track --video clip.mp4 --out style/ [--smooth 1.5]
     dream-talk train --config tiny --stage emodiff --out runs/emodiff [--resume]
     dream-talk train --config tiny --stage lip --out runs/lip
@@ -13,9 +13,9 @@
     dream-talk smoke
 
 Configs ship in ``dream_talk/configs/`` (``tiny``: random CPU sizes; ``paper``: the spec's defaults), one schema
-(:class:`dream_talk.config.DreamTalkConfig`) for every command. ``generate`` writes ``motion.json``, ``motion.csv``,
+(:class:`dream_talk.config.DreamTalkConfig`) for every command. ``speak`` writes ``motion.json``, ``motion.csv``,
 ``preview.mp4`` (with the input audio), ``curves.png`` and ``summary.json``; ``train`` writes genblocks' run folder
-(``trained/`` is a pipeline folder for ``generate --weights``); ``demo`` also writes ``strip.png`` and
+(``trained/`` is a pipeline folder for ``speak --weights``); ``demo`` also writes ``strip.png`` and
 ``README.txt``; ``track`` writes ``motion.json``, ``motion.csv`` and ``summary.json`` (frames, ``gap_frames``: how many
 had no face and were interpolated). Bad input (missing, empty, silent or too-low-rate audio, an unreadable portrait or one without a face, a style
 file with missing or unknown columns, an unreadable video or one with no face in any frame) exits with status 2 and one line naming it, before anything is written.
@@ -40,7 +40,7 @@ SCHEMA = "dream_talk.config:DreamTalkConfig"
 GROUP = "generate"  # one schema: every command reads configs/
 
 
-def _generate_arguments(parser: argparse.ArgumentParser) -> None:
+def _speak_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--audio", type=Path, required=True, metavar="FILE", help="speech (WAV, FLAC, MP3, MP4 audio)")
     parser.add_argument("--image", type=Path, required=True, metavar="FILE", help="the portrait")
     parser.add_argument(
@@ -55,7 +55,7 @@ def _generate_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--fps", type=float, default=None, help="frame rate of the motion and video (motion.fps)")
 
 
-def _generate(args: argparse.Namespace, config: DreamTalkConfig) -> int:
+def _speak(args: argparse.Namespace, config: DreamTalkConfig) -> int:
     require_file(args.audio, "--audio", "a speech file")
     require_file(args.image, "--image", "a portrait image")
     require_file(args.style, "--style", "an emotion-style clip (.json, .csv, .npy or a video)")
@@ -67,7 +67,7 @@ def _generate(args: argparse.Namespace, config: DreamTalkConfig) -> int:
         config, args.audio, args.image, args.style, args.out, args.weights, args.lip_weights, fps=args.fps
     )
     for note in result.notes:
-        print(f"dream-talk generate: {note}", file=sys.stderr)
+        print(f"dream-talk speak: {note}", file=sys.stderr)
     print(
         f"motion in {result.seconds:.2f} s; wrote {', '.join(sorted(p.name for p in result.files.values()))} to {args.out}"
     )
@@ -153,13 +153,13 @@ command_line = CommandLine(
     ),
     commands=(
         Command(
-            "generate",
+            "speak",
             "speech + portrait + emotion-style clip -> motion.json, motion.csv, preview.mp4 (with the audio), "
             "curves.png, summary.json in --out",
-            _generate,
+            _speak,
             schema=SCHEMA,
             config_group=GROUP,
-            arguments=_generate_arguments,
+            arguments=_speak_arguments,
         ),
         Command(
             "track",
@@ -172,7 +172,7 @@ command_line = CommandLine(
         Command(
             "train",
             "train EmoDiff (--stage emodiff) or the lip refiner (--stage lip) on train.manifest or synthetic windows; "
-            "genblocks run folder in --out (trained/ for generate --weights)",
+            "genblocks run folder in --out (trained/ for speak --weights)",
             _train,
             schema=SCHEMA,
             config_group=GROUP,

@@ -307,7 +307,7 @@ class RenderConfig:
     Args:
         kind: ``"warp"``: :class:`~dream_talk.warp_render.PortraitWarpRenderer` animates the portrait itself (a
             thin-plate-spline warp driven by its 68 dlib landmarks, the ``face`` extra; no mouth interior is
-            synthesised). When the analyser is missing or finds no face, ``generate`` falls back to the preview
+            synthesised). When the analyser is missing or finds no face, ``speak`` falls back to the preview
             and says so in its notes. ``"preview"``: :class:`~dream_talk.render.KeypointPreviewRenderer`, the
             still portrait beside the proxy avatar.
         preview_size: Height in pixels of the preview's panels.
@@ -370,4 +370,4 @@ def load_shipped_config(name: str = "tiny", overrides: list[str] | None = None) 
     from genblocks.cli import resolve_config
     from genblocks.config import load_config
 
-    return load_config(DreamTalkConfig, resolve_config("dream_talk", "generate", name), list(overrides or []))
+    return load_config(DreamTalkConfig, resolve_config("dream_talk", "speak", name), list(overrides or []))

@@ -1,5 +1,5 @@
 """One generation from files: speech + portrait + emotion-style clip -> motion files, an MP4 with the input audio
-and a plot of the main blendshape curves under the waveform (what ``dream-talk generate`` and ``demo`` run).
+and a plot of the main blendshape curves under the waveform (what ``dream-talk speak`` and ``demo`` run).
 
 Files written in the output folder: ``motion.json`` (ours, everything), ``motion.csv`` (LiveLinkFace columns),
 the video with the input audio track at the motion's frame rate and labelled (``render.kind``): ``video.mp4`` (the
