@@ -1,20 +1,25 @@
-"""Tests for genblocks.metrics: PSNR, SSIM, L1 and identity similarity against closed forms and scikit-image."""
+"""Tests for genblocks.metrics: PSNR, SSIM, L1 and identity similarity against closed forms and scikit-image; FID /
+KID; the TorchScript feature extractor loader."""
 
 from __future__ import annotations
 
 import itertools
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
+from genblocks.errors import InputError
 from genblocks.metrics import (
+    extract_features,
     frechet_distance,
     gaussian_window,
     identity_similarity,
     kernel_inception_distance,
     l1,
+    load_feature_extractor,
     psnr,
     ssim,
 )
@@ -153,3 +158,49 @@ def test_feature_distances_name_a_bad_shape() -> None:
         frechet_distance(np.zeros((5, 3)), np.zeros((5, 4)))
     with pytest.raises(ValueError, match="features"):
         kernel_inception_distance(np.zeros((1, 3)), np.zeros((5, 3)))
+
+
+class _PooledConv(torch.nn.Module):
+    """A tiny extractor: 3x3 conv to 5 channels, global average pool -> (N, 5)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = torch.nn.Conv2d(3, 5, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.conv(x).mean((2, 3))
+
+
+def test_load_feature_extractor_runs_a_scripted_module_in_batches(tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    module = _PooledConv()
+    torch.jit.script(module).save(str(tmp_path / "features.pt"))
+    extractor = load_feature_extractor(tmp_path / "features.pt", "--features")
+    assert isinstance(extractor, torch.nn.Module) and not extractor.training
+    assert not any(p.requires_grad for p in extractor.parameters())
+    images = torch.rand(7, 3, 8, 8) * 2 - 1
+    features = extract_features(extractor, images, batch_size=3)  # batches of 3, 3, 1
+    assert features.shape == (7, 5) and features.dtype == np.float64
+    with torch.no_grad():
+        expected = module(images).double().numpy()
+    np.testing.assert_allclose(features, expected, atol=1e-6)
+
+
+def test_load_feature_extractor_names_the_option_for_a_missing_or_wrong_file(tmp_path: Path) -> None:
+    with pytest.raises(InputError, match=r"^--features .*missing\.pt: no such file"):
+        load_feature_extractor(tmp_path / "missing.pt", "--features")
+    (tmp_path / "text.pt").write_text("not a network")
+    with pytest.raises(InputError, match=r"^--features .*text\.pt: not a TorchScript file"):
+        load_feature_extractor(tmp_path / "text.pt", "--features")
+    torch.save({"weight": torch.ones(2)}, tmp_path / "state.pt")  # a zip archive, but a state dict
+    with pytest.raises(InputError, match=r"^eval\.features .*state\.pt: not a TorchScript file"):
+        load_feature_extractor(tmp_path / "state.pt", "eval.features")
+
+
+def test_extract_features_rejects_a_wrong_row_count_and_non_finite_features() -> None:
+    images = torch.rand(4, 3, 4, 4)
+    with pytest.raises(InputError, match=r"expected \(2, D\) features"):
+        extract_features(lambda x: x.flatten()[:5], images, batch_size=2)
+    with pytest.raises(InputError, match="non-finite"):
+        extract_features(lambda x: x.flatten(1) / 0.0 * 0.0, images)
+    assert extract_features(lambda x: x, images, batch_size=4).shape == (4, 48)  # (N, ...) is flattened to (N, D)

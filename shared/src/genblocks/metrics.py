@@ -1,5 +1,7 @@
 """Image and identity metrics shared by the portrait packages (spec genblocks §6): identity cosine similarity, PSNR,
-SSIM and L1, batched in torch; and the distances between two sets of features (FID's Fréchet distance, KID).
+SSIM and L1, batched in torch; the distances between two sets of features (FID's Fréchet distance, KID); and the
+user-given TorchScript feature extractor those are computed with (:func:`load_feature_extractor`,
+:func:`extract_features`: no network is bundled).
 
 Images are (B, C, H, W) floats in ``[0, data_range]`` (``data_range=1.0`` for [0, 1]; pass ``data_range=2.0`` for
 [-1, 1] images, or ``255.0`` for uint8-valued tensors). Every metric returns one value per batch item, shape (B,).
@@ -12,17 +14,25 @@ No paper numbers live here.
 
 from __future__ import annotations
 
+import warnings
+from collections.abc import Callable
+from pathlib import Path
+
 import numpy as np
 import torch
 import torch.nn.functional as F
 
+from genblocks.errors import InputError
+
 __all__ = [
+    "extract_features",
     "frame_metrics",
     "frechet_distance",
     "gaussian_window",
     "identity_similarity",
     "kernel_inception_distance",
     "l1",
+    "load_feature_extractor",
     "psnr",
     "ssim",
 ]
@@ -264,3 +274,70 @@ def kernel_inception_distance(
         for _ in range(subsets)
     ]
     return sum(draws) / subsets
+
+
+def load_feature_extractor(path: str | Path, option: str) -> Callable[[torch.Tensor], torch.Tensor]:
+    """A TorchScript feature extractor (a ``torch.jit.save`` file the user gives) on the CPU, in eval mode, with its
+    parameters frozen.
+
+    Args:
+        path: The local file.
+        option: The command-line option or config key that named it, for the error messages (``--features``).
+
+    Returns:
+        The module, called as ``extractor(images) -> (N, D)`` (the input convention is the caller's).
+
+    Raises:
+        InputError: The file is missing or not TorchScript.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"{option} {path}: no such file (expected a TorchScript file from torch.jit.save)")
+    try:
+        with (
+            warnings.catch_warnings()
+        ):  # torch 2.9+ marks TorchScript deprecated; the files users have are TorchScript
+            warnings.simplefilter("ignore", FutureWarning)
+            module = torch.jit.load(str(path), map_location="cpu")
+    except RuntimeError as error:
+        raise InputError(f"{option} {path}: not a TorchScript file ({str(error).splitlines()[0]})") from None
+    for parameter in module.parameters():
+        parameter.requires_grad_(False)
+    return module.eval()
+
+
+def extract_features(
+    extractor: Callable[[torch.Tensor], torch.Tensor], images: torch.Tensor, batch_size: int = 16
+) -> np.ndarray:
+    """Features of every item of ``images``, ``batch_size`` items per call, without gradients.
+
+    Args:
+        extractor: ``(B, ...) -> (B, D)`` (or ``(B, ...)``, flattened to ``(B, D)``).
+        images: ``(N, ...)``: images ``(N, 3, H, W)``, clips ``(N, 3, T, H, W)``, in the extractor's convention.
+        batch_size: Items per extractor call.
+
+    Returns:
+        ``(N, D)`` float64 features.
+
+    Raises:
+        InputError: The extractor gave a different number of rows than it was given, or non-finite features.
+    """
+    if batch_size < 1:
+        raise ValueError(f"`batch_size` must be positive, got {batch_size}.")
+    rows = []
+    with torch.no_grad():
+        for start in range(0, len(images), batch_size):
+            batch = images[start : start + batch_size]
+            features = extractor(batch)
+            if features.ndim == 0 or features.shape[0] != len(batch):
+                raise InputError(
+                    f"feature extractor: expected ({len(batch)}, D) features for {len(batch)} inputs of shape "
+                    f"{tuple(batch.shape[1:])}, got {tuple(features.shape)}"
+                )
+            rows.append(features.detach().to("cpu", torch.float64).reshape(len(batch), -1))
+    if not rows:
+        raise ValueError("`images` is empty: nothing to extract features from.")
+    result = torch.cat(rows)
+    if not torch.isfinite(result).all():
+        raise InputError("feature extractor: gave non-finite features")
+    return result.numpy()
