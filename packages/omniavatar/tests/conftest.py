@@ -23,7 +23,7 @@ if _TESTS_DIR not in sys.path:
     sys.path.insert(0, _TESTS_DIR)
 
 CONFIGS = Path(__file__).resolve().parents[1] / "src" / "omniavatar" / "configs"
-SDF_STEPS = 300
+SDF_STEPS = 1200
 
 
 @pytest.fixture(autouse=True)
