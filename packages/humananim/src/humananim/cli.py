@@ -197,7 +197,8 @@ def _eval_arguments(parser: argparse.ArgumentParser) -> None:
 def run_eval(args: argparse.Namespace, config: HumanAnimConfig) -> int:
     import torch
 
-    from humananim.metrics import LPIPS, evaluate, load_extractor, resize_frames
+    from genblocks.metrics import load_feature_extractor
+    from humananim.metrics import LPIPS, evaluate, resize_frames
 
     generated, _ = read_frames(args.generated)
     reference, _ = read_frames(args.reference)
@@ -210,8 +211,8 @@ def run_eval(args: argparse.Namespace, config: HumanAnimConfig) -> int:
         raise InputError("--lpips-backbone and --lpips-weights: LPIPS needs both files")
     if args.lpips_backbone is not None:
         lpips = LPIPS().load(args.lpips_backbone, args.lpips_weights)
-    fid = load_extractor(args.fid_extractor, "--fid-extractor") if args.fid_extractor else None
-    fvd = load_extractor(args.fvd_extractor, "--fvd-extractor") if args.fvd_extractor else None
+    fid = load_feature_extractor(args.fid_extractor, "--fid-extractor") if args.fid_extractor else None
+    fvd = load_feature_extractor(args.fvd_extractor, "--fvd-extractor") if args.fvd_extractor else None
     result = evaluate(fake, real, lpips=lpips, fid_extractor=fid, fvd_extractor=fvd)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)

@@ -8,8 +8,9 @@ LPIPS when its weights are given; FID and FVD through feature extractors the use
   the learned 1x1 convolutions ``lin0..lin4``, averaged over space and summed. Weights: a torchvision ``vgg16``
   state dict (``features.N.*`` keys) and LPIPS's ``vgg.pth`` (``linK.model.1.weight``), both local files.
 - FID / FVD: the Fréchet distance between Gaussians fitted to features of the generated and the real frames (FID) or
-  16-frame clips (FVD), with the extractor a TorchScript file the user gives (e.g. the Inception and I3D TorchScript
-  exports commonly used for FID/FVD) called as ``extractor(x) -> (N, D)`` on ``x`` in [-1, 1], (N, 3, H, W) for FID
+  16-frame clips (FVD), with the extractor a TorchScript file the user gives
+  (:func:`genblocks.metrics.load_feature_extractor`, re-exported here as ``load_extractor``; e.g. the Inception and
+  I3D TorchScript exports commonly used for FID/FVD) called as ``extractor(x) -> (N, D)`` on ``x`` in [-1, 1], (N, 3, H, W) for FID
   and (N, 3, T, H, W) for FVD. The paper's exact protocol is not known ([unverified], spec §6): the numbers are for
   comparing runs of this code, not the paper's tables.
 
@@ -19,7 +20,6 @@ Anything missing is reported in ``notes`` instead of a number.
 from __future__ import annotations
 
 import math
-import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,7 +30,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from genblocks.errors import InputError
-from genblocks.metrics import frame_metrics, frechet_distance
+from genblocks.metrics import extract_features, frame_metrics, frechet_distance
+from genblocks.metrics import load_feature_extractor as load_extractor
 
 __all__ = ["LPIPS", "EvaluationResult", "evaluate", "frechet_distance", "load_extractor"]
 
@@ -115,22 +116,6 @@ def _read_state_dict(path: str | Path, option: str) -> dict[str, torch.Tensor]:
     return state
 
 
-def load_extractor(path: str | Path, option: str) -> Callable[[torch.Tensor], torch.Tensor]:
-    """A TorchScript feature extractor from a local file."""
-    path = Path(path)
-    if not path.is_file():
-        raise InputError(f"{option} {path}: no such TorchScript file")
-    try:
-        with (
-            warnings.catch_warnings()
-        ):  # torch 2.9+ marks TorchScript deprecated; the files users have are TorchScript
-            warnings.simplefilter("ignore", FutureWarning)
-            module = torch.jit.load(str(path), map_location="cpu")
-    except RuntimeError as error:
-        raise InputError(f"{option} {path}: not a TorchScript module ({error})") from error
-    return module.eval()
-
-
 @dataclass
 class EvaluationResult:
     """Mean metrics over the frames (None where not computed) and notes on what was skipped.
@@ -154,11 +139,6 @@ class EvaluationResult:
     fvd: float | None = None
     frames: int = 0
     notes: list[str] = field(default_factory=list)
-
-
-def _features(extractor: Callable[[torch.Tensor], torch.Tensor], batches: list[torch.Tensor]) -> np.ndarray:
-    with torch.no_grad():
-        return torch.cat([extractor(batch).float().flatten(1) for batch in batches]).numpy()
 
 
 def evaluate(
@@ -210,9 +190,9 @@ def evaluate(
     elif len(fake) < 2:
         result.notes.append("FID skipped: needs at least 2 frames")
     else:
-        batches_fake = [fake[i : i + batch_size] for i in range(0, len(fake), batch_size)]
-        batches_real = [real[i : i + batch_size] for i in range(0, len(real), batch_size)]
-        result.fid = frechet_distance(_features(fid_extractor, batches_real), _features(fid_extractor, batches_fake))
+        result.fid = frechet_distance(
+            extract_features(fid_extractor, real, batch_size), extract_features(fid_extractor, fake, batch_size)
+        )
     clips = len(fake) // clip_length
     if fvd_extractor is None:
         result.notes.append("FVD skipped: give --fvd-extractor (a TorchScript clip feature extractor)")
@@ -220,12 +200,12 @@ def evaluate(
         result.notes.append(f"FVD skipped: needs at least 2 clips of {clip_length} frames, got {len(fake)} frames")
     else:
 
-        def as_clips(x: torch.Tensor) -> list[torch.Tensor]:
-            video = x[: clips * clip_length].reshape(clips, clip_length, *x.shape[1:]).permute(0, 2, 1, 3, 4)
-            return [video[i : i + 1] for i in range(clips)]
+        def as_clips(x: torch.Tensor) -> torch.Tensor:
+            """(F, 3, H, W) -> (clips, 3, clip_length, H, W)."""
+            return x[: clips * clip_length].reshape(clips, clip_length, *x.shape[1:]).permute(0, 2, 1, 3, 4)
 
         result.fvd = frechet_distance(
-            _features(fvd_extractor, as_clips(real)), _features(fvd_extractor, as_clips(fake))
+            extract_features(fvd_extractor, as_clips(real), 1), extract_features(fvd_extractor, as_clips(fake), 1)
         )
     for name in ("lpips", "fid", "fvd"):
         value = getattr(result, name)
