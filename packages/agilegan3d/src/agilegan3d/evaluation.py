@@ -16,7 +16,7 @@ from collections.abc import Callable
 import torch
 from torch import Tensor
 
-from genblocks.metrics import frechet_distance, identity_similarity, kernel_inception_distance
+from genblocks.metrics import extract_features, frechet_distance, identity_similarity, kernel_inception_distance
 
 __all__ = ["frechet_distance", "kernel_inception_distance", "multiview_identity_consistency", "style_metrics"]
 
@@ -46,6 +46,7 @@ def style_metrics(
     exemplars: Tensor,
     identity: Callable[[Tensor], Tensor] | None = None,
     features: Callable[[Tensor], Tensor] | None = None,
+    batch_size: int = 16,
 ) -> dict[str, float]:
     """Every metric its networks allow: ``identity_similarity`` (input vs stylised render at the input's camera) and
     ``multiview_identity`` need ``identity``; ``fid`` and ``kid`` (all views vs the exemplars) need ``features``.
@@ -56,14 +57,17 @@ def style_metrics(
         views: G3s on the orbit (N, V, 3, H', W').
         exemplars: The style exemplars (M, 3, h, w).
         identity: Face-embedding network.
-        features: Feature extractor for FID / KID.
+        features: Feature extractor for FID / KID (e.g. :func:`genblocks.metrics.load_feature_extractor`), called on
+            batches of ``batch_size`` images.
+        batch_size: Images per feature-extractor call.
     """
     result: dict[str, float] = {}
     if identity is not None:
         result["identity_similarity"] = float(identity_similarity(identity(frontal_renders), identity(inputs)).mean())
         result["multiview_identity"] = float(multiview_identity_consistency(identity, views).mean())
     if features is not None:
-        rendered, style = features(views.flatten(0, 1)), features(exemplars)
+        rendered = extract_features(features, views.flatten(0, 1), batch_size)
+        style = extract_features(features, exemplars, batch_size)
         result["fid"] = frechet_distance(rendered, style)
         result["kid"] = kernel_inception_distance(rendered, style, subsets=10, subset_size=100)
     return result
