@@ -3,9 +3,12 @@
 (a landmark-driven thin-plate spline, when the dlib ``face`` extra finds the face; otherwise the preview, portrait |
 proxy avatar, with a note).
 
-Speech: any WAV given with ``--audio``; otherwise a synthetic speech-like signal (voiced syllables at about 4 per
-second with a gliding pitch and two formants), since the optional eSpeak NG synthesiser is not a dependency. The
-emotion style is a synthetic "happy" clip (smile, cheek squint, raised inner brows, two blinks).
+Speech: any WAV given with ``--audio``; otherwise a sentence (``--text``, default :data:`DEFAULT_TEXT`) spoken
+offline by eSpeak NG (:func:`dream_talk.speech.synthesize_speech`) when the optional ``speech`` extra is installed
+(GPL-3.0, loaded at run time only, never a dependency), else a synthetic speech-like signal (voiced syllables at about
+4 per second with a gliding pitch and two formants). The summary's ``speech`` says which: ``"file"``,
+``"espeak-ng"`` or ``"synthetic"``. The emotion style is a synthetic "happy" clip (smile, cheek squint, raised inner
+brows, two blinks).
 """
 
 from __future__ import annotations
@@ -19,8 +22,12 @@ import numpy as np
 
 from dream_talk.config import DreamTalkConfig
 from dream_talk.motion import MotionSequence, blendshape_index
+from genblocks.errors import InputError
 
-__all__ = ["demo_portrait", "happy_style", "run_demo", "synthetic_speech"]
+__all__ = ["DEFAULT_TEXT", "demo_portrait", "demo_speech", "happy_style", "run_demo", "synthetic_speech"]
+
+DEFAULT_TEXT = "Hello, I am a talking portrait."
+"""The sentence the demo speaks with eSpeak NG when given neither audio nor text (about 2.2 s at 150 wpm)."""
 
 
 def demo_portrait() -> tuple[Path, str]:
@@ -70,32 +77,72 @@ def happy_style(frames: int = 48, fps: float = 25.0, pose_dim: int = 6) -> Motio
     return MotionSequence(values, fps)
 
 
-def run_demo(config: DreamTalkConfig, out_dir: Path, audio: Path | None = None) -> dict[str, Any]:
+def demo_speech(text: str | None = None) -> tuple[np.ndarray, int, str, str]:
+    """The demo's speech: ``text`` (default :data:`DEFAULT_TEXT`) spoken by eSpeak NG or, when the ``speech`` extra
+    is missing and no ``text`` was asked for, the synthetic speech-like signal.
+
+    Args:
+        text: A sentence to speak; ``None`` speaks :data:`DEFAULT_TEXT` and allows the synthetic fallback.
+
+    Returns:
+        ``(samples, sample_rate, kind, description)``: float32 (N,) in [-1, 1], its rate in Hz, ``"espeak-ng"`` or
+        ``"synthetic"``, and a line for README.txt.
+
+    Raises:
+        ImportError: ``text`` was given but the ``speech`` extra is not installed (the message names it).
+        InputError: ``text`` is empty.
+    """
+    from dream_talk.speech import synthesize_speech
+
+    spoken = DEFAULT_TEXT if text is None else text
+    try:
+        samples, rate = synthesize_speech(spoken)
+    except ImportError:
+        if text is not None:
+            raise
+        description = "synthetic speech-like signal (speech.wav; the `speech` extra speaks a sentence instead)"
+        return synthetic_speech(), 16000, "synthetic", description
+    return samples, rate, "espeak-ng", f'"{spoken}" spoken by eSpeak NG (GPL-3.0, the `speech` extra; speech.wav)'
+
+
+def run_demo(
+    config: DreamTalkConfig, out_dir: Path, audio: Path | None = None, text: str | None = None
+) -> dict[str, Any]:
     """Run the demo into ``out_dir``: ``video.mp4`` (the warped portrait; ``preview.mp4`` when it fell back to the
     preview; with sound), ``curves.png``, ``motion.json``, ``motion.csv``,
-    ``style.json``, ``strip.png``, ``README.txt`` and ``summary.json`` (with a ``headline``).
+    ``style.json``, ``strip.png``, ``README.txt`` and ``summary.json`` (with a ``headline``, and ``speech``:
+    ``"file"``, ``"espeak-ng"`` or ``"synthetic"``).
 
     Args:
         config: The config (the tiny one by default: random weights).
         out_dir: Output folder.
-        audio: A speech file to use instead of the synthetic signal.
+        audio: A speech file to use instead of synthesised speech.
+        text: A sentence for eSpeak NG to speak instead of :data:`DEFAULT_TEXT` (needs the ``speech`` extra).
+
+    Raises:
+        InputError: Both ``audio`` and ``text`` are given.
+        ImportError: ``text`` is given without the ``speech`` extra.
     """
     from dream_talk.inference import generate_files
     from dream_talk.render import draw_avatar, proxy_landmarks
     from genblocks.audio import write_audio
     from genblocks.media import read_image, write_demo_card
 
-    out_dir.mkdir(parents=True, exist_ok=True)
-    portrait, credit = demo_portrait()
+    if audio is not None and text is not None:
+        raise InputError("audio and text: expected one of them (a speech file, or a sentence to speak), not both")
     if audio is None:
-        audio = write_audio(out_dir / "speech.wav", synthetic_speech(), 16000)
-        speech = "synthetic speech-like signal (speech.wav)"
+        samples, rate, speech_kind, speech = demo_speech(text)
+        out_dir.mkdir(parents=True, exist_ok=True)
+        audio = write_audio(out_dir / "speech.wav", samples, rate)
     else:
-        speech = str(audio)
+        speech_kind, speech = "file", str(audio)
+        out_dir.mkdir(parents=True, exist_ok=True)
+    portrait, credit = demo_portrait()
     style_path = happy_style(fps=config.motion.fps, pose_dim=config.motion.pose_dim).write_json(out_dir / "style.json")
     # the portrait is a known face, and the check needs the face extra, which the demo extra does not bring
     config = replace(config, inference=replace(config.inference, check_face=False))
-    result = generate_files(config, audio, portrait, style_path, out_dir, label="Grace Hopper")
+    label = {"espeak-ng": "Grace Hopper, eSpeak NG voice", "synthetic": "Grace Hopper, synthetic speech"}
+    result = generate_files(config, audio, portrait, style_path, out_dir, label=label.get(speech_kind, "Grace Hopper"))
     summary = json.loads((out_dir / "summary.json").read_text())
     motion = result.motion.values
     jaw = motion[:, blendshape_index("jawOpen")]
@@ -111,7 +158,8 @@ def run_demo(config: DreamTalkConfig, out_dir: Path, audio: Path | None = None) 
         video = "preview.mp4 (portrait | proxy avatar)"
     write_demo_card(
         out_dir,
-        f"dream-talk demo: speech + happy style -> blendshapes -> {summary['renderer']} (tiny random weights)",
+        f"dream-talk demo: speech ({speech_kind}) + happy style -> blendshapes -> {summary['renderer']} "
+        "(tiny random weights)",
         [still, *pictures],
         ["portrait", f"frame {frames[0]} (least jawOpen)", f"frame {frames[1]} (most jawOpen)"],
         notes=[
@@ -123,6 +171,7 @@ def run_demo(config: DreamTalkConfig, out_dir: Path, audio: Path | None = None) 
     )
     duration = summary["audio_seconds"]
     summary["portrait"] = credit
+    summary["speech"] = speech_kind
     summary["headline"] = {
         "frames": summary["frames"],
         "motion_real_time_factor": result.seconds / duration,
