@@ -7,18 +7,26 @@
   views, against different heads;
 - **depth consistency**: symmetric Chamfer distance between the surface points two views of one head unproject
   (depth · ray, opacity > 0.5);
-- **FID / KID** between feature sets of real and generated images (the feature extractor is yours).
+- **FID / KID** (:func:`fid_kid`) between the features of real images (:func:`read_real_images`: an FFHQ-style folder)
+  and of images rendered from random seeds, cameras and FLAME values (:func:`random_samples`), through a feature
+  extractor you give (:func:`genblocks.metrics.load_feature_extractor`: a TorchScript file, e.g. an Inception export,
+  called on `(N, 3, R, R)` images in [−1, 1]). KID averages 100 random subsets of ``min(100, N)`` images. Real and
+  generated images share the generator's output resolution R; the paper's protocol (50k samples, its label sampling) is
+  not known, so read the numbers relative to each other, not against the paper's tables.
 """
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
+from pathlib import Path
 
 import numpy as np
 import torch
 from torch import Tensor
 
-from genblocks.metrics import frechet_distance, kernel_inception_distance
+from genblocks.errors import InputError
+from genblocks.metrics import extract_features, frechet_distance, kernel_inception_distance
 from genblocks.render3d.cameras import split_camera_label
 from genblocks.render3d.rays import sample_rays
 from omniavatar.pipeline_omniavatar import OmniAvatarOutput, OmniAvatarPipeline
@@ -27,18 +35,23 @@ __all__ = [
     "chamfer_distance",
     "control_error",
     "depth_consistency",
+    "fid_kid",
     "frechet_distance",
     "identity_consistency",
     "kernel_inception_distance",
+    "random_samples",
+    "read_real_images",
+    "real_image_files",
     "surface_points",
 ]
 
 Embedder = Callable[[Tensor], Tensor]
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp")
 
 
-def _random_features(pipeline: OmniAvatarPipeline, count: int, seed: int) -> Tensor:
+def _random_features(pipeline: OmniAvatarPipeline, count: int, generator: torch.Generator) -> Tensor:
+    """`(count, F)` FLAME values as the demo draws them: neutral shape, N(0, 1) expression, small neck and jaw noise."""
     layout = pipeline.layout
-    generator = torch.Generator().manual_seed(seed)
     features = torch.zeros(count, layout.feature_dim)
     start = layout.shape
     features[:, start : start + layout.expression] = torch.randn(count, layout.expression, generator=generator)
@@ -53,7 +66,7 @@ def control_error(
     pipeline: OmniAvatarPipeline, estimator: Embedder, count: int = 8, seed: int = 0
 ) -> dict[str, float]:
     """Mean absolute error of re-estimated expression and pose against the inputs, over `count` heads."""
-    features = _random_features(pipeline, count, seed)
+    features = _random_features(pipeline, count, torch.Generator().manual_seed(seed))
     out = pipeline(list(range(seed, seed + count)), features)
     estimate = estimator(out.images)
     target = features[:, -pipeline.layout.pose_dim :]
@@ -71,7 +84,7 @@ def identity_consistency(
     same = []
     neutral = []
     for head in range(heads):
-        features = _random_features(pipeline, variations, seed + head)
+        features = _random_features(pipeline, variations, torch.Generator().manual_seed(seed + head))
         features[0] = 0
         yaw = torch.linspace(-pipeline.config.render.yaw_range, pipeline.config.render.yaw_range, variations)
         out = pipeline([seed + head] * variations, features, yaw=yaw)
@@ -110,3 +123,123 @@ def depth_consistency(pipeline: OmniAvatarPipeline, seed: int = 0, yaw: float = 
     features = torch.zeros(2, pipeline.layout.feature_dim)
     out = pipeline([seed, seed], features, yaw=torch.tensor([-yaw, yaw]))
     return chamfer_distance(surface_points(out, 0, threshold), surface_points(out, 1, threshold))
+
+
+def real_image_files(folder: str | Path, option: str = "--real") -> list[Path]:
+    """The images of an FFHQ-style folder, sorted: the files ``dataset.json`` lists (EG3D's layout, as training reads
+    it) when there is one, else every image under the folder (subfolders such as FFHQ's ``00000/`` included,
+    ``masks/`` excluded).
+
+    Raises:
+        InputError: Not a folder, a ``dataset.json`` that is not EG3D's layout or lists missing files, or no images.
+    """
+    root = Path(folder)
+    if not root.is_dir():
+        raise InputError(f"{option} {root}: folder not found (expected an FFHQ-style folder of images)")
+    manifest = root / "dataset.json"
+    if manifest.is_file():
+        try:
+            entries = json.loads(manifest.read_text(encoding="utf-8")).get("labels") or []
+            files = sorted(root / str(entry[0]) for entry in entries)
+        except (ValueError, AttributeError, TypeError, IndexError) as error:
+            raise InputError(
+                f"{option} {manifest}: expected EG3D's {{'labels': [[file, [values]], ...]}} ({error})"
+            ) from None
+        missing = [path.name for path in files if not path.is_file()]
+        if missing:
+            raise InputError(f"{option} {manifest}: lists {len(missing)} missing files, e.g. {missing[0]}")
+    else:
+        files = sorted(
+            path
+            for path in root.rglob("*")
+            if path.suffix.lower() in IMAGE_SUFFIXES and "masks" not in path.relative_to(root).parts[:-1]
+        )
+    if not files:
+        raise InputError(f"{option} {root}: no images ({', '.join(IMAGE_SUFFIXES)})")
+    return files
+
+
+def read_real_images(folder: str | Path, resolution: int, count: int, option: str = "--real") -> Tensor:
+    """The first `count` images of :func:`real_image_files` (all when fewer), each resized on its shorter side and
+    centre-cropped to `resolution` by training's reader (:func:`genblocks.training.data.load_image`).
+
+    Returns:
+        `(N, 3, resolution, resolution)` in [−1, 1], N = min(count, images in the folder) >= 2.
+
+    Raises:
+        InputError: As :func:`real_image_files`; fewer than 2 images; an unreadable image.
+    """
+    from genblocks.training.data import load_image
+
+    files = real_image_files(folder, option)[:count]
+    if len(files) < 2:
+        raise InputError(f"{option} {folder}: FID / KID need at least 2 real images, found {len(files)}")
+    images = []
+    for path in files:
+        try:
+            images.append(load_image(path, (resolution, resolution)))
+        except OSError as error:
+            raise InputError(f"{option} {path}: not a readable image ({error})") from None
+    return torch.stack(images)
+
+
+@torch.no_grad()
+def random_samples(pipeline: OmniAvatarPipeline, count: int, seed: int = 0, batch_size: int = 8) -> Tensor:
+    """`count` heads from seeds ``seed, seed + 1, ...`` (the demo's z), FLAME values drawn as the demo draws its
+    variations (neutral shape, N(0, 1) expression, neck and jaw noise) and cameras uniform within
+    ±``render.yaw_range`` / ±``render.pitch_range`` of the demo's view.
+
+    Returns:
+        `(count, 3, R, R)` images clamped to [−1, 1].
+    """
+    generator = torch.Generator().manual_seed(seed)
+    features = _random_features(pipeline, count, generator)
+    r = pipeline.config.render
+    yaw = (torch.rand(count, generator=generator) * 2 - 1) * r.yaw_range
+    pitch = (torch.rand(count, generator=generator) * 2 - 1) * r.pitch_range
+    images = []
+    for start in range(0, count, batch_size):
+        stop = min(start + batch_size, count)
+        out = pipeline(
+            list(range(seed + start, seed + stop)), features[start:stop], yaw[start:stop], pitch[start:stop]
+        )
+        images.append(out.images.clamp(-1, 1).cpu())
+    return torch.cat(images)
+
+
+def fid_kid(
+    pipeline: OmniAvatarPipeline,
+    extractor: Embedder,
+    real: Tensor,
+    count: int,
+    seed: int = 0,
+    batch_size: int = 8,
+    kid_subsets: int = 100,
+) -> dict[str, float | int]:
+    """FID and KID between `real` images and `count` :func:`random_samples`.
+
+    Args:
+        pipeline: The generator.
+        extractor: Features `(B, 3, R, R)` in [−1, 1] -> `(B, D)`.
+        real: `(M, 3, R, R)` in [−1, 1], M >= 2.
+        count: Generated images, >= 2.
+        seed: First z seed (and the seed of the FLAME values and cameras).
+        batch_size: Images per render and per extractor call.
+        kid_subsets: KID is the mean over this many random subsets of ``min(100, M, count)`` images of each set.
+
+    Returns:
+        ``{"fid", "kid", "real_images", "generated_images"}``.
+    """
+    if count < 2 or len(real) < 2:
+        raise InputError(f"FID / KID: need at least 2 real and 2 generated images, got {len(real)} and {count}")
+    fake = random_samples(pipeline, count, seed, batch_size)
+    real_features = extract_features(extractor, real, batch_size)
+    fake_features = extract_features(extractor, fake, batch_size)
+    return {
+        "fid": frechet_distance(real_features, fake_features),
+        "kid": kernel_inception_distance(
+            real_features, fake_features, subsets=kid_subsets, subset_size=min(100, count), seed=seed
+        ),
+        "real_images": len(real),
+        "generated_images": count,
+    }
