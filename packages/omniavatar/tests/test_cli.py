@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from genblocks.media import write_image
 from omniavatar.cli import main
 
 
@@ -113,6 +114,72 @@ def test_eval_command(tmp_path: Path, tiny_config: object) -> None:
     assert status == 0
     metrics = json.loads((tmp_path / "m" / "metrics.json").read_text())
     assert len(metrics["depth_consistency_chamfer"]) == 2 and metrics["control_error"]["expression"] >= 0
+
+
+def _fid_inputs(folder: Path, real_images: int) -> tuple[Path, Path]:
+    """A scripted conv + average-pool extractor and an FFHQ-style folder of `real_images` random images."""
+    import torch
+
+    class ConvPool(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.conv = torch.nn.Conv2d(3, 4, 3)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.conv(x).mean((2, 3))
+
+    torch.manual_seed(0)
+    torch.jit.script(ConvPool()).save(str(folder / "extractor.pt"))
+    real = folder / "real"
+    real.mkdir()
+    rng = np.random.default_rng(0)
+    for k in range(real_images):
+        write_image(real / "00000" / f"{k:05d}.png", rng.integers(0, 255, (40, 40, 3), dtype=np.uint8), (0, 255))
+    return folder / "extractor.pt", real
+
+
+def test_eval_writes_fid_and_kid(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    extractor, real = _fid_inputs(tmp_path, 5)
+    argv = ["eval", "--count", "1", "--features", str(extractor), "--real", str(real), "--num-images", "4"]
+    assert main([*argv, "--out", str(tmp_path / "m")]) == 0
+    metrics = json.loads((tmp_path / "m" / "metrics.json").read_text())
+    assert metrics["fid"] > 0 and np.isfinite(metrics["kid"])
+    assert metrics["fid_images"] == {"real": 4, "generated": 4}  # --num-images caps the real images too
+    assert json.loads(capsys.readouterr().out)["fid"] == metrics["fid"]
+    assert main(["eval", "--count", "1", "--out", str(tmp_path / "plain")]) == 0  # without --features: as before
+    assert "fid" not in json.loads((tmp_path / "plain" / "metrics.json").read_text())
+
+
+@pytest.mark.parametrize(
+    ("real_images", "options", "message"),
+    [
+        (0, "--features EXT --real REAL", "--real REAL: no images (.png"),
+        (1, "--features EXT --real REAL", "--real REAL: FID / KID need at least 2 real images, found 1"),
+        (3, "--features NOT_TS --real REAL", "--features NOT_TS: not a TorchScript file"),
+        (3, "--features MISSING --real REAL", "--features MISSING: no such file"),
+        (3, "--features EXT", "--features and --real: FID / KID need both"),
+        (3, "--features EXT --real REAL --num-images 1", "--num-images 1: FID / KID need at least 2 images"),
+    ],
+    ids=["empty-folder", "one-image", "not-torchscript", "missing-extractor", "no-real", "one-sample"],
+)
+def test_eval_bad_fid_input_exits_2(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], real_images: int, options: str, message: str
+) -> None:
+    extractor, real = _fid_inputs(tmp_path, real_images)
+    (tmp_path / "not_ts.pt").write_text("not TorchScript")
+    names = {
+        "EXT": str(extractor),
+        "REAL": str(real),
+        "NOT_TS": str(tmp_path / "not_ts.pt"),
+        "MISSING": str(tmp_path / "missing.pt"),
+    }
+    argv = ["eval", "--count", "1", "--out", str(tmp_path / "m"), *(names.get(a, a) for a in options.split())]
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    for name, value in names.items():
+        message = message.replace(name, value)
+    assert len(err) == 1 and message in err[0]
+    assert not (tmp_path / "m" / "metrics.json").exists()
 
 
 @pytest.mark.slow

@@ -7,7 +7,8 @@
     omniavatar generate ...            (the same as render)
     omniavatar convert --pkl omniavatar.pkl --out weights/
     omniavatar train --stage sdf --out runs/sdf      (Stage I; then --stage gan --set train.sdf_checkpoint=...)
-    omniavatar eval --weights DIR [--estimator E.safetensors] --out eval/
+    omniavatar eval --weights DIR [--estimator E.safetensors] [--features inception.pt --real ffhq/ --num-images N]
+                    --out eval/
     omniavatar demo --out outputs/omniavatar/demo
     omniavatar smoke
 
@@ -200,14 +201,35 @@ def _eval_arguments(parser: argparse.ArgumentParser) -> None:
         help="ControlEstimator weights (.safetensors) for the control error",
     )
     parser.add_argument("--count", type=int, default=8, help="heads per metric")
+    parser.add_argument(
+        "--features",
+        type=Path,
+        default=None,
+        metavar="FILE",
+        help="TorchScript feature extractor ((N, 3, R, R) in [-1, 1] -> (N, D)) for FID / KID; needs --real",
+    )
+    parser.add_argument(
+        "--real", type=Path, default=None, metavar="DIR", help="FFHQ-style folder of real images for FID / KID"
+    )
+    parser.add_argument(
+        "--num-images", type=int, default=100, metavar="N", help="generated (and at most real) images for FID / KID"
+    )
 
 
 def _eval(args: argparse.Namespace, config: OmniAvatarConfig) -> int:
-    from omniavatar.metrics import control_error, depth_consistency
+    from genblocks.metrics import load_feature_extractor
+    from omniavatar.metrics import control_error, depth_consistency, fid_kid, read_real_images
     from omniavatar.pipeline_omniavatar import OmniAvatarPipeline
 
+    if (args.features is None) != (args.real is None):
+        raise InputError("--features and --real: FID / KID need both (a TorchScript extractor and a folder of images)")
+    if args.features is not None and args.num_images < 2:
+        raise InputError(f"--num-images {args.num_images}: FID / KID need at least 2 images")
+    extractor = None if args.features is None else load_feature_extractor(args.features, "--features")
     pipeline, random_weights = _load_pipeline(args, config)
     assert isinstance(pipeline, OmniAvatarPipeline)
+    resolution = pipeline.generator.img_resolution
+    real = None if args.real is None else read_real_images(args.real, resolution, args.num_images, "--real")
     metrics: dict[str, object] = {"random_weights": random_weights}
     chamfer = [depth_consistency(pipeline, seed=s) for s in range(args.count)]
     # inf: a view showed no opaque pixel (random weights); JSON has no inf
@@ -224,6 +246,10 @@ def _eval(args: argparse.Namespace, config: OmniAvatarConfig) -> int:
         except RuntimeError as error:
             raise InputError(f"--estimator {args.estimator}: does not fit ({str(error).splitlines()[0]})") from None
         metrics["control_error"] = control_error(pipeline, estimator.eval(), count=args.count)
+    if extractor is not None and real is not None:
+        scores = fid_kid(pipeline, extractor, real, args.num_images)
+        metrics["fid"], metrics["kid"] = scores["fid"], scores["kid"]
+        metrics["fid_images"] = {"real": scores["real_images"], "generated": scores["generated_images"]}
     args.out.mkdir(parents=True, exist_ok=True)
     text = json.dumps(metrics, indent=2)
     (args.out / "metrics.json").write_text(text + "\n", encoding="utf-8")
@@ -274,7 +300,7 @@ command_line = CommandLine(
         ),
         Command(
             "eval",
-            "metrics: depth consistency across views, control error (with --estimator)",
+            "metrics: depth consistency across views, control error (--estimator), FID / KID (--features, --real)",
             _eval,
             SCHEMA,
             config_group="render",
