@@ -1,5 +1,5 @@
-"""The ``dream-talk`` command line: ``speak``, ``track``, ``train``, ``demo`` and ``smoke``, in the one convention of
-:mod:`genblocks.cli`.
+"""The ``dream-talk`` command line: ``speak``, ``track``, ``prepare``, ``train``, ``eval``, ``demo`` and ``smoke``, in
+the one convention of :mod:`genblocks.cli`.
 
 ::
 
@@ -7,8 +7,10 @@
     dream-talk speak --config paper --weights runs/emodiff/trained --lip-weights runs/lip/trained --audio a.wav ...
     dream-talk speak --audio speech.wav --image face.png --style talking_happily.mp4 --out out/
     dream-talk track --video clip.mp4 --out style/ [--smooth 1.5]
-    dream-talk train --config tiny --stage emodiff --out runs/emodiff [--resume]
+    dream-talk prepare --videos MEAD/ --out data/mead [--layout mead|hdtf|flat] [--labels labels.csv] [--smooth 1]
+    dream-talk train --config tiny --stage emodiff --out runs/emodiff [--resume] [--set train.manifest=data/mead/manifest.jsonl]
     dream-talk train --config tiny --stage lip --out runs/lip
+    dream-talk eval --manifest data/mead/manifest.jsonl --weights runs/emodiff/trained --out eval/ [--limit 20]
     dream-talk demo --out outputs/dream-talk/demo [--audio speech.wav]
     dream-talk smoke
 
@@ -17,8 +19,14 @@ Configs ship in ``dream_talk/configs/`` (``tiny``: random CPU sizes; ``paper``: 
 ``preview.mp4`` (with the input audio), ``curves.png`` and ``summary.json``; ``train`` writes genblocks' run folder
 (``trained/`` is a pipeline folder for ``speak --weights``); ``demo`` also writes ``strip.png`` and
 ``README.txt``; ``track`` writes ``motion.json``, ``motion.csv`` and ``summary.json`` (frames, ``gap_frames``: how many
-had no face and were interpolated). Bad input (missing, empty, silent or too-low-rate audio, an unreadable portrait or one without a face, a style
-file with missing or unknown columns, an unreadable video or one with no face in any frame) exits with status 2 and one line naming it, before anything is written.
+had no face and were interpolated); ``prepare`` writes ``audio/<id>.wav``, ``motion/<id>.json``, ``manifest.jsonl``
+(the rows ``train.manifest`` and ``eval`` read) and ``summary.json`` (clips skipped with their reason), and skips the
+clips a previous run on the same ``--out`` finished; ``eval`` writes ``metrics.json`` (blendshape L2, M-LMD / F-LMD,
+the lip-sync proxy, style consistency, SyncNet with ``--syncnet``; per clip and mean) and ``motion/<id>.json``.
+Bad input (missing, empty, silent or too-low-rate audio, an unreadable portrait or one without a face, a style
+file with missing or unknown columns, an unreadable video or one with no face in any frame, a missing or empty
+manifest or an unreadable row, a video folder in which no clip could be prepared) exits with status 2 and one line
+naming it, before anything is written.
 """
 
 from __future__ import annotations
@@ -120,11 +128,78 @@ def _track(args: argparse.Namespace, config: None) -> int:
     return 0
 
 
+def _prepare_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--videos", type=Path, required=True, metavar="DIR", help="the folder of talking-face videos")
+    parser.add_argument(
+        "--layout",
+        choices=("mead", "hdtf", "flat"),
+        default="mead",
+        help="mead: <speaker>/video/front/<emotion>/level_<k>/<clip>.mp4; hdtf: <name>_<index>.mp4; flat: any video",
+    )
+    parser.add_argument(
+        "--labels",
+        type=Path,
+        default=None,
+        metavar="CSV",
+        help="path,emotion,speaker rows (paths relative to --videos)",
+    )
+    parser.add_argument(
+        "--smooth", type=float, default=0.0, metavar="SIGMA", help="Gaussian smoothing of the motion over frames"
+    )
+    parser.add_argument("--no-progress", action="store_true", help="no tqdm progress bar")
+
+
+def _prepare(args: argparse.Namespace, config: None) -> int:
+    require_folder(args.videos, "--videos", "a folder of talking-face videos")
+    require_file(args.labels, "--labels", "a CSV of path,emotion,speaker rows")
+    from dream_talk.prepare import prepare_dataset
+
+    result = prepare_dataset(
+        args.videos, args.out, args.layout, args.labels, args.smooth, progress=not args.no_progress
+    )
+    for skipped in result.skipped:
+        print(f"dream-talk prepare: skipped {skipped['video']}: {skipped['reason']}", file=sys.stderr)
+    print(
+        f"{len(result.rows)} clips ({len(result.prepared)} new, {len(result.reused)} already done, "
+        f"{len(result.skipped)} skipped); wrote {result.manifest} and summary.json"
+    )
+    return 0
+
+
 def _train(args: argparse.Namespace, config: DreamTalkConfig) -> int:
     from dream_talk.training import train
 
     result = train(config, args.out, resume=args.resume)
     print(f"trained {result.global_step} steps ({config.train.stage}); weights in {result.trained}")
+    return 0
+
+
+def _eval_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--manifest", type=Path, required=True, metavar="FILE", help="a dream-talk prepare manifest")
+    parser.add_argument("--weights", type=Path, default=None, metavar="DIR", help="pipeline folder (a run's trained/)")
+    parser.add_argument("--lip-weights", type=Path, default=None, metavar="DIR", help="the lip run's trained/")
+    parser.add_argument(
+        "--syncnet",
+        type=Path,
+        default=None,
+        metavar="FILE",
+        help="TorchScript lip-sync expert: model(mouth_frames (1,T,3,H,W), audio (1,T,A)) -> (offset, confidence)",
+    )
+    parser.add_argument("--limit", type=int, default=None, metavar="N", help="evaluate only the first N rows")
+
+
+def _eval(args: argparse.Namespace, config: DreamTalkConfig) -> int:
+    require_file(args.manifest, "--manifest", "a JSONL manifest from dream-talk prepare")
+    require_folder(args.weights, "--weights", "a dream-talk pipeline folder")
+    require_folder(args.lip_weights, "--lip-weights", "a dream-talk lip-stage trained/ folder")
+    require_file(args.syncnet, "--syncnet", "a TorchScript lip-sync model")
+    from dream_talk.evaluation import evaluate_manifest, format_table
+
+    result = evaluate_manifest(
+        config, args.manifest, args.out, args.weights, args.lip_weights, args.syncnet, args.limit
+    )
+    print(format_table(result))
+    print(f"wrote {result.path}")
     return 0
 
 
@@ -170,6 +245,14 @@ command_line = CommandLine(
             arguments=_track_arguments,
         ),
         Command(
+            "prepare",
+            "a folder of videos (MEAD, HDTF or flat layout) -> audio/*.wav, motion/*.json (tracked at each video's "
+            "frame rate), manifest.jsonl for train.manifest and eval, summary.json (skipped clips and why) in --out",
+            _prepare,
+            out=None,
+            arguments=_prepare_arguments,
+        ),
+        Command(
             "train",
             "train EmoDiff (--stage emodiff) or the lip refiner (--stage lip) on train.manifest or synthetic windows; "
             "genblocks run folder in --out (trained/ for speak --weights)",
@@ -179,6 +262,16 @@ command_line = CommandLine(
             out=None,
             stages=("emodiff", "lip"),
             resume=True,
+        ),
+        Command(
+            "eval",
+            "generate each manifest clip from its audio (style: another clip of its emotion) and compare with its "
+            "tracked motion: metrics.json (blendshape L2, M-LMD/F-LMD, lip-sync proxy, style cosine, SyncNet)",
+            _eval,
+            schema=SCHEMA,
+            config_group=GROUP,
+            out=None,
+            arguments=_eval_arguments,
         ),
         Command(
             "demo",
