@@ -103,7 +103,7 @@ def preview_config() -> DreamTalkConfig:
 
 def test_demo_speaks_with_espeak(espeak: None, preview_config: DreamTalkConfig, tmp_path: Path) -> None:
     summary = run_demo(preview_config, tmp_path)
-    assert summary["speech"] == "espeak-ng"
+    assert summary["speech"] == "espeak-ng" and "speech.wav" in summary["files"]
     assert json.loads((tmp_path / "summary.json").read_text())["speech"] == "espeak-ng"
     samples, rate = read_audio(tmp_path / "speech.wav")
     expected, _ = synthesize_speech(DEFAULT_TEXT)

@@ -178,6 +178,7 @@ def run_demo(
         "render_real_time_factor": result.render_seconds / duration,
         "jaw_open_range": float(jaw.max() - jaw.min()),
     }
-    summary["files"] = sorted({*summary["files"], "strip.png", "README.txt", "style.json"})
+    written = {"strip.png", "README.txt", "style.json"} | ({"speech.wav"} if speech_kind != "file" else set())
+    summary["files"] = sorted({*summary["files"], *written})
     (out_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
     return summary
