@@ -17,6 +17,7 @@ from agilegan3d.pipeline_agilegan3d import AgileGAN3DPipeline, orbit_cameras
 from agilegan3d.preprocessing import default_face_analyzer, prepare_photo
 from genblocks.errors import InputError
 from genblocks.media import read_image
+from genblocks.metrics import load_feature_extractor
 
 __all__ = ["evaluate_style"]
 
@@ -48,7 +49,7 @@ def evaluate_style(
         raise InputError(f"--images {images}: no images ({', '.join(_SUFFIXES)})")
     style_images = load_exemplars(exemplars, config.g3d.img_resolution, 2).images
     identity_net = load_torchscript(identity, "--identity")
-    feature_net = load_torchscript(features, "--features")
+    feature_net = None if features is None else load_feature_extractor(features, "--features")
     pipe = AgileGAN3DPipeline.from_pretrained(style) if style is not None else random_pipeline(config)
     inference = config.inference
     analyzer = default_face_analyzer() if inference.camera_from != "frontal" else None
