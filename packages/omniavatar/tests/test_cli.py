@@ -146,8 +146,28 @@ def test_eval_writes_fid_and_kid(tmp_path: Path, capsys: pytest.CaptureFixture[s
     assert metrics["fid"] > 0 and np.isfinite(metrics["kid"])
     assert metrics["fid_images"] == {"real": 4, "generated": 4}  # --num-images caps the real images too
     assert json.loads(capsys.readouterr().out)["fid"] == metrics["fid"]
+    assert metrics["fid_conditioning"] == "random"  # no labels in the real folder
     assert main(["eval", "--count", "1", "--out", str(tmp_path / "plain")]) == 0  # without --features: as before
     assert "fid" not in json.loads((tmp_path / "plain" / "metrics.json").read_text())
+
+
+def test_eval_conditions_fid_samples_on_the_real_labels(tmp_path: Path, tiny_config: object) -> None:
+    import torch
+
+    from omniavatar.pipeline_omniavatar import OmniAvatarPipeline
+
+    extractor, real = _fid_inputs(tmp_path, 3)
+    pipeline = OmniAvatarPipeline.from_config(tiny_config)  # type: ignore[arg-type]
+    frontal = pipeline.labels(pipeline.cameras(0.0, 0.0), torch.zeros(1, pipeline.layout.feature_dim))
+    rows = [[f"00000/{k:05d}.png", frontal[0].tolist()] for k in range(3)]
+    (real / "dataset.json").write_text(json.dumps({"labels": rows}))
+    argv = ["eval", "--count", "1", "--features", str(extractor), "--real", str(real), "--num-images", "3"]
+    assert main([*argv, "--out", str(tmp_path / "m")]) == 0
+    assert json.loads((tmp_path / "m" / "metrics.json").read_text())["fid_conditioning"] == "dataset labels"
+    rows[0][1] = rows[0][1][:25]  # the camera only: the FLAME values are missing
+    (real / "dataset.json").write_text(json.dumps({"labels": rows}))
+    assert main([*argv, "--out", str(tmp_path / "bad")]) == 2
+    assert not (tmp_path / "bad" / "metrics.json").exists()
 
 
 @pytest.mark.parametrize(

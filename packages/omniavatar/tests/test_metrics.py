@@ -23,9 +23,11 @@ from omniavatar.metrics import (
     frechet_distance,
     identity_consistency,
     kernel_inception_distance,
+    labelled_samples,
     random_samples,
     read_real_images,
     real_image_files,
+    real_labels,
     surface_points,
 )
 from omniavatar.pipeline_omniavatar import OmniAvatarOutput, OmniAvatarPipeline
@@ -135,3 +137,28 @@ def test_read_real_images_refuses_empty_and_one_image_folders(tmp_path: Path) ->
     (tmp_path / "listed" / "dataset.json").write_text(json.dumps({"labels": [["gone.png", []]]}))
     with pytest.raises(InputError, match=r"lists 1 missing files, e\.g\. gone\.png"):
         read_real_images(tmp_path / "listed", 16, 10)
+
+
+def test_labelled_samples_follow_the_real_data_labels(tmp_path: Path, tiny_config: OmniAvatarConfig) -> None:
+    """EG3D's FID protocol: each generated head is mapped and rendered with a label row of the real data."""
+    pipeline = OmniAvatarPipeline.from_config(tiny_config)
+    feature_dim = pipeline.layout.feature_dim
+    side = pipeline.labels(pipeline.cameras(torch.tensor([0.6]), torch.tensor([0.0])), torch.zeros(1, feature_dim))
+    samples = labelled_samples(pipeline, side, 3, seed=4, batch_size=2)
+    ws = pipeline.generator.mapping(pipeline.latents([4]), side, truncation_psi=1.0)
+    torch.testing.assert_close(samples[:1], pipeline.render(ws, side).images.clamp(-1, 1))
+    frontal = pipeline.labels(pipeline.cameras(torch.zeros(1), torch.zeros(1)), torch.zeros(1, feature_dim))
+    assert not torch.equal(labelled_samples(pipeline, frontal, 1, seed=4), samples[:1])  # the label's camera is used
+
+    folder = tmp_path / "ffhq"
+    folder.mkdir()
+    assert real_labels(folder, 25 + feature_dim) is None  # no dataset.json: random conditioning
+    rows = [["a.png", side[0].tolist()], ["b.png", frontal[0].tolist()]]
+    (folder / "dataset.json").write_text(json.dumps({"labels": rows}))
+    torch.testing.assert_close(real_labels(folder, 25 + feature_dim), torch.cat([side, frontal]))
+    rows[1][1] = rows[1][1][:-1]
+    (folder / "dataset.json").write_text(json.dumps({"labels": rows}))
+    with pytest.raises(
+        InputError, match=rf"label row 1 has {24 + feature_dim} values, expected {25 + feature_dim} \(25 camera"
+    ):
+        real_labels(folder, 25 + feature_dim)

@@ -218,7 +218,7 @@ def _eval_arguments(parser: argparse.ArgumentParser) -> None:
 
 def _eval(args: argparse.Namespace, config: OmniAvatarConfig) -> int:
     from genblocks.metrics import load_feature_extractor
-    from omniavatar.metrics import control_error, depth_consistency, fid_kid, read_real_images
+    from omniavatar.metrics import control_error, depth_consistency, fid_kid, read_real_images, real_labels
     from omniavatar.pipeline_omniavatar import OmniAvatarPipeline
 
     if (args.features is None) != (args.real is None):
@@ -230,6 +230,7 @@ def _eval(args: argparse.Namespace, config: OmniAvatarConfig) -> int:
     assert isinstance(pipeline, OmniAvatarPipeline)
     resolution = pipeline.generator.img_resolution
     real = None if args.real is None else read_real_images(args.real, resolution, args.num_images, "--real")
+    labels = None if args.real is None else real_labels(args.real, 25 + pipeline.layout.feature_dim, "--real")
     metrics: dict[str, object] = {"random_weights": random_weights}
     chamfer = [depth_consistency(pipeline, seed=s) for s in range(args.count)]
     # inf: a view showed no opaque pixel (random weights); JSON has no inf
@@ -247,8 +248,9 @@ def _eval(args: argparse.Namespace, config: OmniAvatarConfig) -> int:
             raise InputError(f"--estimator {args.estimator}: does not fit ({str(error).splitlines()[0]})") from None
         metrics["control_error"] = control_error(pipeline, estimator.eval(), count=args.count)
     if extractor is not None and real is not None:
-        scores = fid_kid(pipeline, extractor, real, args.num_images)
+        scores = fid_kid(pipeline, extractor, real, args.num_images, labels=labels)
         metrics["fid"], metrics["kid"] = scores["fid"], scores["kid"]
+        metrics["fid_conditioning"] = scores["conditioning"]
         metrics["fid_images"] = {"real": scores["real_images"], "generated": scores["generated_images"]}
     args.out.mkdir(parents=True, exist_ok=True)
     text = json.dumps(metrics, indent=2)

@@ -8,7 +8,10 @@
 - **depth consistency**: symmetric Chamfer distance between the surface points two views of one head unproject
   (depth · ray, opacity > 0.5);
 - **FID / KID** (:func:`fid_kid`) between the features of real images (:func:`read_real_images`: an FFHQ-style folder)
-  and of images rendered from random seeds, cameras and FLAME values (:func:`random_samples`), through a feature
+  and of images rendered from random seeds with, when the real folder's ``dataset.json`` has labels, EG3D's protocol:
+  each generated head takes a label row (25 camera values + FLAME values) drawn with replacement from the real data,
+  for the mapping and the rendering, without truncation (:func:`labelled_samples`); else random cameras and FLAME
+  values (:func:`random_samples`). Through a feature
   extractor you give (:func:`genblocks.metrics.load_feature_extractor`: a TorchScript file, e.g. an Inception export,
   called on `(N, 3, R, R)` images in [−1, 1]). KID averages 100 random subsets of ``min(100, N)`` images. Real and
   generated images share the generator's output resolution R; the paper's protocol (50k samples, its label sampling) is
@@ -39,9 +42,11 @@ __all__ = [
     "frechet_distance",
     "identity_consistency",
     "kernel_inception_distance",
+    "labelled_samples",
     "random_samples",
     "read_real_images",
     "real_image_files",
+    "real_labels",
     "surface_points",
 ]
 
@@ -207,6 +212,71 @@ def random_samples(pipeline: OmniAvatarPipeline, count: int, seed: int = 0, batc
     return torch.cat(images)
 
 
+def real_labels(folder: str | Path, label_dim: int, option: str = "--real") -> Tensor | None:
+    """The label rows of an FFHQ-style folder's ``dataset.json`` (EG3D's layout), or None when it has none.
+
+    Returns:
+        `(M, label_dim)` float32: 25 camera values (cam2world 16, intrinsics 9) then the FLAME values per image.
+
+    Raises:
+        InputError: A row of another length (the message gives the expected layout) or with non-numbers.
+    """
+    manifest = Path(folder) / "dataset.json"
+    if not manifest.is_file():
+        return None
+    try:
+        entries = json.loads(manifest.read_text(encoding="utf-8")).get("labels") or []
+        rows = [entry[1] for entry in entries]
+    except (ValueError, AttributeError, TypeError, IndexError) as error:
+        raise InputError(
+            f"{option} {manifest}: expected EG3D's {{'labels': [[file, [values]], ...]}} ({error})"
+        ) from None
+    if not rows or all(row is None for row in rows):
+        return None
+    for index, row in enumerate(rows):
+        if not isinstance(row, list) or len(row) != label_dim:
+            length = len(row) if isinstance(row, list) else type(row).__name__
+            raise InputError(
+                f"{option} {manifest}: label row {index} has {length} values, expected {label_dim} "
+                f"(25 camera values: cam2world 16 + intrinsics 9, then the FLAME values)"
+            )
+    try:
+        return torch.tensor(rows, dtype=torch.float32)
+    except (TypeError, ValueError) as error:
+        raise InputError(f"{option} {manifest}: label rows must hold numbers ({error})") from None
+
+
+@torch.no_grad()
+def labelled_samples(
+    pipeline: OmniAvatarPipeline,
+    labels: Tensor,
+    count: int,
+    seed: int = 0,
+    batch_size: int = 8,
+    truncation_psi: float = 1.0,
+) -> Tensor:
+    """`count` heads from seeds ``seed, seed + 1, ...``, head i conditioned (mapping and rendering) on a label row
+    drawn with replacement from `labels` `(M, 25 + F)` (EG3D's FID protocol; no truncation by default).
+
+    Returns:
+        `(count, 3, R, R)` images clamped to [−1, 1].
+    """
+    generator = torch.Generator().manual_seed(seed)
+    rows = labels[torch.randint(len(labels), (count,), generator=generator)]
+    images = []
+    for start in range(0, count, batch_size):
+        stop = min(start + batch_size, count)
+        z = pipeline.latents(list(range(seed + start, seed + stop)))
+        ws = pipeline.generator.mapping(
+            z,
+            rows[start:stop],
+            truncation_psi=truncation_psi,
+            truncation_cutoff=pipeline.config.render.truncation_cutoff,
+        )
+        images.append(pipeline.render(ws, rows[start:stop]).images.clamp(-1, 1).cpu())
+    return torch.cat(images)
+
+
 def fid_kid(
     pipeline: OmniAvatarPipeline,
     extractor: Embedder,
@@ -215,8 +285,10 @@ def fid_kid(
     seed: int = 0,
     batch_size: int = 8,
     kid_subsets: int = 100,
-) -> dict[str, float | int]:
-    """FID and KID between `real` images and `count` :func:`random_samples`.
+    labels: Tensor | None = None,
+) -> dict[str, float | int | str]:
+    """FID and KID between `real` images and `count` generated ones: :func:`labelled_samples` on `labels` when given
+    (the real data's label rows), else :func:`random_samples`.
 
     Args:
         pipeline: The generator.
@@ -226,13 +298,17 @@ def fid_kid(
         seed: First z seed (and the seed of the FLAME values and cameras).
         batch_size: Images per render and per extractor call.
         kid_subsets: KID is the mean over this many random subsets of ``min(100, M, count)`` images of each set.
+        labels: `(L, 25 + F)` label rows of the real data, *optional*.
 
     Returns:
-        ``{"fid", "kid", "real_images", "generated_images"}``.
+        ``{"fid", "kid", "real_images", "generated_images", "conditioning"}`` (``"dataset labels"`` or ``"random"``).
     """
     if count < 2 or len(real) < 2:
         raise InputError(f"FID / KID: need at least 2 real and 2 generated images, got {len(real)} and {count}")
-    fake = random_samples(pipeline, count, seed, batch_size)
+    if labels is None:
+        fake = random_samples(pipeline, count, seed, batch_size)
+    else:
+        fake = labelled_samples(pipeline, labels, count, seed, batch_size)
     real_features = extract_features(extractor, real, batch_size)
     fake_features = extract_features(extractor, fake, batch_size)
     return {
@@ -242,4 +318,5 @@ def fid_kid(
         ),
         "real_images": len(real),
         "generated_images": count,
+        "conditioning": "random" if labels is None else "dataset labels",
     }
