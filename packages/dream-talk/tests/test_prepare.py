@@ -5,6 +5,7 @@ skipped clips counted with their reason, an idempotent re-run, ``train --stage e
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -123,6 +124,18 @@ def test_prepare_a_mead_tree_then_rerun_and_train(tmp_path_factory: pytest.TempP
     assert {p: p.stat().st_mtime_ns for p in (out / "motion").iterdir()} == stamps
     again = json.loads((out / "summary.json").read_text())
     assert (again["clips"], again["prepared_now"], again["reused"], again["skipped"]) == (3, 0, 3, 2)
+    # new labels relabel the finished clips without redoing them; another --smooth redoes them
+    relabelled = tmp_path / "relabelled"
+    shutil.copytree(out, relabelled)
+    labels = tmp_path / "labels.csv"
+    labels.write_text(f"{FACE_CLIPS['M003_neutral_level_1_001'][0]},calm,\n")
+    argv = ["prepare", "--videos", str(tree), "--out", str(relabelled), "--no-progress", "--labels", str(labels)]
+    assert main(argv) == 0
+    emotions = [json.loads(line)["emotion"] for line in (relabelled / "manifest.jsonl").read_text().splitlines()]
+    assert emotions == ["happy", "calm", "happy"]
+    assert json.loads((relabelled / "summary.json").read_text())["reused"] == 3
+    assert main([*argv, "--smooth", "1.0"]) == 0
+    assert json.loads((relabelled / "summary.json").read_text())["prepared_now"] == 3
 
     # one window per batch: training.ManifestWindows passes each clip's whole style clip, and clips differ in length
     run = tmp_path / "run"

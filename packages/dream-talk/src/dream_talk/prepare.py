@@ -20,7 +20,8 @@ at the video's own frame rate (:func:`dream_talk.tracking.track_video`), and ``a
 ``motion/<id>.json`` are written. A clip that fails (no audio track, silent audio, no face in any frame, an
 unreadable file) is skipped and listed with its reason in ``summary.json``; only when no clip succeeds is the run an
 error. The manifest grows one line per finished clip, so a run that is stopped and started again on the same
-``--out`` skips the clips already done (as does any re-run: the result is the same).
+``--out`` skips the clips already done (as does any re-run: the result is the same). A finished clip is redone only
+when its files are gone or ``--smooth`` changed; its labels always follow the current layout and labels CSV.
 """
 
 from __future__ import annotations
@@ -207,7 +208,8 @@ def prepare_clip(
 
     Returns:
         The manifest row: ``id``, ``audio``, ``motion`` (relative to ``out``), ``emotion``, ``speaker``, ``level``
-        (MEAD), ``video`` (relative to ``--videos``), ``fps``, ``frames``, ``gap_frames``, ``audio_seconds``.
+        (MEAD), ``video`` (relative to ``--videos``), ``fps``, ``frames``, ``gap_frames``, ``audio_seconds``,
+        ``smooth_sigma``.
 
     Raises:
         InputError: the clip cannot be used (no audio track, silent or too short audio, no face in any frame, an
@@ -244,6 +246,7 @@ def prepare_clip(
         "frames": tracked.motion.num_frames,
         "gap_frames": tracked.num_gaps,
         "audio_seconds": round(samples.size / rate, 4),
+        "smooth_sigma": smooth_sigma,
     }
     return row
 
@@ -283,7 +286,8 @@ def prepare_dataset(
 
     Args:
         videos: The dataset folder.
-        out: The output folder; clips already in its manifest (with their files) are kept, not redone.
+        out: The output folder; clips already in its manifest (with their files, tracked with the same
+            ``smooth_sigma``) are kept, not redone.
         layout: ``"mead"``, ``"hdtf"`` or ``"flat"`` (:func:`find_clips`).
         labels: Optional labels CSV (:func:`read_labels`).
         smooth_sigma: Gaussian smoothing of the tracked motion over frames (0: none).
@@ -310,8 +314,11 @@ def prepare_dataset(
     prepared: list[str] = []
     reused: list[str] = []
     for clip in tqdm(clips, desc="dream-talk prepare", unit="clip", disable=not progress):
-        if clip.id in done:
-            rows.append(done[clip.id])
+        earlier = done.get(clip.id)
+        if earlier is not None and earlier.get("smooth_sigma", 0.0) == smooth_sigma:
+            # the files stand; the labels follow this run's layout and labels CSV
+            labels_now = {"emotion": clip.emotion, "speaker": clip.speaker, "video": clip.source}
+            rows.append(earlier | labels_now | ({} if clip.level is None else {"level": clip.level}))
             reused.append(clip.id)
             continue
         if analyzer is None:
