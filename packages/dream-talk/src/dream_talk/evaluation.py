@@ -1,4 +1,5 @@
-"""``dream-talk eval``: generate every clip of a manifest from its audio and compare it with its tracked motion.
+"""``dream-talk eval``: generate every clip of a manifest from its audio and compare it with its tracked motion
+(DREAM-Talk, arXiv 2312.13578, spec §6: the paper's tables could not be read, so the protocol is ours).
 
 For each row of a ``dream-talk prepare`` manifest (``{"id", "audio", "motion", "emotion", ...}``, paths relative to
 the manifest):

@@ -1,4 +1,5 @@
-"""Motion metrics of DREAM-Talk's evaluation (spec §6), on blendshape + head-pose sequences (T, 52 + P):
+"""Motion metrics of DREAM-Talk's evaluation (arXiv 2312.13578, spec §6; no upstream code is released, so nothing
+here follows upstream lines), on blendshape + head-pose sequences (T, 52 + P):
 
 - :func:`blendshape_l2`: mean per-frame L2 distance of the blendshape weights, over the 27 jaw/mouth channels the lip
   refiner re-predicts (``"mouth"``, :func:`dream_talk.motion.mouth_indices`) or all 52 (``"full"``);

@@ -1,6 +1,7 @@
 """Dataset preparation (``dream-talk prepare``): a folder of talking-face videos -> per-clip WAV audio, tracked
 blendshape + head-pose motion and the JSONL manifest that ``dream-talk train`` (``train.manifest``) and
-``dream-talk eval`` read.
+``dream-talk eval`` read. DREAM-Talk (arXiv 2312.13578) trains on MEAD and HDTF with blendshape labels from an
+unnamed face tracker (spec §4; no upstream code is released); the tracker here is :mod:`dream_talk.tracking`.
 
 Layouts of ``--videos`` (:func:`find_clips`):
 
