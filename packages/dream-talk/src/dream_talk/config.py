@@ -45,7 +45,8 @@ Schedule = Literal["cosine", "linear"]
 Sampler = Literal["ddpm_ancestral", "ddim"]
 LongAudio = Literal["chain", "sliding"]
 Stage = Literal["emodiff", "lip"]
-RenderKind = Literal["preview", "warp"]
+RenderKind = Literal["preview", "warp", "learned"]
+Interpolation = Literal["bicubic", "bilinear"]
 
 
 def _positive(name: str, value: float) -> None:
@@ -306,20 +307,65 @@ class RenderConfig:
 
     Args:
         kind: ``"warp"``: :class:`~dream_talk.warp_render.PortraitWarpRenderer` animates the portrait itself (a
-            thin-plate-spline warp driven by its 68 dlib landmarks, the ``face`` extra; no mouth interior is
-            synthesised). When the analyser is missing or finds no face, ``speak`` falls back to the preview
-            and says so in its notes. ``"preview"``: :class:`~dream_talk.render.KeypointPreviewRenderer`, the
-            still portrait beside the proxy avatar.
+            thin-plate-spline warp of a face crop driven by its 68 dlib landmarks, the ``face`` extra, a synthesised
+            mouth interior and a feathered paste-back). When the analyser is missing or finds no face, ``speak``
+            falls back to the preview and says so in its notes. ``"preview"``:
+            :class:`~dream_talk.render.KeypointPreviewRenderer`, the still portrait beside the proxy avatar.
+            ``"learned"``: the renderer ``renderer`` names, built from ``weights``
+            (:func:`~dream_talk.render.load_renderer`).
         preview_size: Height in pixels of the preview's panels.
+        crop_margin: Warp: the face crop is the box around the landmarks (portrait's and moved) widened by this
+            fraction of its longer side on each side; ``null`` warps the whole photo [default 0.5].
+        feather: Warp: width of the paste-back ramp as a fraction of the crop's shorter side (0: a hard paste)
+            [default 0.1].
+        interpolation: Warp: ``"bicubic"`` (sharper) or ``"bilinear"`` sampling of the portrait.
+        mouth_fill: Warp: paint a mouth interior where the lips open beyond the portrait's own gap.
+        cavity_darkness: Warp: the oral cavity's colour is the portrait's mean lip colour times this [default 0.3].
+        teeth_height: Warp: height of the upper-teeth band as a fraction of the mouth opening [default 0.3],
+        teeth_max: capped at this fraction of the inner mouth width [default 0.2].
+        mouth_feather: Warp: blur sigma of the mouth masks as a fraction of the inner mouth width [default 0.04].
+        renderer: Learned: ``"package.module:Factory"``; ``Factory(weights, config)`` (weights a ``Path`` or
+            ``None``, config the whole :class:`DreamTalkConfig`) returns a ``Renderer``: ``renderer(portrait uint8
+            (H, W, 3), motion (T, 52 + P)) -> uint8 frames (T, H', W', 3)``.
+        weights: Learned: a file or folder handed to the factory, or ``null``.
     """
 
     kind: RenderKind = "warp"
     preview_size: int = 256
+    crop_margin: float | None = 0.5
+    feather: float = 0.1
+    interpolation: Interpolation = "bicubic"
+    mouth_fill: bool = True
+    cavity_darkness: float = 0.3
+    teeth_height: float = 0.3
+    teeth_max: float = 0.2
+    mouth_feather: float = 0.04
+    renderer: str | None = None
+    weights: str | None = None
 
     def __post_init__(self) -> None:
-        if self.kind not in ("preview", "warp"):
-            raise FieldError("kind", f"expected preview or warp, got {self.kind!r}")
+        if self.kind not in ("preview", "warp", "learned"):
+            raise FieldError("kind", f"expected preview, warp or learned, got {self.kind!r}")
+        if self.interpolation not in ("bicubic", "bilinear"):
+            raise FieldError("interpolation", f"expected bicubic or bilinear, got {self.interpolation!r}")
         _positive("preview_size", self.preview_size)
+        if self.crop_margin is not None and self.crop_margin < 0:
+            raise FieldError("crop_margin", f"expected >= 0 or null (the whole photo), got {self.crop_margin!r}")
+        if not 0.0 <= self.feather <= 0.5:
+            raise FieldError("feather", f"expected a fraction of the crop side in [0, 0.5], got {self.feather!r}")
+        for name in ("cavity_darkness", "teeth_height", "teeth_max"):
+            if not 0.0 <= getattr(self, name) <= 1.0:
+                raise FieldError(name, f"expected a fraction in [0, 1], got {getattr(self, name)!r}")
+        if self.mouth_feather < 0:
+            raise FieldError("mouth_feather", f"expected >= 0, got {self.mouth_feather!r}")
+        if self.kind == "learned":
+            module, _, factory = (self.renderer or "").partition(":")
+            if not module or not factory:
+                raise FieldError(
+                    "renderer",
+                    f"render.kind=learned needs 'package.module:Factory' (Factory(weights, config) -> Renderer), "
+                    f"got {self.renderer!r}",
+                )
 
 
 @dataclass

@@ -3,7 +3,8 @@ and a plot of the main blendshape curves under the waveform (what ``dream-talk s
 
 Files written in the output folder: ``motion.json`` (ours, everything), ``motion.csv`` (LiveLinkFace columns),
 the video with the input audio track at the motion's frame rate and labelled (``render.kind``): ``video.mp4`` (the
-portrait warped by :class:`~dream_talk.warp_render.PortraitWarpRenderer`) or ``preview.mp4`` (portrait | proxy
+portrait warped by :class:`~dream_talk.warp_render.PortraitWarpRenderer`, or a learned renderer's frames) or
+``preview.mp4`` (portrait | proxy
 avatar, also the fallback when no face is found), ``curves.png`` and ``summary.json``.
 """
 
@@ -104,12 +105,17 @@ def choose_renderer(config: DreamTalkConfig, portrait: np.ndarray) -> tuple[Any,
     """The renderer ``config.render`` asks for: ``(renderer, kind actually used, notes)``.
 
     ``warp`` finds the portrait's 68 landmarks with genblocks' dlib analyser; when the ``face`` extra is missing or
-    no face is found it falls back to the preview, with a note saying why.
+    no face is found it falls back to the preview, with a note saying why. ``learned`` imports and builds
+    ``render.renderer`` from ``render.weights`` (:func:`dream_talk.render.load_renderer`, InputError when it does not
+    give a Renderer).
     """
-    from dream_talk.render import KeypointPreviewRenderer
+    from dream_talk.render import KeypointPreviewRenderer, load_renderer
 
-    preview = KeypointPreviewRenderer(config.render.preview_size)
-    if config.render.kind == "preview":
+    render = config.render
+    if render.kind == "learned":
+        return load_renderer(render.renderer, render.weights, config), "learned", []
+    preview = KeypointPreviewRenderer(render.preview_size)
+    if render.kind == "preview":
         return preview, "preview", []
     from dream_talk.warp_render import PortraitWarpRenderer, portrait_landmarks
 
@@ -119,7 +125,7 @@ def choose_renderer(config: DreamTalkConfig, portrait: np.ndarray) -> tuple[Any,
         return preview, "preview", ["render.kind=warp needs the face extra (dlib landmarks); rendered the preview"]
     except InputError:
         return preview, "preview", ["render.kind=warp: no face found in the portrait; rendered the preview"]
-    return PortraitWarpRenderer(landmarks), "warp", []
+    return PortraitWarpRenderer.from_config(render, landmarks), "warp", []
 
 
 def load_pipeline(config: DreamTalkConfig, weights: Path | None, lip_weights: Path | None = None) -> Any:
@@ -201,6 +207,8 @@ def generate_files(
     portrait = read_image(image_path)
     if config.inference.check_face:
         check_portrait_face(portrait, image_path)
+    render = config.render  # the caller's, also when the weights folder brings its own config
+    renderer, render_kind, render_notes = choose_renderer(config, portrait)
     pipe = load_pipeline(config, weights, lip_weights)
     config = pipe.config
     style = load_style(style_path, config)
@@ -217,12 +225,17 @@ def generate_files(
     # 3. Files
     out.mkdir(parents=True, exist_ok=True)
     files = {"motion_json": motion.write_json(out / "motion.json"), "motion_csv": motion.write_csv(out / "motion.csv")}
-    renderer, render_kind, render_notes = choose_renderer(config, portrait)
     start = time.perf_counter()
     frames = renderer(portrait, motion.values)
     render_seconds = time.perf_counter() - start
     weights_note = "random weights" if weights is None else f"weights: {weights.name}"
-    if render_kind == "warp":
+    if render_kind == "learned":
+        from dream_talk.render import check_frames
+
+        frames = check_frames(frames, motion.num_frames, f"render.renderer {render.renderer!r}")
+        caption = (label or f"rendered by {render.renderer}") + f" ({weights_note})"
+        video_name = "video.mp4"
+    elif render_kind == "warp":
         caption = (label or "portrait warped by the motion") + f" ({weights_note})"
         video_name = "video.mp4"
     else:
