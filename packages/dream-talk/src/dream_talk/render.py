@@ -8,35 +8,123 @@ The paper renders a blendshape rig and transfers it onto the portrait with a fin
   sneer) and posed by a similarity transform from the head pose (roll rotates, yaw and pitch shift and foreshorten,
   x / y translate, z scales);
 - :class:`KeypointPreviewRenderer`: draws that avatar frame by frame next to the portrait (a ``Renderer``), so the
-  motion can be judged and muxed with the input audio into an MP4.
+  motion can be judged and muxed with the input audio into an MP4;
+- :func:`load_renderer`: the slot for a learned renderer (``render.kind: learned``): a user factory named
+  ``"package.module:Factory"`` is imported and called with the weights and the config, and what it returns is checked
+  against the :class:`Renderer` protocol.
+
+The portrait-warping renderer is :class:`dream_talk.warp_render.PortraitWarpRenderer`.
 
 ARKit's ``Left`` is the subject's left, drawn on the image's right (the avatar faces the viewer).
 """
 
 from __future__ import annotations
 
-from typing import Protocol
+import importlib
+import inspect
+from pathlib import Path
+from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 import numpy as np
 
 from dream_talk.motion import ARKIT_BLENDSHAPES
+from genblocks.errors import InputError
+
+if TYPE_CHECKING:
+    from dream_talk.config import DreamTalkConfig
 
 __all__ = [
     "KeypointPreviewRenderer",
     "Renderer",
+    "check_frames",
     "draw_avatar",
     "landmark_basis",
+    "load_renderer",
     "proxy_landmarks",
     "template_landmarks",
 ]
 
 
+@runtime_checkable
 class Renderer(Protocol):
     """Turns a portrait and a motion sequence into video frames (the learned video-to-video renderer's slot)."""
 
     def __call__(self, portrait: np.ndarray, motion: np.ndarray) -> np.ndarray:
         """Args: portrait uint8 (H, W, 3); motion (T, 52 + P). Returns uint8 frames (T, H', W', 3)."""
         ...
+
+
+_SIGNATURE = (
+    "expected 'package.module:Factory' where Factory(weights: Path | None, config: DreamTalkConfig) returns a "
+    "Renderer, renderer(portrait uint8 (H, W, 3), motion (T, 52 + P)) -> uint8 frames (T, H', W', 3)"
+)
+
+
+def load_renderer(spec: str | None, weights: str | Path | None, config: DreamTalkConfig) -> Renderer:
+    """The learned renderer's slot: import ``Factory`` from ``spec`` and return ``Factory(weights, config)``.
+
+    Args:
+        spec: ``"package.module:Factory"`` (``render.renderer``); the module is imported with importlib, so it must
+            be on ``sys.path`` (an installed package or the working directory).
+        weights: Handed to the factory as a ``Path`` (``render.weights``, must exist) or ``None``.
+        config: The whole config, handed to the factory.
+
+    Raises:
+        InputError: naming ``render.renderer`` (with the expected signature) when the spec is malformed, the module
+            or attribute cannot be imported, the factory does not take ``(weights, config)`` or returns something that
+            is not a :class:`Renderer`; naming ``render.weights`` when that path does not exist.
+    """
+    name = f"render.renderer {spec!r}"
+    module_name, _, attribute = (spec or "").partition(":")
+    if not module_name or not attribute:
+        raise InputError(f"{name}: {_SIGNATURE}")
+    path = None if weights is None else Path(weights)
+    if path is not None and not path.exists():
+        raise InputError(f"render.weights {str(weights)!r}: no such file or folder")
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as error:
+        raise InputError(f"{name}: module {module_name!r} not importable ({error}); {_SIGNATURE}") from error
+    factory = getattr(module, attribute, None)
+    if factory is None or not callable(factory):
+        raise InputError(f"{name}: {module_name} has no callable {attribute!r}; {_SIGNATURE}")
+    if not _accepts(factory, 2):
+        raise InputError(f"{name}: {attribute} does not take (weights, config); {_SIGNATURE}")
+    renderer = factory(path, config)
+    if not isinstance(renderer, Renderer) or not _accepts(renderer, 2):
+        raise InputError(f"{name}: {attribute}(weights, config) returned {type(renderer).__name__}; {_SIGNATURE}")
+    return renderer
+
+
+def _accepts(function: object, count: int) -> bool:
+    """Whether ``function`` can be called with ``count`` positional arguments (True when it has no signature)."""
+    try:
+        inspect.signature(function).bind(*range(count))  # type: ignore[arg-type]
+    except TypeError:
+        return False
+    except ValueError:  # builtins without a signature
+        return True
+    return True
+
+
+def check_frames(frames: object, num_frames: int, source: str) -> np.ndarray:
+    """Check a renderer's output: a uint8 array (num_frames, H, W, 3).
+
+    Args:
+        frames: What the renderer returned.
+        num_frames: The motion's frame count.
+        source: The renderer's name for the message (``render.renderer 'pkg.mod:Factory'``).
+
+    Raises:
+        InputError: naming ``source`` and the expected shape.
+    """
+    array = np.asarray(frames) if isinstance(frames, np.ndarray) else None
+    if array is None or array.dtype != np.uint8 or array.ndim != 4 or array.shape[0] != num_frames:
+        got = f"{type(frames).__name__} {getattr(frames, 'dtype', '')} {getattr(frames, 'shape', '')}".strip()
+        raise InputError(f"{source}: expected uint8 frames ({num_frames}, H, W, 3), got {got}")
+    if array.shape[3] != 3 or array.shape[1] < 2 or array.shape[2] < 2:
+        raise InputError(f"{source}: expected uint8 frames ({num_frames}, H, W, 3), got shape {array.shape}")
+    return array
 
 
 _JAW, _BROW_R, _BROW_L = range(0, 17), range(17, 22), range(22, 27)  # image-left brow first (the subject's right)
