@@ -137,23 +137,32 @@ def test_prepare_a_mead_tree_then_rerun_and_train(tmp_path_factory: pytest.TempP
     assert main([*argv, "--smooth", "1.0"]) == 0
     assert json.loads((relabelled / "summary.json").read_text())["prepared_now"] == 3
 
-    # one window per batch: training.ManifestWindows passes each clip's whole style clip, and clips differ in length
     run = tmp_path / "run"
     argv = ["train", "--stage", "emodiff", "--set", f"train.manifest={manifest}", "train.max_steps=2"]
-    assert main([*argv, "train.batch_size=1", "--out", str(run)]) == 0
+    assert main([*argv, "--out", str(run)]) == 0
     assert (run / "trained" / "emodiff.safetensors").is_file()
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(strict=True, raises=RuntimeError, reason="ManifestWindows stacks style clips of unequal length")
-def test_train_batches_windows_of_clips_of_different_lengths(
-    tmp_path_factory: pytest.TempPathFactory, tmp_path: Path
-) -> None:
+def test_windows_of_clips_of_different_lengths_batch_together(tmp_path_factory: pytest.TempPathFactory) -> None:
+    """Every window's style is its partner clip cropped or looped to emodiff.style_frames, as the encoder reads it."""
+    import torch
     from dt_mead_tree import prepared_dataset
 
-    manifest = prepared_dataset(tmp_path_factory) / "manifest.jsonl"
-    argv = ["train", "--stage", "emodiff", "--set", f"train.manifest={manifest}", "train.max_steps=2"]
-    assert main([*argv, "--out", str(tmp_path / "run")]) == 0
+    from dream_talk.config import load_shipped_config
+    from dream_talk.modeling_dream_talk import fit_style_length
+    from dream_talk.training import ManifestWindows
+
+    config = load_shipped_config("tiny")
+    dataset = ManifestWindows(prepared_dataset(tmp_path_factory) / "manifest.jsonl", config)
+    lengths = {len(motion) for _, motion, _ in dataset.clips}
+    assert len(lengths) > 1  # the prepared clips differ in length (one is 20 fps)
+    batch = torch.utils.data.default_collate([dataset[i] for i in range(len(dataset))])
+    assert batch["style"].shape == (len(dataset), config.emodiff.style_frames, 58)
+    clip, _ = dataset.items[0]
+    same = [i for i, c in enumerate(dataset.clips) if c[2] == dataset.clips[clip][2]]
+    partner = torch.from_numpy(dataset.clips[same[(same.index(clip) + 1) % len(same)]][1])
+    torch.testing.assert_close(batch["style"][0], fit_style_length(partner[None], config.emodiff.style_frames)[0])
 
 
 @pytest.mark.slow

@@ -155,9 +155,12 @@ def test_manifest_windows_align_audio_to_motion_frames(tmp_path: Path) -> None:
     # windows of 8 frames with stride 4: 25 frames -> 5, 20 -> 4, 15 -> 2
     assert len(data) == 11
     item = data[0]
-    assert item["motion"].shape == (8, 58) and item["audio"].shape == (8, 13) and item["style"].shape == (20, 58)
+    assert item["motion"].shape == (8, 58) and item["audio"].shape == (8, 13) and item["style"].shape == (8, 58)
     assert np.isfinite(item["audio"].numpy()).all()
-    assert data[10]["style"].shape == (15, 58)  # the only "sad" clip is its own style
+    # the style is the next clip of the emotion (20 frames), centre-cropped to emodiff.style_frames = 8: frames 6..13
+    np.testing.assert_array_equal(item["style"].numpy(), data.clips[1][1][6:14])
+    # the only "sad" clip (15 frames) is its own style: frames 3..10
+    np.testing.assert_array_equal(data[10]["style"].numpy(), data.clips[2][1][3:11])
     (tmp_path / "bad.jsonl").write_text(json.dumps({"audio": "a0.wav"}) + "\n")
     from genblocks.errors import InputError
 

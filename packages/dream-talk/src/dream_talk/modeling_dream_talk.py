@@ -21,7 +21,7 @@ from torch import nn
 
 from dream_talk.motion import mouth_indices
 
-__all__ = ["EmoDiff", "LipRefiner", "StyleEncoder", "sinusoidal_embedding"]
+__all__ = ["EmoDiff", "LipRefiner", "StyleEncoder", "fit_style_length", "sinusoidal_embedding"]
 
 
 def sinusoidal_embedding(positions: torch.Tensor, dim: int, max_period: float = 10000.0) -> torch.Tensor:
@@ -52,6 +52,15 @@ def _encoder(d_model: int, layers: int, heads: int, ff_mult: int, dropout: float
     return nn.TransformerEncoder(layer, layers, enable_nested_tensor=False)
 
 
+def fit_style_length(style: torch.Tensor, frames: int) -> torch.Tensor:
+    """Centre-crop a (B, S, M) style clip to `frames` frames when S >= frames, else loop it: (B, frames, M)."""
+    length = style.shape[1]
+    if length >= frames:
+        start = (length - frames) // 2
+        return style[:, start : start + frames]
+    return style.repeat(1, math.ceil(frames / length), 1)[:, :frames]
+
+
 class StyleEncoder(nn.Module):
     """Emotion-style clip -> one embedding: linear frame tokens, a small transformer, mean pooling (spec §3).
 
@@ -74,13 +83,8 @@ class StyleEncoder(nn.Module):
         self.norm = nn.LayerNorm(d_model)
 
     def fit_length(self, style: torch.Tensor) -> torch.Tensor:
-        """Centre-crop or loop a (B, S, M) clip to ``max_frames`` frames."""
-        frames = style.shape[1]
-        if frames >= self.max_frames:
-            start = (frames - self.max_frames) // 2
-            return style[:, start : start + self.max_frames]
-        repeats = math.ceil(self.max_frames / frames)
-        return style.repeat(1, repeats, 1)[:, : self.max_frames]
+        """Centre-crop or loop a (B, S, M) clip to ``max_frames`` frames (:func:`fit_style_length`)."""
+        return fit_style_length(style, self.max_frames)
 
     def forward(self, style: torch.Tensor) -> torch.Tensor:
         """(B, S, M) style clip -> (B, d_model) embedding (the mean of the encoded frame tokens)."""

@@ -29,7 +29,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from dream_talk.config import DreamTalkConfig
-from dream_talk.modeling_dream_talk import EmoDiff, LipRefiner, StyleEncoder
+from dream_talk.modeling_dream_talk import EmoDiff, LipRefiner, StyleEncoder, fit_style_length
 from dream_talk.motion import mouth_indices
 from dream_talk.pipeline_dream_talk import DreamTalkPipeline, build_components
 from genblocks.errors import InputError
@@ -139,8 +139,9 @@ class ManifestWindows(Dataset):
 
     Each row: ``{"audio": path, "motion": path, "emotion": label (optional), "speaker": id (optional)}``; paths are
     relative to the manifest's folder. Audio features are computed once with the config's front-end at the motion's
-    frame rate; the style of a window is the whole motion of the next clip with the same emotion label (itself when
-    it is the only one).
+    frame rate; the style of a window is the motion of the next clip with the same emotion label (itself when it is the
+    only one), centre-cropped or looped to ``emodiff.style_frames`` as the style encoder would (so clips of any length
+    batch together).
 
     Args:
         manifest: The JSONL file.
@@ -174,7 +175,7 @@ class ManifestWindows(Dataset):
             self.items += [(index, start) for start in starts if values.shape[0] >= window]
         if not self.items:
             raise InputError(f"train.manifest {manifest}: no clip holds a full window of {window} frames")
-        self.clips, self.window = clips, window
+        self.clips, self.window, self.style_frames = clips, window, config.emodiff.style_frames
 
     def __len__(self) -> int:
         return len(self.items)
@@ -183,7 +184,8 @@ class ManifestWindows(Dataset):
         clip, start = self.items[index]
         audio, motion, emotion = self.clips[clip]
         same = [i for i, c in enumerate(self.clips) if c[2] == emotion]
-        style = self.clips[same[(same.index(clip) + 1) % len(same)]][1]
+        partner = torch.from_numpy(self.clips[same[(same.index(clip) + 1) % len(same)]][1])
+        style = fit_style_length(partner[None], self.style_frames)[0].numpy()
         end = start + self.window
         return _item(motion[start:end], audio[start:end], style)
 
