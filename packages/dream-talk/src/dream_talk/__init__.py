@@ -3,8 +3,8 @@
 EmoDiff, a transformer diffusion model over windows of ARKit-52 blendshapes + head pose, conditioned on frame-aligned
 audio features, the initial state and an emotion-style clip (through a style encoder), with classifier-free guidance
 on audio and style; a lip refiner that re-predicts only the 27 jaw/mouth channels; MFCC / log-mel / wav2vec2 audio
-front-ends aligned to the video frame rate; JSON and LiveLinkFace CSV motion files; a weight-free proxy-avatar
-preview renderer. Public names are imported lazily, so ``dream-talk --help`` imports no model code.
+front-ends aligned to the video frame rate; JSON and LiveLinkFace CSV motion files; tracking of blendshapes from video;
+a portrait-warp renderer and a proxy-avatar preview; dataset preparation, metrics and eSpeak NG demo speech. Public names are imported lazily, so ``dream-talk --help`` imports no model code.
 """
 
 from __future__ import annotations
@@ -27,14 +27,20 @@ _EXPORTS: dict[str, str] = {
     "MOUTH_BLENDSHAPES": "dream_talk.motion",
     "MotionSequence": "dream_talk.motion",
     "POSE_NAMES": "dream_talk.motion",
+    "PortraitWarpRenderer": "dream_talk.warp_render",
     "Renderer": "dream_talk.render",
     "StyleEncoder": "dream_talk.modeling_dream_talk",
+    "SyncNetScorer": "dream_talk.metrics",
+    "evaluate_manifest": "dream_talk.evaluation",
     "generate_files": "dream_talk.inference",
     "lip_loss": "dream_talk.training",
     "load_shipped_config": "dream_talk.config",
     "load_speech": "dream_talk.audio_features",
+    "prepare_dataset": "dream_talk.prepare",
     "proxy_landmarks": "dream_talk.render",
     "read_motion": "dream_talk.motion",
+    "synthesize_speech": "dream_talk.speech",
+    "track_video": "dream_talk.tracking",
     "train": "dream_talk.training",
 }
 
