@@ -33,7 +33,7 @@ one in with ``render.kind: learned`` (:func:`dream_talk.render.load_renderer`).
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Literal, NamedTuple
 
 import numpy as np
 
@@ -210,6 +210,18 @@ def feather_mask(box: tuple[int, int, int, int], height: int, width: int, feathe
     return (down[:, None] * across[None, :]).astype(np.float32)[..., None]
 
 
+class _Grids(NamedTuple):
+    """Per-size constants of the warp: the identity grid (H, W, 2), the border fade (H, W, 1), the coarse grid (N, 2)
+    of ``coarse_size`` where the spline is evaluated, and the kernel (N, A) between it and the border anchors."""
+
+    size: tuple[int, int]
+    grid: torch.Tensor
+    fade: torch.Tensor
+    coarse: torch.Tensor
+    coarse_size: tuple[int, int]
+    anchor_kernel: torch.Tensor
+
+
 class PortraitWarpRenderer:
     """A :class:`~dream_talk.render.Renderer` that warps a face crop of the portrait with a TPS driven by its moved
     landmarks, fills the opened mouth and pastes the crop back with a feathered mask (module docstring).
@@ -278,7 +290,7 @@ class PortraitWarpRenderer:
         self.teeth_height = teeth_height
         self.teeth_max = teeth_max
         self.mouth_feather = mouth_feather
-        self._cache: tuple[tuple[int, int], torch.Tensor, torch.Tensor] | None = None
+        self._cache: _Grids | None = None
 
     @classmethod
     def from_config(cls, render: RenderConfig, landmarks: np.ndarray | None = None) -> PortraitWarpRenderer:
@@ -295,20 +307,27 @@ class PortraitWarpRenderer:
             mouth_feather=render.mouth_feather,
         )
 
-    def _base_grid(self, height: int, width: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """The identity grid (H, W, 2) and the border fade (H, W, 1): 0 on the border, 1 past the margin."""
+    def _grids(self, height: int, width: int) -> _Grids:
+        """The per-size constants of :meth:`sampling_grid`, cached for the last size."""
         import torch
 
-        if self._cache is not None and self._cache[0] == (height, width):
-            return self._cache[1], self._cache[2]
+        if self._cache is not None and self._cache.size == (height, width):
+            return self._cache
         ys = torch.linspace(-1.0, 1.0, height, dtype=torch.float64)
         xs = torch.linspace(-1.0, 1.0, width, dtype=torch.float64)
         grid = torch.stack(torch.meshgrid(xs, ys, indexing="xy"), dim=-1)  # (H, W, 2) as (x, y)
         margin = max(self.border_margin * 2.0, 1e-6)
         fade = ((1.0 - grid.abs()).amin(dim=-1, keepdim=True) / margin).clamp(0.0, 1.0)
         fade = fade * fade * (3.0 - 2.0 * fade)
-        self._cache = ((height, width), grid.float(), fade.float())
-        return self._cache[1], self._cache[2]
+        coarse_h, coarse_w = min(height, self.tps_resolution), min(width, self.tps_resolution)
+        coarse = torch.stack(
+            torch.meshgrid(torch.linspace(-1.0, 1.0, coarse_w), torch.linspace(-1.0, 1.0, coarse_h), indexing="xy"),
+            dim=-1,
+        ).reshape(-1, 2)
+        anchors = torch.from_numpy(border_anchors(self.anchors_per_side)).float()
+        anchor_kernel = _tps_kernel(((coarse[:, None] - anchors[None]) ** 2).sum(-1))
+        self._cache = _Grids((height, width), grid.float(), fade.float(), coarse, (coarse_h, coarse_w), anchor_kernel)
+        return self._cache
 
     def sampling_grid(self, source: np.ndarray, target: np.ndarray, height: int, width: int) -> torch.Tensor:
         """Where each output pixel samples the portrait.
@@ -329,20 +348,21 @@ class PortraitWarpRenderer:
         control = np.concatenate([target * scale - 1.0, anchors])
         values = np.concatenate([source * scale - 1.0, anchors])
         weights, affine = fit_tps(control, values, self.regularization)
-        # the spline is smooth: evaluate it on a grid of at most ``tps_resolution`` per side, upsample bilinearly
-        coarse_h, coarse_w = min(height, self.tps_resolution), min(width, self.tps_resolution)
-        coarse = torch.stack(
-            torch.meshgrid(torch.linspace(-1.0, 1.0, coarse_w), torch.linspace(-1.0, 1.0, coarse_h), indexing="xy"),
-            dim=-1,
-        ).reshape(-1, 2)
-        kernel = _tps_kernel(torch.cdist(coarse, torch.from_numpy(control).float()) ** 2)
-        affine_t = torch.from_numpy(affine).float()
-        mapped = affine_t[0] + coarse @ affine_t[1:] + kernel @ torch.from_numpy(weights).float()
-        displacement = (mapped - coarse).reshape(1, coarse_h, coarse_w, 2).permute(0, 3, 1, 2)
+        # the spline is smooth: evaluate it on a grid of at most ``tps_resolution`` per side, upsample bilinearly; the
+        # anchors' kernel columns are the same every frame
+        grids = self._grids(height, width)
+        coarse, count = grids.coarse, len(target)
+        moving = torch.from_numpy(control[:count]).float()
+        kernel = _tps_kernel(
+            (coarse[:, None, 0] - moving[None, :, 0]) ** 2 + (coarse[:, None, 1] - moving[None, :, 1]) ** 2
+        )
+        weights_t, affine_t = torch.from_numpy(weights).float(), torch.from_numpy(affine).float()
+        mapped = (
+            affine_t[0] + coarse @ affine_t[1:] + kernel @ weights_t[:count] + grids.anchor_kernel @ weights_t[count:]
+        )
+        displacement = (mapped - coarse).reshape(1, *grids.coarse_size, 2).permute(0, 3, 1, 2)
         displacement = F.interpolate(displacement, size=(height, width), mode="bilinear", align_corners=True)
-        displacement = displacement[0].permute(1, 2, 0)
-        grid, fade = self._base_grid(height, width)
-        return grid + displacement * fade
+        return grids.grid + displacement[0].permute(1, 2, 0) * grids.fade
 
     def __call__(self, portrait: np.ndarray, motion: np.ndarray) -> np.ndarray:
         """Args: portrait uint8 (H, W, 3); motion (T, 52 + P). Returns uint8 (T, H, W, 3).
