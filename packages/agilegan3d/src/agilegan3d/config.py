@@ -31,6 +31,7 @@ __all__ = [
     "InferenceConfig",
     "PairsConfig",
     "PriorConfig",
+    "SelectionConfig",
     "TransferConfig",
     "load_preset",
 ]
@@ -138,6 +139,49 @@ class AugmentConfig:
 
 
 @dataclass
+class SelectionConfig:
+    """FID/KID checkpoint selection of the 2-D prior (spec §4 "Stage A": "checkpoints are selected by FID/KID against
+    the exemplars, computed on augmented copies"; every setting below is [unverified]).
+
+    Every ``every`` optimizer steps (and at the last step) the EMA generator renders ``samples`` images from fixed
+    latents; their features are compared with those of a fixed reference set, ``augmented_copies`` augmented copies of
+    each exemplar (the prior's DiffAugment policy, ``prior.augment``, every transform applied). ``trained/`` gets the
+    EMA weights of the lowest ``metric``; ``prior/selection.json`` lists every evaluation.
+
+    Args:
+        features: A TorchScript feature extractor (``torch.jit.save`` file, e.g. an exported Inception-v3 pool layer),
+            called on images (B, 3, H, W) in [-1, 1] -> (B, D), as ``agilegan3d eval --features``; ``None``: no
+            selection, ``trained/`` keeps the last EMA weights.
+        every: Optimizer steps between evaluations (the GAN loop counts 4 steps per iteration).
+        samples: Generated images per evaluation (the same latents every time).
+        augmented_copies: Augmented copies of each exemplar in the reference set.
+        metric: ``"fid"`` or ``"kid"`` (both are computed and recorded; this one selects).
+        augment_samples: Give the generated images the same augmentation (fixed draws), so both sets carry the same
+            augmentation distribution and the score does not reward augmentation leaking into G; ``False``: score the
+            raw samples.
+        batch_size: Images per generator and feature-extractor call.
+        seed: Seed of the latents, the reference copies and the samples' augmentation.
+    """
+
+    features: str | None = None
+    every: int = 400
+    samples: int = 1000
+    augmented_copies: int = 50
+    metric: str = "fid"
+    augment_samples: bool = True
+    batch_size: int = 16
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.metric not in ("fid", "kid"):
+            raise FieldError("metric", f"expected fid or kid, got {self.metric!r}")
+        for name, least in (("every", 1), ("samples", 2), ("augmented_copies", 1), ("batch_size", 1)):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < least:
+                raise FieldError(name, f"expected an integer >= {least}, got {value!r}")
+
+
+@dataclass
 class PriorConfig:
     """Stage A, the 2-D style prior G2s (spec §3 "Style prior", §4 "Stage A").
 
@@ -158,6 +202,7 @@ class PriorConfig:
         encoder_units, encoder_channels, encoder_input_size: E2 (IR-SE-50: (3, 4, 14, 3), (64, 128, 256, 512), 256).
         toon_levels: Colour levels of the ``toon`` filter.
         toon_edges: Edge darkening strength of the ``toon`` filter.
+        selection: FID/KID selection of the EMA weights ``trained/`` keeps (off unless ``selection.features`` is set).
     """
 
     method: str = "stylegan2_finetune"
@@ -181,6 +226,7 @@ class PriorConfig:
     encoder_input_size: int = 256
     toon_levels: int = 4
     toon_edges: float = 1.0
+    selection: SelectionConfig = field(default_factory=SelectionConfig)
 
     def __post_init__(self) -> None:
         if self.method not in ("stylegan2_finetune", "toon", "external"):

@@ -2,7 +2,10 @@
 a style into a run folder with exact resume (``genblocks.training.fit``; the data is in :mod:`agilegan3d.data`).
 
 - :class:`PriorModule` (stage A): few-shot fine-tuning of a 2-D StyleGAN2 on the exemplars, the mapping and low
-  resolutions frozen, every discriminator input DiffAugmented (optionally with ADA's adaptive p).
+  resolutions frozen, every discriminator input DiffAugmented (optionally with ADA's adaptive p); with
+  ``prior.selection.features`` the EMA weights ``trained/`` keeps are chosen by FID/KID
+  (:class:`~agilegan3d.selection.EMASelector`, its state in every checkpoint) and ``prior/selection.json`` lists
+  every evaluation.
 - Stage B (:func:`agilegan3d.pairs.synthesize_pairs`) writes the tuples (x_sty, x_real, ws, c).
 - :class:`TransferModule` (stage C): guided transfer of EG3D on the tuples: adversarial under the camera-conditioned
   dual discriminator + paired guidance (L1 + perceptual between G3s(ws, c) and x_sty) + EG3D's density regulariser,
@@ -59,6 +62,7 @@ from agilegan3d.modeling_agilegan3d import (
     set_trainable,
 )
 from agilegan3d.pairs import PairDataset, cameras_at, pair_draw, synthesize_pairs
+from agilegan3d.selection import EMASelector
 from genblocks.errors import InputError
 from genblocks.gan import (
     DualDiscriminator,
@@ -68,6 +72,7 @@ from genblocks.gan import (
     TriPlaneGenerator,
     discriminator_logistic_loss,
 )
+from genblocks.metrics import load_feature_extractor
 from genblocks.training import fit
 from genblocks.training.gan_module import GANBatch, GANTrainingModule
 
@@ -133,12 +138,18 @@ class PriorModule(_AugmentedDiscriminatorMixin, GANTrainingModule):
     mapping is frozen, W+ of the FFHQ generator and of G2s are the same space, so E2 (an FFHQ pSp encoder) stylises
     through G2s.
 
+    With a ``selector``, the EMA generator is scored at the end of every iteration the selector says is due (after
+    the EMA update, before genblocks' checkpoint callback writes that step), and the selector's history and best
+    state go into every checkpoint (key ``agilegan3d_selection``), so a resumed run selects exactly as an
+    uninterrupted one.
+
     Args:
         generator: The FFHQ StyleGAN2 (unconditional).
         discriminator: A StyleGAN2 discriminator.
         frozen: Parameter-name prefixes kept fixed (:func:`~agilegan3d.modeling_agilegan3d.prior_frozen_prefixes`).
         augment: The augmentation.
-        **gan: :class:`~genblocks.training.gan_module.GANTrainingModule` arguments (learning rates, R1, EMA...).
+        g_lr, d_lr, r1_gamma, ema_kimg, seed: :class:`~genblocks.training.gan_module.GANTrainingModule` arguments.
+        selector: FID/KID selection of the EMA weights (``None``: none; the last EMA is the result).
     """
 
     augment_p: Tensor
@@ -154,6 +165,7 @@ class PriorModule(_AugmentedDiscriminatorMixin, GANTrainingModule):
         r1_gamma: float = 10.0,
         ema_kimg: float = 10.0,
         seed: int = 0,
+        selector: EMASelector | None = None,
     ) -> None:
         keep = [name for name, _ in generator.named_parameters() if not any(name.startswith(p) for p in frozen)]
         prefixes = sorted({name.rsplit(".", 1)[0] + "." for name in keep})
@@ -163,9 +175,24 @@ class PriorModule(_AugmentedDiscriminatorMixin, GANTrainingModule):
         )
         self.hparams.update({"frozen": list(frozen), "augment": _augment_hparams(augment)})
         self.register_buffer("augment_p", torch.tensor(float(augment.probability)))
+        self.selector = selector
 
     def configure_optimizers(self) -> list[torch.optim.Optimizer]:
         return _trainable_adams(self)
+
+    def training_step(self, batch: Any, batch_idx: int) -> None:
+        """One GAN iteration, then a selection evaluation of the EMA generator when one is due."""
+        super().training_step(batch, batch_idx)
+        step = self.trainer.global_step
+        if self.selector is not None and self.selector.due(step, self.trainer.max_steps):
+            row = self.selector.evaluate(cast(StyleGAN2Generator, self.generator_ema), step)
+            logger.info(
+                "selection at step %d: fid %.6g, kid %.6g (best: step %s)",
+                step,
+                row["fid"],
+                row["kid"],
+                self.selector.best_step,
+            )
 
     def discriminator_loss(self, batch: GANBatch) -> Tensor:
         c = self.sample_c(batch, batch.size)
@@ -178,6 +205,23 @@ class PriorModule(_AugmentedDiscriminatorMixin, GANTrainingModule):
         self.log("train/d_loss", loss.detach(), prog_bar=True, batch_size=batch.size)
         self.log("train/augment_p", self.augment_p, batch_size=batch.size)
         return loss
+
+    def trained_state(self) -> dict[str, Tensor]:
+        """The G2s weights ``trained/`` gets: the selected EMA state, or the last EMA state without a selector (or
+        before its first evaluation)."""
+        if self.selector is not None and self.selector.best_state is not None:
+            return self.selector.best_state
+        return cast(dict[str, Tensor], self.generator_ema.state_dict())
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        super().on_save_checkpoint(checkpoint)
+        if self.selector is not None:
+            checkpoint["agilegan3d_selection"] = self.selector.state_dict()
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        super().on_load_checkpoint(checkpoint)
+        if self.selector is not None and "agilegan3d_selection" in checkpoint:
+            self.selector.load_state_dict(checkpoint["agilegan3d_selection"])
 
 
 def _trainable_adams(module: GANTrainingModule) -> list[torch.optim.Optimizer]:
@@ -514,6 +558,16 @@ def build_stage(
         for note in data.notes:
             logger.info("exemplars: %s", note)
         generator = build_prior_generator(config.prior, config.seed)
+        selection = config.prior.selection
+        selector = None
+        if selection.features is not None:
+            selector = EMASelector(
+                load_feature_extractor(selection.features, "prior.selection.features"),
+                data.images,
+                generator.z_dim,
+                selection,
+                config.prior.augment,
+            )
         module: L.LightningModule = PriorModule(
             generator.train(),
             build_prior_discriminator(config.prior, config.seed + 1),
@@ -523,13 +577,18 @@ def build_stage(
             d_lr=config.prior.d_lr,
             r1_gamma=config.prior.r1_gamma,
             seed=config.seed,
+            selector=selector,
         )
         datamodule = StageDataModule(ExemplarDataset(data.images), min(4, len(data.images)))
 
         def save_prior(trained: L.LightningModule, folder: Path) -> None:
-            ema = cast(PriorModule, trained).generator_ema
-            save_file({k: v.contiguous() for k, v in ema.state_dict().items()}, str(folder / "g2_style.safetensors"))
+            prior = cast(PriorModule, trained)
+            state = prior.trained_state()
+            save_file({k: v.contiguous() for k, v in state.items()}, str(folder / "g2_style.safetensors"))
             (folder / "exemplars.json").write_text(json.dumps({"hashes": data.hashes, "notes": data.notes}, indent=1))
+            if prior.selector is not None:
+                summary = json.dumps(prior.selector.summary(), indent=1)
+                (folder.parent / "selection.json").write_text(summary)
 
         save_trained: Callable[[L.LightningModule, Path], Any] = save_prior
     elif stage == "transfer":
