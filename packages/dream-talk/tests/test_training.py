@@ -164,5 +164,5 @@ def test_manifest_windows_align_audio_to_motion_frames(tmp_path: Path) -> None:
     (tmp_path / "bad.jsonl").write_text(json.dumps({"audio": "a0.wav"}) + "\n")
     from genblocks.errors import InputError
 
-    with pytest.raises(InputError, match="lacks \\['motion'\\]"):
+    with pytest.raises(InputError, match=r"train.manifest .*bad.jsonl: row 1 lacks 'motion'"):
         ManifestWindows(tmp_path / "bad.jsonl", load_shipped_config("tiny"))

@@ -57,22 +57,22 @@ class EvalResult:
     path: Path | None = None
 
 
-def read_manifest(path: Path) -> list[dict[str, Any]]:
+def read_manifest(path: Path, option: str = "--manifest") -> list[dict[str, Any]]:
     """Read and check a JSONL manifest: every row an object with ``audio`` and ``motion`` files that exist.
 
     Returns:
         The rows, each with an ``id`` (the motion file's stem when the row has none).
 
     Raises:
-        InputError: naming ``--manifest`` (and the row number) for a missing or empty file, a row that is not a JSON
+        InputError: naming `option` (``--manifest``, ``train.manifest``) and the row number for a missing or empty file, a row that is not a JSON
             object, lacks ``audio`` / ``motion``, or names a file that does not exist.
     """
     if not path.is_file():
-        raise InputError(f"--manifest {path}: file not found (expected a JSONL manifest from dream-talk prepare)")
+        raise InputError(f"{option} {path}: file not found (expected a JSONL manifest from dream-talk prepare)")
     try:
         lines = path.read_text(encoding="utf-8").splitlines()
     except (OSError, UnicodeDecodeError) as error:
-        raise InputError(f"--manifest {path}: not a readable text file ({error})") from error
+        raise InputError(f"{option} {path}: not a readable text file ({error})") from error
     rows: list[dict[str, Any]] = []
     for number, line in enumerate(lines, start=1):
         if not line.strip():
@@ -80,19 +80,19 @@ def read_manifest(path: Path) -> list[dict[str, Any]]:
         try:
             row = json.loads(line)
         except json.JSONDecodeError as error:
-            raise InputError(f"--manifest {path}: row {number} is not JSON ({error.msg})") from error
+            raise InputError(f"{option} {path}: row {number} is not JSON ({error.msg})") from error
         if not isinstance(row, dict):
-            raise InputError(f"--manifest {path}: row {number} is not a JSON object")
+            raise InputError(f"{option} {path}: row {number} is not a JSON object")
         missing = [key for key in ("audio", "motion") if not isinstance(row.get(key), str)]
         if missing:
-            raise InputError(f"--manifest {path}: row {number} lacks {missing[0]!r} (a path relative to the manifest)")
+            raise InputError(f"{option} {path}: row {number} lacks {missing[0]!r} (a path relative to the manifest)")
         for key in ("audio", "motion"):
             if not (path.parent / row[key]).is_file():
-                raise InputError(f"--manifest {path}: row {number}: {key} file {row[key]} not found")
+                raise InputError(f"{option} {path}: row {number}: {key} file {row[key]} not found")
         row.setdefault("id", Path(row["motion"]).stem)
         rows.append(row)
     if not rows:
-        raise InputError(f"--manifest {path}: holds no rows")
+        raise InputError(f"{option} {path}: holds no rows")
     return rows
 
 

@@ -17,7 +17,6 @@ expression follows an emotion (the tiny config).
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -150,21 +149,15 @@ class ManifestWindows(Dataset):
 
     def __init__(self, manifest: str | Path, config: DreamTalkConfig) -> None:
         from dream_talk.audio_features import AudioFrontEnd, load_speech
+        from dream_talk.evaluation import read_manifest
         from dream_talk.motion import read_motion
 
         manifest = Path(manifest)
-        if not manifest.is_file():
-            raise InputError(f"train.manifest {manifest}: file not found (expected a JSONL manifest)")
-        rows = [json.loads(line) for line in manifest.read_text(encoding="utf-8").splitlines() if line.strip()]
-        if not rows:
-            raise InputError(f"train.manifest {manifest}: holds no rows")
+        rows = read_manifest(manifest, "train.manifest")
         front = AudioFrontEnd(config.audio)
         window = config.emodiff.window
         clips: list[tuple[np.ndarray, np.ndarray, str]] = []
-        for number, row in enumerate(rows, start=1):
-            missing = [key for key in ("audio", "motion") if key not in row]
-            if missing:
-                raise InputError(f"train.manifest {manifest}: row {number} lacks {missing}")
+        for row in rows:
             motion = read_motion(manifest.parent / row["motion"], config.motion.fps, config.motion.pose_dim)
             samples, rate = load_speech(manifest.parent / row["audio"], config.audio)
             audio = front(samples, rate, motion.fps, motion.num_frames)
