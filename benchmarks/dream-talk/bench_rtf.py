@@ -7,14 +7,15 @@ Command line (from the repository root)::
 
 Seeds: components ``DreamTalkPipeline.from_config(config)`` (``emodiff.seed=0``; random weights: cost does not depend
 on them; no downloads), audio ``dream_talk.demo.synthetic_speech(seed=0)``, sampling ``torch.Generator().manual_seed(0)``.
-CPU, fp32, ``DREAM_TALK_BENCH_THREADS`` torch threads (default 2).
+CPU, fp32, ``DREAM_TALK_BENCH_THREADS`` torch threads (default 1: on the shared 2-core machine these were measured on,
+2 intra-op threads contended with other jobs and made single timings swing by up to 10x).
 
 Setups: ``tiny`` (configs/tiny.yaml: d 32, 2 layers, 13 MFCCs) and, unless ``--quick``, ``paper`` (the paper
 config's denoiser: d 256, 8 layers, 8 heads, 4-layer lip refiner; MFCC + delta front-end instead of wav2vec2, so no
 download). Each row generates the motion of 4 s of speech (2 s with ``--quick``) at 25 fps with chained windows (stride
 window - 1), three CFG branches per step batched together; RTF = wall seconds / audio seconds (below 1 is faster than
-real time); one timed call after a 1-step warm-up
-(``REPEATS``). The render row times ``KeypointPreviewRenderer(256)`` over the same frames.
+real time); the best of ``REPEATS`` = 3 timed calls after a 1-step warm-up. The render row times ``KeypointPreviewRenderer(256)`` over the same frames; the portrait warp renderer's rows
+are ``bench_render.py``'s.
 """
 
 from __future__ import annotations
@@ -27,9 +28,14 @@ from typing import Any
 import numpy as np
 import torch
 
-COMMAND = "uv run --frozen python -m benchmarks --package dream-talk"
-THREADS = int(os.environ.get("DREAM_TALK_BENCH_THREADS", "2"))
-REPEATS = 1
+_PREFIX = (
+    f"DREAM_TALK_BENCH_THREADS={os.environ['DREAM_TALK_BENCH_THREADS']} "
+    if "DREAM_TALK_BENCH_THREADS" in os.environ
+    else ""
+)
+COMMAND = _PREFIX + "uv run --frozen python -m benchmarks --package dream-talk"
+THREADS = int(os.environ.get("DREAM_TALK_BENCH_THREADS", "1"))
+REPEATS = 3
 FPS = 25.0
 
 
@@ -99,7 +105,7 @@ def run(out_dir: Path, quick: bool) -> dict[str, Any]:
                 rows.append([setup, "motion", window, steps, seconds, round(elapsed, 3), round(elapsed / seconds, 4)])
                 figures[f"{setup}_w{window}_s{steps}_rtf"] = {"value": elapsed / seconds, "unit": "ratio"}
     elapsed = measure_render(seconds)
-    rows.append(["-", "render 256 px", "-", "-", seconds, round(elapsed, 3), round(elapsed / seconds, 4)])
+    rows.append(["-", "preview render 256 px", "-", "-", seconds, round(elapsed, 3), round(elapsed / seconds, 4)])
     figures["render_rtf"] = {"value": elapsed / seconds, "unit": "ratio"}
     return {
         "title": f"dream-talk: real-time factor of motion generation and preview rendering (CPU, {THREADS} threads)",
