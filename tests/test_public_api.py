@@ -171,6 +171,7 @@ EXPECTED = {
         "evaluate_manifest",
         "generate_files",
         "lip_loss",
+        "load_renderer",
         "load_shipped_config",
         "load_speech",
         "prepare_dataset",

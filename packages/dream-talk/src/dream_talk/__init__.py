@@ -34,6 +34,7 @@ _EXPORTS: dict[str, str] = {
     "evaluate_manifest": "dream_talk.evaluation",
     "generate_files": "dream_talk.inference",
     "lip_loss": "dream_talk.training",
+    "load_renderer": "dream_talk.render",
     "load_shipped_config": "dream_talk.config",
     "load_speech": "dream_talk.audio_features",
     "prepare_dataset": "dream_talk.prepare",
