@@ -14,6 +14,7 @@ No paper numbers live here.
 
 from __future__ import annotations
 
+import os
 import warnings
 from collections.abc import Callable
 from pathlib import Path
@@ -276,7 +277,7 @@ def kernel_inception_distance(
     return sum(draws) / subsets
 
 
-def load_feature_extractor(path: str | Path, option: str) -> Callable[[torch.Tensor], torch.Tensor]:
+def load_feature_extractor(path: str | os.PathLike[str], option: str) -> Callable[[torch.Tensor], torch.Tensor]:
     """A TorchScript feature extractor (a ``torch.jit.save`` file the user gives) on the CPU, in eval mode, with its
     parameters frozen.
 
