@@ -238,7 +238,8 @@ LOSS_SCALE = 1000.0
 @pytest.mark.parametrize("restore_state", [False, True])
 @pytest.mark.parametrize("convention", ["official", "torch"])
 def test_coap_matches_inline_reference(restore_state: bool, convention: str) -> None:
-    """Six steps, both sides and Tucker, to 1e-5.
+    """Six steps, both sides and Tucker, to 3e-5 (the two runs order their float sums differently: 1e-6 on most CPUs,
+    1.03e-5 measured on an AVX-512 Xeon whose GEMM kernels round otherwise).
 
     restore_state=False: t=0 init, t=2 refresh, t=4 re-projection. restore_state=True: reproject_factor=3, so the
     moments are rotated at two refreshes (t=2, t=4); see the next test for rotation at a re-projection.
@@ -250,7 +251,7 @@ def test_coap_matches_inline_reference(restore_state: bool, convention: str) -> 
     opt = CoapAdamW(ours.parameters(), **{**TINY_PROJECTION, "reproject_factor": factor}, **kwargs)
     train(ours, opt, batches, loss_scale=LOSS_SCALE)
     reference = run_reference(batches, loss_scale=LOSS_SCALE, reproject_factor=factor, **kwargs)
-    assert max_param_diff(ours, reference) < 1e-5
+    assert max_param_diff(ours, reference) < 3e-5
     # Same projections, up to the sign of each singular vector (P.T P for RIGHT, P P.T for LEFT, U U.T for Tucker).
     for name, gram in (("lin1", lambda f: f @ f.T), ("lin2", lambda f: f.T @ f)):
         ours_p = opt.state[getattr(ours, name).weight]["P"]

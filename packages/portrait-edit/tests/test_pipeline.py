@@ -204,7 +204,9 @@ def test_mask_samples_are_independent(pipe, conditions) -> None:
 def test_all_ones_mask_equals_unmasked_sampling(pipe, blend: str) -> None:
     unmasked = pipe(**call_inputs(use_mask=False, output_type="latent")).images
     ones = pipe(**call_inputs(mask=torch.ones(1, 1, 8, 8), mask_blend=blend, output_type="latent")).images
-    torch.testing.assert_close(ones, unmasked, atol=1e-5, rtol=0)
+    # the masked call batches the reconstruction run beside the edit, so its GEMMs take other kernel paths: 4.3e-5 on an
+    # AVX-512 Xeon after the tiny schedule's steps, ~1e-6 elsewhere
+    torch.testing.assert_close(ones, unmasked, atol=2e-4, rtol=0)
 
 
 def test_outside_the_mask_the_latents_are_the_reconstruction_run(pipe) -> None:
@@ -215,7 +217,7 @@ def test_outside_the_mask_the_latents_are_the_reconstruction_run(pipe) -> None:
     assert torch.equal(out.images[outside], out.reconstructions[outside])
     assert (out.images - out.reconstructions)[~outside].abs().max() > 1e-3
     alone = pipe(**call_inputs(prompt=SOURCE_PROMPT, use_mask=False, output_type="latent")).images
-    torch.testing.assert_close(out.reconstructions, alone, atol=1e-5, rtol=0)
+    torch.testing.assert_close(out.reconstructions, alone, atol=2e-4, rtol=0)  # batched vs alone, as above
 
 
 # ----------------------------------------------------------------------------------------------------------------------
