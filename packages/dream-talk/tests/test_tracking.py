@@ -8,7 +8,7 @@ import pytest
 
 from dream_talk.motion import ARKIT_BLENDSHAPES
 from dream_talk.render import proxy_landmarks
-from dream_talk.tracking import TRACKED_BLENDSHAPES, fit_motion, track_landmarks
+from dream_talk.tracking import TRACKED_BLENDSHAPES, fit_motion, portrait_state, track_landmarks
 from genblocks.errors import InputError
 
 
@@ -65,6 +65,19 @@ def test_smoothing_reduces_jitter_and_no_face_raises() -> None:
     assert np.abs(np.diff(smooth, axis=0)).mean() < 0.5 * np.abs(np.diff(raw, axis=0)).mean()
     with pytest.raises(InputError, match="no face"):
         fit_motion(np.full((5, 68, 2), np.nan), fps=25.0)
+
+
+def test_portrait_state_is_the_tracking_fit_of_one_frame_with_zero_pose() -> None:
+    truth = _known_sequence(1, seed=4)
+    pixels = proxy_landmarks(truth)[0] * 30.0 + np.array([48.0, 44.0])  # the portrait's landmarks in pixels
+    state = portrait_state(pixels, pose_dim=6)
+    assert state.shape == (58,) and state.dtype == np.float32
+    assert np.abs(state[:52] - truth[0, :52]).max() < 2e-2  # one frame, no smoothing
+    assert not state[52:].any()  # the portrait is where the head motion starts
+    neutral = portrait_state(proxy_landmarks(np.zeros((1, 58)))[0] * 30.0 + 48.0)
+    assert np.abs(neutral).max() < 1e-3
+    with pytest.raises(ValueError, match=r"\(68, 2\)"):
+        portrait_state(pixels[:60])
 
 
 @pytest.mark.slow

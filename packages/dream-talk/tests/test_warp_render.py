@@ -53,6 +53,20 @@ def test_identity_motion_renders_the_portrait() -> None:
     assert np.abs(frames.astype(int) - portrait.astype(int)).max() <= 1
 
 
+def test_a_frame_equal_to_the_reference_renders_the_portrait() -> None:
+    portrait = _portrait()
+    reference = _motion(1, jaw=0.3)[0]
+    reference[blendshape_index("mouthSmileLeft")] = 0.4
+    renderer = PortraitWarpRenderer(LANDMARKS, reference=reference)
+    frames = renderer(portrait, np.stack([reference, np.zeros(58)]))
+    assert np.abs(frames[0].astype(int) - portrait.astype(int)).max() <= 1
+    assert np.abs(frames[1].astype(int) - portrait.astype(int)).max() > 20  # neutral is a change from this portrait
+    moved = target_landmarks(LANDMARKS, np.stack([reference, np.zeros(58)]), reference)
+    assert np.abs(moved[0] - LANDMARKS).max() < 1e-9
+    with pytest.raises(ValueError, match="reference"):
+        target_landmarks(LANDMARKS, _motion(1), np.zeros(57))
+
+
 def test_jaw_open_moves_only_the_lower_face() -> None:
     moved = target_landmarks(LANDMARKS, _motion(1, jaw=1.0))[0] - LANDMARKS
     distance = np.linalg.norm(moved, axis=1)

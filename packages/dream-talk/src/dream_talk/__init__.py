@@ -37,6 +37,7 @@ _EXPORTS: dict[str, str] = {
     "load_renderer": "dream_talk.render",
     "load_shipped_config": "dream_talk.config",
     "load_speech": "dream_talk.audio_features",
+    "portrait_state": "dream_talk.tracking",
     "prepare_dataset": "dream_talk.prepare",
     "proxy_landmarks": "dream_talk.render",
     "read_motion": "dream_talk.motion",

@@ -338,6 +338,29 @@ def track_landmarks(pixel_landmarks: np.ndarray, fps: float, smooth_sigma: float
     return fit_motion(normalise_landmarks(pixel_landmarks), fps, smooth_sigma)
 
 
+def portrait_state(pixel_landmarks: np.ndarray, pose_dim: int = 6) -> np.ndarray:
+    """The portrait's own expression as a motion frame, by the same fit as :func:`track_landmarks`.
+
+    Args:
+        pixel_landmarks: (68, 2) the portrait's landmarks in pixels.
+        pose_dim: Pose values per frame.
+
+    Returns:
+        float32 (52 + pose_dim,): the fitted blendshape weights and a zero pose (the portrait is where the head
+        motion starts). Identity differs from the proxy's template, so a neutral face may fit small non-zero weights;
+        renderers take this frame as the portrait's reference, so the portrait itself is rendered unchanged.
+
+    Raises:
+        InputError: the landmarks hold no finite face.
+    """
+    landmarks = np.asarray(pixel_landmarks, np.float64)
+    if landmarks.shape != (68, 2):
+        raise ValueError(f"pixel_landmarks: expected (68, 2), got {landmarks.shape}")
+    state = np.zeros(52 + pose_dim, np.float32)
+    state[:52] = track_landmarks(landmarks[None], fps=1.0).motion.values[0, :52]
+    return state
+
+
 def detect_landmarks(frames: np.ndarray, analyzer: FaceAnalyzer | None = None) -> np.ndarray:
     """68 landmarks of the largest face in each frame with genblocks' dlib analyser (NaN where none is found).
 

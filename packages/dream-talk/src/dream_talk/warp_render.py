@@ -128,21 +128,27 @@ def portrait_landmarks(portrait: np.ndarray, analyzer: FaceAnalyzer | None = Non
     return points
 
 
-def target_landmarks(landmarks: np.ndarray, motion: np.ndarray) -> np.ndarray:
+def target_landmarks(landmarks: np.ndarray, motion: np.ndarray, reference: np.ndarray | None = None) -> np.ndarray:
     """The portrait's landmarks moved by the proxy avatar's motion.
 
     Args:
         landmarks: (68, 2) the portrait's landmarks in pixels.
         motion: (T, 52 + P) blendshapes and head pose.
+        reference: (52 + P,) the motion frame the portrait itself shows (its fitted expression,
+            :func:`dream_talk.tracking.portrait_state`); ``None``: neutral (zeros).
 
     Returns:
-        float64 (T, 68, 2) pixels: ``landmarks + (proxy(motion) - proxy(0)) @ L.T`` with L the linear part
-        (scale * rotation) of the similarity aligning the neutral proxy to ``landmarks``.
+        float64 (T, 68, 2) pixels: ``landmarks + (proxy(motion) - proxy(reference)) @ L.T`` with L the linear part
+        (scale * rotation) of the similarity aligning the reference proxy to ``landmarks``; a frame equal to the
+        reference leaves the landmarks where they are.
     """
     from genblocks.faces.align import umeyama_similarity
 
     motion = np.asarray(motion, np.float64)
-    neutral = proxy_landmarks(np.zeros((1, motion.shape[1])))[0]
+    reference = np.zeros(motion.shape[1]) if reference is None else np.asarray(reference, np.float64)
+    if reference.shape != (motion.shape[1],):
+        raise ValueError(f"reference: expected ({motion.shape[1]},) like a motion frame, got {reference.shape}")
+    neutral = proxy_landmarks(reference[None])[0]
     linear = umeyama_similarity(neutral, landmarks)[:, :2]
     offsets = proxy_landmarks(motion) - neutral[None]
     return np.asarray(landmarks, np.float64)[None] + offsets @ linear.T
@@ -247,6 +253,7 @@ class PortraitWarpRenderer:
         teeth_height: Upper-teeth band height as a fraction of the mouth opening,
         teeth_max: capped at this fraction of the inner mouth width.
         mouth_feather: Blur sigma of the mouth masks as a fraction of the inner mouth width.
+        reference: (52 + P,) the motion frame the portrait shows (:func:`target_landmarks`); ``None``: neutral.
     """
 
     def __init__(
@@ -267,6 +274,7 @@ class PortraitWarpRenderer:
         teeth_height: float = 0.3,
         teeth_max: float = 0.2,
         mouth_feather: float = 0.04,
+        reference: np.ndarray | None = None,
     ) -> None:
         if landmarks is not None:
             landmarks = np.asarray(landmarks, np.float64)
@@ -290,6 +298,7 @@ class PortraitWarpRenderer:
         self.teeth_height = teeth_height
         self.teeth_max = teeth_max
         self.mouth_feather = mouth_feather
+        self.reference = reference
         self._cache: _Grids | None = None
 
     @classmethod
@@ -379,7 +388,7 @@ class PortraitWarpRenderer:
         motion = np.array(motion, np.float64)
         motion[:, 52:55] = np.clip(motion[:, 52:55], -self.max_angle, self.max_angle)
         motion[:, 55:58] = np.clip(motion[:, 55:58], -self.max_shift, self.max_shift)
-        targets = target_landmarks(source, motion)
+        targets = target_landmarks(source, motion, self.reference)
         # 1. the face crop, its landmarks and its paste-back mask
         box = crop_box(np.concatenate([source[None], targets]), height, width, self.crop_margin)
         x0, y0, x1, y1 = box
