@@ -13,6 +13,9 @@ import pytest
 
 from dream_talk.cli import main
 from dream_talk.demo import demo_portrait, happy_style, synthetic_speech
+from dream_talk.motion import mouth_indices
+from dream_talk.tracking import portrait_state
+from dream_talk.warp_render import portrait_landmarks
 from genblocks.audio import read_audio, write_audio
 from genblocks.media import read_image, read_video, write_image, write_video
 
@@ -188,7 +191,19 @@ def test_speak_with_a_real_portrait_and_a_style_video(
     video, portrait = face_video
     argv = ["speak", "--audio", str(inputs["audio"]), "--image", str(portrait), "--style", str(video)]
     assert main([*argv, "--out", str(tmp_path)]) == 0
-    assert json.loads((tmp_path / "summary.json").read_text())["frames"] == 30
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert summary["frames"] == 30 and summary["initial_state"] == "portrait"
+    # the first frame is the portrait's own fitted expression (every channel but the lip-refined mouth ones)
+    state = portrait_state(portrait_landmarks(read_image(portrait)))
+    assert np.abs(state[:52]).max() > 0.01  # the astronaut is not the proxy's neutral face
+    first = np.array(json.loads((tmp_path / "motion.json").read_text())["frames"][0])
+    kept = [i for i in range(58) if i not in mouth_indices()]
+    assert np.abs(first[kept] - state[kept]).max() < 1e-5
+    neutral = tmp_path / "neutral"
+    assert main([*argv, "--out", str(neutral), "--set", "inference.initial_state=neutral"]) == 0
+    assert json.loads((neutral / "summary.json").read_text())["initial_state"] == "neutral"
+    first = np.array(json.loads((neutral / "motion.json").read_text())["frames"][0])
+    assert np.abs(first[kept]).max() < 1e-5
 
 
 @pytest.mark.parametrize("content", ["unreadable", "blank"])

@@ -284,6 +284,10 @@ class InferenceConfig:
         device: Torch device (``"auto"``: CUDA when available).
         check_face: Refuse a portrait in which genblocks' dlib analyser finds no face (needs the ``face`` extra);
             ``false`` skips the check (the proxy preview renders any picture).
+        initial_state: ``"portrait"``: EmoDiff starts from the portrait's own expression, fitted to its dlib landmarks
+            as ``track`` fits a frame (:func:`dream_talk.tracking.portrait_state`), and the warp renderer moves the
+            portrait relative to it; ``"neutral"``: zeros (also the fallback when no landmarks can be found) [ours;
+            spec §5 allows either].
     """
 
     long_audio: LongAudio = "chain"
@@ -293,6 +297,7 @@ class InferenceConfig:
     seed: int = 0
     device: str = "cpu"
     check_face: bool = True
+    initial_state: Literal["portrait", "neutral"] = "portrait"
 
     def __post_init__(self) -> None:
         if self.overlap < 0:

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +30,7 @@ __all__ = [
     "load_pipeline",
     "load_style",
     "plot_curves",
+    "portrait_initial_state",
 ]
 
 _VIDEO_SUFFIXES = (".mp4", ".mov", ".mkv", ".webm", ".avi", ".gif")
@@ -128,6 +129,34 @@ def choose_renderer(config: DreamTalkConfig, portrait: np.ndarray) -> tuple[Any,
     return PortraitWarpRenderer.from_config(render, landmarks), "warp", []
 
 
+def portrait_initial_state(
+    config: DreamTalkConfig, portrait: np.ndarray, renderer: Any
+) -> tuple[np.ndarray | None, list[str]]:
+    """The initial state ``inference.initial_state`` asks for: ``(state (52 + P,) or None for neutral, notes)``.
+
+    ``"portrait"`` fits the portrait's landmarks (the warp renderer's, else found with genblocks' dlib analyser) with
+    :func:`dream_talk.tracking.portrait_state` and makes it the warp renderer's reference, so a frame equal to it
+    shows the portrait unchanged; without the ``face`` extra or a face it falls back to neutral, with a note.
+    """
+    if config.inference.initial_state == "neutral":
+        return None, []
+    from dream_talk.tracking import portrait_state
+    from dream_talk.warp_render import PortraitWarpRenderer, portrait_landmarks
+
+    landmarks = renderer.landmarks if isinstance(renderer, PortraitWarpRenderer) else None
+    if landmarks is None:
+        try:
+            landmarks = portrait_landmarks(portrait)
+        except ImportError:
+            return None, ["inference.initial_state=portrait needs the face extra (dlib landmarks); started neutral"]
+        except InputError:
+            return None, ["inference.initial_state=portrait: no face found in the portrait; started neutral"]
+    state = portrait_state(landmarks, config.motion.pose_dim)
+    if isinstance(renderer, PortraitWarpRenderer):
+        renderer.reference = state
+    return state, []
+
+
 def load_pipeline(config: DreamTalkConfig, weights: Path | None, lip_weights: Path | None = None) -> Any:
     """A :class:`~dream_talk.pipeline_dream_talk.DreamTalkPipeline` from a weights folder, or seeded random components
     of ``config``'s sizes when ``weights`` is ``None``."""
@@ -210,6 +239,9 @@ def generate_files(
     render = config.render  # the caller's, also when the weights folder brings its own config
     renderer, render_kind, render_notes = choose_renderer(config, portrait)
     pipe = load_pipeline(config, weights, lip_weights)
+    initial, initial_notes = portrait_initial_state(
+        replace(pipe.config, inference=config.inference), portrait, renderer
+    )
     config = pipe.config
     style = load_style(style_path, config)
     frame_rate = float(fps) if fps is not None else config.motion.fps
@@ -219,7 +251,13 @@ def generate_files(
     start = time.perf_counter()
     features = AudioFrontEnd(config.audio)(samples, rate, frame_rate)
     generator = torch.Generator().manual_seed(config.inference.seed)
-    output = pipe(torch.from_numpy(features)[None], torch.from_numpy(style)[None], generator=generator)
+    initial_state = None if initial is None else torch.from_numpy(initial)[None]
+    output = pipe(
+        torch.from_numpy(features)[None],
+        torch.from_numpy(style)[None],
+        initial_state=initial_state,
+        generator=generator,
+    )
     seconds = time.perf_counter() - start
     motion = MotionSequence(output.motion[0].numpy(), frame_rate)
     # 3. Files
@@ -250,6 +288,7 @@ def generate_files(
     notes = [
         f"{motion.num_frames} frames at {frame_rate:g} fps for {duration:.2f} s of audio ({weights_note})",
         *render_notes,
+        *initial_notes,
     ]
     summary = {
         "frames": motion.num_frames,
@@ -259,6 +298,7 @@ def generate_files(
         "seconds": seconds,
         "render_seconds": render_seconds,
         "renderer": render_kind,
+        "initial_state": "neutral" if initial is None else "portrait",
         "real_time_factor": seconds / duration,
         "weights": "random" if weights is None else str(weights),
         "audio_front_end": config.audio.kind,
