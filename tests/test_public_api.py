@@ -174,6 +174,7 @@ EXPECTED = {
         "load_renderer",
         "load_shipped_config",
         "load_speech",
+        "portrait_state",
         "prepare_dataset",
         "proxy_landmarks",
         "read_motion",
