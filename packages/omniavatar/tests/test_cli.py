@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 from genblocks.media import write_image
 from omniavatar.cli import main
@@ -63,21 +64,54 @@ def test_render_writes_labelled_files(tmp_path: Path) -> None:
     [
         (["render", "--expression", "1,2,3"], "expected 10 values (layout shape 10 | expression 10 | neck 3 | jaw 3"),
         (["render", "--jaw", "1,2"], "--jaw: expected 3 values"),
-        (["render", "--labels", "LABELS", "--row", "0"], "rows of 51 numbers (25 camera values then shape 10"),
-        (["convert", "--pkl", "PKL"], "not a readable pickle"),
-        (["train", "--stage", "sdf", "--set", "model.head=flame", "model.flame_path=FLAME"], "not FLAME, missing"),
+        (["render", "--labels", "@LABELS", "--row", "0"], "rows of 51 numbers (25 camera values then shape 10"),
+        (["convert", "--pkl", "@PKL"], "not a readable pickle"),
+        (["train", "--stage", "sdf", "--set", "model.head=flame", "model.flame_path=@FLAME"], "not FLAME, missing"),
+        (["eval", "--count", "1", "--estimator", "@TEXT"], "--estimator @TEXT: not a safetensors file (expected "),
+        (
+            ["eval", "--count", "1", "--estimator", "@OTHER"],
+            "--estimator @OTHER: does not fit (expected safetensors of a ",
+        ),
+        (
+            ["train", "--stage", "gan", "--set", "train.sdf_checkpoint=@TEXT"],
+            "train.sdf_checkpoint @TEXT: not a safetensors file (expected safetensors of the Stage I SemanticSDF",
+        ),
+        (
+            ["train", "--stage", "gan", "--set", "ctrl_loss.estimator=pretrained", "ctrl_loss.estimator_path=@TEXT"],
+            "ctrl_loss.estimator_path @TEXT: not a safetensors file (expected safetensors of a ControlEstimator",
+        ),
+        (
+            [
+                "train",
+                "--stage",
+                "gan",
+                "--set",
+                "ctrl_loss.estimator=pretrained",
+                "ctrl_loss.estimator_path=@MISSING",
+            ],
+            "ctrl_loss.estimator_path @MISSING: file not found (expected safetensors of a ControlEstimator",
+        ),
     ],
 )
 def test_bad_input_exits_2(tmp_path: Path, capsys: pytest.CaptureFixture[str], argv: list[str], message: str) -> None:
+    from safetensors.torch import save_file
+
     np.save(tmp_path / "labels.npy", np.zeros((2, 40), dtype=np.float32))
     (tmp_path / "model.pkl").write_text("not a pickle")
     (tmp_path / "flame.pkl").write_bytes(pickle.dumps({"v_template": np.zeros((3, 3))}, protocol=2))
+    (tmp_path / "text.safetensors").write_text("not safetensors")
+    save_file({"weight": torch.zeros(2)}, str(tmp_path / "other.safetensors"))  # safetensors, but not an estimator
     replacements = {
-        "LABELS": str(tmp_path / "labels.npy"),
-        "PKL": str(tmp_path / "model.pkl"),
-        "FLAME": str(tmp_path / "flame.pkl"),
+        "@LABELS": str(tmp_path / "labels.npy"),
+        "@PKL": str(tmp_path / "model.pkl"),
+        "@FLAME": str(tmp_path / "flame.pkl"),
+        "@TEXT": str(tmp_path / "text.safetensors"),
+        "@OTHER": str(tmp_path / "other.safetensors"),
+        "@MISSING": str(tmp_path / "missing.safetensors"),
     }
-    argv = [replacements.get(a, a.replace("FLAME", str(tmp_path / "flame.pkl"))) for a in argv]
+    for token, path in replacements.items():
+        argv = [a.replace(token, path) for a in argv]
+        message = message.replace(token, path)
     out = tmp_path / "out"
     status = main([*argv, "--out", str(out)])
     err = capsys.readouterr().err.strip().splitlines()

@@ -171,13 +171,13 @@ def _train(args: argparse.Namespace, config: OmniAvatarConfig) -> int:
             save_trained=training.save_semantic_sdf,
         )
     else:
+        module = training.OmniAvatarGANModule(config)  # reads and checks the weights files it names first
         if config.train.sdf_checkpoint is None:
             print(
                 "omniavatar train: note: train.sdf_checkpoint is unset: W starts as initialised (identity warp with "
                 "igr.residual_warp); run --stage sdf first for the geometry prior",
                 file=sys.stderr,
             )
-        module = training.OmniAvatarGANModule(config)
         result = fit(
             module,
             training.OmniAvatarDataModule(config),
@@ -236,16 +236,10 @@ def _eval(args: argparse.Namespace, config: OmniAvatarConfig) -> int:
     # inf: a view showed no opaque pixel (random weights); JSON has no inf
     metrics["depth_consistency_chamfer"] = [value if value != float("inf") else None for value in chamfer]
     if args.estimator is not None:
-        require_file(args.estimator, "--estimator", "ControlEstimator weights (.safetensors)")
-        from safetensors.torch import load_file
-
-        from omniavatar.training import ControlEstimator
+        from omniavatar.training import ESTIMATOR_FILE, ControlEstimator, load_weights_file
 
         estimator = ControlEstimator(pipeline.layout.pose_dim, pipeline.config.ctrl_loss.estimator_channels)
-        try:
-            estimator.load_state_dict(load_file(str(args.estimator)))
-        except RuntimeError as error:
-            raise InputError(f"--estimator {args.estimator}: does not fit ({str(error).splitlines()[0]})") from None
+        load_weights_file(estimator, args.estimator, "--estimator", ESTIMATOR_FILE)
         metrics["control_error"] = control_error(pipeline, estimator.eval(), count=args.count)
     if extractor is not None and real is not None:
         scores = fid_kid(pipeline, extractor, real, args.num_images, labels=labels)

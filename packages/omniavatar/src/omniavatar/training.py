@@ -56,6 +56,7 @@ __all__ = [
     "SemanticSDFModule",
     "build_head",
     "control_loss",
+    "load_weights_file",
     "mirror_labels",
     "prior_loss",
 ]
@@ -147,20 +148,53 @@ def save_semantic_sdf(module: L.LightningModule, folder: Path) -> None:
     )
 
 
-def load_semantic_sdf(network: SemanticSDF, path: str | Path) -> None:
-    """Load Stage I weights (strict) into `network`."""
+SDF_FILE = "safetensors of the Stage I SemanticSDF: trained/semantic_sdf.safetensors of train --stage sdf, same igr.*"
+"""What ``train.sdf_checkpoint`` names, for error messages."""
+
+
+def load_weights_file(network: nn.Module, path: str | Path, option: str, expected: str) -> None:
+    """Load a safetensors state dict (strict) into `network`, refusing a bad file with one line naming `option`.
+
+    Args:
+        network (`nn.Module`): the module whose ``state_dict`` the file must hold.
+        path (`str` or `Path`): the user's file.
+        option (`str`): the option or config key that named it (``--estimator``, ``train.sdf_checkpoint``).
+        expected (`str`): what the file should be, for the messages (``"safetensors of a ControlEstimator"``).
+
+    Raises:
+        InputError: The file is missing, is not safetensors, or holds tensors that do not fit `network`.
+    """
+    from safetensors import SafetensorError
     from safetensors.torch import load_file
 
     path = Path(path)
     if not path.is_file():
-        raise InputError(f"train.sdf_checkpoint {path}: not found (expected trained/semantic_sdf.safetensors)")
+        raise InputError(f"{option} {path}: file not found (expected {expected})")
     try:
-        network.load_state_dict(load_file(str(path)))
+        state = load_file(str(path))
+    except SafetensorError as error:
+        raise InputError(f"{option} {path}: not a safetensors file (expected {expected}; {error})") from None
+    try:
+        network.load_state_dict(state)
     except RuntimeError as error:
-        raise InputError(f"train.sdf_checkpoint {path}: does not fit igr.* ({str(error).splitlines()[0]})") from None
+        line = str(error).splitlines()[0]
+        raise InputError(f"{option} {path}: does not fit (expected {expected}; {line})") from None
+
+
+def load_semantic_sdf(network: SemanticSDF, path: str | Path) -> None:
+    """Load Stage I weights (strict) into `network`.
+
+    Raises:
+        InputError: `path` is missing, not safetensors, or does not fit ``igr.*``.
+    """
+    load_weights_file(network, path, "train.sdf_checkpoint", SDF_FILE)
 
 
 # ---------------------------------------------------------------------------------------------------------- Stage II
+ESTIMATOR_FILE = "safetensors of a ControlEstimator state dict (ctrl_loss.estimator_channels wide)"
+"""What ``--estimator`` and ``ctrl_loss.estimator_path`` name, for error messages."""
+
+
 class ControlEstimator(nn.Module):
     """E: a small conv net regressing the expression and pose values `(N, pose_dim)` from images `(N, 3, H, W)`.
 
@@ -412,9 +446,7 @@ class OmniAvatarGANModule(GANTrainingModule):
                 if ctrl.estimator == "pretrained":
                     if ctrl.estimator_path is None:
                         raise InputError("ctrl_loss.estimator_path: expected the estimator weights for 'pretrained'")
-                    from safetensors.torch import load_file
-
-                    estimator.load_state_dict(load_file(ctrl.estimator_path))
+                    load_weights_file(estimator, ctrl.estimator_path, "ctrl_loss.estimator_path", ESTIMATOR_FILE)
             self.estimator: ControlEstimator | None = estimator.requires_grad_(False)
         else:
             self.estimator = None
