@@ -150,6 +150,44 @@ def test_eval_command(tmp_path: Path, tiny_config: object) -> None:
     assert len(metrics["depth_consistency_chamfer"]) == 2 and metrics["control_error"]["expression"] >= 0
 
 
+class _MeanColour(torch.nn.Module):
+    """A toy face embedder: the mean colour of the upper and of the lower image half, `(N, 6)`, plus a constant."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        half = x.shape[-2] // 2
+        return torch.cat(
+            [x[..., :half, :].mean((2, 3)), x[..., half:, :].mean((2, 3)), torch.ones_like(x[:, :1, 0, 0])], 1
+        )
+
+
+def test_eval_reports_identity_consistency(tmp_path: Path, tiny_config: object) -> None:
+    from omniavatar.metrics import identity_consistency
+    from omniavatar.pipeline_omniavatar import OmniAvatarPipeline
+
+    torch.jit.script(_MeanColour()).save(str(tmp_path / "embedder.pt"))
+    argv = ["eval", "--count", "2", "--identity-embedder", str(tmp_path / "embedder.pt")]
+    assert main([*argv, "--out", str(tmp_path / "m")]) == 0
+    scores = json.loads((tmp_path / "m" / "metrics.json").read_text())["identity_consistency"]
+    pipeline = OmniAvatarPipeline.from_config(tiny_config)  # type: ignore[arg-type]
+    expected = identity_consistency(pipeline, _MeanColour(), heads=2, variations=3)
+    assert scores == {
+        "same": pytest.approx(expected["same"]),
+        "different": pytest.approx(expected["different"]),
+        "heads": 2,
+        "variations": 3,
+    }
+    assert scores["different"] < scores["same"] < 1.0  # one head varies less than two heads do (0.83 < 0.98)
+
+
+def test_eval_identity_embedder_must_be_torchscript(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    (tmp_path / "embedder.pt").write_text("not TorchScript")
+    argv = ["eval", "--identity-embedder", str(tmp_path / "embedder.pt"), "--out", str(tmp_path / "m")]
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and f"--identity-embedder {tmp_path / 'embedder.pt'}: not a TorchScript file" in err[0]
+    assert not (tmp_path / "m" / "metrics.json").exists()
+
+
 def _fid_inputs(folder: Path, real_images: int) -> tuple[Path, Path]:
     """A scripted conv + average-pool extractor and an FFHQ-style folder of `real_images` random images."""
     import torch

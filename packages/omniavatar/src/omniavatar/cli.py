@@ -8,7 +8,7 @@
     omniavatar convert --pkl omniavatar.pkl --out weights/
     omniavatar train --stage sdf --out runs/sdf      (Stage I; then --stage gan --set train.sdf_checkpoint=...)
     omniavatar eval --weights DIR [--estimator E.safetensors] [--features inception.pt --real ffhq/ --num-images N]
-                    --out eval/
+                    [--identity-embedder arcface.pt] --out eval/
     omniavatar demo --out outputs/omniavatar/demo
     omniavatar smoke
 
@@ -23,7 +23,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -31,11 +31,17 @@ from genblocks.cli import Command, CommandLine, require_file, require_folder, sm
 from genblocks.errors import InputError
 
 if TYPE_CHECKING:
+    from torch import Tensor
+
     from omniavatar.config import OmniAvatarConfig
+    from omniavatar.pipeline_omniavatar import OmniAvatarPipeline
 
 __all__ = ["command_line", "main"]
 
 SCHEMA = "omniavatar.config:OmniAvatarConfig"
+IDENTITY_VARIATIONS = 3
+"""Renders per head for ``eval --identity-embedder``: the neutral expression and two random ones, at yaws spread over
+±``render.yaw_range``."""
 
 
 def _render_arguments(parser: argparse.ArgumentParser) -> None:
@@ -212,8 +218,28 @@ def _eval_arguments(parser: argparse.ArgumentParser) -> None:
         "--real", type=Path, default=None, metavar="DIR", help="FFHQ-style folder of real images for FID / KID"
     )
     parser.add_argument(
+        "--identity-embedder",
+        type=Path,
+        default=None,
+        metavar="FILE",
+        help="TorchScript face embedder ((N, 3, R, R) in [-1, 1] -> (N, D)) for identity consistency",
+    )
+    parser.add_argument(
         "--num-images", type=int, default=100, metavar="N", help="generated (and at most real) images for FID / KID"
     )
+
+
+def _identity(
+    pipeline: OmniAvatarPipeline, embedder: Callable[[Tensor], Tensor], heads: int
+) -> dict[str, float | int | None]:
+    """:func:`~omniavatar.metrics.identity_consistency` of `heads` heads, JSON-ready (NaN, one head's ``different``,
+    becomes None)."""
+    from omniavatar.metrics import identity_consistency
+
+    scores = identity_consistency(pipeline, embedder, heads=heads, variations=IDENTITY_VARIATIONS)
+    result: dict[str, float | int | None] = {k: None if v != v else v for k, v in scores.items()}
+    result.update(heads=heads, variations=IDENTITY_VARIATIONS)
+    return result
 
 
 def _eval(args: argparse.Namespace, config: OmniAvatarConfig) -> int:
@@ -226,6 +252,9 @@ def _eval(args: argparse.Namespace, config: OmniAvatarConfig) -> int:
     if args.features is not None and args.num_images < 2:
         raise InputError(f"--num-images {args.num_images}: FID / KID need at least 2 images")
     extractor = None if args.features is None else load_feature_extractor(args.features, "--features")
+    embedder = None
+    if args.identity_embedder is not None:
+        embedder = load_feature_extractor(args.identity_embedder, "--identity-embedder")
     pipeline, random_weights = _load_pipeline(args, config)
     assert isinstance(pipeline, OmniAvatarPipeline)
     resolution = pipeline.generator.img_resolution
@@ -241,6 +270,8 @@ def _eval(args: argparse.Namespace, config: OmniAvatarConfig) -> int:
         estimator = ControlEstimator(pipeline.layout.pose_dim, pipeline.config.ctrl_loss.estimator_channels)
         load_weights_file(estimator, args.estimator, "--estimator", ESTIMATOR_FILE)
         metrics["control_error"] = control_error(pipeline, estimator.eval(), count=args.count)
+    if embedder is not None:
+        metrics["identity_consistency"] = _identity(pipeline, embedder, args.count)
     if extractor is not None and real is not None:
         scores = fid_kid(pipeline, extractor, real, args.num_images, labels=labels)
         metrics["fid"], metrics["kid"] = scores["fid"], scores["kid"]
@@ -296,7 +327,8 @@ command_line = CommandLine(
         ),
         Command(
             "eval",
-            "metrics: depth consistency across views, control error (--estimator), FID / KID (--features, --real)",
+            "metrics: depth consistency, control error (--estimator), FID / KID (--features, --real), identity consistency "
+            "(--identity-embedder)",
             _eval,
             SCHEMA,
             config_group="render",
