@@ -3,6 +3,7 @@ errors with one line and no traceback, --print-config, --stage and --resume."""
 
 from __future__ import annotations
 
+import argparse
 import sys
 import textwrap
 from pathlib import Path
@@ -143,6 +144,13 @@ def test_bad_value_names_key_value_and_type(fake_package: str, capsys: pytest.Ca
 def test_schema_check_failure_exits_2(fake_package: str, capsys: pytest.CaptureFixture[str]) -> None:
     err = user_error(make_cli(fake_package, {}), ["generate", "--set", "model.width=-1"], capsys)
     assert "model.width must be positive" in err
+
+
+def test_config_help_lists_the_builtin_names(fake_package: str) -> None:
+    parser = make_cli(fake_package, {}).build_parser()
+    subparsers = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    config = next(a for a in subparsers.choices["train"]._actions if a.dest == "config")
+    assert config.help == "a built-in config (paper, tiny) or a YAML file"
 
 
 def test_unknown_config_name_lists_the_builtins(fake_package: str, capsys: pytest.CaptureFixture[str]) -> None:

@@ -267,7 +267,7 @@ class CommandLine:
                 "--config",
                 default=command.default_config,
                 metavar="NAME|PATH",
-                help=f"a built-in '{command.group}' config name (see configs/{command.group}/) or a YAML file",
+                help=f"a built-in config ({', '.join(available_configs(self.package, command.group)) or 'none'}) or a YAML file",
             )
             sub.add_argument(
                 "--set",
