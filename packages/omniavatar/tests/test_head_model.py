@@ -13,7 +13,13 @@ import torch
 
 from genblocks.errors import InputError
 from omniavatar.config import FlameLayout
-from omniavatar.head_model import FlameHead, HeadModel, ProceduralHead, load_flame, mesh_signed_distance
+from omniavatar.head_model import (
+    FlameHead,
+    HeadModel,
+    ProceduralHead,
+    load_flame,
+    mesh_signed_distance,
+)
 
 
 def test_procedural_head_is_a_head_model(head: ProceduralHead) -> None:
@@ -50,6 +56,31 @@ def test_signed_distance_sign(head: ProceduralHead) -> None:
     points = torch.tensor([[[0.0, 0.0, 0.0], [0.0, 0.0, 0.3]]])
     sdf = mesh_signed_distance(points, head.template[None], head.faces)[0, :, 0]
     assert sdf[0] < -0.05 and sdf[1] > 0.15
+
+
+def test_head_signed_distance_is_the_posed_mesh_distance(head: ProceduralHead) -> None:
+    params = torch.zeros(2, head.layout.feature_dim)
+    params[1, -3] = 0.4  # open the jaw of the second head
+    points = torch.tensor([[0.0, 0.0, 0.0], [0.0, 0.0, 0.3], [0.0, -0.12, 0.05]]).expand(2, -1, -1)
+    sdf = head.signed_distance(points, params)
+    assert sdf.shape == (2, 3, 1)
+    assert torch.equal(sdf, mesh_signed_distance(points, head.vertices(params), head.faces))
+    assert sdf[0, 0, 0] < -0.05 and sdf[0, 1, 0] > 0.15  # the centre is inside, a point 0.3 in front outside
+    assert torch.equal(sdf[:, :2], sdf[:1, :2].expand(2, -1, -1))  # the jaw moves nothing near these points
+    assert sdf[0, 2, 0] > 0.005 and sdf[1, 2, 0] < -0.005  # but the opened jaw covers a point below the chin
+
+
+def test_flame_signed_distance_sign(tmp_path: Path, head: ProceduralHead) -> None:
+    arrays = _tiny_flame_arrays(vertices=len(head.template))
+    arrays["v_template"], arrays["f"] = head.template.numpy(), head.faces.numpy()  # a closed ellipsoid
+    np.savez(tmp_path / "flame.npz", **arrays)
+    flame = FlameHead(load_flame(tmp_path / "flame.npz"), FlameLayout(shape=4, expression=3))
+    params = torch.zeros(1, flame.layout.feature_dim)
+    params[0, 0] = 1.0
+    points = torch.tensor([[[0.0, 0.0, 0.0], [0.0, 0.0, 0.3]]])
+    sdf = flame.signed_distance(points, params)
+    assert torch.equal(sdf, mesh_signed_distance(points, flame.vertices(params), flame.faces))
+    assert sdf[0, 0, 0] < -0.05 and sdf[0, 1, 0] > 0.15
 
 
 def _tiny_flame_arrays(vertices: int = 12, joints: int = 5) -> dict[str, np.ndarray]:

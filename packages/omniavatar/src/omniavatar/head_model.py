@@ -75,6 +75,11 @@ class HeadModel(Protocol):
         """Landmarks (N, L, 3) of vertices (N, V, 3)."""
         ...
 
+    def signed_distance(self, points: Tensor, params: Tensor) -> Tensor:
+        """Signed distance (N, P, 1) of points (N, P, 3) to the heads of parameters (N, F): negative inside, positive
+        outside (the convention of :func:`mesh_signed_distance` and of the semantic SDF's s)."""
+        ...
+
 
 def _check_params(params: Tensor, layout: FlameLayout) -> None:
     if params.dim() != 2 or params.shape[1] != layout.feature_dim:
@@ -151,6 +156,21 @@ def mesh_signed_distance(points: Tensor, vertices: Tensor, faces: Tensor, chunk:
     return torch.cat(out, dim=1)
 
 
+class _MeshSignedDistance:
+    """:meth:`HeadModel.signed_distance` of a head from its own mesh, by :func:`mesh_signed_distance`."""
+
+    faces: Tensor
+
+    def vertices(self, params: Tensor) -> Tensor:
+        raise NotImplementedError
+
+    def signed_distance(self, points: Tensor, params: Tensor) -> Tensor:
+        """Approximate signed distance (N, P, 1) of points (N, P, 3) to the meshes of parameters (N, F): negative
+        inside, positive outside (:func:`mesh_signed_distance` on :meth:`vertices`)."""
+        vertices = self.vertices(params)
+        return mesh_signed_distance(points.to(vertices), vertices, self.faces)
+
+
 def _uv_sphere(rings: int, segments: int) -> tuple[np.ndarray, np.ndarray]:
     """Unit UV sphere: two poles plus ``rings - 1`` latitude rings of ``segments`` vertices, outward-wound faces."""
     vertices = [(0.0, 1.0, 0.0)]
@@ -185,7 +205,7 @@ def _axis_displacements(points: Tensor, pivot: Tensor, weight: Tensor) -> Tensor
     return torch.stack(columns, dim=-1)
 
 
-class ProceduralHead:
+class ProceduralHead(_MeshSignedDistance):
     """A FLAME stand-in: ellipsoid template plus random linear shape, expression and pose bases (module docstring).
 
     Args:
@@ -400,7 +420,7 @@ def _rodrigues(axis_angle: Tensor) -> Tensor:
     return eye + sin * skew + (1 - cos) * (skew @ skew)
 
 
-class FlameHead:
+class FlameHead(_MeshSignedDistance):
     """FLAME as a :class:`HeadModel`: blend shapes, pose correctives and linear blend skinning of the five joints
     (global, neck, jaw, left eye, right eye); the global rotation and the eyes stay at zero.
 
