@@ -3,14 +3,17 @@ kill/resume."""
 
 from __future__ import annotations
 
+import json
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 import torch
 
 from genblocks.config import load_config
+from genblocks.media import write_image
 from genblocks.testing.resume import assert_kill_resume_exact
 from genblocks.training.fitting import fit
 from genblocks.training.gan_module import GANBatch
@@ -122,3 +125,58 @@ def test_gan_kill_resume_exact(tmp_path: Path) -> None:
     trained = result["resumed"]
     save_generator(trained, tmp_path / "trained")
     assert (tmp_path / "trained" / "generator.safetensors").is_file()
+
+
+def _write_folder(root: Path, config: OmniAvatarConfig, count: int = 3) -> torch.Tensor:
+    """`count` random 40² PNGs in FFHQ's ``00000/`` layout and an EG3D ``dataset.json``; returns the labels."""
+    from omniavatar.pipeline_omniavatar import OmniAvatarPipeline
+
+    rng = np.random.default_rng(0)
+    pipeline = OmniAvatarPipeline.from_config(config)
+    features = torch.from_numpy(rng.normal(0, 0.2, (count, config.flame.feature_dim)).astype(np.float32))
+    yaw = torch.from_numpy(rng.uniform(-0.3, 0.3, count).astype(np.float32))
+    labels = pipeline.labels(pipeline.cameras(yaw, torch.zeros(count)), features)
+    rows = []
+    for k in range(count):
+        name = f"00000/img{k:08d}.png"
+        write_image(root / name, rng.integers(0, 255, (40, 40, 3), dtype=np.uint8), (0, 255))
+        rows.append([name, labels[k].tolist()])
+    (root / "dataset.json").write_text(json.dumps({"labels": rows}))
+    return labels
+
+
+def test_folder_data_is_read_per_item_and_mirrored(tmp_path: Path, tiny_config: OmniAvatarConfig) -> None:
+    labels = _write_folder(tmp_path, tiny_config)
+    config = replace(tiny_config, data=replace(tiny_config.data, root=str(tmp_path), mirror=True))
+    data = OmniAvatarDataModule(config)
+    data.setup("fit")
+    dataset = data.dataset
+    assert dataset is not None and len(dataset) == 6
+    first, flipped = dataset[1], dataset[4]
+    assert first["image"].shape == (3, 32, 32) and first["mask"].shape == (1, 16, 16)
+    assert torch.equal(flipped["image"], first["image"].flip(-1)) and torch.equal(first["c"], labels[1])
+    expected = labels[1].clone()
+    expected[[1, 2, 3, 4, 8]] *= -1  # EG3D's camera flip
+    expected[-5:-3] *= -1  # neck (x, y, z) -> (x, -y, -z)
+    expected[-2:] *= -1  # jaw (x, y, z) -> (x, -y, -z); shape and expression unchanged
+    assert torch.equal(flipped["c"], expected)
+    write_image(tmp_path / "00000" / "img00000001.png", np.zeros((40, 40, 3), dtype=np.uint8), (0, 255))
+    assert torch.equal(dataset[1]["image"], -torch.ones(3, 32, 32))  # read from disk when asked for, not held
+
+
+def test_gan_trains_from_a_folder_with_mirroring(tmp_path: Path, tiny_config: OmniAvatarConfig) -> None:
+    from omniavatar.cli import main
+
+    _write_folder(tmp_path / "data", tiny_config)
+    overrides = [f"data.root={tmp_path / 'data'}", "data.mirror=true", "train.max_steps=2"]
+    assert main(["train", "--stage", "gan", "--set", *overrides, "--out", str(tmp_path / "run")]) == 0
+    assert (tmp_path / "run" / "trained" / "generator.safetensors").is_file()
+
+
+def test_folder_label_of_the_wrong_length_is_refused(tmp_path: Path, tiny_config: OmniAvatarConfig) -> None:
+    from genblocks.errors import InputError
+    from omniavatar.training import read_dataset_folder
+
+    _write_folder(tmp_path, tiny_config)
+    with pytest.raises(InputError, match=r"label of 00000/img00000000.png has 51 values, expected 52 \(25 camera"):
+        read_dataset_folder(tmp_path, 52)

@@ -27,6 +27,7 @@ unset, a synthetic set rendered by a seeded random generator (tiny runs). Mirror
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, cast
 
@@ -50,7 +51,10 @@ from omniavatar.semantic_sdf import SemanticSDF, sample_head_params, stage1_loss
 
 __all__ = [
     "ControlEstimator",
+    "DatasetFolder",
+    "FolderImages",
     "MaskDualDiscriminator",
+    "MirroredImages",
     "OmniAvatarDataModule",
     "OmniAvatarGANModule",
     "SemanticSDFModule",
@@ -59,6 +63,7 @@ __all__ = [
     "load_weights_file",
     "mirror_labels",
     "prior_loss",
+    "read_dataset_folder",
 ]
 
 
@@ -303,51 +308,133 @@ def mirror_labels(labels: Tensor, feature_dim: int) -> Tensor:
     return out
 
 
-class _LabelledImages(Dataset):
-    def __init__(self, images: Tensor, labels: Tensor, masks: Tensor, mirror: bool, feature_dim: int) -> None:
-        self.images, self.labels, self.masks = images, labels, masks
-        self.mirror, self.feature_dim = mirror, feature_dim
+@dataclass(frozen=True)
+class DatasetFolder:
+    """The labelled images of an FFHQ-style folder, everything but the pixels (:func:`read_dataset_folder`).
 
-    def __len__(self) -> int:
-        return len(self.images) * (2 if self.mirror else 1)
+    Attributes:
+        root: The folder.
+        files: Image paths, in ``dataset.json`` order.
+        labels: `(N, 25 + F)` float32 label rows, row i for ``files[i]``.
+        masks: ``masks/<file>`` per image, None where absent (an all-ones mask).
+    """
 
-    def __getitem__(self, index: int) -> dict[str, Tensor]:
-        base = index % len(self.images)
-        sample = {"image": self.images[base], "c": self.labels[base], "mask": self.masks[base]}
-        if index >= len(self.images):
-            sample = {
-                "image": sample["image"].flip(-1),
-                "c": mirror_labels(sample["c"], self.feature_dim),
-                "mask": sample["mask"].flip(-1),
-            }
-        return sample
+    root: Path
+    files: tuple[Path, ...]
+    labels: Tensor
+    masks: tuple[Path | None, ...]
 
 
-def read_dataset_folder(root: Path, resolution: int, mask_size: int, label_dim: int) -> tuple[Tensor, Tensor, Tensor]:
-    """Images `(N, 3, R, R)` in [−1, 1], labels `(N, 25 + F)` and masks `(N, 1, r, r)` (ones when ``masks/`` is absent)
-    of an FFHQ-style folder with ``dataset.json``."""
-    from genblocks.training.data import load_image
+def _manifest_entries(manifest: Path) -> list[tuple[str, list[float]]]:
+    """The ``[file, values]`` pairs of an EG3D ``dataset.json``."""
+    layout = "EG3D layout: {'labels': [[file, [25 camera + 3DMM values]], ...]}"
+    try:
+        entries = json.loads(manifest.read_text(encoding="utf-8")).get("labels") or []
+        pairs = [(str(name), values) for name, values in entries]
+    except (ValueError, AttributeError, TypeError) as error:
+        raise InputError(f"data.root {manifest}: not readable ({error}; expected the {layout})") from None
+    if not pairs:
+        raise InputError(f"data.root {manifest}: no labelled images (expected the {layout})")
+    return pairs
 
+
+def read_dataset_folder(root: Path, label_dim: int) -> DatasetFolder:
+    """Read and check the labels and file list of an FFHQ-style folder with ``dataset.json``; the images are read
+    later, one per item (:class:`FolderImages`).
+
+    Args:
+        root (`Path`): the folder.
+        label_dim (`int`): 25 + F values per label.
+
+    Raises:
+        InputError: No or a malformed ``dataset.json``, a label of another length, a listed file that is missing.
+    """
     manifest = root / "dataset.json"
     if not manifest.is_file():
         raise InputError(f"data.root {root}: no dataset.json (EG3D layout: {{'labels': [[file, [values]], ...]}})")
-    entries = json.loads(manifest.read_text(encoding="utf-8")).get("labels") or []
-    images, labels, masks = [], [], []
-    for name, values in entries:
-        if len(values) != label_dim:
+    pairs = _manifest_entries(manifest)
+    for name, values in pairs:
+        if not isinstance(values, list) or len(values) != label_dim:
+            length = len(values) if isinstance(values, list) else type(values).__name__
             raise InputError(
-                f"{manifest}: label of {name} has {len(values)} values, expected {label_dim} (25 camera + 3DMM)"
+                f"data.root {manifest}: label of {name} has {length} values, expected {label_dim} "
+                "(25 camera values: cam2world 16 + intrinsics 9, then the 3DMM values)"
             )
-        images.append(load_image(root / name, (resolution, resolution)))
-        labels.append(torch.tensor(values, dtype=torch.float32))
-        mask_path = root / "masks" / name
-        if mask_path.is_file():
-            masks.append((load_image(mask_path, (mask_size, mask_size))[:1] + 1) / 2)
-        else:
-            masks.append(torch.ones(1, mask_size, mask_size))
-    if not images:
-        raise InputError(f"{manifest}: no labelled images")
-    return torch.stack(images), torch.stack(labels), torch.stack(masks)
+        if not (root / name).is_file():
+            raise InputError(f"data.root {manifest}: lists {name}, which is not a file under {root}")
+    try:
+        labels = torch.tensor([values for _, values in pairs], dtype=torch.float32)
+    except (TypeError, ValueError) as error:
+        raise InputError(f"data.root {manifest}: label rows must hold numbers ({error})") from None
+    masks = tuple(root / "masks" / name if (root / "masks" / name).is_file() else None for name, _ in pairs)
+    return DatasetFolder(root, tuple(root / name for name, _ in pairs), labels, masks)
+
+
+class FolderImages(Dataset):
+    """The items of a :class:`DatasetFolder`, each image (and mask) read from disk when the item is asked for.
+
+    Args:
+        folder (`DatasetFolder`): from :func:`read_dataset_folder`.
+        resolution (`int`): image side R (resize the shorter side, centre-crop).
+        mask_size (`int`): mask side r (the neural-rendering resolution).
+    """
+
+    def __init__(self, folder: DatasetFolder, resolution: int, mask_size: int) -> None:
+        self.folder, self.resolution, self.mask_size = folder, resolution, mask_size
+
+    def __len__(self) -> int:
+        return len(self.folder.files)
+
+    def __getitem__(self, index: int) -> dict[str, Tensor]:
+        """``{"image": (3, R, R) in [−1, 1], "c": (25 + F,), "mask": (1, r, r) in [0, 1]}``."""
+        from genblocks.training.data import load_image
+
+        r = self.mask_size
+        mask_path = self.folder.masks[index]
+        mask = torch.ones(1, r, r) if mask_path is None else (load_image(mask_path, (r, r))[:1] + 1) / 2
+        image = load_image(self.folder.files[index], (self.resolution, self.resolution))
+        return {"image": image, "c": self.folder.labels[index], "mask": mask}
+
+
+class _TensorImages(Dataset):
+    """Images `(N, 3, R, R)`, labels `(N, 25 + F)` and masks `(N, 1, r, r)` held in memory (the synthetic set)."""
+
+    def __init__(self, images: Tensor, labels: Tensor, masks: Tensor) -> None:
+        self.images, self.labels, self.masks = images, labels, masks
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def __getitem__(self, index: int) -> dict[str, Tensor]:
+        return {"image": self.images[index], "c": self.labels[index], "mask": self.masks[index]}
+
+
+class MirroredImages(Dataset):
+    """A labelled image set followed, when `mirror`, by its x-flipped copy: item ``N + i`` is item i with the image and
+    mask flipped and the labels mirrored by :func:`mirror_labels`.
+
+    Args:
+        base (`Dataset`): items ``{"image", "c", "mask"}``.
+        mirror (`bool`): add the mirrored copy.
+        feature_dim (`int`): F, for :func:`mirror_labels`.
+    """
+
+    def __init__(self, base: Dataset, mirror: bool, feature_dim: int) -> None:
+        self.base, self.mirror, self.feature_dim = base, mirror, feature_dim
+        self.count = len(cast(Any, base))
+
+    def __len__(self) -> int:
+        return self.count * (2 if self.mirror else 1)
+
+    def __getitem__(self, index: int) -> dict[str, Tensor]:
+        sample = self.base[index % self.count]
+        if index < self.count:
+            return sample
+        return {
+            "image": sample["image"].flip(-1),
+            "c": mirror_labels(sample["c"], self.feature_dim),
+            "mask": sample["mask"].flip(-1),
+        }
 
 
 def synthetic_dataset(config: OmniAvatarConfig, count: int, seed: int = 123) -> tuple[Tensor, Tensor, Tensor]:
@@ -375,28 +462,32 @@ class OmniAvatarDataModule(L.LightningDataModule):
     def __init__(self, config: OmniAvatarConfig) -> None:
         super().__init__()
         self.config = config
-        self.dataset: _LabelledImages | None = None
+        self.dataset: MirroredImages | None = None
 
     def setup(self, stage: str) -> None:
         if self.dataset is not None:
             return
         c = self.config
+        base: Dataset
         if c.data.root is None:
-            images, labels, masks = synthetic_dataset(c, c.data.synthetic_size)
+            base = _TensorImages(*synthetic_dataset(c, c.data.synthetic_size))
         else:
-            images, labels, masks = read_dataset_folder(
-                Path(c.data.root),
-                c.generator.img_resolution,
-                c.generator.neural_rendering_resolution,
-                25 + c.flame.feature_dim,
-            )
-        self.dataset = _LabelledImages(images, labels, masks, c.data.mirror, c.flame.feature_dim)
+            folder = read_dataset_folder(Path(c.data.root), 25 + c.flame.feature_dim)
+            base = FolderImages(folder, c.generator.img_resolution, c.generator.neural_rendering_resolution)
+        self.dataset = MirroredImages(base, c.data.mirror, c.flame.feature_dim)
 
     def train_dataloader(self) -> DataLoader:
         if self.dataset is None:
             self.setup("fit")
         assert self.dataset is not None
-        return DataLoader(self.dataset, batch_size=self.config.gan.batch_size, shuffle=True, drop_last=True)
+        data = self.config.data
+        return DataLoader(
+            self.dataset,
+            batch_size=self.config.gan.batch_size,
+            shuffle=True,
+            drop_last=True,
+            num_workers=data.num_workers,
+        )
 
 
 class OmniAvatarGANModule(GANTrainingModule):
