@@ -116,7 +116,17 @@ def test_train_tiny_then_speak_with_its_weights(inputs: dict[str, Path], tmp_pat
     assert json.loads((out / "summary.json").read_text())["frames"] == 30  # 1.2 s at 25 fps
 
 
-def test_demo_writes_a_labelled_card_and_headline(tmp_path: Path) -> None:
+def test_demo_writes_a_labelled_card_and_headline(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import genblocks.media
+
+    card: dict[str, list[np.ndarray]] = {}
+    write_card = genblocks.media.write_demo_card
+
+    def spy(out_dir: Path, title: str, panels: list[np.ndarray], captions: list[str], **kwargs: object) -> object:
+        card["panels"] = list(panels)
+        return write_card(out_dir, title, panels, captions, **kwargs)
+
+    monkeypatch.setattr(genblocks.media, "write_demo_card", spy)
     assert main(["demo", "--out", str(tmp_path)]) == 0
     summary = json.loads((tmp_path / "summary.json").read_text())
     assert set(summary["headline"]) == {
@@ -134,6 +144,13 @@ def test_demo_writes_a_labelled_card_and_headline(tmp_path: Path) -> None:
         frames, _ = read_video(tmp_path / "video.mp4")
         portrait = read_image(demo_portrait()[0])
         assert frames.shape[0] == summary["frames"] and frames.shape[2] == portrait.shape[1]
+        # strip.png's frame 0 is the video's frame 0 (same renderer, same reference expression; the video is
+        # H.264 with a caption bar below the portrait), and close to the portrait, whose fitted expression it starts
+        # from (the lip refiner moves only the mouth). Applying the expression twice gave 13 grey levels.
+        first = card["panels"][1].astype(np.float64)
+        assert card["panels"][0].shape == first.shape == portrait.shape
+        assert np.abs(first - frames[0, : portrait.shape[0]]).mean() < 3.0
+        assert np.abs(first - portrait).mean() < 3.0
         track, rate = read_audio(tmp_path / "video.mp4")
         assert rate > 0 and track.size > 0
 

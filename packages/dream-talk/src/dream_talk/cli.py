@@ -16,7 +16,8 @@ the one convention of :mod:`genblocks.cli`.
 
 Configs ship in ``dream_talk/configs/`` (``tiny``: random CPU sizes; ``paper``: the spec's defaults), one schema
 (:class:`dream_talk.config.DreamTalkConfig`) for every command. ``speak`` writes ``motion.json``, ``motion.csv``,
-``preview.mp4`` (with the input audio), ``curves.png`` and ``summary.json``; ``train`` writes genblocks' run folder
+the video with the input audio (``video.mp4``: the warped portrait or a learned renderer's frames; ``preview.mp4``:
+portrait | proxy avatar, also the fallback when no face is found), ``curves.png`` and ``summary.json``; ``train`` writes genblocks' run folder
 (``trained/`` is a pipeline folder for ``speak --weights``); ``demo`` also writes ``strip.png`` and
 ``README.txt``; ``track`` writes ``motion.json``, ``motion.csv`` and ``summary.json`` (frames, ``gap_frames``: how many
 had no face and were interpolated); ``prepare`` writes ``audio/<id>.wav``, ``motion/<id>.json``, ``manifest.jsonl``
@@ -247,8 +248,8 @@ command_line = CommandLine(
     commands=(
         Command(
             "speak",
-            "speech + portrait + emotion-style clip -> motion.json, motion.csv, preview.mp4 (with the audio), "
-            "curves.png, summary.json in --out",
+            "speech + portrait + emotion-style clip -> motion.json, motion.csv, video.mp4 (the warped portrait; "
+            "preview.mp4 for render.kind=preview or without a face; with the audio), curves.png, summary.json in --out",
             _speak,
             schema=SCHEMA,
             config_group=GROUP,
@@ -293,8 +294,8 @@ command_line = CommandLine(
         ),
         Command(
             "demo",
-            "speech drives Grace Hopper's portrait with tiny random weights: preview.mp4, curves.png, strip.png, "
-            "motion files, summary.json, README.txt in --out",
+            "speech drives Grace Hopper's portrait with tiny random weights: video.mp4 (preview.mp4 without the "
+            "face extra), curves.png, strip.png, motion files, summary.json, README.txt in --out",
             _demo,
             schema=SCHEMA,
             config_group=GROUP,

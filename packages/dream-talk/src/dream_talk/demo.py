@@ -146,22 +146,29 @@ def run_demo(
     summary = json.loads((out_dir / "summary.json").read_text())
     motion = result.motion.values
     jaw = motion[:, blendshape_index("jawOpen")]
-    frames = [int(jaw.argmin()), int(jaw.argmax())]
+    frames = [0, int(jaw.argmin()), int(jaw.argmax())]
     still = read_image(portrait)
-    if summary["renderer"] == "warp":
-        from dream_talk.warp_render import PortraitWarpRenderer, portrait_landmarks
-
-        pictures = list(PortraitWarpRenderer(portrait_landmarks(still))(still, motion[frames]))
-        video = "video.mp4 (the portrait warped by the motion: landmark-driven TPS, no mouth interior synthesis)"
-    else:
+    if result.render_kind == "preview":
         pictures = [draw_avatar(points, 256) for points in proxy_landmarks(motion[frames])]
         video = "preview.mp4 (portrait | proxy avatar)"
+    else:  # the very renderer (with its reference expression) that drew the video
+        pictures = list(result.renderer(still, motion[frames]))
+        video = (
+            "video.mp4 (the portrait warped by the motion: landmark-driven TPS with a mouth-interior fill)"
+            if result.render_kind == "warp"
+            else f"video.mp4 (frames of render.renderer {config.render.renderer!r})"
+        )
     write_demo_card(
         out_dir,
         f"dream-talk demo: speech ({speech_kind}) + happy style -> blendshapes -> {summary['renderer']} "
         "(tiny random weights)",
         [still, *pictures],
-        ["portrait", f"frame {frames[0]} (least jawOpen)", f"frame {frames[1]} (most jawOpen)"],
+        [
+            "portrait",
+            "frame 0 (the portrait's expression)",
+            f"frame {frames[1]} (least jawOpen)",
+            f"frame {frames[2]} (most jawOpen)",
+        ],
         notes=[
             f"Portrait: {credit}. Speech: {speech}. Style: synthetic happy clip (style.json).",
             f"Files: {video}, with the audio; curves.png (blendshapes under the waveform), "

@@ -47,6 +47,9 @@ class GenerationResult:
         seconds: Wall time of motion generation (audio features + sampling + lip refinement).
         render_seconds: Wall time of rendering the preview frames.
         notes: Lines for the user (random weights, the frame rate used).
+        renderer: The renderer that drew the video (for the warp renderer: with the portrait's fitted expression as
+            its ``reference``), so more frames of the same motion render as the video's do.
+        render_kind: ``"warp"``, ``"learned"`` or ``"preview"``: what the renderer is.
     """
 
     motion: MotionSequence
@@ -54,6 +57,8 @@ class GenerationResult:
     seconds: float
     render_seconds: float
     notes: list[str] = field(default_factory=list)
+    renderer: Any = None
+    render_kind: str = "preview"
 
 
 def load_style(path: Path | None, config: DreamTalkConfig) -> np.ndarray:
@@ -308,4 +313,4 @@ def generate_files(
     }
     files["summary"] = out / "summary.json"
     files["summary"].write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
-    return GenerationResult(motion, files, seconds, render_seconds, notes)
+    return GenerationResult(motion, files, seconds, render_seconds, notes, renderer, render_kind)
