@@ -180,3 +180,44 @@ def test_folder_label_of_the_wrong_length_is_refused(tmp_path: Path, tiny_config
     _write_folder(tmp_path, tiny_config)
     with pytest.raises(InputError, match=r"label of 00000/img00000000.png has 51 values, expected 52 \(25 camera"):
         read_dataset_folder(tmp_path, 52)
+
+
+def test_pretrained_estimator_is_read_from_its_file(tmp_path: Path, tiny_config: OmniAvatarConfig) -> None:
+    from safetensors.torch import save_file
+
+    from omniavatar.training import ControlEstimator
+
+    torch.manual_seed(3)
+    given = ControlEstimator(tiny_config.flame.pose_dim, tiny_config.ctrl_loss.estimator_channels)
+    save_file(given.state_dict(), str(tmp_path / "estimator.safetensors"))
+    ctrl = replace(
+        tiny_config.ctrl_loss, estimator="pretrained", estimator_path=str(tmp_path / "estimator.safetensors")
+    )
+    torch.manual_seed(0)  # a different draw from the estimator's: only the file can make them equal
+    module = OmniAvatarGANModule(replace(tiny_config, ctrl_loss=ctrl))
+    assert module.estimator is not None and not any(p.requires_grad for p in module.estimator.parameters())
+    assert module.discriminator.param_head is None  # the discriminator regresses nothing with a given estimator
+    batch = _batch(module, OmniAvatarDataModule(tiny_config))
+    assert batch.c is not None
+    fake, _ = module.generate(torch.randn(2, tiny_config.generator.z_dim), batch.c)
+    with torch.no_grad():
+        assert torch.equal(module.estimate_controls(fake, batch.c), given(fake["image"]))
+
+
+def test_geometry_prior_weight_decays_linearly(tiny_config: OmniAvatarConfig) -> None:
+    prior = replace(tiny_config.prior_loss, weight=2.0, final_weight=0.5, decay_kimg=1.0)
+    torch.manual_seed(0)
+    module = OmniAvatarGANModule(replace(tiny_config, prior_loss=prior))
+    weights = []
+    for images in (0, 250, 500, 1000, 4000):
+        module.images_seen = images
+        weights.append(module.prior_weight())
+    assert weights == pytest.approx([2.0, 1.625, 1.25, 0.5, 0.5])
+    module.images_seen = 500
+    batch = _batch(module, OmniAvatarDataModule(tiny_config))
+    logged: dict[str, float] = {}
+    module.log = lambda name, value, **_: logged.__setitem__(name, float(value))  # type: ignore[method-assign]
+    loss = float(module.generator_loss(batch).detach())
+    control = tiny_config.ctrl_loss.weight * logged["train/control_loss"]
+    assert loss == pytest.approx(logged["train/g_loss"] + control + 1.25 * logged["train/prior_loss"], rel=1e-5)
+    assert logged["train/prior_loss"] > 0
