@@ -14,6 +14,7 @@ from omniavatar_authors_pickle import authors_config, write_authors_pickle
 from genblocks.errors import InputError
 from omniavatar.config import OmniAvatarConfig
 from omniavatar.convert_omniavatar_original import (
+    GENERATOR_LAYOUT,
     ConversionError,
     convert_omniavatar,
     read_labels,
@@ -58,8 +59,12 @@ def test_strict_report_names_unexpected_keys(tmp_path: Path, tiny_config: OmniAv
 def test_not_a_generator(tmp_path: Path) -> None:
     path = tmp_path / "other.pkl"
     path.write_bytes(pickle.dumps({"G_ema": {"weights": [1, 2, 3]}}))
-    with pytest.raises(InputError):
+    with pytest.raises(InputError) as caught:
         convert_omniavatar(path, tmp_path / "out")
+    message = str(caught.value)
+    assert message.startswith(f"network pickle {path}: expected a pickled network module, got {{'weights'")
+    assert message.endswith(f"; expected {GENERATOR_LAYOUT}")
+    assert "training.triplane.TriPlaneGenerator" in message and "rendering_kwargs" in message
     (tmp_path / "text.pkl").write_text("not a pickle")
     with pytest.raises(InputError, match="not a readable pickle"):
         convert_omniavatar(tmp_path / "text.pkl", tmp_path / "out")

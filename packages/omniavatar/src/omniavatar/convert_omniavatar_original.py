@@ -39,6 +39,7 @@ from omniavatar.modeling_omniavatar import OmniAvatarGenerator
 from omniavatar.pipeline_omniavatar import OmniAvatarPipeline
 
 __all__ = [
+    "GENERATOR_LAYOUT",
     "ConversionError",
     "ConversionReport",
     "convert_omniavatar",
@@ -59,6 +60,15 @@ _RENAMES = (
     ("renderer.sigmoid_beta", "sigmoid_beta"),
 )
 _DUPLICATE_TEMPLATE = "renderer.im3dmm._template_sdf."
+
+
+GENERATOR_LAYOUT = (
+    "the authors' network pickle: a dict whose G_ema (or --network) is a torch_utils.persistence object of "
+    "training.triplane.TriPlaneGenerator with _init_kwargs (z_dim, c_dim, w_dim, img_resolution, rendering_kwargs) "
+    "and the tensors backbone.*, decoder.sigma_net.*, decoder.pose_net.*, superresolution.*, renderer.im3dmm.*, "
+    "renderer.template_sdf.*"
+)
+"""What :func:`convert_omniavatar` reads, for error messages."""
 
 
 class ConversionError(InputError):
@@ -137,8 +147,8 @@ def record_to_config(record: NetworkRecord, base: OmniAvatarConfig | None = None
     rk = kwargs.get("rendering_kwargs") or record.extra.get("rendering_kwargs")
     if not isinstance(rk, dict) or "decoder.sigma_net.0.weight" not in state:
         raise ConversionError(
-            f"the pickle's {record.class_name} is not an OmniAvatar generator (expected rendering_kwargs and "
-            "decoder.sigma_net.* weights)"
+            f"the pickle's {record.class_name} is not an OmniAvatar generator (no rendering_kwargs or "
+            f"decoder.sigma_net.* weights; expected {GENERATOR_LAYOUT})"
         )
     refused = {
         "absorption": bool(rk.get("absorption", False)),
@@ -298,6 +308,15 @@ def original_state_dict(generator: OmniAvatarGenerator) -> dict[str, Tensor]:
     return out
 
 
+def _read_generator(pkl: str | os.PathLike, network: str) -> NetworkRecord:
+    """The pickled `network`, read without running code; a pickle of anything else names :data:`GENERATOR_LAYOUT`."""
+    try:
+        return read_network_pickle(pkl, names=(network,))[network]
+    except InputError as error:
+        reason = str(error).removeprefix(f"network pickle {pkl}: ")
+        raise InputError(f"network pickle {pkl}: {reason}; expected {GENERATOR_LAYOUT}") from None
+
+
 def convert_omniavatar(
     pkl: str | os.PathLike,
     out_dir: str | os.PathLike,
@@ -312,8 +331,7 @@ def convert_omniavatar(
         InputError: not a readable network pickle, or no such network.
         ConversionError: not an OmniAvatar generator, unsupported settings, or (strict) unmatched keys.
     """
-    records = read_network_pickle(pkl, names=(network,))
-    record = records[network]
+    record = _read_generator(pkl, network)
     config = record_to_config(record, base)
     generator = OmniAvatarGenerator(config.generator, config.flame, config.igr)
     report = ConversionReport()
