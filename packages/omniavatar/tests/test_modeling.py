@@ -143,3 +143,10 @@ def test_paper_sizes_on_meta_device() -> None:
     assert generator.decoder.pose_net[0].weight.shape == (32, 3 * 106)
     assert generator.backbone.synthesis.b256.torgb.weight.shape[0] == 32 * 3 * config.generator.triplane_depth
     assert math.isclose(config.generator.focal, 1015 / 224)
+
+
+def test_a_fourth_image_channel_is_refused(tiny_config: OmniAvatarConfig) -> None:
+    from genblocks.errors import FieldError
+
+    with pytest.raises(FieldError, match=r"img_channels.*expected 3 \(RGB; the mask is the rendered opacity"):
+        replace(tiny_config.generator, img_channels=4)

@@ -117,7 +117,8 @@ class GeneratorConfig:
         z_dim, w_dim: Latent sizes (512).
         c_dim: Label columns the mapping sees, ``c[:, :c_dim]`` (25 = camera only, the released pickle).
         img_resolution: Final image side (512).
-        img_channels: 3 (RGB) or 4 (RGB + mask, [unverified]).
+        img_channels: 3 (RGB), the only value supported. The authors' ``init_kwargs`` carry the field; a 4th
+            (mask) channel is refused: the mask is the renderer's accumulated opacity (``OmniAvatarOutput.mask``).
         backbone_resolution: Side of the feature volumes (fixed 256 in the authors' class).
         plane_channels: Channels per volume (fixed 32).
         triplane_depth: Depth D of each volume [unverified; read from the pickle].
@@ -192,8 +193,11 @@ class GeneratorConfig:
     focal: float = 1015.0 / 224.0
 
     def __post_init__(self) -> None:
-        if self.img_channels not in (3, 4):
-            raise FieldError("img_channels", f"expected 3 or 4, got {self.img_channels}")
+        if self.img_channels != 3:
+            raise FieldError(
+                "img_channels",
+                f"expected 3 (RGB; the mask is the rendered opacity, not an image channel), got {self.img_channels}",
+            )
         if self.triplane_depth < 1:
             raise FieldError("triplane_depth", f"expected at least 1, got {self.triplane_depth}")
         if self.sigmoid_beta_init <= 0:
@@ -366,8 +370,10 @@ class TrainConfig(SharedTrainConfig):
 
     Args:
         stage: Which stage ``omniavatar train`` runs.
-        sdf_checkpoint: Stage II: the Stage I ``trained/semantic_sdf.safetensors`` (``None``: a fresh tiny fit is
-            required, so Stage II refuses to start without it unless ``model.procedural_prior`` is on).
+        sdf_checkpoint: Stage II: the Stage I ``trained/semantic_sdf.safetensors``, loaded into the generator's W and
+            template SDF (a missing, non-safetensors or misfitting file exits 2). ``None``: Stage II starts anyway
+            with W and the template SDF as initialised (the identity warp with ``igr.residual_warp``) and
+            ``omniavatar train`` prints a note; run ``--stage sdf`` first for a geometry prior.
     """
 
     stage: Literal["sdf", "gan"] = "sdf"
