@@ -1,5 +1,5 @@
-"""Audio front-ends: one feature row per video frame for several sample rates and frame rates, the mel filterbank
-against its definition, MFCCs as the DCT of log-mel, and the refusals of unusable speech."""
+"""Audio front-ends: one feature row per video frame for several sample rates and frame rates, log-mel
+and MFCCs against librosa called directly, their alignment to frame times, and the refusals of unusable speech."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from dream_talk.audio_features import AudioFrontEnd, frame_count, load_speech, log_mel, mel_filterbank, mfcc
+from dream_talk.audio_features import AudioFrontEnd, frame_count, load_speech, log_mel, mfcc
 from dream_talk.config import AudioConfig
 from genblocks.audio import write_audio
 from genblocks.errors import InputError
@@ -39,23 +39,37 @@ def test_features_follow_the_audio_in_time() -> None:
     assert energy[30:].min() > energy[:20].max() + 5
 
 
-def test_mel_filterbank_is_triangular_and_area_normalised() -> None:
-    bank = mel_filterbank(16000, 512, 40)
-    assert bank.shape == (40, 257) and (bank >= 0).all()
-    peaks = bank.argmax(axis=1)
-    assert (np.diff(peaks) >= 0).all()
-    bin_hz = 8000 / 256
-    areas = bank.sum(axis=1) * bin_hz  # each triangle has area 1 (height 2 / bandwidth); wide ones sample it well
-    np.testing.assert_allclose(areas[20:], 1.0, rtol=0.05)
-
-
-def test_mfcc_is_orthonormal_dct_of_db_log_mel() -> None:
-    rows = log_mel(np.random.default_rng(0).standard_normal(8000).astype(np.float32), 16000, 512, 400, 160, 40)
-    coefficients = mfcc(rows, 40, deltas=False)
+def test_log_mel_and_mfcc_match_librosa_called_directly() -> None:
+    """The front end's rows are librosa's: melspectrogram (Slaney, power 2), power_to_db without top_db clipping,
+    the orthonormal DCT-II and 9-frame deltas, with the config's n_fft / win / hop / n_mels / n_mfcc."""
+    librosa = pytest.importorskip("librosa")
+    c = AudioConfig(kind="mfcc", n_mels=40)
+    samples = np.random.default_rng(0).standard_normal(8000).astype(np.float32)
+    rows = log_mel(samples, 16000, c.n_fft, c.win_length, c.hop_length, c.n_mels)
+    power = librosa.feature.melspectrogram(
+        y=samples, sr=16000, n_fft=c.n_fft, hop_length=c.hop_length, win_length=c.win_length, n_mels=c.n_mels
+    )
+    assert rows.shape == (1 + 8000 // c.hop_length, 40) == power.T.shape
+    np.testing.assert_allclose(rows, np.log(power.T), rtol=1e-5, atol=1e-4)
+    reference = librosa.feature.mfcc(S=librosa.power_to_db(power, top_db=None), n_mfcc=c.n_mfcc)
+    coefficients = mfcc(rows, c.n_mfcc, deltas=True)
+    assert coefficients.shape == (51, 26)
+    np.testing.assert_allclose(coefficients[:, :13], reference.T, rtol=1e-4, atol=1e-2)
+    delta = librosa.feature.delta(reference, mode="nearest")
+    np.testing.assert_allclose(coefficients[:, 13:], delta.T, rtol=1e-4, atol=1e-2)
+    # the orthonormal DCT keeps the energy of the dB log-mel rows when all coefficients are kept
     db = 10 / np.log(10) * rows.astype(np.float64)
-    np.testing.assert_allclose((coefficients**2).sum(axis=1), (db**2).sum(axis=1), rtol=1e-4)
-    with_deltas = mfcc(rows, 13, deltas=True)
-    np.testing.assert_allclose(with_deltas[:, 13:], np.gradient(with_deltas[:, :13], axis=0), rtol=1e-4, atol=1e-3)
+    np.testing.assert_allclose((mfcc(rows, 40, deltas=False) ** 2).sum(axis=1), (db**2).sum(axis=1), rtol=1e-4)
+
+
+def test_mel_rows_are_aligned_to_frame_times() -> None:
+    """At 100 fps with a 10 ms hop, frame j ((j + 0.5) / 100 s) lies midway between rows j and j + 1."""
+    c = AudioConfig(kind="mel", n_mels=40)
+    samples = np.random.default_rng(1).standard_normal(16000).astype(np.float32) * 0.1
+    rows = log_mel(samples, 16000, c.n_fft, c.win_length, c.hop_length, c.n_mels)
+    features = AudioFrontEnd(c)(samples, 16000, 100.0)
+    assert features.shape == (100, 40)
+    np.testing.assert_allclose(features, (rows[:-1] + rows[1:]) / 2, rtol=1e-5, atol=1e-4)
 
 
 def test_wav2vec2_width_mismatch_is_refused() -> None:

@@ -5,9 +5,8 @@ rate (100 rows per second for mel/MFCC with a 10 ms hop, 50 for wav2vec2) and li
 times of the video, so any input sample rate and any frame rate (25, 29.97, 30, 60 fps) give exactly
 ``frame_count(duration, fps)`` rows.
 
-The mel filterbank (Slaney mel scale, area-normalised triangles, as librosa's default ``htk=False, norm="slaney"``)
-and the orthonormal DCT-II of the MFCCs are computed here with numpy: librosa is not a dependency of this workspace,
-and torchaudio does not import with the locked torch.
+Log-mel and MFCC come from ``librosa.feature`` (the ``audio`` extra; torchaudio does not import with the locked
+torch): Slaney mel scale with area-normalised filters, an orthonormal DCT-II, Savitzky-Golay deltas.
 """
 
 from __future__ import annotations
@@ -15,6 +14,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from pathlib import Path
+from types import ModuleType
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -32,7 +32,6 @@ __all__ = [
     "frame_count",
     "load_speech",
     "log_mel",
-    "mel_filterbank",
     "mfcc",
     "tiny_wav2vec2",
 ]
@@ -44,55 +43,21 @@ def frame_count(num_samples: int, sample_rate: int, fps: float) -> int:
     return max(1, math.floor(num_samples / sample_rate * fps + 0.5))
 
 
-def _hz_to_mel(hz: np.ndarray) -> np.ndarray:
-    """Slaney's mel scale: linear below 1 kHz, logarithmic above."""
-    hz = np.asarray(hz, dtype=np.float64)
-    f_sp, min_log_hz = 200.0 / 3.0, 1000.0
-    min_log_mel, logstep = min_log_hz / f_sp, math.log(6.4) / 27.0
-    return np.where(hz >= min_log_hz, min_log_mel + np.log(np.maximum(hz, 1e-10) / min_log_hz) / logstep, hz / f_sp)
-
-
-def _mel_to_hz(mel: np.ndarray) -> np.ndarray:
-    f_sp, min_log_hz = 200.0 / 3.0, 1000.0
-    min_log_mel, logstep = min_log_hz / f_sp, math.log(6.4) / 27.0
-    return np.where(mel >= min_log_mel, min_log_hz * np.exp(logstep * (mel - min_log_mel)), f_sp * mel)
-
-
-def mel_filterbank(
-    sample_rate: int, n_fft: int, n_mels: int, fmin: float = 0.0, fmax: float | None = None
-) -> np.ndarray:
-    """Triangular mel filters on the rFFT bins, Slaney-normalised (each filter's area is 2 / bandwidth).
-
-    Returns:
-        float32 (n_mels, n_fft // 2 + 1).
-    """
-    fmax = sample_rate / 2.0 if fmax is None else fmax
-    bins = np.linspace(0.0, sample_rate / 2.0, n_fft // 2 + 1)
-    edges = _mel_to_hz(np.linspace(_hz_to_mel(np.array(fmin)), _hz_to_mel(np.array(fmax)), n_mels + 2))
-    lower = (bins[None, :] - edges[:-2, None]) / np.maximum(edges[1:-1, None] - edges[:-2, None], 1e-10)
-    upper = (edges[2:, None] - bins[None, :]) / np.maximum(edges[2:, None] - edges[1:-1, None], 1e-10)
-    weights = np.maximum(0.0, np.minimum(lower, upper))
-    weights *= (2.0 / (edges[2:] - edges[:-2]))[:, None]
-    return weights.astype(np.float32)
-
-
-def _power_spectrogram(samples: np.ndarray, n_fft: int, win_length: int, hop_length: int) -> np.ndarray:
-    """|STFT|^2 with a periodic Hann window, centred frames (reflect padding): (1 + N // hop, n_fft // 2 + 1)."""
-    pad = n_fft // 2
-    signal = samples.astype(np.float64)
-    padded = np.pad(signal, pad, mode="reflect") if samples.shape[0] > pad else np.pad(signal, pad)
-    count = 1 + (padded.shape[0] - n_fft) // hop_length
-    window = np.zeros(n_fft)
-    start = (n_fft - win_length) // 2
-    window[start : start + win_length] = 0.5 - 0.5 * np.cos(2.0 * np.pi * np.arange(win_length) / win_length)
-    index = np.arange(n_fft)[None, :] + hop_length * np.arange(count)[:, None]
-    return np.abs(np.fft.rfft(padded[index] * window, axis=1)) ** 2
+def _import_librosa() -> ModuleType:
+    try:
+        import librosa
+    except ImportError as error:
+        raise ImportError(
+            "audio.kind=mel|mfcc needs librosa: pip install 'dream-talk[audio]' (or use audio.kind=wav2vec2)"
+        ) from error
+    return librosa
 
 
 def log_mel(
     samples: np.ndarray, sample_rate: int, n_fft: int, win_length: int, hop_length: int, n_mels: int
 ) -> np.ndarray:
-    """Log-mel energies (natural log of the filterbank power, floored at 1e-10).
+    """Log-mel energies: natural log (floored at 1e-10) of ``librosa.feature.melspectrogram`` (power 2, a periodic
+    Hann window of ``win_length`` centred in ``n_fft``, centred frames, Slaney mel scale and area normalisation).
 
     Args:
         samples: float (N,) mono audio.
@@ -103,29 +68,40 @@ def log_mel(
     Returns:
         float32 (1 + N // hop_length, n_mels), one row every ``hop_length`` samples (row i centred at i * hop).
     """
-    power = _power_spectrogram(samples, n_fft, win_length, hop_length)
-    mel = power @ mel_filterbank(sample_rate, n_fft, n_mels).T.astype(np.float64)
-    return np.log(np.maximum(mel, 1e-10)).astype(np.float32)
+    librosa = _import_librosa()
+    mel = librosa.feature.melspectrogram(
+        y=np.asarray(samples, dtype=np.float32),
+        sr=sample_rate,
+        n_fft=n_fft,
+        hop_length=hop_length,
+        win_length=win_length,
+        window="hann",
+        center=True,
+        power=2.0,
+        n_mels=n_mels,
+    )
+    return np.log(np.maximum(mel.T, 1e-10)).astype(np.float32)
 
 
 def mfcc(log_mel_rows: np.ndarray, n_mfcc: int, deltas: bool) -> np.ndarray:
-    """MFCCs: the orthonormal DCT-II of log-mel rows (in dB), first ``n_mfcc`` coefficients, + time derivative.
+    """MFCCs through ``librosa.feature.mfcc`` (orthonormal DCT-II) of log-mel rows in dB (``10 log10`` of the power,
+    no ``top_db`` clipping), first ``n_mfcc`` coefficients, + ``librosa.feature.delta`` (9-frame Savitzky-Golay
+    derivative, edges by nearest value).
 
     Args:
-        log_mel_rows: float (R, n_mels) natural-log mel energies.
+        log_mel_rows: float (R, n_mels) natural-log mel energies (:func:`log_mel`).
         n_mfcc: Coefficients kept.
-        deltas: Append ``np.gradient`` along time (R, n_mfcc) -> (R, 2 n_mfcc).
+        deltas: Append the time derivative: (R, n_mfcc) -> (R, 2 n_mfcc).
+
+    Returns:
+        float32 (R, n_mfcc) or (R, 2 n_mfcc).
     """
-    db = 10.0 / math.log(10.0) * log_mel_rows.astype(np.float64)
-    n_mels = db.shape[1]
-    k = np.arange(n_mfcc)[:, None]
-    basis = np.cos(np.pi / n_mels * (np.arange(n_mels)[None, :] + 0.5) * k) * math.sqrt(2.0 / n_mels)
-    basis[0] /= math.sqrt(2.0)
-    coefficients = db @ basis.T
+    librosa = _import_librosa()
+    db = 10.0 / math.log(10.0) * log_mel_rows.astype(np.float64).T
+    coefficients = librosa.feature.mfcc(S=db, n_mfcc=n_mfcc, dct_type=2, norm="ortho")
     if deltas:
-        delta = np.gradient(coefficients, axis=0) if coefficients.shape[0] > 1 else np.zeros_like(coefficients)
-        coefficients = np.concatenate([coefficients, delta], axis=1)
-    return coefficients.astype(np.float32)
+        coefficients = np.concatenate([coefficients, librosa.feature.delta(coefficients, mode="nearest")], axis=0)
+    return coefficients.T.astype(np.float32)
 
 
 def align_to_frames(features: np.ndarray, feature_times: np.ndarray, num_frames: int, fps: float) -> np.ndarray:
