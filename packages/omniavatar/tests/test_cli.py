@@ -59,6 +59,28 @@ def test_render_writes_labelled_files(tmp_path: Path) -> None:
     assert summary["features"][10:20] == pytest.approx(labels[1, 35:45].tolist())
 
 
+def test_render_row_camera_uses_the_rows_camera(tmp_path: Path, tiny_config: object) -> None:
+    from PIL import Image
+
+    from omniavatar.pipeline_omniavatar import OmniAvatarPipeline
+
+    pipeline = OmniAvatarPipeline.from_config(tiny_config)  # type: ignore[arg-type]
+    labels = np.zeros((2, 51), dtype=np.float32)
+    labels[:, :25] = pipeline.cameras(0.0, 0.0).numpy()
+    labels[1, :25] = pipeline.cameras(0.3, 0.0).numpy()[0]  # yaw 0.3 at pitch π/2, without the demo's pitch offset
+    np.save(tmp_path / "labels.npy", labels)
+    row = ["render", "--labels", str(tmp_path / "labels.npy"), "--row", "1"]
+    pitch = str(-pipeline.config.render.pitch_offset)
+    assert main([*row, "--row-camera", "--out", str(tmp_path / "row")]) == 0
+    assert main([*row, "--yaw", "0.3", "--pitch", pitch, "--out", str(tmp_path / "offsets")]) == 0
+    assert main([*row, "--out", str(tmp_path / "demo")]) == 0
+    image = {name: np.asarray(Image.open(tmp_path / name / "image.png")) for name in ("row", "offsets", "demo")}
+    assert np.abs(image["row"].astype(int) - image["offsets"]).max() <= 1  # the same camera, by either route
+    assert np.abs(image["row"].astype(int) - image["demo"]).mean() > 1  # not the demo's frontal camera
+    summary = json.loads((tmp_path / "row" / "summary.json").read_text())
+    assert summary["camera"] == pytest.approx(labels[1, :25].tolist())
+
+
 @pytest.mark.parametrize(
     ("argv", "message"),
     [
@@ -66,6 +88,7 @@ def test_render_writes_labelled_files(tmp_path: Path) -> None:
         (["render", "--jaw", "1,2"], "--jaw: expected 3 values"),
         (["render", "--labels", "@LABELS", "--row", "0"], "rows of 51 numbers (25 camera values then shape 10"),
         (["convert", "--pkl", "@PKL"], "not a readable pickle"),
+        (["render", "--row-camera"], "--row-camera: expected --labels FILE.npy and --row N"),
         (["train", "--stage", "sdf", "--set", "model.head=flame", "model.flame_path=@FLAME"], "not FLAME, missing"),
         (["eval", "--count", "1", "--estimator", "@TEXT"], "--estimator @TEXT: not a safetensors file (expected "),
         (

@@ -3,7 +3,8 @@
 ::
 
     omniavatar render --seed 3 --out out/ [--weights DIR] [--yaw 0.2] [--expression 0.5,0,...] [--jaw 0.1,0,0]
-                      [--labels ffhq_labels.npy --row 7] [--path orbit|expression] [--format gif|mp4] [--mesh]
+                      [--labels ffhq_labels.npy --row 7 [--row-camera]] [--path orbit|expression]
+                      [--format gif|mp4] [--mesh]
     omniavatar generate ...            (the same as render)
     omniavatar convert --pkl omniavatar.pkl --out weights/
     omniavatar train --stage sdf --out runs/sdf      (Stage I; then --stage gan --set train.sdf_checkpoint=...)
@@ -31,6 +32,7 @@ from genblocks.cli import Command, CommandLine, require_file, require_folder, sm
 from genblocks.errors import InputError
 
 if TYPE_CHECKING:
+    import numpy as np
     from torch import Tensor
 
     from omniavatar.config import OmniAvatarConfig
@@ -58,6 +60,11 @@ def _render_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--jaw", default=None, help="3 jaw axis-angle values")
     parser.add_argument("--labels", type=Path, default=None, metavar="NPY", help="label pool (ffhq_labels.npy)")
     parser.add_argument("--row", type=int, default=None, help="take the 3DMM values of this labels row")
+    parser.add_argument(
+        "--row-camera",
+        action="store_true",
+        help="also render image/depth/mask/mesh from the row's 25 camera values (instead of --yaw/--pitch)",
+    )
     parser.add_argument("--truncation", type=float, default=None, help="truncation psi (default: the config's 0.7)")
     parser.add_argument("--path", choices=("none", "orbit", "expression"), default="none", help="also render a path")
     parser.add_argument("--format", choices=("gif", "mp4"), default="gif", help="path video format")
@@ -71,6 +78,19 @@ def _load_pipeline(args: argparse.Namespace, config: OmniAvatarConfig) -> tuple[
         require_folder(args.weights, "--weights", "a weights folder (config.json + generator.safetensors)")
         return OmniAvatarPipeline.from_pretrained(args.weights), False
     return OmniAvatarPipeline.from_config(config), True
+
+
+def _row_camera(args: argparse.Namespace, labels: np.ndarray | None) -> Tensor | None:
+    """The 25 camera values of ``--labels`` row ``--row`` with ``--row-camera`` (None without)."""
+    if not args.row_camera:
+        return None
+    if labels is None or args.row is None:
+        raise InputError("--row-camera: expected --labels FILE.npy and --row N (the row's 25 camera values)")
+    if args.yaw != 0.0 or args.pitch != 0.0:
+        raise InputError("--row-camera: the row gives the camera; --yaw and --pitch offset the demo's camera instead")
+    import torch
+
+    return torch.from_numpy(labels[args.row, :25].copy())
 
 
 def _render(args: argparse.Namespace, config: OmniAvatarConfig) -> int:
@@ -94,6 +114,7 @@ def _render(args: argparse.Namespace, config: OmniAvatarConfig) -> int:
         pipeline.config = replace(pipeline.config, generator=generator_config, render=render_config)
     layout = pipeline.layout
     pool = None
+    labels = None
     features = torch.zeros(layout.feature_dim)
     if args.labels is not None:
         require_file(args.labels, "--labels", f"an (N, {25 + layout.feature_dim}) .npy label array")
@@ -105,6 +126,7 @@ def _render(args: argparse.Namespace, config: OmniAvatarConfig) -> int:
             features = pool[args.row].clone()
     elif args.row is not None:
         raise InputError("--row: expected --labels FILE.npy as well")
+    camera = _row_camera(args, labels)
     parts = {
         "shape": (args.shape, layout.shape, 0),
         "expression": (args.expression, layout.expression, layout.shape),
@@ -125,6 +147,7 @@ def _render(args: argparse.Namespace, config: OmniAvatarConfig) -> int:
         mesh=args.mesh,
         label_pool=pool,
         random_weights=random_weights,
+        camera=camera,
     )
     summary = render_to_folder(pipeline, request, args.out)
     note = " (random weights: pass --weights for a trained or converted model)" if random_weights else ""

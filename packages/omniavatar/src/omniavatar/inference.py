@@ -60,6 +60,9 @@ class RenderRequest:
         mesh: Also export ``mesh.obj`` (marching cubes on the density; needs scikit-image).
         label_pool: Rows of 3DMM features the grid draws variations from (else N(0, 1) expressions).
         random_weights: Label the pictures "random weights".
+        camera: A camera label `(25,)` (cam2world 16, intrinsics 9, e.g. a labels row's) for ``image.png``,
+            ``depth.png``, ``mask.png`` and the mesh instead of `yaw` / `pitch`; the grid and the paths keep the
+            demo's cameras. *optional*.
     """
 
     seed: int
@@ -71,6 +74,7 @@ class RenderRequest:
     mesh: bool = False
     label_pool: Tensor | None = None
     random_weights: bool = True
+    camera: Tensor | None = None
 
 
 def _depth_picture(depth: Tensor) -> Tensor:
@@ -102,7 +106,11 @@ def render_to_folder(pipeline: OmniAvatarPipeline, request: RenderRequest, out: 
     out.mkdir(parents=True, exist_ok=True)
     tag = " (random weights)" if request.random_weights else ""
     features = request.features[None]
-    sample = pipeline([request.seed], features, yaw=request.yaw, pitch=request.pitch)
+    if request.camera is None:
+        sample = pipeline([request.seed], features, yaw=request.yaw, pitch=request.pitch)
+    else:
+        ws = pipeline.map(pipeline.latents([request.seed]), features)
+        sample = pipeline.render(ws, pipeline.labels(request.camera.reshape(1, 25), features))
     files = [
         write_image(out / "image.png", sample.images[0]),
         write_image(out / "depth.png", _depth_picture(sample.depth[0])),
@@ -147,6 +155,7 @@ def render_to_folder(pipeline: OmniAvatarPipeline, request: RenderRequest, out: 
         "yaw": request.yaw,
         "pitch": request.pitch,
         "features": request.features.tolist(),
+        "camera": None if request.camera is None else request.camera.tolist(),
         "layout": pipeline.layout.describe(),
         "truncation_psi": r.truncation_psi,
         "noise_mode": r.noise_mode,
