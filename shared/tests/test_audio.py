@@ -143,6 +143,19 @@ def test_video_errors_name_the_file(tmp_path) -> None:
         read_audio(silent)
 
 
+def test_garbage_audio_is_reported_as_undecodable(tmp_path) -> None:
+    """Non-empty garbage with an audio suffix: libsndfile says "File does not exist" for an MP3; the error says the
+    file exists but is not audio, and names the formats expected."""
+    noise = np.random.default_rng(0).integers(0, 256, 3000, dtype=np.uint8).tobytes()
+    for name in ("garbage.mp3", "garbage.wav", "garbage.flac"):
+        (tmp_path / name).write_bytes(noise)
+        with pytest.raises(InputError) as error:
+            read_audio(tmp_path / name)
+        message = str(error.value)
+        assert message.startswith(f"{tmp_path / name}: could not be decoded as audio; expected WAV, FLAC")
+        assert "does not exist" not in message
+
+
 def test_write_video_audio_arguments(tmp_path) -> None:
     with pytest.raises(InputError, match="GIF has no audio"):
         write_video(tmp_path / "clip.gif", _frames(4), fps=8, audio=(_sine(), RATE))

@@ -35,12 +35,20 @@ def inputs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
         "not_image": folder / "face.txt",
         "bad_style": folder / "bad.csv",
         "video_style": folder / "clip.mp4",
+        "garbage_mp3": folder / "garbage.mp3",
+        "garbage_wav": folder / "garbage.wav",
+        "unknown_style": folder / "unknown.csv",
     }
+    noise = np.random.default_rng(0).integers(0, 256, 3000, dtype=np.uint8).tobytes()
+    files["garbage_mp3"].write_bytes(noise)
+    files["garbage_wav"].write_bytes(noise)
     files["empty"].write_bytes(b"")
     files["not_image"].write_text("not an image")
     lines = files["style"].read_text().splitlines()
     files["bad_style"].write_text("\n".join(",".join(line.split(",")[:20]) for line in lines) + "\n")
     files["video_style"].write_bytes(b"\x00" * 10)
+    header, *rows = lines
+    files["unknown_style"].write_text("\n".join([header + ",tongueRoll", *(row + ",0.5" for row in rows)]) + "\n")
     return files
 
 
@@ -86,8 +94,11 @@ def test_speak_writes_motion_preview_and_plot(inputs: dict[str, Path], tmp_path:
         ("--audio", "empty", "empty.wav"),
         ("--audio", "silent", "silent"),
         ("--audio", "low", "too low"),
-        ("--image", "not_image", "face.txt"),
+        ("--audio", "garbage_mp3", "garbage.mp3: could not be decoded as audio; expected WAV, FLAC"),
+        ("--audio", "garbage_wav", "garbage.wav: could not be decoded as audio"),
+        ("--image", "not_image", "face.txt: not a readable image: could not be decoded"),
         ("--style", "bad_style", "missing columns"),
+        ("--style", "unknown_style", "unknown columns: ['tongueRoll']"),
         ("--style", "video_style", "style video not tracked"),
     ],
 )
@@ -102,7 +113,7 @@ def test_bad_input_exits_2_with_one_line(
         argv += [name, str(path)]
     assert main(argv) == 2
     error = capsys.readouterr().err.strip().splitlines()
-    assert len(error) == 1 and error[0].startswith("dream-talk speak: error:") and message in error[0]
+    assert len(error) == 1 and error[0].startswith(f"dream-talk speak: error: {flag} ") and message in error[0]
     assert not out.exists()
 
 

@@ -29,6 +29,7 @@ logger = logging.getLogger(__name__)
 _AUDIO_HINT = "Audio files and resampling need soundfile and soxr: `pip install genblocks[audio]`."
 _FFMPEG_HINT = "The audio track of a video needs imageio-ffmpeg's ffmpeg: `pip install genblocks[video]`."
 
+_AUDIO_FORMATS = "WAV, FLAC, OGG/Opus, MP3 or AIFF audio"
 # Suffixes read by libsndfile; everything else (.mp4, .m4a, .mov, .mkv, .webm, .aac, ...) goes through ffmpeg.
 _SOUNDFILE_SUFFIXES = frozenset(
     {
@@ -90,8 +91,11 @@ def read_audio(path: str | Path, sample_rate: int | None = None) -> tuple[np.nda
         source = io.BytesIO(process.stdout)
     try:
         samples, rate = soundfile.read(source, dtype="float32", always_2d=True)
-    except RuntimeError as error:  # soundfile.LibsndfileError
-        raise InputError(f"{path}: not a readable audio file ({error}).") from error
+    except RuntimeError as error:  # soundfile.LibsndfileError; for a garbled MP3 it says "File does not exist"
+        logger.debug("libsndfile could not read %s: %s", path, error)
+        raise InputError(
+            f"{path}: could not be decoded as audio; expected {_AUDIO_FORMATS} (or a video with an audio track)."
+        ) from error
     if samples.shape[0] == 0:
         raise InputError(f"{path}: holds no audio samples.")
     mono = samples.mean(axis=1, dtype=np.float32) if samples.shape[1] > 1 else samples[:, 0]

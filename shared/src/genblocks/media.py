@@ -158,7 +158,10 @@ def read_image(path: str | Path, mode: str = "RGB", max_pixels: int | None = MAX
     except InputError:
         raise
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as error:
-        raise InputError(f"image {path}: not a readable image ({error})") from None
+        raise InputError(
+            f"image {path}: not a readable image: could not be decoded ({error}); expected PNG, JPEG, WebP, BMP, TIFF "
+            "or another format Pillow reads"
+        ) from None
 
 
 def write_image(

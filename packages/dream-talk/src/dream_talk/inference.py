@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -59,6 +61,18 @@ class GenerationResult:
     notes: list[str] = field(default_factory=list)
     renderer: Any = None
     render_kind: str = "preview"
+
+
+@contextmanager
+def _naming(option: str) -> Iterator[None]:
+    """Re-raise an :class:`InputError` with ``option`` (``--audio``) in front, unless its message names it already."""
+    try:
+        yield
+    except InputError as error:
+        message = str(error)
+        if message.startswith(option):
+            raise
+        raise InputError(f"{option} {message.removeprefix('image ')}") from error
 
 
 def load_style(path: Path | None, config: DreamTalkConfig) -> np.ndarray:
@@ -237,8 +251,10 @@ def generate_files(
     from genblocks.media import label_frames, read_image, write_video
 
     # 1. Read and check every input
-    samples, rate = load_speech(audio_path, config.audio)
-    portrait = read_image(image_path)
+    with _naming("--audio"):
+        samples, rate = load_speech(audio_path, config.audio)
+    with _naming("--image"):
+        portrait = read_image(image_path)
     if config.inference.check_face:
         check_portrait_face(portrait, image_path)
     render = config.render  # the caller's, also when the weights folder brings its own config
@@ -248,7 +264,8 @@ def generate_files(
         replace(pipe.config, inference=config.inference), portrait, renderer
     )
     config = pipe.config
-    style = load_style(style_path, config)
+    with _naming("--style"):
+        style = load_style(style_path, config)
     frame_rate = float(fps) if fps is not None else config.motion.fps
     if frame_rate <= 0:
         raise InputError(f"--fps {fps}: expected a positive frame rate")
