@@ -47,9 +47,21 @@ def test_livelink_csv_keeps_rotations_and_drops_translation(tmp_path: Path) -> N
     header = path.read_text().splitlines()[0].split(",")
     assert header[:3] == ["Timecode", "BlendShapeCount", "EyeBlinkLeft"] and header[-9] == "HeadYaw"
     assert len(header) == 2 + 52 + 9
+    rows = path.read_text().splitlines()[1:]
+    assert {row.split(",")[1] for row in rows} == {"61"}  # LiveLinkFace exports count the 9 head/eye angles too
     back = read_motion(path, fps=30.0)
     np.testing.assert_allclose(back.values[:, :55], sequence.values[:, :55], atol=1e-6)
     assert np.all(back.values[:, 55:] == 0)
+    for count, accepted in (("52", True), ("60", False)):
+        other = tmp_path / f"count{count}.csv"
+        other.write_text(
+            "\n".join([path.read_text().splitlines()[0], *(r.replace(",61,", f",{count},", 1) for r in rows)])
+        )
+        if accepted:
+            np.testing.assert_array_equal(read_motion(other, fps=30.0).values, back.values)
+        else:
+            with pytest.raises(InputError, match="BlendShapeCount: expected 61 or 52, got '60'"):
+                read_motion(other, fps=30.0)
 
 
 def test_npy_52_columns_gets_zero_pose(tmp_path: Path) -> None:

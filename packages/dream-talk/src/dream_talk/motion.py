@@ -5,9 +5,9 @@ translation) and the frame rate. It is read and written as
 
 - our JSON (``{"format": "dream-talk-motion", "fps", "blendshapes": [names], "pose": [names], "frames": [[...]]}``),
   which keeps everything;
-- a LiveLinkFace-compatible CSV (``Timecode, BlendShapeCount``, the 52 blendshapes in UpperCamel case, ``HeadYaw,
-  HeadPitch, HeadRoll`` and the six eye angles): rotations are kept, head translation is not (the format has no column
-  for it; it reads back as zeros). The rotation unit of that CSV is written as radians [unverified: LiveLinkFace's
+- a LiveLinkFace-compatible CSV (``Timecode, BlendShapeCount`` (61 as in LiveLinkFace exports; 52 is read too), the
+  52 blendshapes in UpperCamel case, ``HeadYaw, HeadPitch, HeadRoll`` and the six eye angles): rotations are kept,
+  head translation is not (the format has no column for it; it reads back as zeros). The rotation unit of that CSV is written as radians [unverified: LiveLinkFace's
   own unit was not checked];
 - a ``.npy`` array of shape (T, 52) or (T, 52 + P) (pose zero when absent), at the frame rate given by the caller.
 
@@ -114,6 +114,7 @@ LIVELINK_EXTRA_COLUMNS: tuple[str, ...] = (
 """LiveLinkFace's columns after the 52 blendshapes: head rotation and the eye angles (no head translation)."""
 
 _LIVELINK_HEAD = ("Timecode", "BlendShapeCount")
+_LIVELINK_COUNTS = (61, 52)  # real exports count the 9 head and eye angles too; some tools write 52
 _FORMAT = "dream-talk-motion"
 
 
@@ -228,7 +229,11 @@ class MotionSequence:
 
     # ---------------------------------------------------------------- LiveLinkFace CSV
     def write_csv(self, path: str | Path) -> Path:
-        """Write a LiveLinkFace-compatible CSV (head translation is dropped: the format has no column for it)."""
+        """Write a LiveLinkFace-compatible CSV (head translation is dropped: the format has no column for it).
+
+        ``BlendShapeCount`` is 61, as in LiveLinkFace's own exports: the 52 blendshapes plus ``HeadYaw``,
+        ``HeadPitch``, ``HeadRoll`` and the six eye angles (written as zeros).
+        """
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
         pose = self.with_pose_dim(3).pose
@@ -239,7 +244,7 @@ class MotionSequence:
                 pitch, yaw, roll = (float(v) for v in pose[index])
                 head = [yaw, pitch, roll]
                 writer.writerow(
-                    [_timecode(index, self.fps), len(ARKIT_BLENDSHAPES)]
+                    [_timecode(index, self.fps), _LIVELINK_COUNTS[0]]
                     + [f"{float(v):.6f}" for v in row]
                     + [f"{v:.6f}" for v in head]
                     + ["0.000000"] * 6
@@ -248,7 +253,8 @@ class MotionSequence:
 
     @classmethod
     def read_csv(cls, path: str | Path, fps: float) -> MotionSequence:
-        """Read a LiveLinkFace CSV: every blendshape column is required and no column may be unknown.
+        """Read a LiveLinkFace CSV: every blendshape column is required and no column may be unknown;
+        ``BlendShapeCount``, when present, is 61 (LiveLinkFace exports) or 52 (the blendshapes alone).
 
         Args:
             path: The CSV file.
@@ -279,6 +285,12 @@ class MotionSequence:
         values = np.zeros((len(rows) - 1, 58), np.float32)
         order = [*(_upper(n) for n in ARKIT_BLENDSHAPES), "HeadPitch", "HeadYaw", "HeadRoll"]
         for row_index, row in enumerate(rows[1:]):
+            if "BlendShapeCount" in column:
+                count = row[column["BlendShapeCount"]].strip() if column["BlendShapeCount"] < len(row) else ""
+                if count not in {str(n) for n in _LIVELINK_COUNTS}:
+                    raise InputError(
+                        f"{path}: row {row_index + 2}, column BlendShapeCount: expected 61 or 52, got {count!r}"
+                    )
             for channel, name in enumerate(order):
                 if name not in column:
                     continue
