@@ -258,14 +258,21 @@ class LipConfig:
         w_vel: Weight of the velocity (first-difference) L2 loss [unverified: 1.0].
         w_sync: Weight of the lip-sync expert loss hook (off by default; needs a user-given expert).
         enabled: Run the refiner at inference.
+        stride: Frames between the starts of the overlapping ``emodiff.window``-frame windows the refiner runs on at
+            inference; each frame's mouth channels are the mean over the windows that contain it (genblocks
+            ``sliding_windows`` / ``denoise_windows``). 1 [unverified default] leaves no seam (the set of windows
+            changes by one at every frame) for ``window`` times the refiner calls; ``emodiff.window`` gives
+            non-overlapping tiles, which jump where the refiner's context changes.
     """
 
     channels: Literal["arkit_jaw_mouth"] = "arkit_jaw_mouth"
     w_vel: float = 1.0
     w_sync: float = 0.0
     enabled: bool = True
+    stride: int = 1
 
     def __post_init__(self) -> None:
+        _positive("stride", self.stride)
         if self.w_vel < 0 or self.w_sync < 0:
             raise FieldError("w_vel", f"loss weights must be >= 0, got w_vel={self.w_vel}, w_sync={self.w_sync}")
 

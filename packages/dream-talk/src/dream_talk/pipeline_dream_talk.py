@@ -418,17 +418,39 @@ class DreamTalkPipeline:
         refine = c.lip.enabled if refine_lips is None else refine_lips
         final = motion
         if refine and self.lip_refiner is not None:
-            final = torch.cat(
-                [
-                    self.lip_refiner(motion[:, w[0] : w[-1] + 1], audio[:, w[0] : w[-1] + 1], style)
-                    for w in _tiles(frames, window)
-                ],
-                dim=1,
-            )
+            final = self.refine_mouth(motion, audio, style)
         # 6. Blendshape weights into [0, 1]
         if c.inference.clamp_blendshapes:
             final = torch.cat([final[..., :nb].clamp(0.0, 1.0), final[..., nb:]], dim=-1)
         return DreamTalkPipelineOutput(final, motion, initial_states, windows)
+
+    def refine_mouth(self, motion: torch.Tensor, audio: torch.Tensor, style: torch.Tensor) -> torch.Tensor:
+        """Lip refinement over overlapping windows: the refiner runs on every ``emodiff.window``-frame window of
+        genblocks' ``sliding_windows`` (stride ``lip.stride``, the last one aligned to the end) and each frame's mouth
+        channels are the mean of its windows' predictions (``denoise_windows``), so the motion does not jump where
+        one window's context ends.
+
+        Args:
+            motion: (B, T, M) EmoDiff motion.
+            audio: (B, T, A) frame-aligned audio features.
+            style: (B, S, M) emotion-style clip.
+
+        Returns:
+            (B, T, M): ``motion`` with the mouth channels refined; every other channel is ``motion``'s, bit for bit.
+        """
+        refiner = self.lip_refiner
+        if refiner is None:
+            raise ValueError("refine_mouth needs a lip refiner; this pipeline has none")
+        window = self.config.emodiff.window
+        overlap = max(0, window - self.config.lip.stride)
+        windows = sliding_windows(motion.shape[1], window, overlap, wrap=False)
+        averaged = denoise_windows(
+            lambda chunk, index: refiner(chunk, audio[:, index], style), motion, windows, frame_dim=1
+        )
+        mouth = refiner.mouth
+        refined = motion.clone()
+        refined[..., mouth] = averaged[..., mouth].to(motion.dtype)
+        return refined
 
     def _chain(
         self,
@@ -469,8 +491,3 @@ class DreamTalkPipeline:
             if end == frames:
                 break
         return torch.cat(pieces, dim=1), initial_states, windows
-
-
-def _tiles(frames: int, window: int) -> list[list[int]]:
-    """Non-overlapping windows of at most ``window`` frames covering ``frames``."""
-    return [list(range(start, min(start + window, frames))) for start in range(0, frames, window)]
