@@ -127,6 +127,26 @@ def test_train_tiny_then_speak_with_its_weights(inputs: dict[str, Path], tmp_pat
     assert json.loads((out / "summary.json").read_text())["frames"] == 30  # 1.2 s at 25 fps
 
 
+def test_train_lip_with_a_sync_expert_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    import torch
+
+    class Expert(torch.nn.Module):
+        def forward(self, motion: torch.Tensor, audio: torch.Tensor) -> torch.Tensor:
+            return (motion[..., 17] - audio[..., 0]).pow(2).mean()
+
+    expert = tmp_path / "expert.pt"
+    torch.jit.save(torch.jit.script(Expert()), str(expert))
+    capsys.readouterr()
+    lip = ["train", "--config", "tiny", "--stage", "lip", "--set", "train.max_steps=2", "--set", "lip.w_sync=1"]
+    refused = tmp_path / "refused"
+    assert main([*lip, "--out", str(refused)]) == 2
+    error = capsys.readouterr().err.strip().splitlines()
+    assert len(error) == 1 and "lip.w_sync=1.0 needs a lip-sync expert" in error[0] and not refused.exists()
+    run = tmp_path / "run"
+    assert main([*lip, "--set", f"lip.sync_model={expert}", "--out", str(run)]) == 0
+    assert (run / "trained" / "lip_refiner.safetensors").is_file()
+
+
 def test_demo_writes_a_labelled_card_and_headline(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     import genblocks.media
 

@@ -137,7 +137,7 @@ def test_syncnet_hook_is_called_with_the_documented_shapes(syncnet_file: Path, t
     # (1, T=9, 3, 32, 32) mouth frames and (1, T=9, A=13) audio features
     assert scores == {"syncnet_offset": 9009.0, "syncnet_confidence": pytest.approx(1e9 + 3e6 + 32e3 + 32 + 0.13)}
     (tmp_path / "not.pt").write_text("not torchscript")
-    for path, message in ((tmp_path / "missing.pt", "file not found"), (tmp_path / "not.pt", "not a TorchScript")):
+    for path, message in ((tmp_path / "missing.pt", "no such file"), (tmp_path / "not.pt", "not a TorchScript")):
         with pytest.raises(InputError, match=f"--syncnet .*{message}"):
             SyncNetScorer.load(path)
 

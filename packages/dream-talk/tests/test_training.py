@@ -17,6 +17,7 @@ from dream_talk.training import (
     SyntheticWindows,
     build_training,
     lip_loss,
+    load_sync_expert,
 )
 
 
@@ -86,6 +87,63 @@ def test_lip_loss_terms() -> None:
     assert abs(float(hook["loss"]) - float(losses["loss"]) - 3.0) < 1e-6
     with pytest.raises(ValueError, match="lip-sync expert"):
         lip_loss(refined, target, torch.zeros(2, 8, 13), w_sync=1.0)
+
+
+class _MouthEnergyExpert(torch.nn.Module):
+    """A stand-in lip-sync expert with weights: mean squared gap between the jaw opening and a learnt audio readout."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.readout = torch.nn.Parameter(torch.full((13,), 0.1))
+
+    def forward(self, motion: torch.Tensor, audio: torch.Tensor) -> torch.Tensor:
+        return ((motion[..., 17] - audio @ self.readout) ** 2).mean()
+
+
+@pytest.fixture()
+def sync_expert_file(tmp_path: Path) -> Path:
+    path = tmp_path / "expert.pt"
+    torch.jit.save(torch.jit.script(_MouthEnergyExpert()), str(path))
+    return path
+
+
+def test_lip_sync_model_adds_its_loss_and_stays_frozen(sync_expert_file: Path) -> None:
+    overrides = ["train.stage=lip", "lip.w_sync=2.0", f"lip.sync_model={sync_expert_file}"]
+    with_expert = build_training(load_shipped_config("tiny", overrides))["module"]
+    plain, batch = _batch("lip")
+    assert isinstance(with_expert, LipTrainingModule) and isinstance(plain, LipTrainingModule)
+    with_expert.lip_refiner.load_state_dict(plain.lip_refiner.state_dict())
+    assert [name for name, _ in with_expert.named_parameters()] == [name for name, _ in plain.named_parameters()]
+    assert not any("readout" in key for key in with_expert.state_dict())  # not saved with the checkpoints
+
+    with_expert.generator.manual_seed(5)
+    refined = with_expert.lip_refiner(with_expert.perturb(batch["motion"]), batch["audio"], batch["style"])
+    expected = _MouthEnergyExpert()(refined, batch["audio"])
+    with_expert.generator.manual_seed(5)
+    plain.generator.manual_seed(5)
+    gap = with_expert.compute_loss(batch) - plain.compute_loss(batch)
+    torch.testing.assert_close(gap, 2.0 * expected, rtol=1e-5, atol=1e-6)
+
+    expert = load_sync_expert(sync_expert_file)
+    motion = batch["motion"].clone().requires_grad_(True)
+    expert(motion, batch["audio"]).backward()
+    assert motion.grad is not None and float(motion.grad[..., 17].abs().sum()) > 0  # gradients reach the motion
+    assert float(motion.grad[..., 0].abs().sum()) == 0.0
+
+
+def test_lip_sync_weight_without_an_expert_or_a_bad_file_is_refused(tmp_path: Path) -> None:
+    from genblocks.errors import InputError
+
+    with pytest.raises(InputError, match=r"lip\.w_sync=1\.0 needs a lip-sync expert"):
+        build_training(load_shipped_config("tiny", ["train.stage=lip", "lip.w_sync=1"]))
+    garbage = tmp_path / "expert.pt"
+    garbage.write_bytes(b"not torchscript")
+    for path, message in ((garbage, "not a TorchScript file"), (tmp_path / "missing.pt", "no such file")):
+        config = load_shipped_config("tiny", ["train.stage=lip", "lip.w_sync=1", f"lip.sync_model={path}"])
+        with pytest.raises(InputError, match=f"lip.sync_model .*{message}"):
+            build_training(config)
+    with pytest.raises(InputError, match="sync_model: a lip-sync expert is given but w_sync is 0"):
+        load_shipped_config("tiny", [f"lip.sync_model={garbage}"])
 
 
 def test_lip_stage_loss_falls_and_keeps_other_channels() -> None:

@@ -14,7 +14,7 @@ schedule and steps                     ``diffusion.{schedule="cosine", steps=100
 sampler                                ``diffusion.sampler``, ``diffusion.sample_steps=50``
 CFG dropout and scale                  ``cfg.{p_drop_audio=0.1, p_drop_style=0.1, scale=2.0}``
 "mouth" channels                       ``lip.channels="arkit_jaw_mouth"``
-lip losses                             ``lip.{w_vel=1.0, w_sync=0.0}``
+lip losses                             ``lip.{w_vel=1.0, w_sync=0.0, sync_model=null}``
 window chaining                        ``inference.long_audio`` in ``{chain, sliding}``
 =====================================  =====================================================
 """
@@ -256,7 +256,11 @@ class LipConfig:
     Args:
         channels: Which channels it re-predicts: ``"arkit_jaw_mouth"`` (the 4 ``jaw*`` + 23 ``mouth*`` blendshapes).
         w_vel: Weight of the velocity (first-difference) L2 loss [unverified: 1.0].
-        w_sync: Weight of the lip-sync expert loss hook (off by default; needs a user-given expert).
+        w_sync: Weight of the lip-sync expert loss hook (off by default; needs a user-given expert: ``sync_model``
+            or the ``sync_loss`` argument of :func:`dream_talk.training.build_training`).
+        sync_model: Path of a TorchScript lip-sync expert for ``train --stage lip``, called as
+            ``expert(motion (B, T, 52 + P), audio (B, T, A)) -> scalar loss`` (lower = better in sync); its weights are
+            frozen, gradients flow through it to the refiner. None: no expert (``w_sync`` must then be 0).
         enabled: Run the refiner at inference.
         stride: Frames between the starts of the overlapping ``emodiff.window``-frame windows the refiner runs on at
             inference; each frame's mouth channels are the mean over the windows that contain it (genblocks
@@ -268,6 +272,7 @@ class LipConfig:
     channels: Literal["arkit_jaw_mouth"] = "arkit_jaw_mouth"
     w_vel: float = 1.0
     w_sync: float = 0.0
+    sync_model: str | None = None
     enabled: bool = True
     stride: int = 1
 
@@ -275,6 +280,8 @@ class LipConfig:
         _positive("stride", self.stride)
         if self.w_vel < 0 or self.w_sync < 0:
             raise FieldError("w_vel", f"loss weights must be >= 0, got w_vel={self.w_vel}, w_sync={self.w_sync}")
+        if self.sync_model is not None and self.w_sync == 0:
+            raise FieldError("sync_model", "a lip-sync expert is given but w_sync is 0: set lip.w_sync > 0 to use it")
 
 
 @dataclass(frozen=True)

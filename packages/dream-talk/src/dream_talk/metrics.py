@@ -266,21 +266,15 @@ class SyncNetScorer:
 
     @classmethod
     def load(cls, path: str | Path, size: int = 96) -> SyncNetScorer:
-        """Load a TorchScript file (``torch.jit.load``, CPU) given by the user.
+        """Load a TorchScript file (``torch.jit.load``, CPU, frozen) given by the user.
 
         Raises:
             InputError: naming ``--syncnet`` when the file is missing or not TorchScript.
         """
-        import torch
+        from genblocks.metrics import load_feature_extractor
 
-        path = Path(path)
-        if not path.is_file():
-            raise InputError(f"--syncnet {path}: file not found (expected a TorchScript lip-sync model)")
-        try:
-            model = torch.jit.load(str(path), map_location="cpu")
-        except (RuntimeError, ValueError) as error:
-            raise InputError(f"--syncnet {path}: not a TorchScript file ({error})") from error
-        return cls(model.eval(), size)
+        model = load_feature_extractor(path, "--syncnet")
+        return cls(model, size)
 
     def __call__(self, motion: np.ndarray, audio_features: np.ndarray) -> dict[str, float]:
         """Score one clip.

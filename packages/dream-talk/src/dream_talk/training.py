@@ -7,7 +7,7 @@
 - ``train.stage="lip"``: the lip refiner learns to restore the mouth channels of a window whose mouth channels were
   perturbed (offset, scale and temporal jitter drawn from the module's generator, standing in for EmoDiff's
   imprecise lips): L2 on the 27 mouth channels + ``lip.w_vel`` x velocity L2 + ``lip.w_sync`` x a user-given lip-sync
-  expert loss (:data:`SyncLoss`, off by default).
+  expert loss (:data:`SyncLoss`, off by default; from the CLI a TorchScript file, ``lip.sync_model``).
 
 Data: a JSONL manifest (one row per clip: ``{"audio": wav, "motion": .json/.csv/.npy, "emotion": label,
 "speaker": id}``, paths relative to the manifest; the style clip of a row is another clip with its emotion label, or
@@ -45,6 +45,7 @@ __all__ = [
     "SyntheticWindows",
     "build_training",
     "lip_loss",
+    "load_sync_expert",
     "train",
 ]
 
@@ -52,6 +53,38 @@ logger = logging.getLogger(__name__)
 
 SyncLoss = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 """A lip-sync expert hook: ``(motion (B, T, M), audio (B, T, A)) -> scalar loss`` (e.g. SyncNet on rendered mouths)."""
+
+
+class _FrozenExpert:
+    """A loaded TorchScript expert as a plain callable (not a submodule, so the optimizer and checkpoints skip it)."""
+
+    def __init__(self, model: Callable[..., Any]) -> None:
+        self.model = model
+
+    def __call__(self, motion: torch.Tensor, audio: torch.Tensor) -> torch.Tensor:
+        if isinstance(self.model, torch.nn.Module):
+            self.model.to(motion.device)
+        loss = torch.as_tensor(self.model(motion, audio))
+        if loss.numel() != 1:
+            raise InputError(f"lip.sync_model must return a scalar loss, got shape {tuple(loss.shape)}")
+        return loss.reshape(())
+
+
+def load_sync_expert(path: str | Path) -> SyncLoss:
+    """Load the TorchScript lip-sync expert of ``lip.sync_model`` (``torch.jit.load`` on CPU, weights frozen).
+
+    Args:
+        path: A TorchScript file whose module is called as ``expert(motion (B, T, M), audio (B, T, A)) -> loss``.
+
+    Returns:
+        A :data:`SyncLoss` whose gradients flow to the motion but never into the expert.
+
+    Raises:
+        InputError: naming ``lip.sync_model`` when the file is missing or not TorchScript.
+    """
+    from genblocks.metrics import load_feature_extractor
+
+    return _FrozenExpert(load_feature_extractor(path, "lip.sync_model"))
 
 
 class SyntheticWindows(Dataset):
@@ -328,10 +361,24 @@ def build_training(config: DreamTalkConfig, sync_loss: SyncLoss | None = None) -
     the manifest's or synthetic windows, and a ``save_trained`` that writes a pipeline folder (``emodiff`` stage:
     ``emodiff`` + ``style_encoder``; ``lip`` stage: ``lip_refiner``; both with ``config.json``).
 
+    Args:
+        config: The whole config.
+        sync_loss: The lip stage's lip-sync expert; None reads ``lip.sync_model`` when it is set.
+
     Returns:
         ``{"module", "datamodule", "train_config", "save_trained", "config"}``.
+
+    Raises:
+        InputError: ``lip.w_sync > 0`` in the lip stage with no expert, or an unreadable ``lip.sync_model``.
     """
     t = config.train
+    if t.stage == "lip" and sync_loss is None:
+        if config.lip.sync_model is not None:
+            sync_loss = load_sync_expert(config.lip.sync_model)
+        elif config.lip.w_sync > 0:
+            raise InputError(
+                f"lip.w_sync={config.lip.w_sync} needs a lip-sync expert: set lip.sync_model to a TorchScript file"
+            )
     L.seed_everything(t.seed, workers=True, verbose=False)
     emodiff, style_encoder, lip_refiner = build_components(config)
     for part in (emodiff, style_encoder, lip_refiner):
