@@ -79,6 +79,37 @@ def test_wav2vec2_width_mismatch_is_refused() -> None:
         AudioFrontEnd(AudioConfig(kind="wav2vec2", wav2vec2_hidden=32), encoder=tiny_wav2vec2(16))
 
 
+def test_a_saved_hubert_folder_loads_through_audio_pretrained(tmp_path: Path) -> None:
+    import torch
+    from transformers import HubertConfig, HubertModel
+
+    config = HubertConfig(
+        hidden_size=24,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        intermediate_size=48,
+        conv_dim=(8, 8),
+        conv_kernel=(10, 8),
+        conv_stride=(10, 32),
+        num_conv_pos_embeddings=8,
+        num_conv_pos_embedding_groups=2,
+    )
+    torch.manual_seed(3)
+    model = HubertModel(config).eval()
+    model.save_pretrained(tmp_path / "hubert")
+    audio = AudioConfig(kind="wav2vec2", wav2vec2_hidden=24, pretrained=str(tmp_path / "hubert"))
+    loaded = AudioFrontEnd(audio)
+    assert type(loaded.encoder).__name__ == "HubertModel"
+    samples = np.random.default_rng(0).standard_normal(22050).astype(np.float32) * 0.1
+    features = loaded(samples, 22050, 29.97)
+    assert features.shape == (30, 24)  # one row per frame of 1 s at 29.97 fps, at the saved model's width
+    np.testing.assert_array_equal(features, AudioFrontEnd(audio, encoder=model)(samples, 22050, 29.97))
+    with pytest.raises(InputError, match="hidden size is 24"):
+        AudioFrontEnd(replace(audio, wav2vec2_hidden=32))
+    with pytest.raises(InputError, match=r"audio\.pretrained=.*missing: could not load a wav2vec2/HuBERT encoder"):
+        AudioFrontEnd(replace(audio, pretrained=str(tmp_path / "missing")))
+
+
 def test_load_speech_refuses_silence_low_rates_and_empty(tmp_path: Path) -> None:
     config = AudioConfig(kind="mfcc")
     speech = (0.3 * np.sin(np.arange(16000) / 5)).astype(np.float32)

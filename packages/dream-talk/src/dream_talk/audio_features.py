@@ -167,7 +167,13 @@ class AudioFrontEnd:
             else:
                 from transformers import AutoModel
 
-                self.encoder = AutoModel.from_pretrained(self.config.pretrained).eval()
+                try:
+                    self.encoder = AutoModel.from_pretrained(self.config.pretrained).eval()
+                except (OSError, ValueError) as error:
+                    raise InputError(
+                        f"audio.pretrained={self.config.pretrained}: could not load a wav2vec2/HuBERT encoder "
+                        f"(expected a save_pretrained folder or a hub name in the local cache; {error})"
+                    ) from None
         if self.encoder is not None:
             hidden = int(getattr(self.encoder.config, "hidden_size", -1))
             if hidden != self.config.wav2vec2_hidden:
