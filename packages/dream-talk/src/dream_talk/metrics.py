@@ -20,9 +20,10 @@ The paper's image metrics (SSIM, PSNR, CPBD, FID) need the learned renderer, whi
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 
@@ -257,11 +258,11 @@ class SyncNetScorer:
       confidence (SyncNet's LSE-D / LSE-C are these kinds of numbers).
 
     Args:
-        model: The loaded module (:meth:`load` reads a file).
+        model: The loaded module, frozen (:meth:`load` reads a file).
         size: Side of the mouth crops.
     """
 
-    model: torch.nn.Module
+    model: Callable[..., Any]
     size: int = 96
 
     @classmethod
