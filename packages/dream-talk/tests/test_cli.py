@@ -233,6 +233,25 @@ def test_track_writes_motion_and_counts_gap_frames(face_video: tuple[Path, Path]
     assert np.isfinite(np.array(motion["frames"])).all() and len(motion["frames"][0]) == 58
 
 
+def test_track_measures_from_a_neutral_frame(
+    face_video: tuple[Path, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    video = str(face_video[0])
+    assert main(["track", "--video", video, "--out", str(tmp_path / "a"), "--neutral-frame", "0"]) == 0
+    summary = json.loads((tmp_path / "a" / "summary.json").read_text())
+    assert summary["neutral_frame"] == 0 and summary["gap_frame_indices"] == [2]
+    values = np.array(json.loads((tmp_path / "a" / "motion.json").read_text())["frames"])
+    assert np.abs(values[0]).max() < 1e-5  # the neutral frame itself: no expression, zero pose
+    assert np.abs(values[1:]).max() > 0  # the others are measured from it (dlib's ~1 px jitter moves the weights)
+    capsys.readouterr()
+    for frame, message in (("2", "no face found in it"), ("9", "the clip has 5 frames")):
+        out = tmp_path / f"bad{frame}"
+        assert main(["track", "--video", video, "--out", str(out), "--neutral-frame", frame]) == 2
+        error = capsys.readouterr().err.strip().splitlines()
+        assert len(error) == 1 and error[0].startswith(f"dream-talk track: error: --neutral-frame {frame}: ")
+        assert message in error[0] and not out.exists()
+
+
 def test_speak_with_a_real_portrait_and_a_style_video(
     face_video: tuple[Path, Path], inputs: dict[str, Path], tmp_path: Path
 ) -> None:

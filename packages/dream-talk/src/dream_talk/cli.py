@@ -6,7 +6,7 @@ the one convention of :mod:`genblocks.cli`.
     dream-talk speak --audio speech.wav --image face.png --style happy.csv --out out/
     dream-talk speak --config paper --weights runs/emodiff/trained --lip-weights runs/lip/trained --audio a.wav ...
     dream-talk speak --audio speech.wav --image face.png --style talking_happily.mp4 --out out/
-    dream-talk track --video clip.mp4 --out style/ [--smooth 1.5]
+    dream-talk track --video clip.mp4 --out style/ [--smooth 1.5] [--neutral-frame 0]
     dream-talk prepare --videos MEAD/ --out data/mead [--layout mead|hdtf|flat] [--labels labels.csv] [--smooth 1]
     dream-talk train --config tiny --stage emodiff --out runs/emodiff [--resume] [--set train.manifest=data/mead/manifest.jsonl]
     dream-talk train --config tiny --stage lip --out runs/lip
@@ -89,6 +89,14 @@ def _track_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--smooth", type=float, default=0.0, metavar="SIGMA", help="Gaussian smoothing over frames (0: none)"
     )
+    parser.add_argument(
+        "--neutral-frame",
+        type=int,
+        default=None,
+        metavar="N",
+        help="a frame with the person's relaxed face: expression and pose are measured from it, not from the proxy's "
+        "template (default: the template; use the same choice for every clip a model trains on)",
+    )
 
 
 def _track(args: argparse.Namespace, config: None) -> int:
@@ -103,8 +111,11 @@ def _track(args: argparse.Namespace, config: None) -> int:
     if args.smooth < 0:
         raise InputError(f"--smooth {args.smooth}: expected >= 0")
     try:
-        result = track_video(args.video, fps=args.fps, smooth_sigma=args.smooth)
+        result = track_video(args.video, fps=args.fps, smooth_sigma=args.smooth, neutral_frame=args.neutral_frame)
     except InputError as error:
+        message = str(error)
+        if message.startswith("neutral frame "):
+            raise InputError("--neutral-frame " + message.removeprefix("neutral frame ")) from error
         raise InputError(f"--video {error}") from error
     except ImportError as error:
         raise InputError(
@@ -119,6 +130,7 @@ def _track(args: argparse.Namespace, config: None) -> int:
         "gap_frames": result.num_gaps,
         "gap_frame_indices": result.gap_frames,
         "median_residual": float(np.nanmedian(result.residual)),
+        "neutral_frame": args.neutral_frame,
         "files": ["motion.csv", "motion.json", "summary.json"],
     }
     (args.out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")

@@ -16,6 +16,11 @@ and y by cos(pitch), rotates by roll, scales by 1 + z and shifts by (0.6 sin yaw
 3. optional temporal smoothing (a Gaussian over frames, ``smooth_sigma``);
 4. frames without a face (NaN landmarks) are filled by linear interpolation of the motion over time and counted.
 
+A real face is not the proxy's template: fitted absolutely, its own shape reads as expression and pose (channels pushed
+to their bounds, where the fit of the others bends). Given a ``neutral`` face of the same person (a frame of the clip
+with a relaxed face, or the portrait a clip was rendered from with its :func:`portrait_state`), the fit starts from
+template + :func:`identity_offsets` instead, so it measures expression and pose relative to that face.
+
 :func:`track_video` reads a video (genblocks.media.read_video), finds the 68 landmarks with genblocks' dlib analyser
 and maps pixels to the template's normalised frame with one clip-level similarity (median over frames).
 """
@@ -43,6 +48,7 @@ __all__ = [
     "fit_blendshapes",
     "fit_motion",
     "fit_pose",
+    "identity_offsets",
     "normalise_landmarks",
     "track_landmarks",
     "track_video",
@@ -132,17 +138,47 @@ class TrackResult:
         return len(self.gap_frames)
 
 
-def fit_pose(landmarks: np.ndarray) -> np.ndarray:
+def _face(identity: np.ndarray | None) -> np.ndarray:
+    """The unposed neutral face the fit starts from: the template, plus ``identity`` (68, 2) when given."""
+    if identity is None:
+        return _TEMPLATE
+    identity = np.asarray(identity, np.float64)
+    if identity.shape != (68, 2) or not np.isfinite(identity).all():
+        raise ValueError(f"identity: expected finite (68, 2) offsets, got {identity.shape}")
+    return _TEMPLATE + identity
+
+
+def identity_offsets(landmarks: np.ndarray, weights: np.ndarray | None = None) -> np.ndarray:
+    """The offset of one face from the proxy's template, for the ``identity`` argument of the fits.
+
+    Args:
+        landmarks: (68, 2) the face in normalised coordinates (:func:`normalise_landmarks`), taken at zero pose.
+        weights: (52,) the blendshapes it shows (e.g. a portrait's :func:`portrait_state`); ``None``: neutral.
+
+    Returns:
+        float64 (68, 2): ``landmarks - proxy_landmarks([weights, zero pose])``.
+    """
+    landmarks = np.asarray(landmarks, np.float64)
+    if landmarks.shape != (68, 2) or not np.isfinite(landmarks).all():
+        raise ValueError(f"landmarks: expected a finite (68, 2) face, got {landmarks.shape}")
+    frame = np.zeros((1, 58))
+    if weights is not None:
+        frame[0, :52] = np.asarray(weights, np.float64).reshape(-1)[:52]
+    return landmarks - proxy_landmarks(frame)[0]
+
+
+def fit_pose(landmarks: np.ndarray, identity: np.ndarray | None = None) -> np.ndarray:
     """Head pose of each frame from its rigid landmarks (normalised coordinates).
 
     Args:
         landmarks: (T, 68, 2) normalised landmarks (no NaN).
+        identity: (68, 2) the face's offset from the template (:func:`identity_offsets`); ``None``: the template.
 
     Returns:
         float64 (T, 6): pitch, yaw, roll (radians), x, y, z, as :func:`proxy_landmarks` reads them.
     """
     observed = np.asarray(landmarks, np.float64)[:, RIGID_POINTS]  # (T, R, 2)
-    source = _TEMPLATE[RIGID_POINTS]  # (R, 2)
+    source = _face(identity)[RIGID_POINTS]  # (R, 2)
     design = np.concatenate([source, np.ones((len(source), 1))], axis=1)  # (R, 3)
     affine, *_ = np.linalg.lstsq(design, observed.transpose(1, 0, 2).reshape(len(source), -1), rcond=None)
     affine = affine.reshape(3, -1, 2)  # rows x-coef, y-coef, shift; (3, T, 2)
@@ -198,18 +234,8 @@ def _split_scale(
     return scale, yaw, pitch
 
 
-def fit_blendshapes(landmarks: np.ndarray, pose: np.ndarray, ridge: float = 1e-9, iterations: int = 100) -> np.ndarray:
-    """Weights in [0, 1] of :data:`TRACKED_BLENDSHAPES` (others 0) that best explain the landmarks under the pose.
-
-    Args:
-        landmarks: (T, 68, 2) normalised landmarks.
-        pose: (T, 6) from :func:`fit_pose`.
-        ridge: L2 weight on the blendshapes (keeps the system well posed with noisy landmarks).
-        iterations: Most active-set steps per frame.
-
-    Returns:
-        float64 (T, 52).
-    """
+def _pose_transform(pose: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The proxy's pose as ``linear (T, 2, 2)`` = s R(roll) diag(cos yaw, cos pitch) and ``shift (T, 2)``."""
     pitch, yaw, roll = (np.clip(pose[:, i], -_MAX_ANGLE, _MAX_ANGLE) for i in range(3))
     scale = np.clip(1.0 + pose[:, 5], *_SCALE_RANGE)
     cos, sin = np.cos(roll), np.sin(roll)
@@ -222,10 +248,33 @@ def fit_blendshapes(landmarks: np.ndarray, pose: np.ndarray, ridge: float = 1e-9
         axis=1,
     )
     shift = np.stack([_SHIFT * np.sin(yaw) + pose[:, 3], _SHIFT * np.sin(pitch) + pose[:, 4]], axis=1)  # (T, 2)
+    return linear, shift
+
+
+def fit_blendshapes(
+    landmarks: np.ndarray,
+    pose: np.ndarray,
+    ridge: float = 1e-9,
+    iterations: int = 100,
+    identity: np.ndarray | None = None,
+) -> np.ndarray:
+    """Weights in [0, 1] of :data:`TRACKED_BLENDSHAPES` (others 0) that best explain the landmarks under the pose.
+
+    Args:
+        landmarks: (T, 68, 2) normalised landmarks.
+        pose: (T, 6) from :func:`fit_pose`.
+        ridge: L2 weight on the blendshapes (keeps the system well posed with noisy landmarks).
+        iterations: Most active-set steps per frame.
+        identity: (68, 2) the face's offset from the template (:func:`identity_offsets`); ``None``: the template.
+
+    Returns:
+        float64 (T, 52).
+    """
+    linear, shift = _pose_transform(pose)
     channels = [ARKIT_BLENDSHAPES.index(name) for name in TRACKED_BLENDSHAPES]
     count = len(channels)
     design = np.einsum("tij,kpj->tpik", linear, _BASIS[channels]).reshape(len(pose), -1, count)  # (T, 136, K)
-    neutral = np.einsum("tij,pj->tpi", linear, _TEMPLATE) + shift[:, None]
+    neutral = np.einsum("tij,pj->tpi", linear, _face(identity)) + shift[:, None]
     target = (np.asarray(landmarks, np.float64) - neutral).reshape(len(pose), -1)  # (T, 136)
     hessian = np.einsum("tnk,tnl->tkl", design, design) + ridge * np.eye(count)
     rhs = np.einsum("tnk,tn->tk", design, target)
@@ -278,7 +327,13 @@ def _smooth(values: np.ndarray, sigma: float) -> np.ndarray:
     return np.stack([np.convolve(padded[:, c], kernel, mode="valid") for c in range(values.shape[1])], axis=1)
 
 
-def fit_motion(landmarks: np.ndarray, fps: float, smooth_sigma: float = 0.0, ridge: float = 1e-9) -> TrackResult:
+def fit_motion(
+    landmarks: np.ndarray,
+    fps: float,
+    smooth_sigma: float = 0.0,
+    ridge: float = 1e-9,
+    identity: np.ndarray | None = None,
+) -> TrackResult:
     """Blendshapes + head pose for every frame of normalised landmarks; NaN frames are gaps.
 
     Args:
@@ -286,6 +341,7 @@ def fit_motion(landmarks: np.ndarray, fps: float, smooth_sigma: float = 0.0, rid
         fps: Frame rate of the sequence.
         smooth_sigma: Standard deviation (frames) of a Gaussian smoothing of the motion over time; 0 disables it.
         ridge: See :func:`fit_blendshapes`.
+        identity: (68, 2) the face's offset from the template (:func:`identity_offsets`); ``None``: the template.
 
     Returns:
         A :class:`TrackResult` with the (T, 58) motion, the gap frame indices and the per-frame fit residual.
@@ -300,11 +356,14 @@ def fit_motion(landmarks: np.ndarray, fps: float, smooth_sigma: float = 0.0, rid
     if not valid.any():
         raise InputError("no face found in any frame: nothing to track")
     found = landmarks[valid]
-    pose = fit_pose(found)
-    weights = fit_blendshapes(found, pose, ridge=ridge)
+    pose = fit_pose(found, identity)
+    weights = fit_blendshapes(found, pose, ridge=ridge, identity=identity)
     fitted = np.concatenate([weights, pose], axis=1)
+    predicted = proxy_landmarks(fitted)
+    if identity is not None:
+        predicted += np.einsum("tij,pj->tpi", _pose_transform(pose)[0], np.asarray(identity, np.float64))
     residual = np.full(len(landmarks), np.nan)
-    residual[valid] = np.sqrt(((proxy_landmarks(fitted) - found) ** 2).sum(-1).mean(-1))
+    residual[valid] = np.sqrt(((predicted - found) ** 2).sum(-1).mean(-1))
     frames = np.arange(len(landmarks))
     values = np.stack([np.interp(frames, frames[valid], fitted[:, c]) for c in range(fitted.shape[1])], axis=1)
     values = _smooth(values, smooth_sigma)
@@ -313,18 +372,20 @@ def fit_motion(landmarks: np.ndarray, fps: float, smooth_sigma: float = 0.0, rid
     return TrackResult(MotionSequence(values.astype(np.float32), fps), gaps, residual)
 
 
-def normalise_landmarks(landmarks: np.ndarray) -> np.ndarray:
+def normalise_landmarks(landmarks: np.ndarray, frame: np.ndarray | None = None) -> np.ndarray:
     """Map pixel landmarks (T, 68, 2) (NaN frames allowed) into the template's normalised frame.
 
     One similarity for the whole clip, without rotation (head roll stays in the pose): the median over the frames of
-    the scale and shift that map the template's rigid points onto each frame's.
+    ``frame`` (default: the clip itself; (K, 68, 2) pixels) of the scale and shift that map the template's rigid points
+    onto each frame's.
     """
     landmarks = np.asarray(landmarks, np.float64)
-    valid = np.isfinite(landmarks).all(axis=(1, 2))
+    faces = landmarks if frame is None else np.asarray(frame, np.float64).reshape(-1, 68, 2)
+    valid = np.isfinite(faces).all(axis=(1, 2))
     if not valid.any():
         raise InputError("no face found in any frame: nothing to track")
     source = _TEMPLATE[RIGID_POINTS]
-    observed = landmarks[valid][:, RIGID_POINTS]
+    observed = faces[valid][:, RIGID_POINTS]
     centred_source = source - source.mean(0)
     centred = observed - observed.mean(1, keepdims=True)
     scales = np.sqrt((centred**2).sum(axis=(1, 2)) / (centred_source**2).sum())
@@ -333,9 +394,45 @@ def normalise_landmarks(landmarks: np.ndarray) -> np.ndarray:
     return (landmarks - shift) / scale
 
 
-def track_landmarks(pixel_landmarks: np.ndarray, fps: float, smooth_sigma: float = 0.0) -> TrackResult:
-    """:func:`normalise_landmarks` then :func:`fit_motion` (pixel landmarks (T, 68, 2), NaN where no face)."""
-    return fit_motion(normalise_landmarks(pixel_landmarks), fps, smooth_sigma)
+def track_landmarks(
+    pixel_landmarks: np.ndarray,
+    fps: float,
+    smooth_sigma: float = 0.0,
+    neutral: int | np.ndarray | None = None,
+    neutral_weights: np.ndarray | None = None,
+) -> TrackResult:
+    """:func:`normalise_landmarks` then :func:`fit_motion` (pixel landmarks (T, 68, 2), NaN where no face).
+
+    Args:
+        pixel_landmarks: (T, 68, 2) pixels, NaN where no face.
+        fps: Frame rate of the sequence.
+        smooth_sigma: See :func:`fit_motion`.
+        neutral: This person's face as the fit's starting face (module docstring), either the index of a frame of the
+            clip (it tracks to ``neutral_weights`` and zero pose; pick one with a relaxed face) or (68, 2) pixel
+            landmarks from the same camera framing (e.g. the portrait a clip was rendered from), whose similarity
+            then normalises the clip. ``None``: the proxy's template.
+        neutral_weights: (52,) the blendshapes the neutral face shows (a portrait's :func:`portrait_state`);
+            ``None``: zeros.
+
+    Raises:
+        InputError: no face in any frame, or none in the ``neutral`` frame (or its index is out of range).
+    """
+    landmarks = np.asarray(pixel_landmarks, np.float64)
+    if neutral is None:
+        return fit_motion(normalise_landmarks(landmarks), fps, smooth_sigma)
+    if isinstance(neutral, (int, np.integer)):
+        if not -len(landmarks) <= int(neutral) < len(landmarks):
+            raise InputError(f"neutral frame {neutral}: the clip has {len(landmarks)} frames")
+        face = landmarks[int(neutral)]
+        if not np.isfinite(face).all():
+            raise InputError(f"neutral frame {neutral}: no face found in it; pick a frame that shows the face")
+    else:
+        face = np.asarray(neutral, np.float64)
+        if face.shape != (68, 2) or not np.isfinite(face).all():
+            raise ValueError(f"neutral: expected a frame index or finite (68, 2) pixel landmarks, got {face.shape}")
+    normalised = normalise_landmarks(landmarks, frame=face)
+    identity = identity_offsets(normalise_landmarks(face[None])[0], neutral_weights)
+    return fit_motion(normalised, fps, smooth_sigma, identity=identity)
 
 
 def portrait_state(pixel_landmarks: np.ndarray, pose_dim: int = 6) -> np.ndarray:
@@ -384,7 +481,11 @@ def detect_landmarks(frames: np.ndarray, analyzer: FaceAnalyzer | None = None) -
 
 
 def track_video(
-    path: str | Path, fps: float | None = None, smooth_sigma: float = 0.0, analyzer: FaceAnalyzer | None = None
+    path: str | Path,
+    fps: float | None = None,
+    smooth_sigma: float = 0.0,
+    analyzer: FaceAnalyzer | None = None,
+    neutral_frame: int | None = None,
 ) -> TrackResult:
     """Track a video file: read it, find landmarks per frame, fit the motion.
 
@@ -393,6 +494,8 @@ def track_video(
         fps: Frame rate of the motion (default: the video's).
         smooth_sigma: See :func:`fit_motion`.
         analyzer: See :func:`detect_landmarks`.
+        neutral_frame: The frame showing this person's relaxed face (``neutral`` of :func:`track_landmarks`);
+            ``None``: expression relative to the proxy's template.
 
     Raises:
         InputError: an unreadable video, or no face in any frame (naming ``path``).
@@ -404,4 +507,4 @@ def track_video(
     landmarks = detect_landmarks(frames, analyzer)
     if not np.isfinite(landmarks).all(axis=(1, 2)).any():
         raise InputError(f"{path}: no face found in any of its {len(frames)} frames; expected a video of a face")
-    return track_landmarks(landmarks, float(fps or video_fps), smooth_sigma)
+    return track_landmarks(landmarks, float(fps or video_fps), smooth_sigma, neutral=neutral_frame)
