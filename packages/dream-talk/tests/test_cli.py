@@ -252,6 +252,18 @@ def test_track_measures_from_a_neutral_frame(
         assert message in error[0] and not out.exists()
 
 
+def test_a_style_video_is_tracked_from_inference_style_neutral_frame(face_video: tuple[Path, Path]) -> None:
+    from dream_talk.config import load_shipped_config
+    from dream_talk.inference import load_style
+    from dream_talk.tracking import track_video
+
+    video = face_video[0]
+    relative = load_style(video, load_shipped_config("tiny", ["inference.style_neutral_frame=0"]))
+    assert np.abs(relative[0]).max() < 1e-5
+    np.testing.assert_array_equal(relative, track_video(video, fps=25.0, neutral_frame=0).motion.values)
+    assert np.abs(load_style(video, load_shipped_config("tiny"))[0]).max() > 0.1  # from the template: not zero
+
+
 def test_speak_with_a_real_portrait_and_a_style_video(
     face_video: tuple[Path, Path], inputs: dict[str, Path], tmp_path: Path
 ) -> None:

@@ -136,6 +136,14 @@ def test_prepare_a_mead_tree_then_rerun_and_train(tmp_path_factory: pytest.TempP
     assert json.loads((relabelled / "summary.json").read_text())["reused"] == 3
     assert main([*argv, "--smooth", "1.0"]) == 0
     assert json.loads((relabelled / "summary.json").read_text())["prepared_now"] == 3
+    assert main([*argv, "--smooth", "1.0"]) == 0
+    assert json.loads((relabelled / "summary.json").read_text())["reused"] == 3
+    assert main([*argv, "--smooth", "1.0", "--neutral-frame", "0"]) == 0  # another tracking reference redoes them
+    neutral = json.loads((relabelled / "summary.json").read_text())
+    assert neutral["prepared_now"] == 3 and neutral["neutral_frame"] == 0
+    assert all(
+        json.loads(line)["neutral_frame"] == 0 for line in (relabelled / "manifest.jsonl").read_text().splitlines()
+    )
 
     run = tmp_path / "run"
     argv = ["train", "--stage", "emodiff", "--set", f"train.manifest={manifest}", "train.max_steps=2"]

@@ -159,6 +159,14 @@ def _prepare_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--smooth", type=float, default=0.0, metavar="SIGMA", help="Gaussian smoothing of the motion over frames"
     )
+    parser.add_argument(
+        "--neutral-frame",
+        type=int,
+        default=None,
+        metavar="N",
+        help="track every clip from its frame N's face, not the proxy's template (as track --neutral-frame; "
+        "a clip whose frame N has no face is skipped)",
+    )
     parser.add_argument("--no-progress", action="store_true", help="no tqdm progress bar")
 
 
@@ -168,7 +176,13 @@ def _prepare(args: argparse.Namespace, config: None) -> int:
     from dream_talk.prepare import prepare_dataset
 
     result = prepare_dataset(
-        args.videos, args.out, args.layout, args.labels, args.smooth, progress=not args.no_progress
+        args.videos,
+        args.out,
+        args.layout,
+        args.labels,
+        args.smooth,
+        progress=not args.no_progress,
+        neutral_frame=args.neutral_frame,
     )
     for skipped in result.skipped:
         print(f"dream-talk prepare: skipped {skipped['video']}: {skipped['reason']}", file=sys.stderr)

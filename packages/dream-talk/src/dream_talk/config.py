@@ -301,7 +301,10 @@ class InferenceConfig:
         initial_state: ``"portrait"``: EmoDiff starts from the portrait's own expression, fitted to its dlib landmarks
             as ``track`` fits a frame (:func:`dream_talk.tracking.portrait_state`), and the warp renderer moves the
             portrait relative to it; ``"neutral"``: zeros (also the fallback when no landmarks can be found) [ours;
-            spec §5 allows either].
+            spec §5 allows either]. A model trained on clips tracked from a neutral frame (``prepare
+            --neutral-frame``) takes the portrait as its own neutral face: use ``"neutral"`` with it.
+        style_neutral_frame: A style *video* is tracked from this frame's face (``track --neutral-frame``) instead of
+            the proxy's template; ``null``: the template. Track style clips as the training clips were.
     """
 
     long_audio: LongAudio = "chain"
@@ -312,6 +315,7 @@ class InferenceConfig:
     device: str = "cpu"
     check_face: bool = True
     initial_state: Literal["portrait", "neutral"] = "portrait"
+    style_neutral_frame: int | None = None
 
     def __post_init__(self) -> None:
         if self.overlap < 0:

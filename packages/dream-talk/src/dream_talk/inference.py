@@ -80,7 +80,7 @@ def load_style(path: Path | None, config: DreamTalkConfig) -> np.ndarray:
     when ``path`` is ``None``.
 
     A video is tracked on the fly (:func:`dream_talk.tracking.track_video`, genblocks' dlib analyser, the ``face``
-    extra) at ``motion.fps``.
+    extra) at ``motion.fps``, from ``inference.style_neutral_frame``'s face when it is set.
 
     Raises:
         InputError: an unreadable video or one without a face, the face extra missing for a video, a missing file,
@@ -93,7 +93,7 @@ def load_style(path: Path | None, config: DreamTalkConfig) -> np.ndarray:
         from dream_talk.tracking import track_video
 
         try:
-            tracked = track_video(path, fps=m.fps)
+            tracked = track_video(path, fps=m.fps, neutral_frame=config.inference.style_neutral_frame)
         except InputError as error:
             raise InputError(f"--style {path}: style video not tracked: {error}") from error
         except ImportError as error:

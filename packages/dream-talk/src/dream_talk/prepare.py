@@ -195,7 +195,11 @@ def find_clips(videos: Path, layout: Layout = "mead", labels: Path | None = None
 
 
 def prepare_clip(
-    clip: Clip, out: Path, smooth_sigma: float = 0.0, analyzer: FaceAnalyzer | None = None
+    clip: Clip,
+    out: Path,
+    smooth_sigma: float = 0.0,
+    analyzer: FaceAnalyzer | None = None,
+    neutral_frame: int | None = None,
 ) -> dict[str, Any]:
     """Extract, check and track one clip; write ``out/audio/<id>.wav`` and ``out/motion/<id>.json``.
 
@@ -206,11 +210,13 @@ def prepare_clip(
         out: The dataset folder.
         smooth_sigma: Gaussian smoothing of the tracked motion over frames (0: none).
         analyzer: The face analyser (default: genblocks' dlib analyser; pass one to reuse it across clips).
+        neutral_frame: Track from this frame's face instead of the proxy's template
+            (:func:`dream_talk.tracking.track_landmarks`); ``None``: the template.
 
     Returns:
         The manifest row: ``id``, ``audio``, ``motion`` (relative to ``out``), ``emotion``, ``speaker``, ``level``
         (MEAD), ``video`` (relative to ``--videos``), ``fps``, ``frames``, ``gap_frames``, ``audio_seconds``,
-        ``smooth_sigma``.
+        ``smooth_sigma``, ``neutral_frame``.
 
     Raises:
         InputError: the clip cannot be used (no audio track, silent or too short audio, no face in any frame, an
@@ -227,7 +233,7 @@ def prepare_clip(
     if not meta.has_audio:
         raise InputError(f"{clip.source}: no audio track")
     samples, rate = load_speech(clip.video, AudioConfig())
-    tracked = track_video(clip.video, smooth_sigma=smooth_sigma, analyzer=analyzer)
+    tracked = track_video(clip.video, smooth_sigma=smooth_sigma, analyzer=analyzer, neutral_frame=neutral_frame)
     audio = Path("audio") / f"{clip.id}.wav"
     motion = Path("motion") / f"{clip.id}.json"
     write_audio(out / audio, samples, rate)
@@ -248,6 +254,7 @@ def prepare_clip(
         "gap_frames": tracked.num_gaps,
         "audio_seconds": round(samples.size / rate, 4),
         "smooth_sigma": smooth_sigma,
+        "neutral_frame": neutral_frame,
     }
     return row
 
@@ -281,6 +288,7 @@ def prepare_dataset(
     smooth_sigma: float = 0.0,
     analyzer: FaceAnalyzer | None = None,
     progress: bool = True,
+    neutral_frame: int | None = None,
 ) -> PrepareResult:
     """Prepare every clip of ``videos`` into ``out`` (module docstring): ``audio/``, ``motion/``, ``manifest.jsonl``
     and ``summary.json``.
@@ -288,12 +296,14 @@ def prepare_dataset(
     Args:
         videos: The dataset folder.
         out: The output folder; clips already in its manifest (with their files, tracked with the same
-            ``smooth_sigma``) are kept, not redone.
+            ``smooth_sigma`` and ``neutral_frame``) are kept, not redone.
         layout: ``"mead"``, ``"hdtf"`` or ``"flat"`` (:func:`find_clips`).
         labels: Optional labels CSV (:func:`read_labels`).
         smooth_sigma: Gaussian smoothing of the tracked motion over frames (0: none).
         analyzer: The face analyser (default: one genblocks dlib analyser for the whole run).
         progress: Show a tqdm progress bar.
+        neutral_frame: Track every clip from this frame's face (:func:`prepare_clip`); a clip whose frame has no face
+            is skipped with the reason.
 
     Returns:
         A :class:`PrepareResult`.
@@ -316,7 +326,8 @@ def prepare_dataset(
     reused: list[str] = []
     for clip in tqdm(clips, desc="dream-talk prepare", unit="clip", disable=not progress):
         earlier = done.get(clip.id)
-        if earlier is not None and earlier.get("smooth_sigma", 0.0) == smooth_sigma:
+        tracking = (smooth_sigma, neutral_frame)
+        if earlier is not None and (earlier.get("smooth_sigma", 0.0), earlier.get("neutral_frame")) == tracking:
             # the files stand; the labels follow this run's layout and labels CSV
             labels_now = {"emotion": clip.emotion, "speaker": clip.speaker, "video": clip.source}
             rows.append(earlier | labels_now | ({} if clip.level is None else {"level": clip.level}))
@@ -332,7 +343,7 @@ def prepare_dataset(
                     f"--videos {videos}: tracking needs the face extra (pip install 'dream-talk[face]')"
                 ) from error
         try:
-            row = prepare_clip(clip, out, smooth_sigma, analyzer)
+            row = prepare_clip(clip, out, smooth_sigma, analyzer, neutral_frame)
         except InputError as error:
             reason = str(error).removeprefix(f"{clip.video}: ").removeprefix(f"{clip.source}: ")
             logger.info("skipped %s: %s", clip.source, reason)
@@ -353,6 +364,7 @@ def prepare_dataset(
         "videos": str(videos),
         "layout": layout,
         "smooth_sigma": smooth_sigma,
+        "neutral_frame": neutral_frame,
         "clips": len(rows),
         "found": len(clips),
         "prepared_now": len(prepared),
