@@ -83,8 +83,8 @@ def test_portrait_state_is_the_tracking_fit_of_one_frame_with_zero_pose() -> Non
 def test_a_neutral_face_of_the_person_removes_the_identity_from_the_fit() -> None:
     """A face that is not the template, rendered by the warp renderer's landmark model from its own fitted state:
     tracked from the template its shape reads as expression and pose; tracked from the face itself (``neutral``) the
-    rendered sequence comes back, not exactly: the renderer moves the face by the proxy's offsets mapped with the
-    similarity of all 68 points and does not pose the face's own offsets, the tracker poses template + offsets."""
+    rendered sequence comes back, not exactly: the renderer maps the proxy's motion into pixels with the similarity of
+    all 68 points, the tracker normalises with the rigid points' scale and no rotation."""
     from dream_talk.warp_render import target_landmarks
 
     rng = np.random.default_rng(0)
@@ -94,15 +94,16 @@ def test_a_neutral_face_of_the_person_removes_the_identity_from_the_fit() -> Non
     for name in ("jawOpen", "mouthSmileLeft", "eyeBlinkRight", "browInnerUp"):
         truth[:, ARKIT_BLENDSHAPES.index(name)] = rng.uniform(0, 1, 20)
     truth[:, 52:54] = rng.uniform(-0.1, 0.1, (20, 2))  # pitch, yaw
+    truth[:, 54] = rng.uniform(-0.15, 0.15, 20)  # roll
     landmarks = target_landmarks(face, truth, state)
     tracked = [ARKIT_BLENDSHAPES.index(name) for name in TRACKED_BLENDSHAPES]
 
     relative = track_landmarks(landmarks, 25.0, neutral=face, neutral_weights=state[:52]).motion.values
     absolute = track_landmarks(landmarks, 25.0).motion.values
     error, absolute_error = (np.abs(v[:, tracked] - truth[:, tracked]) for v in (relative, absolute))
-    assert error.mean() < 0.02 and error.max() < 0.2  # measured 0.013 / 0.14
-    assert absolute_error.mean() > 5 * error.mean()  # measured 0.133
-    assert np.abs(relative[:, 52:] - truth[:, 52:]).max() < 0.01  # measured 0.007; absolute: 0.7
+    assert error.mean() < 0.02 and error.max() < 0.2  # measured 0.013 / 0.14 (0.063 / 1.0 when the renderer did
+    assert absolute_error.mean() > 5 * error.mean()  # not pose the face's own shape); absolute: 0.133
+    assert np.abs(relative[:, 52:] - truth[:, 52:]).max() < 0.02  # measured 0.013; absolute: 0.72
     clip = np.concatenate([face[None], landmarks])
     from_frame = track_landmarks(clip, 25.0, neutral=0).motion.values
     assert np.abs(from_frame[0]).max() < 1e-6  # the neutral frame: zeros and zero pose
@@ -132,11 +133,12 @@ def test_carphone_clip_is_tracked_with_gaps_counted() -> None:
 def test_a_rendered_photo_tracks_back_through_dlib_pixels() -> None:
     """Pixels, not landmarks: the warp renderer drives Grace Hopper's photo (jaw open and close, a roll sweep), dlib
     finds the landmarks in the rendered frames, the tracker fits them. Measured with the locked versions: detected
-    landmarks 3.3% of the inter-ocular distance from the renderer's targets (9.5% if the photo had not moved), chin and
-    inner-lip motion correlate 0.995 / 0.997 with the jaw curve, roll within 0.005 rad. Tracked back from the template
-    the roll is off by up to 0.1 rad and jawOpen correlates 0.46 with the truth (the photo's own shape reads as
-    expression and the fit spreads the opening over the other mouth channels), the tracked lip gap 0.84; tracked from
-    the portrait (``neutral``) the roll is within 0.02 rad, jawOpen correlates 0.78 and the lip gap 0.94."""
+    landmarks 3.5% of the inter-ocular distance from the renderer's targets (9.7% if the photo had not moved), chin and
+    inner-lip motion correlate 0.995 / 0.997 with the jaw curve, the eye line's roll within 0.04 rad. Tracked back
+    from the template, jawOpen correlates 0.30 with the truth, the tracked lip gap 0.72 and the roll is off by up to
+    0.13 rad (the photo's own shape reads as expression and pose, and the fit spreads the opening over the other mouth
+    channels); tracked from the portrait (``neutral``), jawOpen correlates 0.91, the lip gap 0.99 and the roll is within
+    0.035 rad."""
     pytest.importorskip("dlib")
     from dream_talk.demo import demo_portrait
     from dream_talk.metrics import mouth_opening
@@ -168,14 +170,14 @@ def test_a_rendered_photo_tracks_back_through_dlib_pixels() -> None:
         return np.arctan2(line[:, 1], line[:, 0])
 
     measured_roll = eye_line_roll(detected) - eye_line_roll(landmarks[None])
-    assert np.abs(measured_roll - truth[:, 54]).max() < 0.03
+    assert np.abs(measured_roll - truth[:, 54]).max() < 0.05
 
     jaw_index = ARKIT_BLENDSHAPES.index("jawOpen")
     absolute = track_landmarks(detected, fps=25.0).motion.values
     relative = track_landmarks(detected, 25.0, neutral=landmarks, neutral_weights=reference[:52]).motion.values
-    roll_change, true_change = absolute[:, 54] - absolute[0, 54], truth[:, 54] - truth[0, 54]
-    assert np.abs(roll_change - true_change).max() < 0.08
-    assert np.corrcoef(mouth_opening(absolute, "lips"), jaw)[0, 1] > 0.7
-    assert np.abs(relative[:, 54] - truth[:, 54]).max() < 0.04
-    assert np.corrcoef(mouth_opening(relative, "lips"), jaw)[0, 1] > 0.9
-    assert np.corrcoef(relative[:, jaw_index], jaw)[0, 1] > 0.7 > np.corrcoef(absolute[:, jaw_index], jaw)[0, 1]
+    lip_gap = [np.corrcoef(mouth_opening(values, "lips"), jaw)[0, 1] for values in (relative, absolute)]
+    jaw_weight = [np.corrcoef(values[:, jaw_index], jaw)[0, 1] for values in (relative, absolute)]
+    roll_error = [np.abs(values[:, 54] - truth[:, 54]).max() for values in (relative, absolute)]
+    assert lip_gap[0] > 0.95 and lip_gap[0] > lip_gap[1]
+    assert jaw_weight[0] > 0.85 and jaw_weight[0] > jaw_weight[1]
+    assert roll_error[0] < 0.05 and roll_error[0] < roll_error[1]

@@ -265,18 +265,20 @@ _TEMPLATE = template_landmarks()
 _BASIS = landmark_basis()
 
 
-def proxy_landmarks(motion: np.ndarray) -> np.ndarray:
+def proxy_landmarks(motion: np.ndarray, face_offsets: np.ndarray | None = None) -> np.ndarray:
     """Landmarks of the proxy avatar for each frame.
 
     Args:
         motion: (T, 52 + P) blendshapes (clipped to [0, 1]) and head pose (pitch, yaw, roll radians; x, y, z).
+        face_offsets: (68, 2) added to the template before the pose (another person's neutral face); ``None``: none.
 
     Returns:
         float64 (T, 68, 2) in normalised coordinates.
     """
     motion = np.asarray(motion, dtype=np.float64)
     weights = np.clip(motion[:, :52], 0.0, 1.0)
-    points = _TEMPLATE[None] + np.einsum("tk,kpc->tpc", weights, _BASIS)
+    face = _TEMPLATE if face_offsets is None else _TEMPLATE + np.asarray(face_offsets, np.float64)
+    points = face[None] + np.einsum("tk,kpc->tpc", weights, _BASIS)
     pose = np.zeros((motion.shape[0], 6))
     pose[:, : motion.shape[1] - 52] = motion[:, 52:58]
     pitch, yaw, roll = np.clip(pose[:, 0], -1.2, 1.2), np.clip(pose[:, 1], -1.2, 1.2), np.clip(pose[:, 2], -1.2, 1.2)

@@ -3,10 +3,11 @@ a synthesised mouth interior and a feathered paste-back into the full photo.
 
 Per call (:class:`PortraitWarpRenderer`):
 
-1. the proxy avatar's landmark motion relative to its neutral face, ``proxy_landmarks(motion) -
-   proxy_landmarks(zeros)`` (:func:`dream_talk.render.proxy_landmarks`: a documented blendshape -> landmark basis and
-   the head pose as a similarity transform, normalised units), is mapped into the portrait's pixels by the linear part
-   of the similarity that aligns the neutral proxy landmarks to the portrait's 68 landmarks (Umeyama,
+1. the proxy avatar's landmark motion relative to the reference frame, ``proxy_landmarks(motion, face) -
+   proxy_landmarks(reference, face)`` (:func:`dream_talk.render.proxy_landmarks`: a documented blendshape -> landmark
+   basis and the head pose as a similarity transform, normalised units; ``face``: the portrait's own offset from the
+   template, so the head pose turns the person's face), is mapped into the portrait's pixels by the linear part of the
+   similarity that aligns the reference proxy landmarks to the portrait's 68 landmarks (Umeyama,
    genblocks.faces.align) and added to the portrait's landmarks: the target landmarks (:func:`target_landmarks`);
 2. the face crop (:func:`crop_box`): the box around the portrait's and every frame's target landmarks, widened by
    ``crop_margin`` times its longer side on each side and clipped to the photo (``crop_margin=None``: the whole
@@ -139,19 +140,26 @@ def target_landmarks(landmarks: np.ndarray, motion: np.ndarray, reference: np.nd
 
     Returns:
         float64 (T, 68, 2) pixels: ``landmarks + (proxy(motion) - proxy(reference)) @ L.T`` with L the linear part
-        (scale * rotation) of the similarity aligning the reference proxy to ``landmarks``; a frame equal to the
-        reference leaves the landmarks where they are.
+        (scale * rotation) of the similarity aligning the reference proxy to ``landmarks``; the proxy here is posed
+        with the portrait's own shape (its offset from the template, in the proxy's frame), so a head turn turns the
+        person's face, not only the template's. A frame equal to the reference leaves the landmarks where they are.
     """
     from genblocks.faces.align import umeyama_similarity
 
     motion = np.asarray(motion, np.float64)
+    landmarks = np.asarray(landmarks, np.float64)
     reference = np.zeros(motion.shape[1]) if reference is None else np.asarray(reference, np.float64)
     if reference.shape != (motion.shape[1],):
         raise ValueError(f"reference: expected ({motion.shape[1]},) like a motion frame, got {reference.shape}")
     neutral = proxy_landmarks(reference[None])[0]
-    linear = umeyama_similarity(neutral, landmarks)[:, :2]
-    offsets = proxy_landmarks(motion) - neutral[None]
-    return np.asarray(landmarks, np.float64)[None] + offsets @ linear.T
+    transform = umeyama_similarity(neutral, landmarks)
+    linear = transform[:, :2]
+    unposed = reference.copy()
+    unposed[52:] = 0.0
+    face_offsets = (landmarks - transform[:, 2]) @ np.linalg.inv(linear).T - proxy_landmarks(unposed[None])[0]
+    posed = proxy_landmarks(motion, face_offsets)
+    start = proxy_landmarks(reference[None], face_offsets)[0]
+    return landmarks[None] + (posed - start[None]) @ linear.T
 
 
 def crop_box(points: np.ndarray, height: int, width: int, margin: float | None) -> tuple[int, int, int, int]:
