@@ -57,7 +57,10 @@ def rendering_kwargs(config: OmniAvatarConfig) -> dict[str, Any]:
 
 
 def write_authors_pickle(
-    tmp_path: Path, config: OmniAvatarConfig, extra_keys: dict[str, torch.Tensor] | None = None
+    tmp_path: Path,
+    config: OmniAvatarConfig,
+    extra_keys: dict[str, torch.Tensor] | None = None,
+    extra_init: dict[str, Any] | None = None,
 ) -> tuple[Path, OmniAvatarPipeline]:
     reference = OmniAvatarPipeline.from_config(config, seed=7)
     with torch.no_grad():
@@ -81,6 +84,10 @@ def write_authors_pickle(
         "mapping_kwargs": {"num_layers": 2},
         "rendering_kwargs": rk,
         "sr_kwargs": {},
+        "sr_num_fp16_res": 0,
+        "num_fp16_res": 0,
+        "conv_clamp": None,
+        **(extra_init or {}),
     }
     path = write_persistence_pickle(
         tmp_path / "omniavatar.pkl", state, init, {"rendering_kwargs": rk, "neural_rendering_resolution": 16}

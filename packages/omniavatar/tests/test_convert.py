@@ -16,6 +16,7 @@ from omniavatar.config import OmniAvatarConfig
 from omniavatar.convert_omniavatar_original import (
     GENERATOR_LAYOUT,
     ConversionError,
+    clamp_notes,
     convert_omniavatar,
     read_labels,
 )
@@ -32,7 +33,7 @@ def test_round_trip_reproduces_images_depth_and_mask(tmp_path: Path, tiny_config
     config = authors_config(tiny_config)
     path, reference = write_authors_pickle(tmp_path, config)
     converted, report = convert_omniavatar(path, tmp_path / "converted", base=tiny_config)
-    assert report.ok and "superresolution.block0.conv0.noise_const" in report.dropped
+    assert report.ok and "superresolution.block0.conv0.noise_const" in report.dropped and report.notes == []
     assert any(key.startswith("renderer.im3dmm._template_sdf.") for key in report.dropped)
     loaded = OmniAvatarPipeline.from_pretrained(tmp_path / "converted")
     saved = json.loads((tmp_path / "converted" / "config.json").read_text())
@@ -45,6 +46,21 @@ def test_round_trip_reproduces_images_depth_and_mask(tmp_path: Path, tiny_config
         assert torch.equal(expected.images, actual.images)
         assert torch.equal(expected.depth, actual.depth)
         assert torch.equal(expected.mask, actual.mask)
+
+
+def test_report_notes_the_authors_conv_clamps(tmp_path: Path, tiny_config: OmniAvatarConfig) -> None:
+    # EG3D trains the SR with sr_num_fp16_res 4, which makes the authors' SR clamp at ±256 even in fp32; ours does not.
+    extra = {"sr_num_fp16_res": 4, "conv_clamp": 256}
+    path, _ = write_authors_pickle(tmp_path, authors_config(tiny_config), extra_init=extra)
+    _, report = convert_omniavatar(path, tmp_path / "converted", base=tiny_config)
+    assert report.ok and len(report.notes) == 2
+    assert report.notes[0].startswith("conv_clamp=256: the authors' backbone clamps conv outputs at ±256")
+    assert report.notes[1].startswith("sr_num_fp16_res=4: the authors' super-resolution clamps conv outputs at ±256")
+    saved = json.loads((tmp_path / "converted" / "conversion_report.json").read_text())
+    assert saved["notes"] == report.notes
+    # Without conv_clamp in init_kwargs their SynthesisBlock default (256) applies.
+    assert [note.split(":")[0] for note in clamp_notes({})] == ["conv_clamp=256"]
+    assert clamp_notes({"conv_clamp": None, "sr_num_fp16_res": 0}) == []
 
 
 def test_strict_report_names_unexpected_keys(tmp_path: Path, tiny_config: OmniAvatarConfig) -> None:

@@ -42,6 +42,7 @@ __all__ = [
     "GENERATOR_LAYOUT",
     "ConversionError",
     "ConversionReport",
+    "clamp_notes",
     "convert_omniavatar",
     "original_state_dict",
     "read_labels",
@@ -308,6 +309,29 @@ def original_state_dict(generator: OmniAvatarGenerator) -> dict[str, Tensor]:
     return out
 
 
+def clamp_notes(init_kwargs: dict[str, Any]) -> list[str]:
+    """Notes on the convolution output clamps the authors' networks apply and ours do not.
+
+    The authors' backbone (and background) blocks clamp conv outputs at ``conv_clamp`` (256 when the pickle's
+    ``init_kwargs`` omit it, their ``SynthesisBlock`` default); their super-resolution clamps at 256 whenever
+    ``sr_num_fp16_res > 0`` (EG3D trains with 4). Ours never clamp: the outputs agree while activations stay within
+    the clamp.
+    """
+    notes = []
+    conv_clamp = init_kwargs.get("conv_clamp", 256)
+    if conv_clamp is not None:
+        notes.append(
+            f"conv_clamp={conv_clamp}: the authors' backbone clamps conv outputs at ±{conv_clamp}; ours does not "
+            "(exact while activations stay within it)"
+        )
+    if int(init_kwargs.get("sr_num_fp16_res", 0) or 0) > 0:
+        notes.append(
+            f"sr_num_fp16_res={init_kwargs['sr_num_fp16_res']}: the authors' super-resolution clamps conv outputs at "
+            "±256; ours does not (exact while activations stay within it)"
+        )
+    return notes
+
+
 def _read_generator(pkl: str | os.PathLike, network: str) -> NetworkRecord:
     """The pickled `network`, read without running code; a pickle of anything else names :data:`GENERATOR_LAYOUT`."""
     try:
@@ -345,6 +369,7 @@ def convert_omniavatar(
             f"superresolution_noise_mode={config.generator.superresolution_noise_mode!r}: the authors' SR adds noise "
             f"(max |noise_strength| {max(strengths, default=0.0):.3g}); ours does not"
         )
+    report.notes.extend(clamp_notes(record.init_kwargs))
     state = convert_state_dict(record.state_dict, generator, report)
     if strict and not report.ok:
         raise ConversionError(
