@@ -7,7 +7,8 @@ template SDF included). :meth:`OmniAvatarPipeline.from_pretrained` reads it; not
 
 Demo conventions (authors' ``gen_grouped_samples.py``): z from ``numpy.random.RandomState(seed).randn(z_dim)``; the
 mapping sees a frontal camera (yaw = pitch = π/2) with the sample's 3DMM values; the rendering camera sits at
-(π/2 + yaw, π/2 − 0.05 + pitch) on the orbit of ``avg_camera_radius`` around ``avg_camera_pivot``; ψ = 0.7, cutoff 14,
+(π/2 + yaw, π/2 − 0.05 + pitch) on the orbit of ``avg_camera_radius`` around ``avg_camera_pivot`` (the authors write
+``3.14/2`` there, 0.0008 rad from π/2); ψ = 0.7, cutoff 14,
 ``noise_mode="const"``; images in [−1, 1] are written as ``x · 127.5 + 128`` clamped to uint8.
 """
 
