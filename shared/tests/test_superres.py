@@ -87,3 +87,24 @@ def test_bad_inputs_raise():
         sr(rgb[:, :2], features, ws)
     with pytest.raises(ValueError, match="img_resolution must be a power of two"):
         SuperResolutionHybrid2X(channels=8, img_resolution=48, w_dim=W_DIM)
+
+
+@pytest.mark.parametrize("module_class", [SuperResolutionHybrid2X, SuperResolutionHybrid4X, SuperResolutionHybrid8XDC])
+def test_conv_clamp_reaches_every_layer_and_bounds_large_activations(module_class):
+    torch.manual_seed(0)
+    free = module_class(channels=8, img_resolution=32, w_dim=W_DIM, block_channels=(12, 6))
+    clamped = module_class(channels=8, img_resolution=32, w_dim=W_DIM, block_channels=(12, 6), conv_clamp=1.0)
+    clamped.load_state_dict(free.state_dict())
+    layers = [layer for layer in clamped.modules() if hasattr(layer, "conv_clamp")]
+    assert len(layers) == 6 and all(layer.conv_clamp == 1.0 for layer in layers)  # conv0, conv1, torgb of each block
+    rgb, features, ws = inputs(clamped.input_resolution)
+    with torch.no_grad():
+        clamped.block1.torgb.bias.fill_(50.0)
+        free.block1.torgb.bias.fill_(50.0)
+    img = clamped(rgb, features, ws)
+    assert float(free(rgb, features, ws).amax()) > 40.0  # unclamped: the bias shows
+    # the last ToRGB adds at most 1 to the upsampled image of block0 (itself a sum of clamped ToRGBs)
+    assert float(img.amax()) < 5.0
+    loose = module_class(channels=8, img_resolution=32, w_dim=W_DIM, block_channels=(12, 6), conv_clamp=1e6)
+    loose.load_state_dict(free.state_dict())
+    torch.testing.assert_close(loose(rgb, features, ws), free(rgb, features, ws))  # a clamp never reached is exact

@@ -315,3 +315,12 @@ def test_bad_inputs_raise():
         tiny_generator(plane_projection="xz_only")
     with pytest.raises(ValueError, match="planes must have shape"):
         sample_from_planes(torch.zeros(1, 2, 3, 4, 4), torch.zeros(1, 5, 3))
+
+
+def test_conv_clamps_reach_the_backbone_and_the_super_resolution():
+    generator = tiny_generator(conv_clamp=256.0, sr_conv_clamp=128.0)
+    backbone = [m.conv_clamp for m in generator.backbone.synthesis.modules() if hasattr(m, "conv_clamp")]
+    sr = [m.conv_clamp for m in generator.superresolution.modules() if hasattr(m, "conv_clamp")]
+    assert backbone and set(backbone) == {256.0} and set(sr) == {128.0}
+    plain = tiny_generator()
+    assert {m.conv_clamp for m in plain.modules() if hasattr(m, "conv_clamp")} == {None}

@@ -49,6 +49,8 @@ class SuperResolutionHybrid(nn.Module):
         w_dim (`int`, defaults to 512): style size.
         img_channels (`int`, defaults to 3): image channels (4 for OmniAvatar's RGB + mask).
         antialias (`bool`, defaults to `True`): antialiased input resize (EG3D ``sr_antialias``).
+        conv_clamp (`float`, *optional*): clamp of every conv output, as the blocks' ``conv_clamp`` (EG3D clamps its
+            SR at 256 whenever ``sr_num_fp16_res > 0``, in fp32 too); `None`: no clamp.
     """
 
     default_block_channels: tuple[int, int] = (128, 64)
@@ -63,6 +65,7 @@ class SuperResolutionHybrid(nn.Module):
         w_dim: int = 512,
         img_channels: int = 3,
         antialias: bool = True,
+        conv_clamp: float | None = None,
     ) -> None:
         super().__init__()
         if not _is_power_of_two(img_resolution) or img_resolution < 8:
@@ -87,9 +90,17 @@ class SuperResolutionHybrid(nn.Module):
             is_last=False,
             use_noise=False,
             up=2 if first_block_upsamples else 1,
+            conv_clamp=conv_clamp,
         )
         self.block1 = SynthesisBlock(
-            block_channels[0], block_channels[1], w_dim, img_resolution, img_channels, is_last=True, use_noise=False
+            block_channels[0],
+            block_channels[1],
+            w_dim,
+            img_resolution,
+            img_channels,
+            is_last=True,
+            use_noise=False,
+            conv_clamp=conv_clamp,
         )
 
     def extra_repr(self) -> str:
@@ -137,7 +148,7 @@ class SuperResolutionHybrid2X(SuperResolutionHybrid):
         channels (`int`, defaults to 32): rendered feature channels.
         img_resolution (`int`, defaults to 128): output side.
         w_dim (`int`, defaults to 512), img_channels (`int`, defaults to 3), antialias (`bool`, defaults to `True`).
-        block_channels (`tuple[int, int]`, defaults to `(128, 64)`).
+        block_channels (`tuple[int, int]`, defaults to `(128, 64)`), conv_clamp (`float`, *optional*).
     """
 
     default_block_channels = (128, 64)
@@ -150,9 +161,18 @@ class SuperResolutionHybrid2X(SuperResolutionHybrid):
         img_channels: int = 3,
         block_channels: tuple[int, int] = default_block_channels,
         antialias: bool = True,
+        conv_clamp: float | None = None,
     ) -> None:
         super().__init__(
-            channels, img_resolution, img_resolution // 2, block_channels, False, w_dim, img_channels, antialias
+            channels,
+            img_resolution,
+            img_resolution // 2,
+            block_channels,
+            False,
+            w_dim,
+            img_channels,
+            antialias,
+            conv_clamp,
         )
 
 
@@ -163,7 +183,8 @@ class SuperResolutionHybrid4X(SuperResolutionHybrid):
 
     Args:
         channels (`int`, defaults to 32), img_resolution (`int`, defaults to 256), w_dim (`int`, defaults to 512),
-        img_channels (`int`, defaults to 3), block_channels (defaults to `(128, 64)`), antialias (defaults to `True`).
+        img_channels (`int`, defaults to 3), block_channels (defaults to `(128, 64)`), antialias (defaults to `True`),
+        conv_clamp (`float`, *optional*).
     """
 
     default_block_channels = (128, 64)
@@ -176,9 +197,18 @@ class SuperResolutionHybrid4X(SuperResolutionHybrid):
         img_channels: int = 3,
         block_channels: tuple[int, int] = default_block_channels,
         antialias: bool = True,
+        conv_clamp: float | None = None,
     ) -> None:
         super().__init__(
-            channels, img_resolution, img_resolution // 2, block_channels, False, w_dim, img_channels, antialias
+            channels,
+            img_resolution,
+            img_resolution // 2,
+            block_channels,
+            False,
+            w_dim,
+            img_channels,
+            antialias,
+            conv_clamp,
         )
 
 
@@ -187,7 +217,8 @@ class SuperResolutionHybrid8XDC(SuperResolutionHybrid):
 
     Args:
         channels (`int`, defaults to 32), img_resolution (`int`, defaults to 512), w_dim (`int`, defaults to 512),
-        img_channels (`int`, defaults to 3), block_channels (defaults to `(256, 128)`), antialias (defaults to `True`).
+        img_channels (`int`, defaults to 3), block_channels (defaults to `(256, 128)`), antialias (defaults to `True`),
+        conv_clamp (`float`, *optional*).
     """
 
     default_block_channels = (256, 128)
@@ -200,7 +231,16 @@ class SuperResolutionHybrid8XDC(SuperResolutionHybrid):
         img_channels: int = 3,
         block_channels: tuple[int, int] = default_block_channels,
         antialias: bool = True,
+        conv_clamp: float | None = None,
     ) -> None:
         super().__init__(
-            channels, img_resolution, img_resolution // 4, block_channels, True, w_dim, img_channels, antialias
+            channels,
+            img_resolution,
+            img_resolution // 4,
+            block_channels,
+            True,
+            w_dim,
+            img_channels,
+            antialias,
+            conv_clamp,
         )

@@ -316,6 +316,10 @@ class TriPlaneGenerator(nn.Module):
         c_scale (`float`, defaults to 1.0): factor on the label the mapping sees (OmniAvatar uses 0).
         pose_conditioning (`bool`, defaults to `True`): condition the mapping on the camera; `False` feeds zeros
             (EG3D ``c_gen_conditioning_zero``).
+        conv_clamp (`float`, *optional*): clamp of the backbone's conv outputs (EG3D's ``conv_clamp``, 256 in its
+            released networks); `None`: no clamp.
+        sr_conv_clamp (`float`, *optional*): clamp of the super-resolution's conv outputs (EG3D: 256 when
+            ``sr_num_fp16_res > 0``); `None`: no clamp.
     """
 
     def __init__(
@@ -348,6 +352,8 @@ class TriPlaneGenerator(nn.Module):
         sr_antialias: bool = True,
         c_scale: float = 1.0,
         pose_conditioning: bool = True,
+        conv_clamp: float | None = None,
+        sr_conv_clamp: float | None = None,
     ) -> None:
         super().__init__()
         plane_axes(plane_projection)
@@ -384,6 +390,7 @@ class TriPlaneGenerator(nn.Module):
             channel_base=channel_base,
             channel_max=channel_max,
             use_noise=use_noise,
+            conv_clamp=conv_clamp,
         )
         self.num_ws = self.backbone.num_ws
         self.decoder = OSGDecoder(
@@ -400,6 +407,7 @@ class TriPlaneGenerator(nn.Module):
             img_channels=img_channels,
             block_channels=sr_channels if sr_channels is not None else sr_class.default_block_channels,
             antialias=sr_antialias,
+            conv_clamp=sr_conv_clamp,
         )
 
     # ---------------------------------------------------------------------------------------------------------------
