@@ -16,8 +16,8 @@ from omniavatar.config import OmniAvatarConfig
 from omniavatar.convert_omniavatar_original import (
     GENERATOR_LAYOUT,
     ConversionError,
-    clamp_notes,
     convert_omniavatar,
+    density_noise_note,
     read_labels,
 )
 from omniavatar.pipeline_omniavatar import OmniAvatarPipeline
@@ -48,19 +48,29 @@ def test_round_trip_reproduces_images_depth_and_mask(tmp_path: Path, tiny_config
         assert torch.equal(expected.mask, actual.mask)
 
 
-def test_report_notes_the_authors_conv_clamps(tmp_path: Path, tiny_config: OmniAvatarConfig) -> None:
-    # EG3D trains the SR with sr_num_fp16_res 4, which makes the authors' SR clamp at ±256 even in fp32; ours does not.
-    extra = {"sr_num_fp16_res": 4, "conv_clamp": 256}
+def test_the_authors_conv_clamps_are_taken_over(tmp_path: Path, tiny_config: OmniAvatarConfig) -> None:
+    # EG3D trains the SR with sr_num_fp16_res 4, which makes the authors' SR clamp at ±256 even in fp32; their
+    # SynthesisBlock clamps the backbone at conv_clamp (EG3D's training sets None; 256 when init_kwargs omit it).
+    extra = {"sr_num_fp16_res": 4, "conv_clamp": None}
     path, _ = write_authors_pickle(tmp_path, authors_config(tiny_config), extra_init=extra)
-    _, report = convert_omniavatar(path, tmp_path / "converted", base=tiny_config)
-    assert report.ok and len(report.notes) == 2
-    assert report.notes[0].startswith("conv_clamp=256: the authors' backbone clamps conv outputs at ±256")
-    assert report.notes[1].startswith("sr_num_fp16_res=4: the authors' super-resolution clamps conv outputs at ±256")
-    saved = json.loads((tmp_path / "converted" / "conversion_report.json").read_text())
-    assert saved["notes"] == report.notes
-    # Without conv_clamp in init_kwargs their SynthesisBlock default (256) applies.
-    assert [note.split(":")[0] for note in clamp_notes({})] == ["conv_clamp=256"]
-    assert clamp_notes({"conv_clamp": None, "sr_num_fp16_res": 0}) == []
+    converted, report = convert_omniavatar(path, tmp_path / "converted", base=tiny_config)
+    assert report.ok and report.notes == []
+    loaded = OmniAvatarPipeline.from_pretrained(tmp_path / "converted")
+    for generator in (converted.generator, loaded.generator):
+        assert generator.config.conv_clamp is None and generator.config.sr_conv_clamp == 256
+        assert generator.superresolution.block1.conv1.conv_clamp == 256
+        assert generator.backbone.synthesis.b4.conv1.conv_clamp is None
+    (tmp_path / "default").mkdir()
+    path, _ = write_authors_pickle(tmp_path / "default", authors_config(tiny_config), extra_init={"conv_clamp": 256})
+    clamped, _ = convert_omniavatar(path, tmp_path / "default" / "converted", base=tiny_config)
+    assert clamped.generator.config.conv_clamp == 256 and clamped.generator.config.sr_conv_clamp is None
+    assert clamped.generator.backbone.synthesis.b4.conv1.conv_clamp == 256
+
+
+def test_density_noise_is_noted() -> None:
+    assert density_noise_note({"density_noise": 0.0}) is None and density_noise_note({}) is None
+    note = density_noise_note({"density_noise": 1.0})
+    assert note is not None and note.startswith("density_noise=1: the authors' renderer adds random density noise")
 
 
 def test_strict_report_names_unexpected_keys(tmp_path: Path, tiny_config: OmniAvatarConfig) -> None:

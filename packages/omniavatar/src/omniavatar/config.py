@@ -140,6 +140,10 @@ class GeneratorConfig:
         superresolution: ``hybrid2x`` (128), ``hybrid4x`` (256) or ``hybrid8xdc`` (512).
         sr_channels: SR block widths.
         sr_antialias: Antialiased resize of the SR input.
+        conv_clamp: Clamp of the backbone's (and background net's) conv outputs; the authors' networks use 256 (their
+            ``SynthesisBlock`` default, EG3D's ``conv_clamp``); null: no clamp.
+        sr_conv_clamp: Clamp of the super-resolution's conv outputs; the authors' SR clamps at 256 whenever
+            ``sr_num_fp16_res > 0`` (EG3D trains with 4), in fp32 too; null: no clamp.
         superresolution_noise_mode: Recorded from the pickle; our SR has no noise inputs (``none`` only is exact).
         plane_projection: ``xy_yz_xz``: the volumes are read at (x,y,z), (y,z,x), (x,z,y).
         box_warp: Side of the cube the volumes span (one value or three).
@@ -178,6 +182,8 @@ class GeneratorConfig:
     superresolution: Literal["hybrid2x", "hybrid4x", "hybrid8xdc"] = "hybrid8xdc"
     sr_channels: tuple[int, int] = (256, 128)
     sr_antialias: bool = True
+    conv_clamp: float | None = None
+    sr_conv_clamp: float | None = None
     superresolution_noise_mode: Literal["none", "const", "random"] = "none"
     plane_projection: Literal["xy_yz_xz"] = "xy_yz_xz"
     box_warp: float = 1.0

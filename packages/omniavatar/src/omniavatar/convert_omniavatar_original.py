@@ -42,8 +42,8 @@ __all__ = [
     "GENERATOR_LAYOUT",
     "ConversionError",
     "ConversionReport",
-    "clamp_notes",
     "convert_omniavatar",
+    "density_noise_note",
     "original_state_dict",
     "read_labels",
     "record_to_config",
@@ -210,6 +210,8 @@ def record_to_config(record: NetworkRecord, base: OmniAvatarConfig | None = None
         superresolution=sr_kind,
         sr_channels=sr_channels,
         sr_antialias=bool(rk.get("sr_antialias", True)),
+        conv_clamp=_conv_clamp(kwargs),
+        sr_conv_clamp=256.0 if int(kwargs.get("sr_num_fp16_res", 0) or 0) > 0 else None,
         superresolution_noise_mode=rk.get("superresolution_noise_mode", "none"),
         box_warp=float(box if not isinstance(box, list | tuple) else box[0]),
         ray_start=float(rk["ray_start"]),
@@ -309,27 +311,23 @@ def original_state_dict(generator: OmniAvatarGenerator) -> dict[str, Tensor]:
     return out
 
 
-def clamp_notes(init_kwargs: dict[str, Any]) -> list[str]:
-    """Notes on the convolution output clamps the authors' networks apply and ours do not.
+def _conv_clamp(init_kwargs: dict[str, Any]) -> float | None:
+    """The backbone clamp of the authors' networks: ``conv_clamp`` of their ``init_kwargs`` (their ``SynthesisBlock``
+    default, 256, when absent; None when they set it to None)."""
+    value = init_kwargs.get("conv_clamp", 256)
+    return None if value is None else float(value)
 
-    The authors' backbone (and background) blocks clamp conv outputs at ``conv_clamp`` (256 when the pickle's
-    ``init_kwargs`` omit it, their ``SynthesisBlock`` default); their super-resolution clamps at 256 whenever
-    ``sr_num_fp16_res > 0`` (EG3D trains with 4). Ours never clamp: the outputs agree while activations stay within
-    the clamp.
-    """
-    notes = []
-    conv_clamp = init_kwargs.get("conv_clamp", 256)
-    if conv_clamp is not None:
-        notes.append(
-            f"conv_clamp={conv_clamp}: the authors' backbone clamps conv outputs at ±{conv_clamp}; ours does not "
-            "(exact while activations stay within it)"
-        )
-    if int(init_kwargs.get("sr_num_fp16_res", 0) or 0) > 0:
-        notes.append(
-            f"sr_num_fp16_res={init_kwargs['sr_num_fp16_res']}: the authors' super-resolution clamps conv outputs at "
-            "±256; ours does not (exact while activations stay within it)"
-        )
-    return notes
+
+def density_noise_note(rendering_kwargs: dict[str, Any]) -> str | None:
+    """A note when the pickle's ``density_noise`` is positive: the authors' renderer adds it at inference too; ours
+    only in training mode (the converted config sets 0)."""
+    noise = float(rendering_kwargs.get("density_noise", 0.0) or 0.0)
+    if noise <= 0:
+        return None
+    return (
+        f"density_noise={noise:g}: the authors' renderer adds random density noise at inference too; the converted "
+        "generator renders without it (generator.density_noise=0; set it for training)"
+    )
 
 
 def _read_generator(pkl: str | os.PathLike, network: str) -> NetworkRecord:
@@ -369,7 +367,9 @@ def convert_omniavatar(
             f"superresolution_noise_mode={config.generator.superresolution_noise_mode!r}: the authors' SR adds noise "
             f"(max |noise_strength| {max(strengths, default=0.0):.3g}); ours does not"
         )
-    report.notes.extend(clamp_notes(record.init_kwargs))
+    note = density_noise_note(record.init_kwargs.get("rendering_kwargs") or record.extra.get("rendering_kwargs") or {})
+    if note is not None:
+        report.notes.append(note)
     state = convert_state_dict(record.state_dict, generator, report)
     if strict and not report.ok:
         raise ConversionError(

@@ -180,6 +180,8 @@ class OmniAvatarGenerator(TriPlaneGenerator):
             sr_antialias=config.sr_antialias,
             c_scale=config.c_scale,
             pose_conditioning=not config.c_gen_conditioning_zero,
+            conv_clamp=config.conv_clamp,
+            sr_conv_clamp=config.sr_conv_clamp,
         )
         if config.c_dim not in (0, CAMERA_LABEL_DIM, CAMERA_LABEL_DIM + layout.feature_dim):
             raise ValueError(
@@ -212,6 +214,7 @@ class OmniAvatarGenerator(TriPlaneGenerator):
                 config.decoder_output_dim,
                 channel_base=config.channel_base // 2,
                 channel_max=config.channel_max,
+                conv_clamp=config.conv_clamp,
             )
         self.torgb: ToRGBLayer | None = None
         if config.with_torgb:
