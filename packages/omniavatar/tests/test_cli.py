@@ -67,7 +67,7 @@ def test_render_row_camera_uses_the_rows_camera(tmp_path: Path, tiny_config: obj
     pipeline = OmniAvatarPipeline.from_config(tiny_config)  # type: ignore[arg-type]
     labels = np.zeros((2, 51), dtype=np.float32)
     labels[:, :25] = pipeline.cameras(0.0, 0.0).numpy()
-    labels[1, :25] = pipeline.cameras(0.3, 0.0).numpy()[0]  # yaw 0.3 at pitch π/2, without the demo's pitch offset
+    labels[1, :25] = pipeline.cameras(0.3, 0.0).numpy()[0]  # yaw 0.3 at the orbit centre, without the pitch offset
     np.save(tmp_path / "labels.npy", labels)
     row = ["render", "--labels", str(tmp_path / "labels.npy"), "--row", "1"]
     pitch = str(-pipeline.config.render.pitch_offset)

@@ -102,3 +102,23 @@ def test_labels(tmp_path: Path, tiny_config: OmniAvatarConfig) -> None:
     np.save(tmp_path / "bad.npy", np.zeros((3, 40), dtype=np.float32))
     with pytest.raises(InputError, match="rows of 51 numbers"):
         read_labels(tmp_path / "bad.npy", tiny_config.flame)
+
+
+def test_demo_cameras_render_at_3_14_over_2_and_map_at_half_pi(tiny_config: OmniAvatarConfig) -> None:
+    import math
+
+    from genblocks.render3d.cameras import orbit_cam2world
+
+    pipeline = OmniAvatarPipeline.from_config(tiny_config)
+    g = tiny_config.generator
+    labels = pipeline.cameras(torch.tensor([0.2]), torch.tensor([-0.05]))
+    expected = orbit_cam2world(
+        torch.tensor([3.14 / 2 + 0.2]), torch.tensor([3.14 / 2 - 0.05]), g.avg_camera_radius, g.avg_camera_pivot
+    )
+    torch.testing.assert_close(labels[:, :16], expected.reshape(1, 16))
+    frontal = pipeline.cameras(0.0, 0.0, center=math.pi / 2)
+    half_pi = orbit_cam2world(
+        torch.tensor([math.pi / 2]), torch.tensor([math.pi / 2]), g.avg_camera_radius, g.avg_camera_pivot
+    )
+    torch.testing.assert_close(frontal[:, :16], half_pi.reshape(1, 16))
+    assert not torch.allclose(frontal, pipeline.cameras(0.0, 0.0), atol=1e-4, rtol=0)  # 0.0008 rad apart

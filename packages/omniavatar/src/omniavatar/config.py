@@ -222,6 +222,9 @@ class RenderConfig:
         noise_mode: Backbone noise (``const``).
         yaw_range, pitch_range: Half-widths of the random camera angles around the frontal view (0.25, 0.1 rad).
         pitch_offset: The demo's cameras sit at pitch π/2 − 0.05.
+        orbit_center: The frontal angle of the rendering cameras' yaw and pitch: the authors' demo writes ``3.14/2``
+            (1.57, 0.0008 rad from π/2; with their exact labels the converted generator reproduces their images). The
+            mapping camera is at π/2.
         jaw_noise: Std of the random jaw motion added per sample (0.1, 0.15, 0.1).
         frames: Frames of a GIF / MP4 path.
         fps: Frames per second of a path.
@@ -234,6 +237,7 @@ class RenderConfig:
     yaw_range: float = 0.25
     pitch_range: float = 0.1
     pitch_offset: float = -0.05
+    orbit_center: float = 3.14 / 2
     jaw_noise: tuple[float, float, float] = (0.1, 0.15, 0.1)
     frames: int = 24
     fps: int = 12

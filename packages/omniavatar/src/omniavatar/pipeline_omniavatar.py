@@ -7,8 +7,8 @@ template SDF included). :meth:`OmniAvatarPipeline.from_pretrained` reads it; not
 
 Demo conventions (authors' ``gen_grouped_samples.py``): z from ``numpy.random.RandomState(seed).randn(z_dim)``; the
 mapping sees a frontal camera (yaw = pitch = π/2) with the sample's 3DMM values; the rendering camera sits at
-(π/2 + yaw, π/2 − 0.05 + pitch) on the orbit of ``avg_camera_radius`` around ``avg_camera_pivot`` (the authors write
-``3.14/2`` there, 0.0008 rad from π/2); ψ = 0.7, cutoff 14,
+(3.14/2 + yaw, 3.14/2 − 0.05 + pitch) on the orbit of ``avg_camera_radius`` around ``avg_camera_pivot`` (the authors
+write ``3.14/2`` there, 0.0008 rad from π/2: ``render.orbit_center``); ψ = 0.7, cutoff 14,
 ``noise_mode="const"``; images in [−1, 1] are written as ``x · 127.5 + 128`` clamped to uint8.
 """
 
@@ -151,14 +151,28 @@ class OmniAvatarPipeline:
         return folder
 
     # ------------------------------------------------------------------ labels
-    def cameras(self, yaw: Tensor | float, pitch: Tensor | float, radius: float | None = None) -> Tensor:
-        """Camera labels `(N, 25)` at orbit angles offset from the frontal view (yaw, pitch in radians)."""
+    def cameras(
+        self,
+        yaw: Tensor | float,
+        pitch: Tensor | float,
+        radius: float | None = None,
+        center: float | None = None,
+    ) -> Tensor:
+        """Camera labels `(N, 25)` at orbit angles offset from the frontal view (yaw, pitch in radians).
+
+        Args:
+            yaw, pitch: Offsets `(N,)` or scalars from the orbit's centre angle.
+            radius: Orbit radius (default ``generator.avg_camera_radius``).
+            center: The frontal angle of both axes (default ``render.orbit_center``, the demo's rendering cameras'
+                ``3.14/2``; the mapping camera uses π/2).
+        """
         g = self.config.generator
+        middle = self.config.render.orbit_center if center is None else center
         yaw_t = torch.as_tensor(yaw, dtype=torch.float32).reshape(-1)
         pitch_t = torch.as_tensor(pitch, dtype=torch.float32).reshape(-1).expand_as(yaw_t)
         cam2world = orbit_cam2world(
-            math.pi / 2 + yaw_t,
-            math.pi / 2 + pitch_t,
+            middle + yaw_t,
+            middle + pitch_t,
             g.avg_camera_radius if radius is None else radius,
             g.avg_camera_pivot,
         )
@@ -218,7 +232,7 @@ class OmniAvatarPipeline:
     def map(self, z: Tensor, features: Tensor, truncation_psi: float | None = None) -> Tensor:
         """ws `(N, num_ws, w_dim)` from z and features, with the frontal mapping camera of the demo."""
         r = self.config.render
-        frontal = self.cameras(torch.zeros(len(z)), torch.zeros(len(z)))
+        frontal = self.cameras(torch.zeros(len(z)), torch.zeros(len(z)), center=math.pi / 2)
         mapping_labels = self.labels(frontal, features)
         return self.generator.mapping(
             z,
