@@ -144,6 +144,9 @@ def test_prepare_a_mead_tree_then_rerun_and_train(tmp_path_factory: pytest.TempP
     assert all(
         json.loads(line)["neutral_frame"] == 0 for line in (relabelled / "manifest.jsonl").read_text().splitlines()
     )
+    manifest_before = (relabelled / "manifest.jsonl").read_text()
+    assert main([*argv, "--neutral-frame", "99"]) == 2  # no clip has a frame 99: each is skipped, so none is left
+    assert (relabelled / "manifest.jsonl").read_text() == manifest_before
 
     run = tmp_path / "run"
     argv = ["train", "--stage", "emodiff", "--set", f"train.manifest={manifest}", "train.max_steps=2"]

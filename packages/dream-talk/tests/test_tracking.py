@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from dream_talk.motion import ARKIT_BLENDSHAPES
-from dream_talk.render import proxy_landmarks, template_landmarks
+from dream_talk.render import proxy_face_offsets, proxy_landmarks, template_landmarks
 from dream_talk.tracking import TRACKED_BLENDSHAPES, fit_motion, portrait_state, track_landmarks
 from genblocks.errors import InputError
 
@@ -105,8 +105,12 @@ def test_a_neutral_face_of_the_person_removes_the_identity_from_the_fit() -> Non
     assert absolute_error.mean() > 5 * error.mean()  # not pose the face's own shape); absolute: 0.133
     assert np.abs(relative[:, 52:] - truth[:, 52:]).max() < 0.02  # measured 0.013; absolute: 0.72
     clip = np.concatenate([face[None], landmarks])
-    from_frame = track_landmarks(clip, 25.0, neutral=0).motion.values
-    assert np.abs(from_frame[0]).max() < 1e-6  # the neutral frame: zeros and zero pose
+    from_frame = track_landmarks(clip, 25.0, neutral=0)
+    assert np.abs(from_frame.motion.values[0]).max() < 1e-6  # the neutral frame: zeros and zero pose
+    assert from_frame.residual[0] < 1e-9  # and the template + its offsets reproduce it exactly
+    offsets = proxy_face_offsets(template_landmarks() + 0.05, state[:52])
+    frame = np.concatenate([state[:52], np.zeros(6)])[None]
+    np.testing.assert_allclose(proxy_landmarks(frame, offsets)[0], template_landmarks() + 0.05, atol=1e-12)
     clip[3] = np.nan
     with pytest.raises(InputError, match="neutral frame 3: no face found in it"):
         track_landmarks(clip, 25.0, neutral=3)

@@ -40,6 +40,7 @@ __all__ = [
     "draw_avatar",
     "landmark_basis",
     "load_renderer",
+    "proxy_face_offsets",
     "proxy_landmarks",
     "template_landmarks",
 ]
@@ -291,6 +292,27 @@ def proxy_landmarks(motion: np.ndarray, face_offsets: np.ndarray | None = None) 
     rotated_x = scale * (cos * x - sin * y) + shift_x
     rotated_y = scale * (sin * x + cos * y) + shift_y
     return np.stack([rotated_x, rotated_y], axis=-1)
+
+
+def proxy_face_offsets(landmarks: np.ndarray, weights: np.ndarray | None = None) -> np.ndarray:
+    """The offset of one face from the proxy's template, for the ``face_offsets`` argument of :func:`proxy_landmarks`
+    (and of the tracking fits).
+
+    Args:
+        landmarks: (68, 2) the face in the proxy's normalised coordinates, taken at zero pose.
+        weights: (52,) the blendshapes it shows (e.g. a portrait's fitted state); ``None``: neutral.
+
+    Returns:
+        float64 (68, 2): ``landmarks - proxy_landmarks([weights, zero pose])``, so that
+        ``proxy_landmarks([weights, zero pose], offsets)`` is ``landmarks``.
+    """
+    landmarks = np.asarray(landmarks, np.float64)
+    if landmarks.shape != (68, 2) or not np.isfinite(landmarks).all():
+        raise ValueError(f"landmarks: expected a finite (68, 2) face, got {landmarks.shape}")
+    frame = np.zeros((1, 58))
+    if weights is not None:
+        frame[0, :52] = np.asarray(weights, np.float64).reshape(-1)[:52]
+    return landmarks - proxy_landmarks(frame)[0]
 
 
 def draw_avatar(landmarks: np.ndarray, size: int = 256) -> np.ndarray:

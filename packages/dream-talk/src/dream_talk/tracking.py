@@ -19,7 +19,7 @@ and y by cos(pitch), rotates by roll, scales by 1 + z and shifts by (0.6 sin yaw
 A real face is not the proxy's template: fitted absolutely, its own shape reads as expression and pose (channels pushed
 to their bounds, where the fit of the others bends). Given a ``neutral`` face of the same person (a frame of the clip
 with a relaxed face, or the portrait a clip was rendered from with its :func:`portrait_state`), the fit starts from
-template + :func:`identity_offsets` instead, so it measures expression and pose relative to that face.
+template + :func:`dream_talk.render.proxy_face_offsets` instead, so it measures expression and pose relative to that face.
 
 :func:`track_video` reads a video (genblocks.media.read_video), finds the 68 landmarks with genblocks' dlib analyser
 and maps pixels to the template's normalised frame with one clip-level similarity (median over frames).
@@ -34,7 +34,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from dream_talk.motion import ARKIT_BLENDSHAPES, MotionSequence
-from dream_talk.render import landmark_basis, proxy_landmarks, template_landmarks
+from dream_talk.render import landmark_basis, proxy_face_offsets, proxy_landmarks, template_landmarks
 from genblocks.errors import InputError
 
 if TYPE_CHECKING:
@@ -48,7 +48,6 @@ __all__ = [
     "fit_blendshapes",
     "fit_motion",
     "fit_pose",
-    "identity_offsets",
     "normalise_landmarks",
     "track_landmarks",
     "track_video",
@@ -138,47 +137,29 @@ class TrackResult:
         return len(self.gap_frames)
 
 
-def _face(identity: np.ndarray | None) -> np.ndarray:
-    """The unposed neutral face the fit starts from: the template, plus ``identity`` (68, 2) when given."""
-    if identity is None:
+def _face(face_offsets: np.ndarray | None) -> np.ndarray:
+    """The unposed neutral face the fit starts from: the template, plus ``face_offsets`` (68, 2) when given."""
+    if face_offsets is None:
         return _TEMPLATE
-    identity = np.asarray(identity, np.float64)
-    if identity.shape != (68, 2) or not np.isfinite(identity).all():
-        raise ValueError(f"identity: expected finite (68, 2) offsets, got {identity.shape}")
-    return _TEMPLATE + identity
+    face_offsets = np.asarray(face_offsets, np.float64)
+    if face_offsets.shape != (68, 2) or not np.isfinite(face_offsets).all():
+        raise ValueError(f"face_offsets: expected finite (68, 2) offsets, got {face_offsets.shape}")
+    return _TEMPLATE + face_offsets
 
 
-def identity_offsets(landmarks: np.ndarray, weights: np.ndarray | None = None) -> np.ndarray:
-    """The offset of one face from the proxy's template, for the ``identity`` argument of the fits.
-
-    Args:
-        landmarks: (68, 2) the face in normalised coordinates (:func:`normalise_landmarks`), taken at zero pose.
-        weights: (52,) the blendshapes it shows (e.g. a portrait's :func:`portrait_state`); ``None``: neutral.
-
-    Returns:
-        float64 (68, 2): ``landmarks - proxy_landmarks([weights, zero pose])``.
-    """
-    landmarks = np.asarray(landmarks, np.float64)
-    if landmarks.shape != (68, 2) or not np.isfinite(landmarks).all():
-        raise ValueError(f"landmarks: expected a finite (68, 2) face, got {landmarks.shape}")
-    frame = np.zeros((1, 58))
-    if weights is not None:
-        frame[0, :52] = np.asarray(weights, np.float64).reshape(-1)[:52]
-    return landmarks - proxy_landmarks(frame)[0]
-
-
-def fit_pose(landmarks: np.ndarray, identity: np.ndarray | None = None) -> np.ndarray:
+def fit_pose(landmarks: np.ndarray, face_offsets: np.ndarray | None = None) -> np.ndarray:
     """Head pose of each frame from its rigid landmarks (normalised coordinates).
 
     Args:
         landmarks: (T, 68, 2) normalised landmarks (no NaN).
-        identity: (68, 2) the face's offset from the template (:func:`identity_offsets`); ``None``: the template.
+        face_offsets: (68, 2) the face's offset from the template (:func:`dream_talk.render.proxy_face_offsets`);
+            ``None``: the template.
 
     Returns:
         float64 (T, 6): pitch, yaw, roll (radians), x, y, z, as :func:`proxy_landmarks` reads them.
     """
     observed = np.asarray(landmarks, np.float64)[:, RIGID_POINTS]  # (T, R, 2)
-    source = _face(identity)[RIGID_POINTS]  # (R, 2)
+    source = _face(face_offsets)[RIGID_POINTS]  # (R, 2)
     design = np.concatenate([source, np.ones((len(source), 1))], axis=1)  # (R, 3)
     affine, *_ = np.linalg.lstsq(design, observed.transpose(1, 0, 2).reshape(len(source), -1), rcond=None)
     affine = affine.reshape(3, -1, 2)  # rows x-coef, y-coef, shift; (3, T, 2)
@@ -256,7 +237,7 @@ def fit_blendshapes(
     pose: np.ndarray,
     ridge: float = 1e-9,
     iterations: int = 100,
-    identity: np.ndarray | None = None,
+    face_offsets: np.ndarray | None = None,
 ) -> np.ndarray:
     """Weights in [0, 1] of :data:`TRACKED_BLENDSHAPES` (others 0) that best explain the landmarks under the pose.
 
@@ -265,7 +246,8 @@ def fit_blendshapes(
         pose: (T, 6) from :func:`fit_pose`.
         ridge: L2 weight on the blendshapes (keeps the system well posed with noisy landmarks).
         iterations: Most active-set steps per frame.
-        identity: (68, 2) the face's offset from the template (:func:`identity_offsets`); ``None``: the template.
+        face_offsets: (68, 2) the face's offset from the template (:func:`dream_talk.render.proxy_face_offsets`);
+            ``None``: the template.
 
     Returns:
         float64 (T, 52).
@@ -274,7 +256,7 @@ def fit_blendshapes(
     channels = [ARKIT_BLENDSHAPES.index(name) for name in TRACKED_BLENDSHAPES]
     count = len(channels)
     design = np.einsum("tij,kpj->tpik", linear, _BASIS[channels]).reshape(len(pose), -1, count)  # (T, 136, K)
-    neutral = np.einsum("tij,pj->tpi", linear, _face(identity)) + shift[:, None]
+    neutral = np.einsum("tij,pj->tpi", linear, _face(face_offsets)) + shift[:, None]
     target = (np.asarray(landmarks, np.float64) - neutral).reshape(len(pose), -1)  # (T, 136)
     hessian = np.einsum("tnk,tnl->tkl", design, design) + ridge * np.eye(count)
     rhs = np.einsum("tnk,tn->tk", design, target)
@@ -332,7 +314,7 @@ def fit_motion(
     fps: float,
     smooth_sigma: float = 0.0,
     ridge: float = 1e-9,
-    identity: np.ndarray | None = None,
+    face_offsets: np.ndarray | None = None,
 ) -> TrackResult:
     """Blendshapes + head pose for every frame of normalised landmarks; NaN frames are gaps.
 
@@ -341,7 +323,8 @@ def fit_motion(
         fps: Frame rate of the sequence.
         smooth_sigma: Standard deviation (frames) of a Gaussian smoothing of the motion over time; 0 disables it.
         ridge: See :func:`fit_blendshapes`.
-        identity: (68, 2) the face's offset from the template (:func:`identity_offsets`); ``None``: the template.
+        face_offsets: (68, 2) the face's offset from the template (:func:`dream_talk.render.proxy_face_offsets`);
+            ``None``: the template.
 
     Returns:
         A :class:`TrackResult` with the (T, 58) motion, the gap frame indices and the per-frame fit residual.
@@ -356,14 +339,11 @@ def fit_motion(
     if not valid.any():
         raise InputError("no face found in any frame: nothing to track")
     found = landmarks[valid]
-    pose = fit_pose(found, identity)
-    weights = fit_blendshapes(found, pose, ridge=ridge, identity=identity)
+    pose = fit_pose(found, face_offsets)
+    weights = fit_blendshapes(found, pose, ridge=ridge, face_offsets=face_offsets)
     fitted = np.concatenate([weights, pose], axis=1)
-    predicted = proxy_landmarks(fitted)
-    if identity is not None:
-        predicted += np.einsum("tij,pj->tpi", _pose_transform(pose)[0], np.asarray(identity, np.float64))
     residual = np.full(len(landmarks), np.nan)
-    residual[valid] = np.sqrt(((predicted - found) ** 2).sum(-1).mean(-1))
+    residual[valid] = np.sqrt(((proxy_landmarks(fitted, face_offsets) - found) ** 2).sum(-1).mean(-1))
     frames = np.arange(len(landmarks))
     values = np.stack([np.interp(frames, frames[valid], fitted[:, c]) for c in range(fitted.shape[1])], axis=1)
     values = _smooth(values, smooth_sigma)
@@ -431,8 +411,8 @@ def track_landmarks(
         if face.shape != (68, 2) or not np.isfinite(face).all():
             raise ValueError(f"neutral: expected a frame index or finite (68, 2) pixel landmarks, got {face.shape}")
     normalised = normalise_landmarks(landmarks, frame=face)
-    identity = identity_offsets(normalise_landmarks(face[None])[0], neutral_weights)
-    return fit_motion(normalised, fps, smooth_sigma, identity=identity)
+    offsets = proxy_face_offsets(normalise_landmarks(face[None])[0], neutral_weights)
+    return fit_motion(normalised, fps, smooth_sigma, face_offsets=offsets)
 
 
 def portrait_state(pixel_landmarks: np.ndarray, pose_dim: int = 6) -> np.ndarray:

@@ -39,7 +39,7 @@ from typing import TYPE_CHECKING, Literal, NamedTuple
 import numpy as np
 
 from dream_talk.mouth_interior import fill_mouth, inner_lip_gap, mouth_colours
-from dream_talk.render import proxy_landmarks
+from dream_talk.render import proxy_face_offsets, proxy_landmarks
 from genblocks.errors import InputError
 
 if TYPE_CHECKING:
@@ -154,9 +154,8 @@ def target_landmarks(landmarks: np.ndarray, motion: np.ndarray, reference: np.nd
     neutral = proxy_landmarks(reference[None])[0]
     transform = umeyama_similarity(neutral, landmarks)
     linear = transform[:, :2]
-    unposed = reference.copy()
-    unposed[52:] = 0.0
-    face_offsets = (landmarks - transform[:, 2]) @ np.linalg.inv(linear).T - proxy_landmarks(unposed[None])[0]
+    portrait = (landmarks - transform[:, 2]) @ np.linalg.inv(linear).T  # in the proxy's frame
+    face_offsets = proxy_face_offsets(portrait, reference[:52])
     posed = proxy_landmarks(motion, face_offsets)
     start = proxy_landmarks(reference[None], face_offsets)[0]
     return landmarks[None] + (posed - start[None]) @ linear.T
