@@ -140,8 +140,9 @@ class GeneratorConfig:
         superresolution: ``hybrid2x`` (128), ``hybrid4x`` (256) or ``hybrid8xdc`` (512).
         sr_channels: SR block widths.
         sr_antialias: Antialiased resize of the SR input.
-        conv_clamp: Clamp of the backbone's (and background net's) conv outputs; the authors' networks use 256 (their
-            ``SynthesisBlock`` default, EG3D's ``conv_clamp``); null: no clamp.
+        conv_clamp: Clamp of the backbone's (and background net's) conv outputs; a converted pickle takes its
+            ``init_kwargs`` value (256 when absent, the authors' ``SynthesisBlock`` default); EG3D-style training runs
+            the backbone in fp32 without one; null: no clamp.
         sr_conv_clamp: Clamp of the super-resolution's conv outputs; the authors' SR clamps at 256 whenever
             ``sr_num_fp16_res > 0`` (EG3D trains with 4), in fp32 too; null: no clamp.
         superresolution_noise_mode: Recorded from the pickle; our SR has no noise inputs (``none`` only is exact).

@@ -141,7 +141,37 @@ class SuperResolutionHybrid(nn.Module):
         return img
 
 
-class SuperResolutionHybrid2X(SuperResolutionHybrid):
+class _HybridPreset(SuperResolutionHybrid):
+    """A named EG3D preset: its output side, block widths and whether block0 upsamples are class attributes."""
+
+    default_img_resolution: int = 128
+    first_block_upsamples: bool = False
+
+    def __init__(
+        self,
+        channels: int = 32,
+        img_resolution: int | None = None,
+        w_dim: int = 512,
+        img_channels: int = 3,
+        block_channels: tuple[int, int] | None = None,
+        antialias: bool = True,
+        conv_clamp: float | None = None,
+    ) -> None:
+        resolution = self.default_img_resolution if img_resolution is None else img_resolution
+        super().__init__(
+            channels,
+            resolution,
+            resolution // (4 if self.first_block_upsamples else 2),
+            self.default_block_channels if block_channels is None else block_channels,
+            self.first_block_upsamples,
+            w_dim,
+            img_channels,
+            antialias,
+            conv_clamp,
+        )
+
+
+class SuperResolutionHybrid2X(_HybridPreset):
     """EG3D ``SuperresolutionHybrid2X``: input resized to R/2 (64 for 128 px), blocks (128, 64), first keeps size.
 
     Args:
@@ -152,31 +182,10 @@ class SuperResolutionHybrid2X(SuperResolutionHybrid):
     """
 
     default_block_channels = (128, 64)
-
-    def __init__(
-        self,
-        channels: int = 32,
-        img_resolution: int = 128,
-        w_dim: int = 512,
-        img_channels: int = 3,
-        block_channels: tuple[int, int] = default_block_channels,
-        antialias: bool = True,
-        conv_clamp: float | None = None,
-    ) -> None:
-        super().__init__(
-            channels,
-            img_resolution,
-            img_resolution // 2,
-            block_channels,
-            False,
-            w_dim,
-            img_channels,
-            antialias,
-            conv_clamp,
-        )
+    default_img_resolution = 128
 
 
-class SuperResolutionHybrid4X(SuperResolutionHybrid):
+class SuperResolutionHybrid4X(_HybridPreset):
     """EG3D ``SuperresolutionHybrid4X``: input resized to R/2 (128 for 256 px), blocks (128, 64), first keeps size.
 
     Same layout as `SuperResolutionHybrid2X`; the factor names the usual neural-rendering resolution (64 → 256).
@@ -188,31 +197,10 @@ class SuperResolutionHybrid4X(SuperResolutionHybrid):
     """
 
     default_block_channels = (128, 64)
-
-    def __init__(
-        self,
-        channels: int = 32,
-        img_resolution: int = 256,
-        w_dim: int = 512,
-        img_channels: int = 3,
-        block_channels: tuple[int, int] = default_block_channels,
-        antialias: bool = True,
-        conv_clamp: float | None = None,
-    ) -> None:
-        super().__init__(
-            channels,
-            img_resolution,
-            img_resolution // 2,
-            block_channels,
-            False,
-            w_dim,
-            img_channels,
-            antialias,
-            conv_clamp,
-        )
+    default_img_resolution = 256
 
 
-class SuperResolutionHybrid8XDC(SuperResolutionHybrid):
+class SuperResolutionHybrid8XDC(_HybridPreset):
     """EG3D ``SuperresolutionHybrid8XDC``: input resized to R/4 (128 for 512 px), two upsampling blocks (256, 128).
 
     Args:
@@ -222,25 +210,5 @@ class SuperResolutionHybrid8XDC(SuperResolutionHybrid):
     """
 
     default_block_channels = (256, 128)
-
-    def __init__(
-        self,
-        channels: int = 32,
-        img_resolution: int = 512,
-        w_dim: int = 512,
-        img_channels: int = 3,
-        block_channels: tuple[int, int] = default_block_channels,
-        antialias: bool = True,
-        conv_clamp: float | None = None,
-    ) -> None:
-        super().__init__(
-            channels,
-            img_resolution,
-            img_resolution // 4,
-            block_channels,
-            True,
-            w_dim,
-            img_channels,
-            antialias,
-            conv_clamp,
-        )
+    default_img_resolution = 512
+    first_block_upsamples = True

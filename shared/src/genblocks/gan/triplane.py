@@ -316,8 +316,8 @@ class TriPlaneGenerator(nn.Module):
         c_scale (`float`, defaults to 1.0): factor on the label the mapping sees (OmniAvatar uses 0).
         pose_conditioning (`bool`, defaults to `True`): condition the mapping on the camera; `False` feeds zeros
             (EG3D ``c_gen_conditioning_zero``).
-        conv_clamp (`float`, *optional*): clamp of the backbone's conv outputs (EG3D's ``conv_clamp``, 256 in its
-            released networks); `None`: no clamp.
+        conv_clamp (`float`, *optional*): clamp of the backbone's conv outputs (EG3D's ``conv_clamp``, read from a
+            network pickle's ``init_kwargs``); `None`: no clamp.
         sr_conv_clamp (`float`, *optional*): clamp of the super-resolution's conv outputs (EG3D: 256 when
             ``sr_num_fp16_res > 0``); `None`: no clamp.
     """
@@ -405,7 +405,7 @@ class TriPlaneGenerator(nn.Module):
             img_resolution=img_resolution,
             w_dim=w_dim,
             img_channels=img_channels,
-            block_channels=sr_channels if sr_channels is not None else sr_class.default_block_channels,
+            block_channels=sr_channels,
             antialias=sr_antialias,
             conv_clamp=sr_conv_clamp,
         )
